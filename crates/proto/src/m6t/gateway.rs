@@ -1,0 +1,580 @@
+//! The m6t tunnel gateway (draft-ebalard-mext-m6t-02 sections 2.3, 2.4, 3 and 6.1.3).
+//!
+//! The gateway keeps one state per mobile-node tunnel address: the IPv4 address and UDP port
+//! it came from (as seen after the NAT) and the local port it arrived on. A state is created
+//! *temporary* by a valid first packet from an unknown IPv6 source, becomes *active* when the
+//! home side sends a packet to that address, and is garbage collected when its lifetime ends.
+//! Address fields are never updated (section 2.4): a packet that matches a state's IPv6
+//! address but not its IPv4 address and port is dropped and changes nothing.
+
+use crate::m6t::ratelimit::{time_to_full, Bucket};
+use crate::reasons;
+use crate::stats::Counters;
+use m6t_wire::{icmpv6, keepalive, Ipv6Packet, Ipv6Prefix};
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// Most expired states removed by one `handle_timeout` call, so that a mass expiry never
+/// stalls the data plane: the rest is done on the next (immediate) wake-up.
+pub const GC_BATCH: usize = 4096;
+/// Most events kept for `poll_event`; older ones are counted as lost.
+const EVENT_QUEUE_CAP: usize = 4096;
+
+/// Configuration of a gateway; `Default` gives the documented defaults with empty lists.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Home agent addresses: the destinations a mobile node may send to (section 6.1.3).
+    pub ha_addresses: Vec<Ipv6Addr>,
+    /// Extra allowed destinations (off by default: the gateway is never an open relay).
+    pub allowed_destinations: Vec<Ipv6Prefix>,
+    /// Prefixes the mobile nodes' tunnel addresses come from; a state is only created for a
+    /// source inside one of them (section 6.1.3).
+    pub mn_prefixes: Vec<Ipv6Prefix>,
+    /// The gateway's own IPv6 address, source of the ICMPv6 errors it sends.
+    pub icmp_source: Ipv6Addr,
+    /// Tunnel MTU (section 2.6, default 1472 = 1500 - 20 - 8).
+    pub mtu: u16,
+    /// Lifetime of a temporary state (section 2.4: "some milli-seconds to a few seconds").
+    pub temporary_lifetime: Duration,
+    /// Lifetime of an active state after the last packet either way ("~ NAT timeout").
+    pub active_lifetime: Duration,
+    /// New states per second allowed per IPv4 source address (port ignored).
+    pub new_state_rate: u32,
+    /// Burst of new states allowed per IPv4 source address.
+    pub new_state_burst: u32,
+    /// Most states (temporary + active) per IPv4 source address.
+    pub max_states_per_ipv4: u32,
+    /// Most states in all.
+    pub max_states: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            ha_addresses: Vec::new(),
+            allowed_destinations: Vec::new(),
+            mn_prefixes: Vec::new(),
+            icmp_source: Ipv6Addr::UNSPECIFIED,
+            mtu: 1472,
+            temporary_lifetime: Duration::from_secs(2),
+            active_lifetime: Duration::from_secs(150),
+            new_state_rate: 10,
+            new_state_burst: 20,
+            max_states_per_ipv4: 64,
+            max_states: 1_000_000,
+        }
+    }
+}
+
+reasons! {
+    /// Why the gateway dropped a packet, or what else it counted.
+    pub enum GatewayCounter {
+        /// UDP payload that is not exactly one well-formed IPv6 packet.
+        MalformedFromMn => "drop_malformed_from_mn",
+        /// IPv6 source multicast, unspecified, loopback or link-local.
+        BadSource => "drop_bad_source",
+        /// Destination neither an HA address nor an allowed prefix (no open relay).
+        DestinationNotAllowed => "drop_destination_not_allowed",
+        /// New source outside the configured mobile-node prefixes.
+        SourceOutsidePrefix => "drop_source_outside_prefix",
+        /// Known IPv6 source from another IPv4 address or port (section 2.4): never updated.
+        AddressMismatch => "drop_address_mismatch",
+        /// New state refused: per-IPv4 creation rate exceeded.
+        RateLimited => "drop_rate_limited",
+        /// New state refused: per-IPv4 state cap reached.
+        PerSourceCap => "drop_per_source_cap",
+        /// New state refused: global state cap reached.
+        TableFull => "drop_table_full",
+        /// Keep-alive from an unknown source.
+        KeepaliveNoState => "drop_keepalive_no_state",
+        /// Keep-alive for a state still temporary.
+        KeepaliveNotActive => "drop_keepalive_not_active",
+        /// Keep-alive whose IPv4 address or port does not match the state.
+        KeepaliveMismatch => "drop_keepalive_mismatch",
+        /// Too big, and it is an ICMPv6 error (never answer an error with an error).
+        TooBigIcmpError => "drop_too_big_icmp_error",
+        /// Packet from the home side that is not a well-formed IPv6 packet.
+        MalformedFromHome => "drop_malformed_from_home",
+        /// Packet from the home side to an address with no state.
+        NoStateForHome => "drop_no_state_for_home",
+        /// Packets forwarded from mobile nodes to the home side.
+        ForwardedToHome => "forwarded_to_home",
+        /// Packets forwarded from the home side to mobile nodes.
+        ForwardedToMn => "forwarded_to_mn",
+        /// Keep-alives answered.
+        KeepalivesAnswered => "keepalives_answered",
+        /// ICMPv6 Packet Too Big messages sent.
+        PacketTooBigSent => "packet_too_big_sent",
+        /// States created (temporary).
+        StatesCreated => "states_created",
+        /// Temporary states made active.
+        StatesActivated => "states_activated",
+        /// States garbage collected.
+        StatesExpired => "states_expired",
+        /// Events lost because nobody polled them.
+        EventsLost => "events_lost",
+    }
+}
+
+/// Whether a state has seen an answer from the home side yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateKind {
+    /// Created by a mobile node's packet; waits for the home side's answer.
+    Temporary,
+    /// The home side answered; lifetime extended by traffic either way.
+    Active,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    peer: SocketAddrV4,
+    local_port: u16,
+    kind: StateKind,
+    created: Instant,
+    last_seen: Instant,
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Source {
+    states: u32,
+    bucket: Bucket,
+}
+
+/// What to do with a packet received from a mobile node over UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromMn {
+    /// Write the packet, unchanged, to the home-side TUN interface.
+    ToHome,
+    /// Send these 40 bytes back to the same peer from the same local port (keep-alive echo).
+    Echo([u8; keepalive::KEEPALIVE_LEN]),
+    /// Send the first `n` bytes of the scratch buffer back to the same peer (Packet Too Big).
+    Reply(usize),
+    /// Dropped, counted under this reason.
+    Drop(GatewayCounter),
+}
+
+/// What to do with a packet read from the home-side TUN interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromHome {
+    /// Send the packet, unchanged, to `peer` from local UDP port `local_port`.
+    ToMn {
+        /// The mobile node's NAT-mapped IPv4 address and port.
+        peer: SocketAddrV4,
+        /// The gateway port the mobile node used.
+        local_port: u16,
+    },
+    /// Write the first `n` bytes of the scratch buffer to the TUN (Packet Too Big).
+    Reply(usize),
+    /// Dropped, counted under this reason.
+    Drop(GatewayCounter),
+}
+
+/// Something the operator may want logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEvent {
+    /// A temporary state was created.
+    Created {
+        /// Tunnel address of the mobile node.
+        address: Ipv6Addr,
+        /// Its IPv4 address and port after NAT.
+        peer: SocketAddrV4,
+    },
+    /// A temporary state became active.
+    Activated {
+        /// Tunnel address of the mobile node.
+        address: Ipv6Addr,
+    },
+    /// A state was garbage collected.
+    Expired {
+        /// Tunnel address of the mobile node.
+        address: Ipv6Addr,
+        /// Kind it had when it expired.
+        kind: StateKind,
+    },
+}
+
+/// One state as shown by `m6t status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateInfo {
+    /// Tunnel address of the mobile node.
+    pub address: Ipv6Addr,
+    /// IPv4 address and UDP port after NAT.
+    pub peer: SocketAddrV4,
+    /// Gateway UDP port it talks to.
+    pub local_port: u16,
+    /// Temporary or active.
+    pub kind: StateKind,
+    /// Milliseconds since creation.
+    pub age_ms: u64,
+    /// Milliseconds since the last packet either way.
+    pub idle_ms: u64,
+    /// Packets both ways.
+    pub packets: u64,
+    /// Bytes (IPv6 packets) both ways.
+    pub bytes: u64,
+}
+
+/// The gateway machine. See the module documentation.
+#[derive(Debug)]
+pub struct Gateway {
+    cfg: GatewayConfig,
+    states: HashMap<Ipv6Addr, State>,
+    /// One entry per live state: (a deadline no later than its real expiry, address).
+    expiry: BinaryHeap<Reverse<(Instant, Ipv6Addr)>>,
+    sources: HashMap<Ipv4Addr, Source>,
+    /// Sources whose last state went away, to forget once their bucket is full again.
+    idle_sources: VecDeque<(Instant, Ipv4Addr)>,
+    counters: Counters<GatewayCounter>,
+    events: VecDeque<GatewayEvent>,
+}
+
+fn usable_source(a: Ipv6Addr) -> bool {
+    !(a.is_multicast()
+        || a.is_unspecified()
+        || a.is_loopback()
+        || (a.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+impl Gateway {
+    /// A gateway with an empty state table.
+    pub fn new(cfg: GatewayConfig) -> Self {
+        Gateway {
+            cfg,
+            states: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            sources: HashMap::new(),
+            idle_sources: VecDeque::new(),
+            counters: Counters::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    fn lifetime(&self, s: &State) -> Instant {
+        match s.kind {
+            StateKind::Temporary => s.created + self.cfg.temporary_lifetime,
+            StateKind::Active => s.last_seen + self.cfg.active_lifetime,
+        }
+    }
+
+    fn destination_allowed(&self, dst: Ipv6Addr) -> bool {
+        self.cfg.ha_addresses.contains(&dst)
+            || self.cfg.allowed_destinations.iter().any(|p| p.contains(dst))
+    }
+
+    fn push_event(&mut self, e: GatewayEvent) {
+        if self.events.len() >= EVENT_QUEUE_CAP {
+            self.events.pop_front();
+            self.counters.bump(GatewayCounter::EventsLost);
+        }
+        self.events.push_back(e);
+    }
+
+    fn drop_mn(&mut self, r: GatewayCounter) -> FromMn {
+        self.counters.bump(r);
+        FromMn::Drop(r)
+    }
+
+    fn drop_home(&mut self, r: GatewayCounter) -> FromHome {
+        self.counters.bump(r);
+        FromHome::Drop(r)
+    }
+
+    /// Handles a UDP payload received on local port `local_port` from `peer`
+    /// (sections 2.3, 2.4, 3, 6.1.3). `scratch` receives a Packet Too Big when one is due;
+    /// it must hold [`icmpv6::MAX_ERROR_LEN`] bytes for that.
+    pub fn handle_from_mn(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        peer: SocketAddrV4,
+        payload: &[u8],
+        scratch: &mut [u8],
+    ) -> FromMn {
+        let Ok(p) = Ipv6Packet::new_checked(payload) else {
+            return self.drop_mn(GatewayCounter::MalformedFromMn);
+        };
+        let src = p.src_addr();
+        if keepalive::is_request(&p) {
+            return self.keepalive(now, peer, src);
+        }
+        if !usable_source(src) {
+            return self.drop_mn(GatewayCounter::BadSource);
+        }
+        if !self.destination_allowed(p.dst_addr()) {
+            return self.drop_mn(GatewayCounter::DestinationNotAllowed);
+        }
+        let too_big = payload.len() > usize::from(self.cfg.mtu);
+        match self.states.get_mut(&src) {
+            Some(s) => {
+                if s.peer != peer || s.local_port != local_port {
+                    return self.drop_mn(GatewayCounter::AddressMismatch);
+                }
+                // A temporary state keeps its short deadline whatever the MN sends: only
+                // the home side's answer may extend it (section 6.1.3).
+                s.last_seen = now;
+                s.packets += 1;
+                s.bytes += payload.len() as u64;
+            }
+            None => {
+                if !self.cfg.mn_prefixes.iter().any(|pr| pr.contains(src)) {
+                    return self.drop_mn(GatewayCounter::SourceOutsidePrefix);
+                }
+                if let Err(r) = self.create(now, src, peer, local_port, payload.len()) {
+                    return self.drop_mn(r);
+                }
+            }
+        }
+        if too_big {
+            if icmpv6::is_icmpv6_error(&p) {
+                return self.drop_mn(GatewayCounter::TooBigIcmpError);
+            }
+            return match icmpv6::emit_packet_too_big(
+                self.cfg.icmp_source,
+                &p,
+                u32::from(self.cfg.mtu),
+                scratch,
+            ) {
+                Ok(n) => {
+                    self.counters.bump(GatewayCounter::PacketTooBigSent);
+                    FromMn::Reply(n)
+                }
+                Err(_) => self.drop_mn(GatewayCounter::MalformedFromMn),
+            };
+        }
+        self.counters.bump(GatewayCounter::ForwardedToHome);
+        FromMn::ToHome
+    }
+
+    fn keepalive(&mut self, now: Instant, peer: SocketAddrV4, src: Ipv6Addr) -> FromMn {
+        let r = match self.states.get_mut(&src) {
+            None => Err(GatewayCounter::KeepaliveNoState),
+            Some(s) if s.peer != peer => Err(GatewayCounter::KeepaliveMismatch),
+            Some(s) if s.kind != StateKind::Active => Err(GatewayCounter::KeepaliveNotActive),
+            Some(s) => {
+                s.last_seen = now;
+                s.packets += 1;
+                s.bytes += keepalive::KEEPALIVE_LEN as u64;
+                Ok(())
+            }
+        };
+        match r {
+            Err(r) => self.drop_mn(r),
+            Ok(()) => {
+                self.counters.bump(GatewayCounter::KeepalivesAnswered);
+                FromMn::Echo(keepalive::emit(keepalive::KEEPALIVE_PEER, src))
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        now: Instant,
+        src: Ipv6Addr,
+        peer: SocketAddrV4,
+        local_port: u16,
+        len: usize,
+    ) -> Result<(), GatewayCounter> {
+        if self.states.len() >= self.cfg.max_states {
+            return Err(GatewayCounter::TableFull);
+        }
+        let (rate, burst, cap) = (
+            self.cfg.new_state_rate,
+            self.cfg.new_state_burst,
+            self.cfg.max_states_per_ipv4,
+        );
+        let source = self.sources.entry(*peer.ip()).or_insert(Source {
+            states: 0,
+            bucket: Bucket::full(now, burst),
+        });
+        if source.states >= cap {
+            return Err(GatewayCounter::PerSourceCap);
+        }
+        if !source.bucket.take(now, rate, burst) {
+            return Err(GatewayCounter::RateLimited);
+        }
+        source.states += 1;
+        let s = State {
+            peer,
+            local_port,
+            kind: StateKind::Temporary,
+            created: now,
+            last_seen: now,
+            packets: 1,
+            bytes: len as u64,
+        };
+        let deadline = self.lifetime(&s);
+        self.states.insert(src, s);
+        self.expiry.push(Reverse((deadline, src)));
+        self.counters.bump(GatewayCounter::StatesCreated);
+        self.push_event(GatewayEvent::Created { address: src, peer });
+        Ok(())
+    }
+
+    /// Handles a packet read from the home-side TUN interface (sections 3 and 6.1.3).
+    /// `scratch` receives a Packet Too Big when one is due (see [`Self::handle_from_mn`]).
+    pub fn handle_from_home(&mut self, now: Instant, packet: &[u8], scratch: &mut [u8]) -> FromHome {
+        let Ok(p) = Ipv6Packet::new_checked(packet) else {
+            return self.drop_home(GatewayCounter::MalformedFromHome);
+        };
+        let dst = p.dst_addr();
+        let Some(s) = self.states.get_mut(&dst) else {
+            return self.drop_home(GatewayCounter::NoStateForHome);
+        };
+        if packet.len() > usize::from(self.cfg.mtu) {
+            if icmpv6::is_icmpv6_error(&p) {
+                return self.drop_home(GatewayCounter::TooBigIcmpError);
+            }
+            return match icmpv6::emit_packet_too_big(
+                self.cfg.icmp_source,
+                &p,
+                u32::from(self.cfg.mtu),
+                scratch,
+            ) {
+                Ok(n) => {
+                    self.counters.bump(GatewayCounter::PacketTooBigSent);
+                    FromHome::Reply(n)
+                }
+                Err(_) => self.drop_home(GatewayCounter::MalformedFromHome),
+            };
+        }
+        let activated = s.kind == StateKind::Temporary;
+        s.kind = StateKind::Active;
+        s.last_seen = now;
+        s.packets += 1;
+        s.bytes += packet.len() as u64;
+        let out = FromHome::ToMn {
+            peer: s.peer,
+            local_port: s.local_port,
+        };
+        if activated {
+            // The heap entry still carries the temporary deadline, which is earlier than the
+            // active one: GC will find the state alive and push the right deadline then.
+            self.counters.bump(GatewayCounter::StatesActivated);
+            self.push_event(GatewayEvent::Activated { address: dst });
+        }
+        self.counters.bump(GatewayCounter::ForwardedToMn);
+        out
+    }
+
+    /// When the gateway next wants [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.expiry.peek().map(|Reverse((t, _))| *t);
+        let b = self.idle_sources.front().map(|(t, _)| *t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Garbage-collects expired states (at most [`GC_BATCH`] per call) and forgets idle
+    /// IPv4 sources whose rate-limit bucket is full again. Returns how many states went.
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        while removed < GC_BATCH {
+            let Some(Reverse((t, addr))) = self.expiry.peek().copied() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            self.expiry.pop();
+            let Some(s) = self.states.get(&addr) else {
+                continue;
+            };
+            let real = self.lifetime(s);
+            if real > now {
+                self.expiry.push(Reverse((real, addr)));
+                continue;
+            }
+            let (kind, v4) = (s.kind, *s.peer.ip());
+            self.states.remove(&addr);
+            removed += 1;
+            self.counters.bump(GatewayCounter::StatesExpired);
+            self.push_event(GatewayEvent::Expired {
+                address: addr,
+                kind,
+            });
+            if let Some(src) = self.sources.get_mut(&v4) {
+                src.states = src.states.saturating_sub(1);
+                if src.states == 0 {
+                    let full = time_to_full(self.cfg.new_state_rate, self.cfg.new_state_burst);
+                    self.idle_sources.push_back((now + full, v4));
+                }
+            }
+        }
+        let (rate, burst) = (self.cfg.new_state_rate, self.cfg.new_state_burst);
+        while let Some((t, v4)) = self.idle_sources.front().copied() {
+            if t > now {
+                break;
+            }
+            self.idle_sources.pop_front();
+            if let Some(src) = self.sources.get_mut(&v4) {
+                if src.states == 0 && src.bucket.is_full(now, rate, burst) {
+                    self.sources.remove(&v4);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Next event for the log, if any.
+    pub fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+
+    /// Counter values.
+    pub fn counters(&self) -> &Counters<GatewayCounter> {
+        &self.counters
+    }
+
+    /// Number of states.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// True when there is no state.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Number of IPv4 sources tracked for rate limiting.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// One state, for status and tests.
+    pub fn state(&self, now: Instant, address: Ipv6Addr) -> Option<StateInfo> {
+        self.states.get(&address).map(|s| StateInfo {
+            address,
+            peer: s.peer,
+            local_port: s.local_port,
+            kind: s.kind,
+            age_ms: now.saturating_duration_since(s.created).as_millis() as u64,
+            idle_ms: now.saturating_duration_since(s.last_seen).as_millis() as u64,
+            packets: s.packets,
+            bytes: s.bytes,
+        })
+    }
+
+    /// Every state (for `m6t status`), sorted by address.
+    pub fn states(&self, now: Instant) -> Vec<StateInfo> {
+        let mut v: Vec<StateInfo> = self
+            .states
+            .keys()
+            .filter_map(|a| self.state(now, *a))
+            .collect();
+        v.sort_by_key(|s| s.address);
+        v
+    }
+}
