@@ -1,1 +1,13 @@
+//! The Linux layer of m6t: everything that touches the kernel. TUN devices, UDP sockets,
+//! netlink (addresses, routes, events), the control socket, claims of random values shared
+//! by several tunnel interfaces, privilege checks. Protocol logic lives in `m6t-proto`; this
+//! crate only moves bytes and applies what the machines decide.
+#![warn(missing_docs)]
 
+pub mod caps;
+pub mod claims;
+pub mod control;
+pub mod netlink;
+pub mod poll;
+pub mod tun;
+pub mod udp;

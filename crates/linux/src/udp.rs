@@ -1,0 +1,126 @@
+//! UDP sockets of the tunnel: outer IPv4 without the DF bit (draft section 2.6), large
+//! buffers, non-blocking.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Socket buffer size asked for; the kernel caps it at net.core.[rw]mem_max.
+const BUFFER_BYTES: usize = 4 << 20;
+
+fn clear_df(s: &Socket) -> io::Result<()> {
+    let v: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: valid socket, option value is a c_int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn base() -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    clear_df(&s)?;
+    let _ = s.set_recv_buffer_size(BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(BUFFER_BYTES);
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A gateway socket listening on `addr:port`.
+pub fn listen(addr: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
+    let s = base()?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(addr, port)))?;
+    Ok(s.into())
+}
+
+/// A fresh client socket connected to the gateway (a new local port every time, so that
+/// the NAT makes a new mapping for a new tunnel address).
+pub fn connect(gateway: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = base()?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
+    s.connect(&SockAddr::from(gateway))?;
+    Ok(s.into())
+}
+
+/// The local IPv4 address the kernel would use toward `gateway`, or `None` when there is
+/// no address or no route (connect(2) on a UDP socket does the route lookup, sends nothing).
+pub fn source_toward(gateway: SocketAddrV4) -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect(gateway).ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
+}
+
+/// True when an error from a connected UDP socket means ICMP port/host unreachable.
+pub fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH)
+    )
+}
+
+/// The DF setting of a socket, for tests: true when the socket never sets DF.
+pub fn df_cleared(s: &UdpSocket) -> io::Result<bool> {
+    let mut v: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid socket, out-pointers sized as passed.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v == libc::IP_PMTUDISC_DONT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_never_set_df_and_talk_on_loopback() {
+        let l = listen(Ipv4Addr::LOCALHOST, 0).unwrap();
+        let port = match l.local_addr().unwrap() {
+            SocketAddr::V4(a) => a.port(),
+            _ => unreachable!(),
+        };
+        let c = connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).unwrap();
+        assert!(df_cleared(&l).unwrap());
+        assert!(df_cleared(&c).unwrap());
+        c.send(b"x").unwrap();
+        let mut b = [0u8; 4];
+        let mut got = None;
+        for _ in 0..100 {
+            match l.recv_from(&mut b) {
+                Ok(r) => {
+                    got = Some(r);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(got.map(|(n, _)| n), Some(1));
+        assert_eq!(
+            source_toward(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9)),
+            Some(Ipv4Addr::LOCALHOST)
+        );
+    }
+}
