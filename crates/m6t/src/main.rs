@@ -1,1 +1,167 @@
-fn main(){}
+//! The `m6t` command line: thin; everything lives in the library crates.
+
+use clap::{Parser, Subcommand};
+use m6t::{config, daemon, lab, prefix_tool, status};
+use m6t_wire::Ipv6Prefix;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "m6t", version, about = "IPv6 (and Mobile IPv6) over IPv4/UDP through NATs (draft-ebalard-mext-m6t-02)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the tunnel client on a mobile node.
+    Client {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the tunnel gateway in front of (or on) the home agent.
+    Gateway {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the state of running daemons (all sockets in /run/m6t by default).
+    Status {
+        /// Control socket of one daemon.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a ULA /48 (RFC 4193 section 3.2.2) and a mobile node's /80.
+    Prefix {
+        /// Use this /48 instead of generating one.
+        #[arg(long)]
+        ula: Option<Ipv6Prefix>,
+        /// 16-bit subnet ID (decimal or 0x hex).
+        #[arg(long, value_parser = parse_u16)]
+        subnet_id: Option<u16>,
+        /// 16-bit mobile node ID (decimal or 0x hex).
+        #[arg(long, value_parser = parse_u16)]
+        mn_id: Option<u16>,
+    },
+    /// Build a namespace lab (MN, NAT, gateway, HA, correspondent) and show m6t at work.
+    Lab,
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a 16-bit number"))
+}
+
+fn logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("m6t: error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn status_cmd(socket: Option<PathBuf>, json: bool) -> ExitCode {
+    let sockets = match socket {
+        Some(s) => vec![s],
+        None => {
+            let mut v: Vec<PathBuf> = std::fs::read_dir("/run/m6t")
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            if v.is_empty() {
+                return fail("no daemon found in /run/m6t (give --socket PATH)");
+            }
+            v
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    for s in sockets {
+        let ans = match m6t_linux::control::request(&s, status::REQUEST_STATUS) {
+            Ok(a) => a,
+            Err(e) => {
+                code = fail(format!("{}: {e}", s.display()));
+                continue;
+            }
+        };
+        match serde_json::from_str::<status::Report>(&ans) {
+            Ok(r) if json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
+            Ok(r) => print!("{}", status::render(&r)),
+            Err(e) => code = fail(format!("{}: bad answer: {e}", s.display())),
+        }
+    }
+    code
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Client { config } => {
+            logging();
+            let cfg = match config::load_client(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match daemon::client::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Gateway { config } => {
+            logging();
+            let cfg = match config::load_gateway(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match daemon::gateway::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Status { socket, json } => status_cmd(socket, json),
+        Cmd::Prefix { ula, subnet_id, mn_id } => match prefix_tool::run(ula, subnet_id, mn_id) {
+            Ok(s) => {
+                print!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Lab => {
+            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
+                return fail(e);
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+                    return fail(e);
+                }
+            }
+            let bin = match std::env::current_exe() {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            match lab::run(&bin, &stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

@@ -90,6 +90,20 @@ impl fmt::Display for Ipv6Prefix {
     }
 }
 
+impl serde::Serialize for Ipv6Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ipv6Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("invalid IPv6 prefix `{s}`: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

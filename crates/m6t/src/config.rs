@@ -1,0 +1,473 @@
+//! Configuration files (TOML) of the client and the gateway, with validation that names the
+//! offending key. Every default is the one the README documents, with its draft section.
+
+use m6t_proto::m6t::client::ClientConfig;
+use m6t_proto::m6t::gateway::GatewayConfig;
+use m6t_wire::{ula, Ipv6Prefix};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error (the message names the key).
+    #[error("config {path}: {msg}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message.
+        msg: String,
+    },
+    /// A value that parsed but is not acceptable.
+    #[error("config {path}: key `{key}`: {msg}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// Offending key.
+        key: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+fn d_ports() -> Vec<u16> {
+    vec![3544]
+}
+fn d_client_iface() -> String {
+    "m6t0".into()
+}
+fn d_gw_iface() -> String {
+    "m6tgw0".into()
+}
+fn d_mtu() -> u16 {
+    1472
+}
+fn d_keepalive() -> f64 {
+    30.0
+}
+fn d_echo_timeout() -> f64 {
+    1.0
+}
+fn d_dead_probes() -> u32 {
+    3
+}
+fn d_port_timeout() -> f64 {
+    3.0
+}
+fn d_client_metric() -> u32 {
+    4096
+}
+fn d_gw_metric() -> u32 {
+    1024
+}
+fn d_claims() -> PathBuf {
+    m6t_linux::claims::DEFAULT_DIR.into()
+}
+fn d_listen() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
+fn d_temp() -> f64 {
+    2.0
+}
+fn d_active() -> f64 {
+    150.0
+}
+fn d_rate() -> u32 {
+    10
+}
+fn d_burst() -> u32 {
+    20
+}
+fn d_per_ip() -> u32 {
+    64
+}
+fn d_max_states() -> usize {
+    1_000_000
+}
+fn d_gw_socket() -> PathBuf {
+    "/run/m6t/gateway.sock".into()
+}
+
+/// The client's file, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Gateway IPv4 address (section 3).
+    pub gateway: Ipv4Addr,
+    /// Gateway UDP ports, tried in order (section 2.1).
+    #[serde(default = "d_ports")]
+    pub ports: Vec<u16>,
+    /// The /80 (section 2.2); or give `ula`, `subnet_id` and `mn_id`.
+    pub prefix: Option<Ipv6Prefix>,
+    /// ULA /48 from which the /80 is derived.
+    pub ula: Option<Ipv6Prefix>,
+    /// 16-bit subnet ID (section 2.2).
+    pub subnet_id: Option<u16>,
+    /// 16-bit MN ID (section 2.2).
+    pub mn_id: Option<u16>,
+    /// Tunnel interface name.
+    #[serde(default = "d_client_iface")]
+    pub interface: String,
+    /// Tunnel MTU (section 2.6).
+    #[serde(default = "d_mtu")]
+    pub mtu: u16,
+    /// Keep-alive interval in seconds (section 2.3).
+    #[serde(default = "d_keepalive")]
+    pub keepalive_interval: f64,
+    /// Seconds to wait for an echo before probing again.
+    #[serde(default = "d_echo_timeout")]
+    pub echo_timeout: f64,
+    /// Unanswered probes before the path is declared dead.
+    #[serde(default = "d_dead_probes")]
+    pub dead_probes: u32,
+    /// Seconds of unanswered data on a fresh address before trying the next port.
+    #[serde(default = "d_port_timeout")]
+    pub port_timeout: f64,
+    /// Metric of the default IPv6 route through the tunnel.
+    #[serde(default = "d_client_metric")]
+    pub metric: u32,
+    /// Script run on every address change.
+    pub hook: Option<PathBuf>,
+    /// Control socket path (default `/run/m6t/client-<interface>.sock`).
+    pub control_socket: Option<PathBuf>,
+    /// Directory of random-value claims shared by tunnel interfaces (section 2.5).
+    #[serde(default = "d_claims")]
+    pub claims_dir: PathBuf,
+}
+
+/// The gateway's file, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// IPv4 address to listen on.
+    #[serde(default = "d_listen")]
+    pub listen: Ipv4Addr,
+    /// UDP ports to listen on, all at once (section 2.1).
+    #[serde(default = "d_ports")]
+    pub ports: Vec<u16>,
+    /// Home-side TUN interface name.
+    #[serde(default = "d_gw_iface")]
+    pub interface: String,
+    /// Tunnel MTU (section 2.6).
+    #[serde(default = "d_mtu")]
+    pub mtu: u16,
+    /// The gateway's own IPv6 address (source of its ICMPv6 errors).
+    pub address: Ipv6Addr,
+    /// Home agent addresses (section 6.1.3).
+    pub ha_addresses: Vec<Ipv6Addr>,
+    /// Mobile-node prefixes, routed into the TUN (sections 2.2, 2.4).
+    pub mn_prefixes: Vec<Ipv6Prefix>,
+    /// Extra allowed destinations (empty: never an open relay).
+    #[serde(default)]
+    pub allowed_destinations: Vec<Ipv6Prefix>,
+    /// Temporary state lifetime, seconds (section 6.1.3).
+    #[serde(default = "d_temp")]
+    pub temporary_lifetime: f64,
+    /// Active state lifetime, seconds (section 6.1.3).
+    #[serde(default = "d_active")]
+    pub active_lifetime: f64,
+    /// New states per second per IPv4 address (section 6.1.3).
+    #[serde(default = "d_rate")]
+    pub new_state_rate: u32,
+    /// Burst of new states per IPv4 address.
+    #[serde(default = "d_burst")]
+    pub new_state_burst: u32,
+    /// Most states per IPv4 address.
+    #[serde(default = "d_per_ip")]
+    pub max_states_per_ipv4: u32,
+    /// Most states in all.
+    #[serde(default = "d_max_states")]
+    pub max_states: usize,
+    /// Metric of the routes of `mn_prefixes` into the TUN.
+    #[serde(default = "d_gw_metric")]
+    pub route_metric: u32,
+    /// Control socket path.
+    #[serde(default = "d_gw_socket")]
+    pub control_socket: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        msg: e.message().to_string()
+            + &e
+                .span()
+                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+                .unwrap_or_default(),
+    })
+}
+
+struct V<'a> {
+    path: &'a Path,
+}
+
+impl V<'_> {
+    fn bad(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            key,
+            msg: msg.into(),
+        }
+    }
+    fn secs(&self, key: &'static str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+        if !(v.is_finite() && v >= min && v <= max) {
+            return Err(self.bad(key, format!("must be between {min} and {max} seconds")));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+    fn mtu(&self, v: u16) -> Result<u16, ConfigError> {
+        if !(1280..=65507).contains(&v) {
+            return Err(self.bad("mtu", "must be between 1280 (IPv6 minimum) and 65507"));
+        }
+        Ok(v)
+    }
+    fn ports(&self, v: &[u16]) -> Result<(), ConfigError> {
+        if v.is_empty() || v.contains(&0) {
+            return Err(self.bad("ports", "must list at least one port, none of them 0"));
+        }
+        let mut s = v.to_vec();
+        s.sort_unstable();
+        s.dedup();
+        if s.len() != v.len() {
+            return Err(self.bad("ports", "lists a port twice"));
+        }
+        Ok(())
+    }
+    fn iface(&self, v: &str) -> Result<(), ConfigError> {
+        if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
+            return Err(self.bad("interface", "must be 1 to 15 characters, no '/' or space"));
+        }
+        Ok(())
+    }
+}
+
+/// A validated client configuration.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Machine configuration.
+    pub machine: ClientConfig,
+    /// Gateway IPv4 address.
+    pub gateway: Ipv4Addr,
+    /// Tunnel interface name.
+    pub interface: String,
+    /// Default-route metric.
+    pub metric: u32,
+    /// Hook script.
+    pub hook: Option<PathBuf>,
+    /// Control socket.
+    pub control_socket: PathBuf,
+    /// Claims directory.
+    pub claims_dir: PathBuf,
+}
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Machine configuration.
+    pub machine: GatewayConfig,
+    /// Listen address.
+    pub listen: Ipv4Addr,
+    /// Listen ports.
+    pub ports: Vec<u16>,
+    /// TUN name.
+    pub interface: String,
+    /// Route metric.
+    pub route_metric: u32,
+    /// Control socket.
+    pub control_socket: PathBuf,
+}
+
+/// Reads and validates a client configuration file.
+pub fn load_client(path: &Path) -> Result<Client, ConfigError> {
+    client_from_str(path, &read(path)?)
+}
+
+/// Validates client configuration text (`path` only names it in errors).
+pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
+    let f: ClientFile = parse(path, text)?;
+    let v = V { path };
+    v.ports(&f.ports)?;
+    v.iface(&f.interface)?;
+    let mtu = v.mtu(f.mtu)?;
+    let prefix = match (f.prefix, f.ula, f.subnet_id, f.mn_id) {
+        (Some(p), None, None, None) => {
+            if p.len() != 80 {
+                return Err(v.bad("prefix", "must be a /80 (section 2.2)"));
+            }
+            p
+        }
+        (None, Some(u), Some(s), Some(m)) => ula::mn_prefix80(u, s, m)
+            .map_err(|e| v.bad("ula", e.to_string()))?,
+        (None, Some(_), _, _) => {
+            return Err(v.bad("ula", "needs subnet_id and mn_id too"))
+        }
+        (None, None, _, _) => {
+            return Err(v.bad("prefix", "missing: give `prefix` (a /80) or `ula` + `subnet_id` + `mn_id`"))
+        }
+        _ => return Err(v.bad("prefix", "give either `prefix` or `ula` + `subnet_id` + `mn_id`, not both")),
+    };
+    if f.gateway.is_unspecified() || f.gateway.is_broadcast() || f.gateway.is_multicast() {
+        return Err(v.bad("gateway", "must be a unicast IPv4 address"));
+    }
+    let mut machine = ClientConfig::new(prefix, f.ports.clone());
+    machine.mtu = mtu;
+    machine.keepalive_interval = v.secs("keepalive_interval", f.keepalive_interval, 0.1, 86400.0)?;
+    machine.echo_timeout = v.secs("echo_timeout", f.echo_timeout, 0.01, 600.0)?;
+    machine.port_timeout = v.secs("port_timeout", f.port_timeout, 0.1, 600.0)?;
+    if f.dead_probes == 0 || f.dead_probes > 100 {
+        return Err(v.bad("dead_probes", "must be between 1 and 100"));
+    }
+    machine.dead_probes = f.dead_probes;
+    if let Some(h) = &f.hook {
+        if !h.is_absolute() {
+            return Err(v.bad("hook", "must be an absolute path"));
+        }
+    }
+    let control_socket = f
+        .control_socket
+        .unwrap_or_else(|| format!("/run/m6t/client-{}.sock", f.interface).into());
+    Ok(Client {
+        machine,
+        gateway: f.gateway,
+        interface: f.interface,
+        metric: f.metric,
+        hook: f.hook,
+        control_socket,
+        claims_dir: f.claims_dir,
+    })
+}
+
+/// Reads and validates a gateway configuration file.
+pub fn load_gateway(path: &Path) -> Result<Gateway, ConfigError> {
+    gateway_from_str(path, &read(path)?)
+}
+
+/// Validates gateway configuration text (`path` only names it in errors).
+pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError> {
+    let f: GatewayFile = parse(path, text)?;
+    let v = V { path };
+    v.ports(&f.ports)?;
+    v.iface(&f.interface)?;
+    let mtu = v.mtu(f.mtu)?;
+    if f.ha_addresses.is_empty() {
+        return Err(v.bad("ha_addresses", "must list at least one home agent address"));
+    }
+    if f.mn_prefixes.is_empty() {
+        return Err(v.bad("mn_prefixes", "must list at least one prefix"));
+    }
+    if f.mn_prefixes.iter().any(|p| p.len() < 8) {
+        return Err(v.bad("mn_prefixes", "prefixes shorter than /8 would capture the whole Internet"));
+    }
+    if f.address.is_unspecified() || f.address.is_multicast() {
+        return Err(v.bad("address", "must be a unicast IPv6 address of the gateway"));
+    }
+    let temporary_lifetime = v.secs("temporary_lifetime", f.temporary_lifetime, 0.001, 3600.0)?;
+    let active_lifetime = v.secs("active_lifetime", f.active_lifetime, 1.0, 86400.0)?;
+    if f.new_state_burst == 0 {
+        return Err(v.bad("new_state_burst", "must be at least 1"));
+    }
+    if f.max_states_per_ipv4 == 0 {
+        return Err(v.bad("max_states_per_ipv4", "must be at least 1"));
+    }
+    if f.max_states == 0 || f.max_states > 100_000_000 {
+        return Err(v.bad("max_states", "must be between 1 and 100000000"));
+    }
+    let machine = GatewayConfig {
+        ha_addresses: f.ha_addresses,
+        allowed_destinations: f.allowed_destinations,
+        mn_prefixes: f.mn_prefixes,
+        icmp_source: f.address,
+        mtu,
+        temporary_lifetime,
+        active_lifetime,
+        new_state_rate: f.new_state_rate,
+        new_state_burst: f.new_state_burst,
+        max_states_per_ipv4: f.max_states_per_ipv4,
+        max_states: f.max_states,
+    };
+    Ok(Gateway {
+        machine,
+        listen: f.listen,
+        ports: f.ports,
+        interface: f.interface,
+        route_metric: f.route_metric,
+        control_socket: f.control_socket,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(t: &str) -> Result<Client, ConfigError> {
+        client_from_str(Path::new("c.toml"), t)
+    }
+    fn g(t: &str) -> Result<Gateway, ConfigError> {
+        gateway_from_str(Path::new("g.toml"), t)
+    }
+
+    #[test]
+    fn client_defaults() {
+        let x = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n").unwrap();
+        assert_eq!(x.interface, "m6t0");
+        assert_eq!(x.machine.mtu, 1472);
+        assert_eq!(x.machine.ports, vec![3544]);
+        assert_eq!(x.machine.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(x.control_socket, PathBuf::from("/run/m6t/client-m6t0.sock"));
+        let y = c("gateway = \"203.0.113.1\"\nula = \"fd12:3456:789a::/48\"\nsubnet_id = 1\nmn_id = 0x42\n").unwrap();
+        assert_eq!(y.machine.prefix.to_string(), "fd12:3456:789a:1:42::/80");
+    }
+
+    #[test]
+    fn client_errors_name_the_key() {
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00::/64\"\n").unwrap_err().to_string();
+        assert!(e.contains("`prefix`"), "{e}");
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 100\n").unwrap_err().to_string();
+        assert!(e.contains("`mtu`"), "{e}");
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nports = []\n").unwrap_err().to_string();
+        assert!(e.contains("`ports`"), "{e}");
+        let e = c("gateway = \"nope\"\nprefix = \"fd00:1:2:3:4::/80\"\n").unwrap_err().to_string();
+        assert!(e.contains("gateway") || e.contains("IP"), "{e}");
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nkeepalive_interval = -1\n").unwrap_err().to_string();
+        assert!(e.contains("`keepalive_interval`"), "{e}");
+        let e = c("prefix = \"fd00:1:2:3:4::/80\"\n").unwrap_err().to_string();
+        assert!(e.contains("gateway"), "{e}");
+    }
+
+    #[test]
+    fn gateway_defaults_and_errors() {
+        let base = "address = \"2001:db8:1::2\"\nha_addresses = [\"2001:db8:1::1\"]\nmn_prefixes = [\"fd00:1::/48\"]\n";
+        let x = g(base).unwrap();
+        assert_eq!(x.ports, vec![3544]);
+        assert_eq!(x.machine.temporary_lifetime, Duration::from_secs(2));
+        assert_eq!(x.machine.active_lifetime, Duration::from_secs(150));
+        assert!(x.machine.allowed_destinations.is_empty());
+        let e = g(&format!("{base}ports = [3544, 3544]\n")).unwrap_err().to_string();
+        assert!(e.contains("`ports`"), "{e}");
+        let e = g("address = \"2001:db8:1::2\"\nha_addresses = []\nmn_prefixes = [\"fd00:1::/48\"]\n").unwrap_err().to_string();
+        assert!(e.contains("`ha_addresses`"), "{e}");
+        let e = g(&format!("{base}max_states = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("`max_states`"), "{e}");
+        let e = g(&format!("{base}interface = \"a-name-much-too-long\"\n")).unwrap_err().to_string();
+        assert!(e.contains("`interface`"), "{e}");
+    }
+}

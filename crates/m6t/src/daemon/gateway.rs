@@ -1,0 +1,145 @@
+//! The gateway daemon: UDP sockets on every configured port, one TUN toward the home
+//! agent, the mobile-node prefixes routed into it, and the gateway machine in between.
+
+use super::{io, shutdown_flag, stopping, until, DaemonError, BURST, MAX_PACKET};
+use crate::config;
+use crate::status::{Report, REQUEST_STATUS};
+use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, udp};
+use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
+    caps::check_tunnel_privileges()?;
+    let tun = Tun::open(&cfg.interface, cfg.machine.mtu)
+        .map_err(io(format!("TUN interface {}", cfg.interface)))?;
+    let nl = Netlink::open()?;
+    for p in &cfg.machine.mn_prefixes {
+        nl.replace_route(p.addr(), p.len(), tun.index(), cfg.route_metric)?;
+    }
+    let socks: Vec<(u16, UdpSocket)> = cfg
+        .ports
+        .iter()
+        .map(|p| {
+            udp::listen(cfg.listen, *p)
+                .map(|s| (*p, s))
+                .map_err(io(format!("UDP port {p}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let control = ControlServer::bind(&cfg.control_socket)
+        .map_err(io(format!("control socket {}", cfg.control_socket.display())))?;
+    let stop = shutdown_flag().map_err(io("signal handlers"))?;
+    let mut gw = Gateway::new(cfg.machine.clone());
+    tracing::info!(
+        "gateway up: {} ports {:?}, prefixes {:?}",
+        tun.name(),
+        cfg.ports,
+        cfg.machine.mn_prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+    );
+
+    let mut fds = vec![tun.as_raw_fd()];
+    fds.extend(socks.iter().map(|(_, s)| s.as_raw_fd()));
+    fds.push(control.as_raw_fd());
+    let mut ready = Vec::new();
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
+    let mut tun_write_errors = 0u64;
+
+    while !stopping(&stop) {
+        let now = Instant::now();
+        poll::wait_readable(&fds, Some(until(gw.poll_timeout(), now)), &mut ready)
+            .map_err(io("poll"))?;
+        let now = Instant::now();
+        if ready[0] {
+            for _ in 0..BURST {
+                let n = match tun.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(io("TUN read")(e)),
+                };
+                match gw.handle_from_home(now, &buf[..n], &mut scratch) {
+                    FromHome::ToMn { peer, local_port } => {
+                        if let Some((_, s)) = socks.iter().find(|(p, _)| *p == local_port) {
+                            let _ = s.send_to(&buf[..n], peer);
+                        }
+                    }
+                    FromHome::Reply(len) => {
+                        if tun.send(&scratch[..len]).is_err() {
+                            tun_write_errors += 1;
+                        }
+                    }
+                    FromHome::Drop(_) => {}
+                }
+            }
+        }
+        for (i, (port, s)) in socks.iter().enumerate() {
+            if !ready[1 + i] {
+                continue;
+            }
+            for _ in 0..BURST {
+                let (n, from) = match s.recv_from(&mut buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // ICMP errors from earlier sends surface here; nothing to do.
+                    Err(_) => continue,
+                };
+                let SocketAddr::V4(from) = from else { continue };
+                match gw.handle_from_mn(now, *port, from, &buf[..n], &mut scratch) {
+                    FromMn::ToHome => {
+                        if tun.send(&buf[..n]).is_err() {
+                            tun_write_errors += 1;
+                        }
+                    }
+                    FromMn::Echo(e) => {
+                        let _ = s.send_to(&e, from);
+                    }
+                    FromMn::Reply(len) => {
+                        let _ = s.send_to(&scratch[..len], from);
+                    }
+                    FromMn::Drop(_) => {}
+                }
+            }
+        }
+        if ready[fds.len() - 1] {
+            control.serve(|req| {
+                if req != REQUEST_STATUS {
+                    return format!("{{\"error\":\"unknown request\"}}\n");
+                }
+                let mut counters = gw.counters().snapshot();
+                counters.push(m6t_proto::stats::Counter {
+                    name: "tun_write_errors".into(),
+                    value: tun_write_errors,
+                });
+                let r = Report::Gateway {
+                    interface: tun.name().to_string(),
+                    ports: cfg.ports.clone(),
+                    states: gw.states(Instant::now()),
+                    counters,
+                };
+                serde_json::to_string(&r).unwrap_or_default() + "\n"
+            });
+        }
+        if gw.poll_timeout().is_some_and(|t| t <= now) {
+            gw.handle_timeout(now);
+        }
+        while let Some(e) = gw.poll_event() {
+            match e {
+                GatewayEvent::Created { address, peer } => {
+                    tracing::info!("state {address} temporary from {peer}")
+                }
+                GatewayEvent::Activated { address } => tracing::info!("state {address} active"),
+                GatewayEvent::Expired { address, kind } => {
+                    tracing::info!("state {address} expired ({kind:?})")
+                }
+            }
+        }
+    }
+    for p in &cfg.machine.mn_prefixes {
+        let _ = nl.del_route(p.addr(), p.len(), tun.index(), cfg.route_metric);
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The daemons: each is a Linux driver loop around one sans-IO machine. The loop waits on
+//! its descriptors and on the machine's next timer, feeds what arrives to the machine, and
+//! carries out its verdicts.
+
+pub mod client;
+pub mod gateway;
+mod hook;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most packets handled from one descriptor before the loop looks at the others, so that
+/// one busy socket cannot starve the rest (timers, control socket).
+pub(crate) const BURST: usize = 256;
+/// Largest datagram or TUN packet accepted.
+pub(crate) const MAX_PACKET: usize = 65536;
+
+/// Set by SIGINT/SIGTERM; the loops finish their round and clean up.
+pub(crate) fn shutdown_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let f = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&f))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&f))?;
+    Ok(f)
+}
+
+pub(crate) fn stopping(f: &AtomicBool) -> bool {
+    f.load(Ordering::Relaxed)
+}
+
+/// Time to sleep until `deadline` (capped so that a lost signal is seen within a second).
+pub(crate) fn until(deadline: Option<Instant>, now: Instant) -> Duration {
+    let cap = Duration::from_secs(1);
+    deadline
+        .map(|d| d.saturating_duration_since(now).min(cap))
+        .unwrap_or(cap)
+}
+
+/// An error that stops a daemon, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Privileges or device missing.
+    #[error("{0}")]
+    Caps(#[from] m6t_linux::caps::CapsError),
+    /// A system call failed during setup.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A netlink request failed.
+    #[error("{0}")]
+    Netlink(#[from] m6t_linux::netlink::NetlinkError),
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}

@@ -1,0 +1,122 @@
+//! What `m6t status` asks a running daemon and how it prints the answer (table or JSON).
+
+use m6t_proto::m6t::client::ClientInfo;
+use m6t_proto::m6t::gateway::{StateInfo, StateKind};
+use m6t_proto::stats::Counter;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// The one request the control socket understands.
+pub const REQUEST_STATUS: &str = "status";
+
+/// A daemon's answer to [`REQUEST_STATUS`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Report {
+    /// A gateway: its states and counters.
+    Gateway {
+        /// TUN interface.
+        interface: String,
+        /// Listening ports.
+        ports: Vec<u16>,
+        /// Every state.
+        states: Vec<StateInfo>,
+        /// Counters, drops by reason included.
+        counters: Vec<Counter>,
+    },
+    /// A client: its tunnel and counters.
+    Client {
+        /// TUN interface.
+        interface: String,
+        /// Tunnel state.
+        tunnel: ClientInfo,
+        /// Counters, drops by reason included.
+        counters: Vec<Counter>,
+    },
+}
+
+impl Report {
+    /// The value of a counter by name (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        let c = match self {
+            Report::Gateway { counters, .. } | Report::Client { counters, .. } => counters,
+        };
+        c.iter().find(|c| c.name == name).map(|c| c.value).unwrap_or(0)
+    }
+}
+
+fn secs(ms: u64) -> String {
+    format!("{}.{:01}s", ms / 1000, (ms % 1000) / 100)
+}
+
+/// Human-readable rendering of a report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    match r {
+        Report::Gateway {
+            interface,
+            ports,
+            states,
+            counters,
+        } => {
+            let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+            let _ = writeln!(o, "gateway  interface {interface}  udp ports {}", ports.join(","));
+            let _ = writeln!(o, "states: {}", states.len());
+            if !states.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  {:<40} {:<22} {:<6} {:<9} {:>8} {:>8} {:>9} {:>11}",
+                    "address", "ipv4:port", "via", "kind", "age", "idle", "packets", "bytes"
+                );
+                for s in states {
+                    let kind = match s.kind {
+                        StateKind::Temporary => "temporary",
+                        StateKind::Active => "active",
+                    };
+                    let _ = writeln!(
+                        o,
+                        "  {:<40} {:<22} {:<6} {:<9} {:>8} {:>8} {:>9} {:>11}",
+                        s.address.to_string(),
+                        s.peer.to_string(),
+                        s.local_port,
+                        kind,
+                        secs(s.age_ms),
+                        secs(s.idle_ms),
+                        s.packets,
+                        s.bytes
+                    );
+                }
+            }
+            render_counters(&mut o, counters);
+        }
+        Report::Client {
+            interface,
+            tunnel,
+            counters,
+        } => {
+            let _ = writeln!(o, "client  interface {interface}  tunnel {}", tunnel.state);
+            if let Some(a) = tunnel.address {
+                let _ = writeln!(o, "  address    {a}");
+            }
+            if let Some(v4) = tunnel.local_ipv4 {
+                let _ = writeln!(o, "  ipv4       {v4}");
+            }
+            if let Some(p) = tunnel.port {
+                let _ = writeln!(o, "  port       {p}");
+            }
+            let _ = writeln!(o, "  confirmed  {}", tunnel.confirmed);
+            if let Some(i) = tunnel.idle_rx_ms {
+                let _ = writeln!(o, "  idle rx    {}", secs(i));
+            }
+            render_counters(&mut o, counters);
+        }
+    }
+    o
+}
+
+fn render_counters(o: &mut String, counters: &[Counter]) {
+    let _ = writeln!(o, "counters:");
+    for c in counters {
+        let _ = writeln!(o, "  {:<32} {}", c.name, c.value);
+    }
+}
