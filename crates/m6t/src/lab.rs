@@ -40,6 +40,10 @@ pub struct LabOptions {
     pub tag: String,
     /// Extra TOML lines for the client config.
     pub client_extra: String,
+    /// Gateway ports the client tries, in order.
+    pub client_ports: Vec<u16>,
+    /// Client keep-alive interval, seconds.
+    pub keepalive_interval: f64,
     /// Extra TOML lines for the gateway config.
     pub gateway_extra: String,
     /// conntrack UDP timeouts in the NAT (unreplied, stream), seconds.
@@ -53,6 +57,8 @@ impl LabOptions {
         LabOptions {
             tag: tag.to_string(),
             client_extra: String::new(),
+            client_ports: vec![3544, 4500],
+            keepalive_interval: 1.0,
             gateway_extra: String::new(),
             nat_udp_timeouts: (3, 5),
         }
@@ -211,9 +217,11 @@ impl Lab {
         let cl = self.net.write(
             "client.toml",
             &format!(
-                "gateway = \"{GW4}\"\nports = [3544, 4500]\nula = \"{ULA48}\"\nsubnet_id = 1\nmn_id = 1\n\
-                 keepalive_interval = 1.0\necho_timeout = 0.3\ndead_probes = 3\n\
+                "gateway = \"{GW4}\"\nports = {:?}\nula = \"{ULA48}\"\nsubnet_id = 1\nmn_id = 1\n\
+                 keepalive_interval = {:?}\necho_timeout = 0.3\ndead_probes = 3\n\
                  hook = \"{}\"\ncontrol_socket = \"{}\"\nclaims_dir = \"{}\"\n{}",
+                o.client_ports,
+                o.keepalive_interval,
                 hook.display(),
                 self.client_sock.display(),
                 d.join("claims").display(),

@@ -1,0 +1,326 @@
+//! End-to-end tests in network namespaces with the real kernel, a real nftables NAT and
+//! real tools (ping, iperf3, tcpdump, conntrack). They need root, like the daemons.
+
+use m6t::lab::{self, Lab, LabOptions, HA, MN4, NAT_PUBLIC};
+use m6t::status::Report;
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The tests share the CPU and the tool binaries; one lab at a time keeps timings honest.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_m6t"))
+}
+
+fn start(tag: &str, tweak: impl FnOnce(&mut LabOptions)) -> Lab {
+    let mut o = LabOptions::new(tag);
+    tweak(&mut o);
+    Lab::start(bin(), &o).unwrap_or_else(|e| panic!("lab {tag}: {e}"))
+}
+
+fn gw(l: &Lab) -> Report {
+    l.gateway().unwrap()
+}
+
+fn states(l: &Lab) -> Vec<m6t_proto::m6t::gateway::StateInfo> {
+    match gw(l) {
+        Report::Gateway { states, .. } => states,
+        _ => unreachable!(),
+    }
+}
+
+fn addr(l: &Lab) -> Ipv6Addr {
+    l.client_address().unwrap().0.expect("client has an address")
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ping_tcp_mtu_and_no_df() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = start("e2eping", |_| {});
+    let a = addr(&l);
+    let p = l.ping("mn", HA, 3, 56).unwrap();
+    assert_eq!(p.received, 3);
+    let s = states(&l);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].address, a);
+    assert_eq!(s[0].kind, m6t_proto::m6t::gateway::StateKind::Active);
+    assert_eq!(s[0].peer.ip().to_string(), NAT_PUBLIC[0]);
+    // 1424 + 8 (ICMPv6) + 40 = 1472 bytes: crosses both ways with DF-less outer IPv4.
+    assert_eq!(l.ping("mn", HA, 2, 1424).unwrap().received, 2);
+    // One byte more toward the MN: Packet Too Big with the tunnel MTU.
+    let out = l.ping_raw("ha", &format!("-c 1 -W 1 -s 1425 -M do {a}")).unwrap();
+    assert!(out.contains("mtu=1472") || out.contains("mtu = 1472"), "{out}");
+    // TCP both ways through the tunnel (to the correspondent, an allowed destination).
+    assert!(l.tcp_transfer("cn", lab::CN, 1, false).unwrap() > 0.0);
+    assert!(l.tcp_transfer("cn", lab::CN, 1, true).unwrap() > 0.0);
+    // Outer IPv4 headers between NAT and gateway never carry DF (draft section 2.6).
+    l.net
+        .spawn("nat", "tcpdump", &["tcpdump", "-i", "out0", "-nn", "-v", "-c", "6", "udp", "port", "3544"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    l.ping("mn", HA, 3, 1000).unwrap();
+    wait("tcpdump", 10, || !l.net.running("tcpdump"));
+    let cap = l.net.log("tcpdump");
+    assert!(cap.contains("flags [none]"), "{cap}");
+    assert!(!cap.contains("[DF]"), "DF set on the outer header: {cap}");
+}
+
+#[test]
+fn handover_new_address_new_state_old_collected() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2eho", |_| {});
+    let a1 = addr(&l);
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let t = l.handover(MN4[1], MN4[0]).unwrap();
+    assert!(t < Duration::from_secs(2), "handover took {t:?}");
+    let a2 = l.wait_client_address(Some(a1)).unwrap();
+    assert_ne!(a1, a2);
+    assert!(m6t::lab::MN80.parse::<m6t_wire::Ipv6Prefix>().unwrap().contains(a2));
+    // The old address is gone from the TUN; the new one is there.
+    let shown = l.net.sh("mn", "ip -6 addr show dev m6t0").unwrap();
+    assert!(shown.contains(&a2.to_string()) && !shown.contains(&a1.to_string()), "{shown}");
+    // New state, old one garbage collected (lab active lifetime 6 s).
+    wait("old state GC", 20, || {
+        let s = states(&l);
+        s.iter().any(|x| x.address == a2) && !s.iter().any(|x| x.address == a1)
+    });
+    let hooks = std::fs::read_to_string(l.net.dir.join("hook.log")).unwrap();
+    let line = format!("up attach m6t0 old={a1} new={a2}");
+    assert!(hooks.contains(&line), "{hooks}");
+}
+
+#[test]
+fn keepalives_hold_the_nat_mapping_past_its_timeout() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2eka", |_| {});
+    let a = addr(&l);
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let peer = states(&l)[0].peer;
+    // NAT forgets idle UDP mappings after 5 s; stay idle for 8 s.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(states(&l)[0].peer, peer, "state changed");
+    // Traffic initiated from the home side still reaches the MN through the same mapping.
+    assert_eq!(l.ping("ha", &a.to_string(), 2, 56).unwrap().received, 2);
+    assert!(gw(&l).counter("keepalives_answered") >= 5);
+    assert!(l.nat_mappings().unwrap().contains(&format!("dport={}", peer.port())));
+}
+
+#[test]
+fn keepalives_off_lose_the_mapping() {
+    // The control experiment for the test above: with keep-alives too rare, the NAT
+    // forgets the mapping and home-initiated traffic is lost.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2enoka", |o| {
+        o.keepalive_interval = 60.0;
+    });
+    let a = addr(&l);
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(l.ping("ha", &a.to_string(), 2, 56).unwrap().received, 0);
+}
+
+#[test]
+fn spoofed_source_from_other_ipv4_or_port_is_dropped_and_changes_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2espoof", |_| {});
+    let a = addr(&l);
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let before = states(&l);
+    let peer = before[0].peer;
+    // Same IPv6 source from another IPv4 address (same port), then from the NAT's own
+    // address with another port.
+    l.inject("atk", lab::ATTACKER4, peer.port(), 3544, 5, "ipv6", &a.to_string(), HA).unwrap();
+    let other_port = if peer.port() == 40000 { 40001 } else { 40000 };
+    l.inject("nat", NAT_PUBLIC[0], other_port, 3544, 5, "ipv6", &a.to_string(), HA).unwrap();
+    wait("mismatch drops", 5, || gw(&l).counter("drop_address_mismatch") >= 10);
+    let after = states(&l);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].peer, peer);
+    assert_eq!(after[0].address, a);
+    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2, "MN still served");
+}
+
+#[test]
+fn state_flood_from_one_ipv4_is_capped_while_another_mn_works() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2eflood", |o| {
+        o.gateway_extra = "max_states_per_ipv4 = 16\nnew_state_burst = 32\nnew_state_rate = 5\n".into();
+    });
+    l.inject("atk", lab::ATTACKER4, 50000, 3544, 2000, "ipv6", "fd00:6d36:7400:9:{i}::1", HA)
+        .unwrap();
+    wait("flood drops", 10, || {
+        let r = gw(&l);
+        r.counter("drop_per_source_cap") + r.counter("drop_rate_limited") >= 1984
+    });
+    let r = gw(&l);
+    assert_eq!(r.counter("states_created"), 16);
+    let from_atk = states(&l)
+        .iter()
+        .filter(|s| s.peer.ip().to_string() == lab::ATTACKER4)
+        .count();
+    assert!(from_atk <= 16);
+    // The MN, behind another IPv4 address, creates its state and is served.
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+    assert!(states(&l).iter().any(|s| s.address == addr(&l)));
+}
+
+#[test]
+fn nat_reboot_with_a_new_mapping_recovers_by_itself() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2enat", |_| {});
+    let a1 = addr(&l);
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    l.nat_reboot(NAT_PUBLIC[1]).unwrap();
+    let t = l.time_to_recover().unwrap();
+    assert!(t < Duration::from_secs(10), "recovery took {t:?}");
+    let a2 = addr(&l);
+    assert_ne!(a1, a2);
+    let s = states(&l);
+    let new = s.iter().find(|x| x.address == a2).expect("state for the new address");
+    assert_eq!(new.peer.ip().to_string(), NAT_PUBLIC[1]);
+    let old = s.iter().find(|x| x.address == a1);
+    if let Some(old) = old {
+        assert_eq!(old.peer.ip().to_string(), NAT_PUBLIC[0], "old state was modified");
+    }
+    let hooks = std::fs::read_to_string(l.net.dir.join("hook.log")).unwrap();
+    assert!(hooks.contains("path-dead"), "{hooks}");
+}
+
+#[test]
+fn garbage_payloads_are_counted_and_the_daemon_keeps_serving() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2egarb", |_| {});
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let drops = |r: &Report| -> u64 {
+        match r {
+            Report::Gateway { counters, .. } => counters
+                .iter()
+                .filter(|c| c.name.starts_with("drop_"))
+                .map(|c| c.value)
+                .sum(),
+            _ => 0,
+        }
+    };
+    let before = drops(&gw(&l));
+    l.inject("atk", lab::ATTACKER4, 50001, 3544, 300, "garbage", "::", "::").unwrap();
+    wait("garbage drops", 5, || drops(&gw(&l)) >= before + 300);
+    assert!(gw(&l).counter("drop_malformed_from_mn") >= 290);
+    assert_eq!(states(&l).len(), 1);
+    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2);
+}
+
+#[test]
+fn unserved_port_falls_back_to_the_next_one() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2eport", |o| {
+        // 3545 is not served: the gateway host answers ICMP port unreachable.
+        o.client_ports = vec![3545, 4500];
+    });
+    l.time_to_recover().unwrap();
+    match l.report(&l.client_sock).unwrap() {
+        Report::Client { tunnel, counters, .. } => {
+            assert_eq!(tunnel.port, Some(4500));
+            assert!(counters.iter().any(|c| c.name == "port_fallbacks" && c.value >= 1));
+        }
+        _ => unreachable!(),
+    }
+    assert!(states(&l).iter().any(|s| s.local_port == 4500));
+}
+
+#[test]
+fn status_command_prints_table_and_json() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2estat", |_| {});
+    l.ping("mn", HA, 1, 56).unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--socket", &l.gw_sock.display().to_string()])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(t.contains("active") && t.contains("drop_address_mismatch"), "{t}");
+    let out = Command::new(bin())
+        .args(["status", "--json", "--socket", &l.client_sock.display().to_string()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "client");
+    assert_eq!(v["tunnel"]["state"], "up");
+}
+
+fn one_error_line(args: &[&str], pre: Option<&[&str]>) -> (bool, String) {
+    let mut c = match pre {
+        Some(p) => {
+            let mut c = Command::new(p[0]);
+            c.args(&p[1..]).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let o = c.args(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn bad_config_and_missing_privileges_give_one_clear_line() {
+    let dir = std::env::temp_dir().join(format!("m6t-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 9\n").unwrap();
+    let (ok, err) = one_error_line(&["client", "--config", &bad.display().to_string()], None);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`mtu`"), "{err}");
+    let (ok, err) = one_error_line(&["gateway", "--config", "/nonexistent.toml"], None);
+    assert!(!ok && err.lines().count() == 1 && err.contains("/nonexistent.toml"), "{err}");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n").unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    // As nobody: no CAP_NET_ADMIN.
+    let (ok, err) = one_error_line(
+        &["client", "--config", &good.display().to_string()],
+        Some(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]),
+    );
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+    // No /dev/net/tun (hidden by a private tmpfs in a private mount namespace).
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none /dev/net && exec {} client --config {}",
+            bin().display(),
+            good.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/dev/net/tun"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_lab_runs_and_cleans_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = Command::new(bin()).arg("lab").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("lab passed"), "{out}");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ns.stdout).contains("m6tlab"), "namespaces left behind");
+}
