@@ -22,7 +22,9 @@ pub struct NetlinkError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn err<E: std::error::Error + Send + Sync + 'static>(op: &'static str) -> impl FnOnce(E) -> NetlinkError {
+fn err<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> NetlinkError {
     move |e| NetlinkError {
         op,
         source: Box::new(e),
@@ -52,7 +54,12 @@ impl Netlink {
     }
 
     /// Adds `addr/prefix_len` to interface `index`.
-    pub fn add_address(&self, index: u32, addr: Ipv6Addr, prefix_len: u8) -> Result<(), NetlinkError> {
+    pub fn add_address(
+        &self,
+        index: u32,
+        addr: Ipv6Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
             self.handle
                 .address()
@@ -95,7 +102,12 @@ impl Netlink {
         })
     }
 
-    fn route(dst: Ipv6Addr, len: u8, index: u32, metric: u32) -> netlink_packet_route::route::RouteMessage {
+    fn route(
+        dst: Ipv6Addr,
+        len: u8,
+        index: u32,
+        metric: u32,
+    ) -> netlink_packet_route::route::RouteMessage {
         RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(dst, len)
             .output_interface(index)
@@ -104,7 +116,13 @@ impl Netlink {
     }
 
     /// Adds (or replaces) the route `dst/len` through interface `index` with `metric`.
-    pub fn replace_route(&self, dst: Ipv6Addr, len: u8, index: u32, metric: u32) -> Result<(), NetlinkError> {
+    pub fn replace_route(
+        &self,
+        dst: Ipv6Addr,
+        len: u8,
+        index: u32,
+        metric: u32,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
             self.handle
                 .route()
@@ -117,7 +135,13 @@ impl Netlink {
     }
 
     /// Removes the route `dst/len` through `index` with `metric` (no error when absent).
-    pub fn del_route(&self, dst: Ipv6Addr, len: u8, index: u32, metric: u32) -> Result<(), NetlinkError> {
+    pub fn del_route(
+        &self,
+        dst: Ipv6Addr,
+        len: u8,
+        index: u32,
+        metric: u32,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
             match self
                 .handle
@@ -201,7 +225,8 @@ impl Monitor {
             };
             let mut off = 0;
             while off < n {
-                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n]) else {
+                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                else {
                     break;
                 };
                 let len = msg.header.length as usize;

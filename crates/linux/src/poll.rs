@@ -7,7 +7,11 @@ use std::time::Duration;
 
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: forever). Returns the
 /// readiness of each descriptor, in order. EINTR (a signal) returns all-false.
-pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut Vec<bool>) -> io::Result<()> {
+pub fn wait_readable(
+    fds: &[RawFd],
+    timeout: Option<Duration>,
+    ready: &mut Vec<bool>,
+) -> io::Result<()> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd {
@@ -19,10 +23,7 @@ pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut Vec<b
     let ms: libc::c_int = match timeout {
         None => -1,
         // Round up so that a wake-up never comes before the deadline it serves.
-        Some(d) => d
-            .as_micros()
-            .div_ceil(1000)
-            .min(libc::c_int::MAX as u128) as libc::c_int,
+        Some(d) => d.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
     };
     // SAFETY: pfds is a valid array of pollfd of the length passed.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };

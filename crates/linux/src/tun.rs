@@ -14,10 +14,7 @@ pub struct Tun {
 impl Tun {
     /// Creates (or attaches to) the TUN device `name` with `mtu`, brought up, no address.
     pub fn open(name: &str, mtu: u16) -> io::Result<Tun> {
-        let dev = DeviceBuilder::new()
-            .name(name)
-            .mtu(mtu)
-            .build_sync()?;
+        let dev = DeviceBuilder::new().name(name).mtu(mtu).build_sync()?;
         dev.set_nonblocking(true)?;
         let name = dev.name()?;
         let index = dev.if_index()?;

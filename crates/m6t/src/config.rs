@@ -207,8 +207,7 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, Con
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.display().to_string(),
         msg: e.message().to_string()
-            + &e
-                .span()
+            + &e.span()
                 .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
                 .unwrap_or_default(),
     })
@@ -313,22 +312,30 @@ pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
             }
             p
         }
-        (None, Some(u), Some(s), Some(m)) => ula::mn_prefix80(u, s, m)
-            .map_err(|e| v.bad("ula", e.to_string()))?,
-        (None, Some(_), _, _) => {
-            return Err(v.bad("ula", "needs subnet_id and mn_id too"))
+        (None, Some(u), Some(s), Some(m)) => {
+            ula::mn_prefix80(u, s, m).map_err(|e| v.bad("ula", e.to_string()))?
         }
+        (None, Some(_), _, _) => return Err(v.bad("ula", "needs subnet_id and mn_id too")),
         (None, None, _, _) => {
-            return Err(v.bad("prefix", "missing: give `prefix` (a /80) or `ula` + `subnet_id` + `mn_id`"))
+            return Err(v.bad(
+                "prefix",
+                "missing: give `prefix` (a /80) or `ula` + `subnet_id` + `mn_id`",
+            ))
         }
-        _ => return Err(v.bad("prefix", "give either `prefix` or `ula` + `subnet_id` + `mn_id`, not both")),
+        _ => {
+            return Err(v.bad(
+                "prefix",
+                "give either `prefix` or `ula` + `subnet_id` + `mn_id`, not both",
+            ))
+        }
     };
     if f.gateway.is_unspecified() || f.gateway.is_broadcast() || f.gateway.is_multicast() {
         return Err(v.bad("gateway", "must be a unicast IPv4 address"));
     }
     let mut machine = ClientConfig::new(prefix, f.ports.clone());
     machine.mtu = mtu;
-    machine.keepalive_interval = v.secs("keepalive_interval", f.keepalive_interval, 0.1, 86400.0)?;
+    machine.keepalive_interval =
+        v.secs("keepalive_interval", f.keepalive_interval, 0.1, 86400.0)?;
     machine.echo_timeout = v.secs("echo_timeout", f.echo_timeout, 0.01, 600.0)?;
     machine.port_timeout = v.secs("port_timeout", f.port_timeout, 0.1, 600.0)?;
     if f.dead_probes == 0 || f.dead_probes > 100 {
@@ -373,7 +380,10 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         return Err(v.bad("mn_prefixes", "must list at least one prefix"));
     }
     if f.mn_prefixes.iter().any(|p| p.len() < 8) {
-        return Err(v.bad("mn_prefixes", "prefixes shorter than /8 would capture the whole Internet"));
+        return Err(v.bad(
+            "mn_prefixes",
+            "prefixes shorter than /8 would capture the whole Internet",
+        ));
     }
     if f.address.is_unspecified() || f.address.is_multicast() {
         return Err(v.bad("address", "must be a unicast IPv6 address of the gateway"));
@@ -437,19 +447,35 @@ mod tests {
 
     #[test]
     fn client_errors_name_the_key() {
-        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00::/64\"\n").unwrap_err().to_string();
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00::/64\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`prefix`"), "{e}");
-        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 100\n").unwrap_err().to_string();
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 100\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`mtu`"), "{e}");
-        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nports = []\n").unwrap_err().to_string();
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nports = []\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ports`"), "{e}");
-        let e = c("gateway = \"nope\"\nprefix = \"fd00:1:2:3:4::/80\"\n").unwrap_err().to_string();
+        let e = c("gateway = \"nope\"\nprefix = \"fd00:1:2:3:4::/80\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gateway") || e.contains("IP"), "{e}");
-        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nbogus = 1\n").unwrap_err().to_string();
+        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = c("gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nkeepalive_interval = -1\n").unwrap_err().to_string();
+        let e = c(
+            "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nkeepalive_interval = -1\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`keepalive_interval`"), "{e}");
-        let e = c("prefix = \"fd00:1:2:3:4::/80\"\n").unwrap_err().to_string();
+        let e = c("prefix = \"fd00:1:2:3:4::/80\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gateway"), "{e}");
     }
 
@@ -461,13 +487,22 @@ mod tests {
         assert_eq!(x.machine.temporary_lifetime, Duration::from_secs(2));
         assert_eq!(x.machine.active_lifetime, Duration::from_secs(150));
         assert!(x.machine.allowed_destinations.is_empty());
-        let e = g(&format!("{base}ports = [3544, 3544]\n")).unwrap_err().to_string();
+        let e = g(&format!("{base}ports = [3544, 3544]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`ports`"), "{e}");
-        let e = g("address = \"2001:db8:1::2\"\nha_addresses = []\nmn_prefixes = [\"fd00:1::/48\"]\n").unwrap_err().to_string();
+        let e =
+            g("address = \"2001:db8:1::2\"\nha_addresses = []\nmn_prefixes = [\"fd00:1::/48\"]\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("`ha_addresses`"), "{e}");
-        let e = g(&format!("{base}max_states = 0\n")).unwrap_err().to_string();
+        let e = g(&format!("{base}max_states = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`max_states`"), "{e}");
-        let e = g(&format!("{base}interface = \"a-name-much-too-long\"\n")).unwrap_err().to_string();
+        let e = g(&format!("{base}interface = \"a-name-much-too-long\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`interface`"), "{e}");
     }
 }

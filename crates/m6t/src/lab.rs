@@ -106,7 +106,9 @@ fn wait_for<T>(
             return Ok(v);
         }
         if t0.elapsed() > timeout {
-            return Err(LabError(format!("timed out after {timeout:?} waiting for {what}")));
+            return Err(LabError(format!(
+                "timed out after {timeout:?} waiting for {what}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -147,7 +149,10 @@ impl Lab {
             a,
             &format!("ip link add {a_if} type veth peer name {tmp} && ip link set {tmp} netns {nb} && ip link set {a_if} up"),
         )?;
-        self.net.sh(b, &format!("ip link set {tmp} name {b_if} && ip link set {b_if} up"))?;
+        self.net.sh(
+            b,
+            &format!("ip link set {tmp} name {b_if} && ip link set {b_if} up"),
+        )?;
         Ok(())
     }
 
@@ -162,7 +167,10 @@ impl Lab {
         n.sh("gw", "ip link add br0 type bridge && ip link set br0 up")?;
         self.veth("nat", "out0", "gw", "natp")?;
         self.veth("atk", "eth0", "gw", "atkp")?;
-        n.sh("gw", "ip link set natp master br0 && ip link set atkp master br0")?;
+        n.sh(
+            "gw",
+            "ip link set natp master br0 && ip link set atkp master br0",
+        )?;
         // Home side.
         self.veth("gw", "home0", "ha", "eth0")?;
         self.veth("ha", "eth1", "cn", "eth0")?;
@@ -174,23 +182,38 @@ impl Lab {
             "sysctl -qw net.ipv4.ip_forward=1 && ip addr add 192.0.2.1/24 dev in0 && \
              ip addr add {}/24 dev out0 && ip addr add {}/24 dev out0 && ip route add default via {GW4}",
             NAT_PUBLIC[0], NAT_PUBLIC[1]))?;
-        n.sh("nat", &format!(
-            "nft add table ip nat && \
+        n.sh(
+            "nat",
+            &format!(
+                "nft add table ip nat && \
              nft add chain ip nat post '{{ type nat hook postrouting priority 100; }}' && \
              nft add rule ip nat post oifname out0 snat to {}",
-            NAT_PUBLIC[0]))?;
+                NAT_PUBLIC[0]
+            ),
+        )?;
         n.sh("nat", &format!(
             "sysctl -qw net.netfilter.nf_conntrack_udp_timeout={} net.netfilter.nf_conntrack_udp_timeout_stream={}",
             o.nat_udp_timeouts.0, o.nat_udp_timeouts.1))?;
         n.sh("atk", &format!("ip addr add {ATTACKER4}/24 dev eth0"))?;
-        n.sh("gw", &format!(
-            "ip addr add {GW4}/24 dev br0 && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
-             ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA}"))?;
-        n.sh("ha", &format!(
+        n.sh(
+            "gw",
+            &format!(
+                "ip addr add {GW4}/24 dev br0 && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA}"
+            ),
+        )?;
+        n.sh(
+            "ha",
+            &format!(
             "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add {HA}/64 dev eth0 nodad && \
-             ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6}"))?;
-        n.sh("cn", &format!(
-            "ip addr add {CN}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:2::1"))?;
+             ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6}"),
+        )?;
+        n.sh(
+            "cn",
+            &format!(
+                "ip addr add {CN}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:2::1"
+            ),
+        )?;
         Ok(())
     }
 
@@ -229,14 +252,22 @@ impl Lab {
             ),
         )?;
         let bin = self.bin.display().to_string();
-        self.net
-            .spawn("gw", "gateway", &[&bin, "gateway", "--config", &gw.display().to_string()])?;
-        wait_for("the gateway's control socket", Duration::from_secs(10), || {
-            Ok(self.gw_sock.exists().then_some(()))
-        })
+        self.net.spawn(
+            "gw",
+            "gateway",
+            &[&bin, "gateway", "--config", &gw.display().to_string()],
+        )?;
+        wait_for(
+            "the gateway's control socket",
+            Duration::from_secs(10),
+            || Ok(self.gw_sock.exists().then_some(())),
+        )
         .map_err(|e| LabError(format!("{e}\n{}", self.net.log("gateway"))))?;
-        self.net
-            .spawn("mn", "client", &[&bin, "client", "--config", &cl.display().to_string()])?;
+        self.net.spawn(
+            "mn",
+            "client",
+            &[&bin, "client", "--config", &cl.display().to_string()],
+        )?;
         self.wait_client_address(None)
             .map_err(|e| LabError(format!("{e}\n{}", self.net.log("client"))))?;
         Ok(())
@@ -246,7 +277,8 @@ impl Lab {
     pub fn report(&self, sock: &Path) -> LabResult<Report> {
         let s = m6t_linux::control::request(sock, status::REQUEST_STATUS)
             .map_err(|e| LabError(format!("status {}: {e}", sock.display())))?;
-        serde_json::from_str(&s).map_err(|e| LabError(format!("status {}: {e}: {s}", sock.display())))
+        serde_json::from_str(&s)
+            .map_err(|e| LabError(format!("status {}: {e}: {s}", sock.display())))
     }
 
     /// The gateway's report.
@@ -264,19 +296,23 @@ impl Lab {
 
     /// Waits until the client has an address other than `not` and it is on the TUN.
     pub fn wait_client_address(&self, not: Option<Ipv6Addr>) -> LabResult<Ipv6Addr> {
-        wait_for("the client's tunnel address", Duration::from_secs(20), || {
-            if !self.client_sock.exists() {
-                return Ok(None);
-            }
-            let (a, _) = self.client_address()?;
-            match a {
-                Some(a) if Some(a) != not => {
-                    let shown = self.net.sh("mn", "ip -6 addr show dev m6t0")?;
-                    Ok(shown.contains(&a.to_string()).then_some(a))
+        wait_for(
+            "the client's tunnel address",
+            Duration::from_secs(20),
+            || {
+                if !self.client_sock.exists() {
+                    return Ok(None);
                 }
-                _ => Ok(None),
-            }
-        })
+                let (a, _) = self.client_address()?;
+                match a {
+                    Some(a) if Some(a) != not => {
+                        let shown = self.net.sh("mn", "ip -6 addr show dev m6t0")?;
+                        Ok(shown.contains(&a.to_string()).then_some(a))
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
     }
 
     /// Pings `dst` from a role: `count` packets of `size` bytes, 0.2 s apart.
@@ -310,14 +346,26 @@ impl Lab {
     }
 
     /// Runs iperf3 for `secs` from the MN to `dst`; returns Gbit/s received.
-    pub fn tcp_transfer(&mut self, server_role: &str, dst: &str, secs: u32, reverse: bool) -> LabResult<f64> {
-        self.net.spawn(server_role, "iperf3-server", &["iperf3", "-s", "-1", "-B", dst])?;
+    pub fn tcp_transfer(
+        &mut self,
+        server_role: &str,
+        dst: &str,
+        secs: u32,
+        reverse: bool,
+    ) -> LabResult<f64> {
+        self.net.spawn(
+            server_role,
+            "iperf3-server",
+            &["iperf3", "-s", "-1", "-B", dst],
+        )?;
         std::thread::sleep(Duration::from_millis(300));
         let r = if reverse { "-R" } else { "" };
-        let out = self.net.sh("mn", &format!("iperf3 -c {dst} -t {secs} -J {r}"));
+        let out = self
+            .net
+            .sh("mn", &format!("iperf3 -c {dst} -t {secs} -J {r}"));
         self.net.stop("iperf3-server");
-        let v: serde_json::Value = serde_json::from_str(&out?)
-            .map_err(|e| LabError(format!("iperf3 output: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out?).map_err(|e| LabError(format!("iperf3 output: {e}")))?;
         v["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .map(|b| b / 1e9)
@@ -397,7 +445,9 @@ impl Lab {
 
     /// The NAT's conntrack entries for UDP toward the gateway.
     pub fn nat_mappings(&self) -> LabResult<String> {
-        let o = self.net.sh_output("nat", &format!("conntrack -L -p udp -d {GW4} 2>/dev/null"))?;
+        let o = self
+            .net
+            .sh_output("nat", &format!("conntrack -L -p udp -d {GW4} 2>/dev/null"))?;
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 }
@@ -424,7 +474,10 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     check()?;
 
     let p = lab.ping("mn", HA, 5, 56)?;
-    println!("  ping HA through tunnel   {}/5 replies, avg rtt {:.3} ms", p.received, p.avg_ms);
+    println!(
+        "  ping HA through tunnel   {}/5 replies, avg rtt {:.3} ms",
+        p.received, p.avg_ms
+    );
     if p.received == 0 {
         return Err(LabError("no ping reply through the tunnel".into()));
     }
@@ -434,11 +487,18 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     let ptb_ok = ptb.contains("mtu=1472") || ptb.contains("mtu = 1472");
     println!(
         "  1473 bytes toward MN     {}",
-        if ptb_ok { "answered with Packet Too Big, mtu=1472" } else { "NO Packet Too Big seen" }
+        if ptb_ok {
+            "answered with Packet Too Big, mtu=1472"
+        } else {
+            "NO Packet Too Big seen"
+        }
     );
     if let Report::Gateway { states, .. } = lab.gateway()? {
         for s in &states {
-            println!("  gateway state            {} <- {} ({:?})", s.address, s.peer, s.kind);
+            println!(
+                "  gateway state            {} <- {} ({:?})",
+                s.address, s.peer, s.kind
+            );
         }
     }
     check()?;
@@ -450,19 +510,32 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
 
     let h = lab.handover(MN4[1], MN4[0])?;
     let a2 = lab.wait_client_address(Some(a1))?;
-    println!("  handover {} -> {}: first ping answered {} after the change", MN4[0], MN4[1], ms(h));
+    println!(
+        "  handover {} -> {}: first ping answered {} after the change",
+        MN4[0],
+        MN4[1],
+        ms(h)
+    );
     println!("  new tunnel address       {a2}");
-    let gc = wait_for("the old state to be garbage collected", Duration::from_secs(30), || {
-        if let Report::Gateway { states, .. } = lab.gateway()? {
-            let old = states.iter().any(|s| s.address == a1);
-            let new = states.iter().any(|s| s.address == a2);
-            return Ok((!old && new).then_some(()));
-        }
-        Ok(None)
-    });
+    let gc = wait_for(
+        "the old state to be garbage collected",
+        Duration::from_secs(30),
+        || {
+            if let Report::Gateway { states, .. } = lab.gateway()? {
+                let old = states.iter().any(|s| s.address == a1);
+                let new = states.iter().any(|s| s.address == a2);
+                return Ok((!old && new).then_some(()));
+            }
+            Ok(None)
+        },
+    );
     println!(
         "  old state on the gateway {}",
-        if gc.is_ok() { "garbage collected, new state active" } else { "STILL THERE" }
+        if gc.is_ok() {
+            "garbage collected, new state active"
+        } else {
+            "STILL THERE"
+        }
     );
     check()?;
 
@@ -473,11 +546,19 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     let inbound = lab.ping("ha", &a2.to_string(), 3, 56)?;
     println!(
         "  NAT mapping kept          {} ; HA -> MN ping after idle: {}/3",
-        if !after.is_empty() && before.lines().count() > 0 { "yes" } else { "NO" },
+        if !after.is_empty() && before.lines().count() > 0 {
+            "yes"
+        } else {
+            "NO"
+        },
         inbound.received
     );
     if let Report::Gateway { counters, .. } = lab.gateway()? {
-        let ka = counters.iter().find(|c| c.name == "keepalives_answered").map(|c| c.value).unwrap_or(0);
+        let ka = counters
+            .iter()
+            .find(|c| c.name == "keepalives_answered")
+            .map(|c| c.value)
+            .unwrap_or(0);
         println!("  keep-alives answered      {ka}");
     }
     check()?;
@@ -494,7 +575,11 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     let hooks = std::fs::read_to_string(lab.net.dir.join("hook.log")).unwrap_or_default();
     println!("hook calls:\n{hooks}");
     let ok = p.received > 0 && big.received > 0 && ptb_ok && gc.is_ok() && inbound.received > 0;
-    println!("lab {} in {:.1} s; namespaces and processes removed.", if ok { "passed" } else { "FAILED" }, t.elapsed().as_secs_f64());
+    println!(
+        "lab {} in {:.1} s; namespaces and processes removed.",
+        if ok { "passed" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
+    );
     drop(lab);
     if ok {
         Ok(())

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "m6t", version, about = "IPv6 (and Mobile IPv6) over IPv4/UDP through NATs (draft-ebalard-mext-m6t-02)")]
+#[command(
+    name = "m6t",
+    version,
+    about = "IPv6 (and Mobile IPv6) over IPv4/UDP through NATs (draft-ebalard-mext-m6t-02)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -137,7 +141,11 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Status { socket, json } => status_cmd(socket, json),
-        Cmd::Prefix { ula, subnet_id, mn_id } => match prefix_tool::run(ula, subnet_id, mn_id) {
+        Cmd::Prefix {
+            ula,
+            subnet_id,
+            mn_id,
+        } => match prefix_tool::run(ula, subnet_id, mn_id) {
             Ok(s) => {
                 print!("{s}");
                 ExitCode::SUCCESS

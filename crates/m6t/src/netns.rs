@@ -120,7 +120,8 @@ impl Netns {
     /// Starts a long-running process in a role's namespace, output to `<dir>/<name>.log`.
     pub fn spawn(&mut self, role: &str, name: &str, args: &[&str]) -> LabResult<()> {
         let log = self.dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).map_err(|e| LabError(format!("{}: {e}", log.display())))?;
+        let f =
+            std::fs::File::create(&log).map_err(|e| LabError(format!("{}: {e}", log.display())))?;
         let f2 = f.try_clone().map_err(|e| LabError(e.to_string()))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(role)])

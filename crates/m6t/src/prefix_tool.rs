@@ -47,7 +47,11 @@ pub fn local_eui64() -> [u8; 8] {
 }
 
 /// Runs the tool: a new /48 unless `ula` is given; the /80 when both IDs are given.
-pub fn run(ula_in: Option<Ipv6Prefix>, subnet_id: Option<u16>, mn_id: Option<u16>) -> Result<String, String> {
+pub fn run(
+    ula_in: Option<Ipv6Prefix>,
+    subnet_id: Option<u16>,
+    mn_id: Option<u16>,
+) -> Result<String, String> {
     let base = match ula_in {
         Some(p) if p.len() == 48 => p,
         Some(_) => return Err("--ula: must be a /48".into()),

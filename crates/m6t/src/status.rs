@@ -41,7 +41,10 @@ impl Report {
         let c = match self {
             Report::Gateway { counters, .. } | Report::Client { counters, .. } => counters,
         };
-        c.iter().find(|c| c.name == name).map(|c| c.value).unwrap_or(0)
+        c.iter()
+            .find(|c| c.name == name)
+            .map(|c| c.value)
+            .unwrap_or(0)
     }
 }
 
@@ -60,7 +63,11 @@ pub fn render(r: &Report) -> String {
             counters,
         } => {
             let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-            let _ = writeln!(o, "gateway  interface {interface}  udp ports {}", ports.join(","));
+            let _ = writeln!(
+                o,
+                "gateway  interface {interface}  udp ports {}",
+                ports.join(",")
+            );
             let _ = writeln!(o, "states: {}", states.len());
             if !states.is_empty() {
                 let _ = writeln!(

@@ -34,13 +34,19 @@ fn states(l: &Lab) -> Vec<m6t_proto::m6t::gateway::StateInfo> {
 }
 
 fn addr(l: &Lab) -> Ipv6Addr {
-    l.client_address().unwrap().0.expect("client has an address")
+    l.client_address()
+        .unwrap()
+        .0
+        .expect("client has an address")
 }
 
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t = std::time::Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -60,14 +66,25 @@ fn ping_tcp_mtu_and_no_df() {
     // 1424 + 8 (ICMPv6) + 40 = 1472 bytes: crosses both ways with DF-less outer IPv4.
     assert_eq!(l.ping("mn", HA, 2, 1424).unwrap().received, 2);
     // One byte more toward the MN: Packet Too Big with the tunnel MTU.
-    let out = l.ping_raw("ha", &format!("-c 1 -W 1 -s 1425 -M do {a}")).unwrap();
-    assert!(out.contains("mtu=1472") || out.contains("mtu = 1472"), "{out}");
+    let out = l
+        .ping_raw("ha", &format!("-c 1 -W 1 -s 1425 -M do {a}"))
+        .unwrap();
+    assert!(
+        out.contains("mtu=1472") || out.contains("mtu = 1472"),
+        "{out}"
+    );
     // TCP both ways through the tunnel (to the correspondent, an allowed destination).
     assert!(l.tcp_transfer("cn", lab::CN, 1, false).unwrap() > 0.0);
     assert!(l.tcp_transfer("cn", lab::CN, 1, true).unwrap() > 0.0);
     // Outer IPv4 headers between NAT and gateway never carry DF (draft section 2.6).
     l.net
-        .spawn("nat", "tcpdump", &["tcpdump", "-i", "out0", "-nn", "-v", "-c", "6", "udp", "port", "3544"])
+        .spawn(
+            "nat",
+            "tcpdump",
+            &[
+                "tcpdump", "-i", "out0", "-nn", "-v", "-c", "6", "udp", "port", "3544",
+            ],
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     l.ping("mn", HA, 3, 1000).unwrap();
@@ -87,10 +104,16 @@ fn handover_new_address_new_state_old_collected() {
     assert!(t < Duration::from_secs(2), "handover took {t:?}");
     let a2 = l.wait_client_address(Some(a1)).unwrap();
     assert_ne!(a1, a2);
-    assert!(m6t::lab::MN80.parse::<m6t_wire::Ipv6Prefix>().unwrap().contains(a2));
+    assert!(m6t::lab::MN80
+        .parse::<m6t_wire::Ipv6Prefix>()
+        .unwrap()
+        .contains(a2));
     // The old address is gone from the TUN; the new one is there.
     let shown = l.net.sh("mn", "ip -6 addr show dev m6t0").unwrap();
-    assert!(shown.contains(&a2.to_string()) && !shown.contains(&a1.to_string()), "{shown}");
+    assert!(
+        shown.contains(&a2.to_string()) && !shown.contains(&a1.to_string()),
+        "{shown}"
+    );
     // New state, old one garbage collected (lab active lifetime 6 s).
     wait("old state GC", 20, || {
         let s = states(&l);
@@ -114,7 +137,10 @@ fn keepalives_hold_the_nat_mapping_past_its_timeout() {
     // Traffic initiated from the home side still reaches the MN through the same mapping.
     assert_eq!(l.ping("ha", &a.to_string(), 2, 56).unwrap().received, 2);
     assert!(gw(&l).counter("keepalives_answered") >= 5);
-    assert!(l.nat_mappings().unwrap().contains(&format!("dport={}", peer.port())));
+    assert!(l
+        .nat_mappings()
+        .unwrap()
+        .contains(&format!("dport={}", peer.port())));
 }
 
 #[test]
@@ -141,25 +167,61 @@ fn spoofed_source_from_other_ipv4_or_port_is_dropped_and_changes_nothing() {
     let peer = before[0].peer;
     // Same IPv6 source from another IPv4 address (same port), then from the NAT's own
     // address with another port.
-    l.inject("atk", lab::ATTACKER4, peer.port(), 3544, 5, "ipv6", &a.to_string(), HA).unwrap();
+    l.inject(
+        "atk",
+        lab::ATTACKER4,
+        peer.port(),
+        3544,
+        5,
+        "ipv6",
+        &a.to_string(),
+        HA,
+    )
+    .unwrap();
     let other_port = if peer.port() == 40000 { 40001 } else { 40000 };
-    l.inject("nat", NAT_PUBLIC[0], other_port, 3544, 5, "ipv6", &a.to_string(), HA).unwrap();
-    wait("mismatch drops", 5, || gw(&l).counter("drop_address_mismatch") >= 10);
+    l.inject(
+        "nat",
+        NAT_PUBLIC[0],
+        other_port,
+        3544,
+        5,
+        "ipv6",
+        &a.to_string(),
+        HA,
+    )
+    .unwrap();
+    wait("mismatch drops", 5, || {
+        gw(&l).counter("drop_address_mismatch") >= 10
+    });
     let after = states(&l);
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].peer, peer);
     assert_eq!(after[0].address, a);
-    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2, "MN still served");
+    assert_eq!(
+        l.ping("mn", HA, 2, 56).unwrap().received,
+        2,
+        "MN still served"
+    );
 }
 
 #[test]
 fn state_flood_from_one_ipv4_is_capped_while_another_mn_works() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let l = start("e2eflood", |o| {
-        o.gateway_extra = "max_states_per_ipv4 = 16\nnew_state_burst = 32\nnew_state_rate = 5\n".into();
+        o.gateway_extra =
+            "max_states_per_ipv4 = 16\nnew_state_burst = 32\nnew_state_rate = 5\n".into();
     });
-    l.inject("atk", lab::ATTACKER4, 50000, 3544, 2000, "ipv6", "fd00:6d36:7400:9:{i}::1", HA)
-        .unwrap();
+    l.inject(
+        "atk",
+        lab::ATTACKER4,
+        50000,
+        3544,
+        2000,
+        "ipv6",
+        "fd00:6d36:7400:9:{i}::1",
+        HA,
+    )
+    .unwrap();
     wait("flood drops", 10, || {
         let r = gw(&l);
         r.counter("drop_per_source_cap") + r.counter("drop_rate_limited") >= 1984
@@ -188,11 +250,18 @@ fn nat_reboot_with_a_new_mapping_recovers_by_itself() {
     let a2 = addr(&l);
     assert_ne!(a1, a2);
     let s = states(&l);
-    let new = s.iter().find(|x| x.address == a2).expect("state for the new address");
+    let new = s
+        .iter()
+        .find(|x| x.address == a2)
+        .expect("state for the new address");
     assert_eq!(new.peer.ip().to_string(), NAT_PUBLIC[1]);
     let old = s.iter().find(|x| x.address == a1);
     if let Some(old) = old {
-        assert_eq!(old.peer.ip().to_string(), NAT_PUBLIC[0], "old state was modified");
+        assert_eq!(
+            old.peer.ip().to_string(),
+            NAT_PUBLIC[0],
+            "old state was modified"
+        );
     }
     let hooks = std::fs::read_to_string(l.net.dir.join("hook.log")).unwrap();
     assert!(hooks.contains("path-dead"), "{hooks}");
@@ -214,7 +283,17 @@ fn garbage_payloads_are_counted_and_the_daemon_keeps_serving() {
         }
     };
     let before = drops(&gw(&l));
-    l.inject("atk", lab::ATTACKER4, 50001, 3544, 300, "garbage", "::", "::").unwrap();
+    l.inject(
+        "atk",
+        lab::ATTACKER4,
+        50001,
+        3544,
+        300,
+        "garbage",
+        "::",
+        "::",
+    )
+    .unwrap();
     wait("garbage drops", 5, || drops(&gw(&l)) >= before + 300);
     assert!(gw(&l).counter("drop_malformed_from_mn") >= 290);
     assert_eq!(states(&l).len(), 1);
@@ -230,9 +309,13 @@ fn unserved_port_falls_back_to_the_next_one() {
     });
     l.time_to_recover().unwrap();
     match l.report(&l.client_sock).unwrap() {
-        Report::Client { tunnel, counters, .. } => {
+        Report::Client {
+            tunnel, counters, ..
+        } => {
             assert_eq!(tunnel.port, Some(4500));
-            assert!(counters.iter().any(|c| c.name == "port_fallbacks" && c.value >= 1));
+            assert!(counters
+                .iter()
+                .any(|c| c.name == "port_fallbacks" && c.value >= 1));
         }
         _ => unreachable!(),
     }
@@ -250,9 +333,17 @@ fn status_command_prints_table_and_json() {
         .unwrap();
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(t.contains("active") && t.contains("drop_address_mismatch"), "{t}");
+    assert!(
+        t.contains("active") && t.contains("drop_address_mismatch"),
+        "{t}"
+    );
     let out = Command::new(bin())
-        .args(["status", "--json", "--socket", &l.client_sock.display().to_string()])
+        .args([
+            "status",
+            "--json",
+            "--socket",
+            &l.client_sock.display().to_string(),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -270,7 +361,10 @@ fn one_error_line(args: &[&str], pre: Option<&[&str]>) -> (bool, String) {
         None => Command::new(bin()),
     };
     let o = c.args(args).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -278,21 +372,37 @@ fn bad_config_and_missing_privileges_give_one_clear_line() {
     let dir = std::env::temp_dir().join(format!("m6t-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(&bad, "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 9\n").unwrap();
+    std::fs::write(
+        &bad,
+        "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\nmtu = 9\n",
+    )
+    .unwrap();
     let (ok, err) = one_error_line(&["client", "--config", &bad.display().to_string()], None);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("`mtu`"), "{err}");
     let (ok, err) = one_error_line(&["gateway", "--config", "/nonexistent.toml"], None);
-    assert!(!ok && err.lines().count() == 1 && err.contains("/nonexistent.toml"), "{err}");
+    assert!(
+        !ok && err.lines().count() == 1 && err.contains("/nonexistent.toml"),
+        "{err}"
+    );
     let good = dir.join("good.toml");
-    std::fs::write(&good, "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n").unwrap();
+    std::fs::write(
+        &good,
+        "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     // As nobody: no CAP_NET_ADMIN.
     let (ok, err) = one_error_line(
         &["client", "--config", &good.display().to_string()],
-        Some(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]),
+        Some(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]),
     );
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -319,8 +429,15 @@ fn the_lab_runs_and_cleans_up() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let o = Command::new(bin()).arg("lab").output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("lab passed"), "{out}");
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&ns.stdout).contains("m6tlab"), "namespaces left behind");
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("m6tlab"),
+        "namespaces left behind"
+    );
 }

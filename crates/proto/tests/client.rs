@@ -98,7 +98,10 @@ fn tun_and_gateway_checks() {
         c.handle_from_gateway(t0, &[0x60; 39]),
         FromGateway::Drop(ClientCounter::MalformedFromGateway)
     );
-    assert_eq!(c.handle_from_tun(t0, &pkt_a(addr, ha(), 1472), &mut s), FromTun::Send);
+    assert_eq!(
+        c.handle_from_tun(t0, &pkt_a(addr, ha(), 1472), &mut s),
+        FromTun::Send
+    );
     match c.handle_from_tun(t0, &pkt_a(addr, ha(), 1473), &mut s) {
         FromTun::Reply(n) => {
             let e = m6t_wire::Ipv6Packet::new_checked(&s[..n]).unwrap();
@@ -122,7 +125,10 @@ fn keepalive_after_interval_without_sending() {
     assert!(c.poll_keepalive().is_none());
     // Echo arrives: next keep-alive 30 s after this one.
     let echo = keepalive::emit(keepalive::KEEPALIVE_PEER, addr);
-    assert_eq!(c.handle_from_gateway(ms(t0, 30_010), &echo), FromGateway::Echo);
+    assert_eq!(
+        c.handle_from_gateway(ms(t0, 30_010), &echo),
+        FromGateway::Echo
+    );
     assert_eq!(c.poll_timeout(), Some(ms(t0, 60_000)));
     // Sending data postpones the keep-alive.
     let mut s = [0u8; 1280];

@@ -37,14 +37,19 @@ struct T {
 
 impl T {
     fn new(c: GatewayConfig) -> Self {
-        T { gw: Gateway::new(c), t0: Instant::now(), scratch: vec![0; 1280] }
+        T {
+            gw: Gateway::new(c),
+            t0: Instant::now(),
+            scratch: vec![0; 1280],
+        }
     }
     fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
     }
     fn mn(&mut self, ms: u64, from: &str, p: &[u8]) -> FromMn {
         let now = self.at(ms);
-        self.gw.handle_from_mn(now, 3544, peer(from), p, &mut self.scratch)
+        self.gw
+            .handle_from_mn(now, 3544, peer(from), p, &mut self.scratch)
     }
     fn home(&mut self, ms: u64, p: &[u8]) -> FromHome {
         let now = self.at(ms);
@@ -65,7 +70,13 @@ fn first_packet_creates_temporary_home_reply_activates() {
     assert_eq!(t.mn(0, "198.51.100.7:40000", &p), FromMn::ToHome);
     assert_eq!(t.kind(0, MN), Some(StateKind::Temporary));
     let r = t.home(50, &swap(&p));
-    assert_eq!(r, FromHome::ToMn { peer: peer("198.51.100.7:40000"), local_port: 3544 });
+    assert_eq!(
+        r,
+        FromHome::ToMn {
+            peer: peer("198.51.100.7:40000"),
+            local_port: 3544
+        }
+    );
     assert_eq!(t.kind(50, MN), Some(StateKind::Active));
     assert_eq!(t.gw.counters().get(GatewayCounter::StatesCreated), 1);
     assert_eq!(t.gw.counters().get(GatewayCounter::StatesActivated), 1);
@@ -85,7 +96,10 @@ fn temporary_state_expires_after_its_lifetime_even_with_mn_traffic() {
     assert_eq!(t.gw.poll_timeout(), Some(t.at(2000)));
     assert_eq!(t.tick(2000), 1);
     assert!(t.kind(2000, MN).is_none());
-    assert_eq!(t.home(2001, &swap(&p)), FromHome::Drop(GatewayCounter::NoStateForHome));
+    assert_eq!(
+        t.home(2001, &swap(&p)),
+        FromHome::Drop(GatewayCounter::NoStateForHome)
+    );
 }
 
 #[test]
@@ -116,30 +130,64 @@ fn address_fields_are_never_updated() {
     t.home(1, &swap(&p));
     let before = t.gw.state(t.at(1), a(MN)).unwrap();
     // Same IPv6 source from another port, then from another address.
-    assert_eq!(t.mn(2, "198.51.100.7:40001", &p), FromMn::Drop(GatewayCounter::AddressMismatch));
-    assert_eq!(t.mn(3, "203.0.113.9:40000", &p), FromMn::Drop(GatewayCounter::AddressMismatch));
+    assert_eq!(
+        t.mn(2, "198.51.100.7:40001", &p),
+        FromMn::Drop(GatewayCounter::AddressMismatch)
+    );
+    assert_eq!(
+        t.mn(3, "203.0.113.9:40000", &p),
+        FromMn::Drop(GatewayCounter::AddressMismatch)
+    );
     // Same peer, other gateway port.
     let now = t.at(4);
-    let r = t.gw.handle_from_mn(now, 53, peer("198.51.100.7:40000"), &p, &mut t.scratch);
+    let r =
+        t.gw.handle_from_mn(now, 53, peer("198.51.100.7:40000"), &p, &mut t.scratch);
     assert_eq!(r, FromMn::Drop(GatewayCounter::AddressMismatch));
     let after = t.gw.state(t.at(1), a(MN)).unwrap();
     assert_eq!(before, after, "a mismatching packet changed the state");
-    assert_eq!(t.home(5, &swap(&p)), FromHome::ToMn { peer: peer("198.51.100.7:40000"), local_port: 3544 });
+    assert_eq!(
+        t.home(5, &swap(&p)),
+        FromHome::ToMn {
+            peer: peer("198.51.100.7:40000"),
+            local_port: 3544
+        }
+    );
 }
 
 #[test]
 fn sanity_checks_before_state_creation() {
     let mut t = T::new(cfg());
     let from = "198.51.100.7:40000";
-    assert_eq!(t.mn(0, from, &pkt(MN, "2001:db8:1::99", 60)), FromMn::Drop(GatewayCounter::DestinationNotAllowed));
-    assert_eq!(t.mn(0, from, &pkt("fd99::1", HA, 60)), FromMn::Drop(GatewayCounter::SourceOutsidePrefix));
-    assert_eq!(t.mn(0, from, &pkt("fe80::1", HA, 60)), FromMn::Drop(GatewayCounter::BadSource));
-    assert_eq!(t.mn(0, from, &pkt("ff02::1", HA, 60)), FromMn::Drop(GatewayCounter::BadSource));
-    assert_eq!(t.mn(0, from, &pkt("::", HA, 60)), FromMn::Drop(GatewayCounter::BadSource));
-    assert_eq!(t.mn(0, from, b"hello"), FromMn::Drop(GatewayCounter::MalformedFromMn));
+    assert_eq!(
+        t.mn(0, from, &pkt(MN, "2001:db8:1::99", 60)),
+        FromMn::Drop(GatewayCounter::DestinationNotAllowed)
+    );
+    assert_eq!(
+        t.mn(0, from, &pkt("fd99::1", HA, 60)),
+        FromMn::Drop(GatewayCounter::SourceOutsidePrefix)
+    );
+    assert_eq!(
+        t.mn(0, from, &pkt("fe80::1", HA, 60)),
+        FromMn::Drop(GatewayCounter::BadSource)
+    );
+    assert_eq!(
+        t.mn(0, from, &pkt("ff02::1", HA, 60)),
+        FromMn::Drop(GatewayCounter::BadSource)
+    );
+    assert_eq!(
+        t.mn(0, from, &pkt("::", HA, 60)),
+        FromMn::Drop(GatewayCounter::BadSource)
+    );
+    assert_eq!(
+        t.mn(0, from, b"hello"),
+        FromMn::Drop(GatewayCounter::MalformedFromMn)
+    );
     let mut trailing = pkt(MN, HA, 60);
     trailing.push(0);
-    assert_eq!(t.mn(0, from, &trailing), FromMn::Drop(GatewayCounter::MalformedFromMn));
+    assert_eq!(
+        t.mn(0, from, &trailing),
+        FromMn::Drop(GatewayCounter::MalformedFromMn)
+    );
     assert!(t.gw.is_empty());
     assert_eq!(t.gw.tracked_sources(), 0);
 }
@@ -149,8 +197,14 @@ fn allowed_destinations_widen_the_check() {
     let mut c = cfg();
     c.allowed_destinations = vec!["2001:db8:5::/48".parse().unwrap()];
     let mut t = T::new(c);
-    assert_eq!(t.mn(0, "198.51.100.7:1", &pkt(MN, "2001:db8:5::9", 60)), FromMn::ToHome);
-    assert_eq!(t.mn(0, "198.51.100.7:1", &pkt(MN, "2001:db8:6::9", 60)), FromMn::Drop(GatewayCounter::DestinationNotAllowed));
+    assert_eq!(
+        t.mn(0, "198.51.100.7:1", &pkt(MN, "2001:db8:5::9", 60)),
+        FromMn::ToHome
+    );
+    assert_eq!(
+        t.mn(0, "198.51.100.7:1", &pkt(MN, "2001:db8:6::9", 60)),
+        FromMn::Drop(GatewayCounter::DestinationNotAllowed)
+    );
 }
 
 #[test]
@@ -161,14 +215,29 @@ fn creation_is_rate_limited_per_ipv4_address_not_port() {
     let mut t = T::new(c);
     for i in 0..3 {
         let src = format!("fd00:1::{}", i + 1);
-        assert_eq!(t.mn(0, &format!("198.51.100.7:{}", 1000 + i), &pkt(&src, HA, 60)), FromMn::ToHome);
+        assert_eq!(
+            t.mn(0, &format!("198.51.100.7:{}", 1000 + i), &pkt(&src, HA, 60)),
+            FromMn::ToHome
+        );
     }
-    assert_eq!(t.mn(0, "198.51.100.7:2000", &pkt("fd00:1::99", HA, 60)), FromMn::Drop(GatewayCounter::RateLimited));
+    assert_eq!(
+        t.mn(0, "198.51.100.7:2000", &pkt("fd00:1::99", HA, 60)),
+        FromMn::Drop(GatewayCounter::RateLimited)
+    );
     // Another IPv4 address is not affected.
-    assert_eq!(t.mn(0, "198.51.100.8:2000", &pkt("fd00:1::98", HA, 60)), FromMn::ToHome);
+    assert_eq!(
+        t.mn(0, "198.51.100.8:2000", &pkt("fd00:1::98", HA, 60)),
+        FromMn::ToHome
+    );
     // One token back after a second.
-    assert_eq!(t.mn(1000, "198.51.100.7:2000", &pkt("fd00:1::99", HA, 60)), FromMn::ToHome);
-    assert_eq!(t.mn(1000, "198.51.100.7:2001", &pkt("fd00:1::97", HA, 60)), FromMn::Drop(GatewayCounter::RateLimited));
+    assert_eq!(
+        t.mn(1000, "198.51.100.7:2000", &pkt("fd00:1::99", HA, 60)),
+        FromMn::ToHome
+    );
+    assert_eq!(
+        t.mn(1000, "198.51.100.7:2001", &pkt("fd00:1::97", HA, 60)),
+        FromMn::Drop(GatewayCounter::RateLimited)
+    );
 }
 
 #[test]
@@ -178,15 +247,33 @@ fn per_source_and_global_caps() {
     c.max_states = 3;
     c.new_state_burst = 100;
     let mut t = T::new(c);
-    assert_eq!(t.mn(0, "198.51.100.7:1", &pkt("fd00:1::1", HA, 60)), FromMn::ToHome);
-    assert_eq!(t.mn(0, "198.51.100.7:2", &pkt("fd00:1::2", HA, 60)), FromMn::ToHome);
-    assert_eq!(t.mn(0, "198.51.100.7:3", &pkt("fd00:1::3", HA, 60)), FromMn::Drop(GatewayCounter::PerSourceCap));
-    assert_eq!(t.mn(0, "198.51.100.8:3", &pkt("fd00:1::3", HA, 60)), FromMn::ToHome);
-    assert_eq!(t.mn(0, "198.51.100.9:3", &pkt("fd00:1::4", HA, 60)), FromMn::Drop(GatewayCounter::TableFull));
+    assert_eq!(
+        t.mn(0, "198.51.100.7:1", &pkt("fd00:1::1", HA, 60)),
+        FromMn::ToHome
+    );
+    assert_eq!(
+        t.mn(0, "198.51.100.7:2", &pkt("fd00:1::2", HA, 60)),
+        FromMn::ToHome
+    );
+    assert_eq!(
+        t.mn(0, "198.51.100.7:3", &pkt("fd00:1::3", HA, 60)),
+        FromMn::Drop(GatewayCounter::PerSourceCap)
+    );
+    assert_eq!(
+        t.mn(0, "198.51.100.8:3", &pkt("fd00:1::3", HA, 60)),
+        FromMn::ToHome
+    );
+    assert_eq!(
+        t.mn(0, "198.51.100.9:3", &pkt("fd00:1::4", HA, 60)),
+        FromMn::Drop(GatewayCounter::TableFull)
+    );
     // After expiry the cap frees up; the idle source is forgotten once its bucket is full.
     t.tick(2000);
     assert!(t.gw.is_empty());
-    assert_eq!(t.mn(2001, "198.51.100.7:3", &pkt("fd00:1::3", HA, 60)), FromMn::ToHome);
+    assert_eq!(
+        t.mn(2001, "198.51.100.7:3", &pkt("fd00:1::3", HA, 60)),
+        FromMn::ToHome
+    );
     t.tick(4001);
     let far = 4001 + 60_000;
     t.tick(far);
@@ -198,19 +285,35 @@ fn keepalive_rules() {
     let mut t = T::new(cfg());
     let ka = keepalive::emit(a(MN), keepalive::KEEPALIVE_PEER);
     let from = "198.51.100.7:40000";
-    assert_eq!(t.mn(0, from, &ka), FromMn::Drop(GatewayCounter::KeepaliveNoState));
+    assert_eq!(
+        t.mn(0, from, &ka),
+        FromMn::Drop(GatewayCounter::KeepaliveNoState)
+    );
     assert!(t.gw.is_empty(), "a keep-alive must not create a state");
     let p = pkt(MN, HA, 100);
     t.mn(0, from, &p);
-    assert_eq!(t.mn(1, from, &ka), FromMn::Drop(GatewayCounter::KeepaliveNotActive));
+    assert_eq!(
+        t.mn(1, from, &ka),
+        FromMn::Drop(GatewayCounter::KeepaliveNotActive)
+    );
     t.home(2, &swap(&p));
-    assert_eq!(t.mn(3, "198.51.100.7:40001", &ka), FromMn::Drop(GatewayCounter::KeepaliveMismatch));
-    assert_eq!(t.mn(3, "198.51.100.9:40000", &ka), FromMn::Drop(GatewayCounter::KeepaliveMismatch));
+    assert_eq!(
+        t.mn(3, "198.51.100.7:40001", &ka),
+        FromMn::Drop(GatewayCounter::KeepaliveMismatch)
+    );
+    assert_eq!(
+        t.mn(3, "198.51.100.9:40000", &ka),
+        FromMn::Drop(GatewayCounter::KeepaliveMismatch)
+    );
     match t.mn(4, from, &ka) {
         FromMn::Echo(e) => assert_eq!(e, keepalive::emit(keepalive::KEEPALIVE_PEER, a(MN))),
         other => panic!("expected an echo, got {other:?}"),
     }
-    assert_eq!(t.gw.state(t.at(4), a(MN)).unwrap().idle_ms, 0, "keep-alive refreshes");
+    assert_eq!(
+        t.gw.state(t.at(4), a(MN)).unwrap().idle_ms,
+        0,
+        "keep-alive refreshes"
+    );
     assert_eq!(t.gw.counters().get(GatewayCounter::KeepalivesAnswered), 1);
 }
 
@@ -226,7 +329,10 @@ fn keepalives_keep_an_active_state_alive_for_hours() {
     let ka = keepalive::emit(a(MN), keepalive::KEEPALIVE_PEER);
     for k in 1..=240u64 {
         t.tick(k * 30_000 - 1);
-        assert!(matches!(t.mn(k * 30_000, from, &ka), FromMn::Echo(_)), "keep-alive {k}");
+        assert!(
+            matches!(t.mn(k * 30_000, from, &ka), FromMn::Echo(_)),
+            "keep-alive {k}"
+        );
     }
     t.tick(240 * 30_000 + 45_000);
     assert!(t.gw.is_empty());
@@ -263,8 +369,14 @@ fn packet_too_big_both_ways() {
 #[test]
 fn home_side_checks() {
     let mut t = T::new(cfg());
-    assert_eq!(t.home(0, &pkt(HA, MN, 80)), FromHome::Drop(GatewayCounter::NoStateForHome));
-    assert_eq!(t.home(0, &[0x60, 0, 0]), FromHome::Drop(GatewayCounter::MalformedFromHome));
+    assert_eq!(
+        t.home(0, &pkt(HA, MN, 80)),
+        FromHome::Drop(GatewayCounter::NoStateForHome)
+    );
+    assert_eq!(
+        t.home(0, &[0x60, 0, 0]),
+        FromHome::Drop(GatewayCounter::MalformedFromHome)
+    );
     assert_eq!(t.gw.counters().get(GatewayCounter::NoStateForHome), 1);
 }
 
@@ -278,7 +390,11 @@ fn mass_expiry_is_done_in_bounded_batches() {
     let n = 10_000u32;
     for i in 0..n {
         let src = format!("fd00:1::{:x}:{:x}", i >> 16, i & 0xffff);
-        let r = t.mn(0, &format!("198.51.100.{}:{}", i % 200, 1024 + i / 200), &pkt(&src, HA, 60));
+        let r = t.mn(
+            0,
+            &format!("198.51.100.{}:{}", i % 200, 1024 + i / 200),
+            &pkt(&src, HA, 60),
+        );
         assert_eq!(r, FromMn::ToHome);
     }
     assert_eq!(t.gw.len(), n as usize);

@@ -26,7 +26,9 @@ pub fn finish(mut sum: u32) -> u16 {
 pub fn pseudo_header(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, upper_len: u32) -> u32 {
     let mut sum = accumulate(0, &src.octets());
     sum = accumulate(sum, &dst.octets());
-    sum = sum.wrapping_add(upper_len >> 16).wrapping_add(upper_len & 0xffff);
+    sum = sum
+        .wrapping_add(upper_len >> 16)
+        .wrapping_add(upper_len & 0xffff);
     sum.wrapping_add(u32::from(next_header))
 }
 

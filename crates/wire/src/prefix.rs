@@ -137,9 +137,6 @@ mod tests {
             "fd00::".parse::<Ipv6Prefix>(),
             Err(PrefixError::MissingLength)
         );
-        assert_eq!(
-            "x/64".parse::<Ipv6Prefix>(),
-            Err(PrefixError::BadAddress)
-        );
+        assert_eq!("x/64".parse::<Ipv6Prefix>(), Err(PrefixError::BadAddress));
     }
 }

@@ -83,6 +83,9 @@ mod tests {
         );
         let u = ula48([1, 2, 3, 4, 5]);
         assert_eq!(u.to_string(), "fd01:203:405::/48");
-        assert_eq!(eui64_from_mac([0, 0x11, 0x22, 0x33, 0x44, 0x55])[..4], [2, 0x11, 0x22, 0xff]);
+        assert_eq!(
+            eui64_from_mac([0, 0x11, 0x22, 0x33, 0x44, 0x55])[..4],
+            [2, 0x11, 0x22, 0xff]
+        );
     }
 }

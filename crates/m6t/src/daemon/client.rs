@@ -60,8 +60,12 @@ impl Driver {
                     self.nl.add_address(self.tun.index(), addr, 128)?;
                     self.installed = Some(addr);
                     if !self.route {
-                        self.nl
-                            .replace_route(Ipv6Addr::UNSPECIFIED, 0, self.tun.index(), self.cfg.metric)?;
+                        self.nl.replace_route(
+                            Ipv6Addr::UNSPECIFIED,
+                            0,
+                            self.tun.index(),
+                            self.cfg.metric,
+                        )?;
                         self.route = true;
                     }
                     self.sock = Some(
@@ -76,8 +80,12 @@ impl Driver {
                 }
                 None => {
                     if self.route {
-                        self.nl
-                            .del_route(Ipv6Addr::UNSPECIFIED, 0, self.tun.index(), self.cfg.metric)?;
+                        self.nl.del_route(
+                            Ipv6Addr::UNSPECIFIED,
+                            0,
+                            self.tun.index(),
+                            self.cfg.metric,
+                        )?;
                         self.route = false;
                     }
                     tracing::info!("tunnel down ({})", ch.reason.as_str());
@@ -129,8 +137,10 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     let mut mon = Monitor::open().map_err(io("netlink notifications"))?;
     let claims = Claims::new(&cfg.claims_dir, std::process::id())
         .map_err(io(format!("claims directory {}", cfg.claims_dir.display())))?;
-    let control = ControlServer::bind(&cfg.control_socket)
-        .map_err(io(format!("control socket {}", cfg.control_socket.display())))?;
+    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
+        "control socket {}",
+        cfg.control_socket.display()
+    )))?;
     let stop = shutdown_flag().map_err(io("signal handlers"))?;
     let mut m = Client::new(cfg.machine.clone(), seed()?);
     let mut d = Driver {

@@ -29,15 +29,21 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 .map_err(io(format!("UDP port {p}")))
         })
         .collect::<Result<_, _>>()?;
-    let control = ControlServer::bind(&cfg.control_socket)
-        .map_err(io(format!("control socket {}", cfg.control_socket.display())))?;
+    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
+        "control socket {}",
+        cfg.control_socket.display()
+    )))?;
     let stop = shutdown_flag().map_err(io("signal handlers"))?;
     let mut gw = Gateway::new(cfg.machine.clone());
     tracing::info!(
         "gateway up: {} ports {:?}, prefixes {:?}",
         tun.name(),
         cfg.ports,
-        cfg.machine.mn_prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>()
+        cfg.machine
+            .mn_prefixes
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
     );
 
     let mut fds = vec![tun.as_raw_fd()];
@@ -106,7 +112,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         if ready[fds.len() - 1] {
             control.serve(|req| {
                 if req != REQUEST_STATUS {
-                    return format!("{{\"error\":\"unknown request\"}}\n");
+                    return "{\"error\":\"unknown request\"}\n".to_string();
                 }
                 let mut counters = gw.counters().snapshot();
                 counters.push(m6t_proto::stats::Counter {

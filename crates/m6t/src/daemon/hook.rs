@@ -40,7 +40,10 @@ impl Hook {
             .env("OLD_ADDRESS", s(c.old))
             .env("REASON", c.reason)
             .env("MTU", c.mtu.to_string())
-            .env("GATEWAY_PORT", c.port.map(|p| p.to_string()).unwrap_or_default())
+            .env(
+                "GATEWAY_PORT",
+                c.port.map(|p| p.to_string()).unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .spawn();
         match r {

@@ -243,7 +243,11 @@ impl Client {
         while Some(address) == old {
             address = self.draw();
         }
-        let port_idx = if port_idx < self.cfg.ports.len() { port_idx } else { 0 };
+        let port_idx = if port_idx < self.cfg.ports.len() {
+            port_idx
+        } else {
+            0
+        };
         self.up = Some(Up {
             local,
             address,

@@ -269,7 +269,11 @@ impl Gateway {
 
     fn destination_allowed(&self, dst: Ipv6Addr) -> bool {
         self.cfg.ha_addresses.contains(&dst)
-            || self.cfg.allowed_destinations.iter().any(|p| p.contains(dst))
+            || self
+                .cfg
+                .allowed_destinations
+                .iter()
+                .any(|p| p.contains(dst))
     }
 
     fn push_event(&mut self, e: GatewayEvent) {
@@ -423,7 +427,12 @@ impl Gateway {
 
     /// Handles a packet read from the home-side TUN interface (sections 3 and 6.1.3).
     /// `scratch` receives a Packet Too Big when one is due (see [`Self::handle_from_mn`]).
-    pub fn handle_from_home(&mut self, now: Instant, packet: &[u8], scratch: &mut [u8]) -> FromHome {
+    pub fn handle_from_home(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        scratch: &mut [u8],
+    ) -> FromHome {
         let Ok(p) = Ipv6Packet::new_checked(packet) else {
             return self.drop_home(GatewayCounter::MalformedFromHome);
         };

@@ -21,11 +21,10 @@ impl Bucket {
 
     fn refill(&mut self, now: Instant, rate: u32, burst: u32) {
         let ms = now.saturating_duration_since(self.at).as_millis();
-        let add = u64::try_from(ms).unwrap_or(u64::MAX).saturating_mul(u64::from(rate));
-        self.milli = self
-            .milli
-            .saturating_add(add)
-            .min(u64::from(burst) * 1000);
+        let add = u64::try_from(ms)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(rate));
+        self.milli = self.milli.saturating_add(add).min(u64::from(burst) * 1000);
         if now > self.at {
             self.at = now;
         }
