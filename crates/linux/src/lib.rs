@@ -4,6 +4,7 @@
 //! crate only moves bytes and applies what the machines decide.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod caps;
 pub mod claims;
 pub mod control;

@@ -18,6 +18,10 @@ pub const HA: &str = "2001:db8:1::1";
 pub const GW6: &str = "2001:db8:1::2";
 /// The correspondent.
 pub const CN: &str = "2001:db8:2::10";
+/// The correspondent's IPv4 address (for the plain-path baselines).
+pub const CN4: &str = "198.51.100.130";
+/// The ULA Teredo prefix of the comparison (never 2001::/32: nothing may look public).
+pub const TEREDO_PREFIX: &str = "fd00:3544::/32";
 /// The gateway's public IPv4 address.
 pub const GW4: &str = "203.0.113.1";
 /// The NAT's public addresses (the second one is used after a "reboot").
@@ -44,6 +48,8 @@ pub struct LabOptions {
     pub client_ports: Vec<u16>,
     /// Client keep-alive interval, seconds.
     pub keepalive_interval: f64,
+    /// Gateway active-state lifetime, seconds (short, so the lab shows garbage collection).
+    pub active_lifetime: f64,
     /// Extra TOML lines for the gateway config.
     pub gateway_extra: String,
     /// conntrack UDP timeouts in the NAT (unreplied, stream), seconds.
@@ -59,6 +65,7 @@ impl LabOptions {
             client_extra: String::new(),
             client_ports: vec![3544, 4500],
             keepalive_interval: 1.0,
+            active_lifetime: 6.0,
             gateway_extra: String::new(),
             nat_udp_timeouts: (3, 5),
         }
@@ -72,6 +79,8 @@ pub struct Lab {
     bin: PathBuf,
     /// Gateway control socket.
     pub gw_sock: PathBuf,
+    /// The m6t binary the daemons run from.
+    pub bin_path: PathBuf,
     /// Client control socket.
     pub client_sock: PathBuf,
 }
@@ -132,6 +141,7 @@ impl Lab {
         let client_sock = net.dir.join("client.sock");
         let mut lab = Lab {
             net,
+            bin_path: bin.to_owned(),
             bin: bin.to_owned(),
             gw_sock,
             client_sock,
@@ -199,19 +209,25 @@ impl Lab {
             "gw",
             &format!(
                 "ip addr add {GW4}/24 dev br0 && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
-             ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA}"
+             ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA} && \
+             sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.1/25 dev home0 && \
+             ip route add 198.51.100.128/25 via 198.51.100.2"
             ),
         )?;
         n.sh(
             "ha",
             &format!(
             "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add {HA}/64 dev eth0 nodad && \
-             ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6}"),
+             ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6} && \
+             ip -6 route add {TEREDO_PREFIX} via {GW6} && \
+             sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.2/25 dev eth0 && \
+             ip addr add 198.51.100.129/25 dev eth1 && ip route add default via 198.51.100.1"),
         )?;
         n.sh(
             "cn",
             &format!(
-                "ip addr add {CN}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:2::1"
+                "ip addr add {CN}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:2::1 && \
+                 ip addr add {CN4}/25 dev eth0 && ip route add default via 198.51.100.129"
             ),
         )?;
         Ok(())
@@ -230,9 +246,10 @@ impl Lab {
         let gw = self.net.write(
             "gateway.toml",
             &format!(
-                "ports = [3544, 4500]\naddress = \"{GW6}\"\nha_addresses = [\"{HA}\"]\n\
+                "listen = \"{GW4}\"\nports = [3544, 4500]\naddress = \"{GW6}\"\nha_addresses = [\"{HA}\"]\n\
                  mn_prefixes = [\"{ULA48}\"]\nallowed_destinations = [\"2001:db8:2::/64\"]\n\
-                 active_lifetime = 6.0\ncontrol_socket = \"{}\"\n{}",
+                 active_lifetime = {:?}\ncontrol_socket = \"{}\"\n{}",
+                o.active_lifetime,
                 self.gw_sock.display(),
                 o.gateway_extra
             ),
@@ -454,6 +471,19 @@ impl Lab {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Builds the lab, starts the daemons and waits for Ctrl-C, then cleans up.
+pub fn hold(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
+    let lab = Lab::start(bin, &LabOptions::new("m6tlab"))?;
+    println!(
+        "lab up: namespaces m6tlab-{{mn,nat,gw,ha,cn,atk}}, scratch {}; Ctrl-C to remove it",
+        lab.net.dir.display()
+    );
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Runs the scenario and prints the report. Returns an error at the first failed step.

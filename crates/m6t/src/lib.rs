@@ -2,6 +2,7 @@
 //! each sans-IO machine), status reporting, the prefix tool and the `lab` scenario.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod lab;

@@ -52,8 +52,54 @@ enum Cmd {
         #[arg(long, value_parser = parse_u16)]
         mn_id: Option<u16>,
     },
+    /// Measure m6t, the plain path and Teredo side by side in the lab namespaces.
+    Bench {
+        /// Smoke mode: every measurement once, briefly.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the figures as JSON.
+        #[arg(long, default_value = "bench-results.json")]
+        out: PathBuf,
+    },
+    /// Load generator of the bench (runs inside a lab namespace).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        gateway: std::net::SocketAddrV4,
+        #[arg(long)]
+        ha: std::net::Ipv6Addr,
+        #[arg(long)]
+        base: std::net::Ipv6Addr,
+        #[arg(long)]
+        control: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        gateway_pid: u32,
+        #[arg(long, default_value_t = 64)]
+        sockets: usize,
+        #[arg(long)]
+        no_counters: bool,
+        #[arg(long = "phase")]
+        phases: Vec<String>,
+    },
+    /// The syscall floor of the bench: recvmmsg -> TUN write, nothing else.
+    #[command(hide = true)]
+    Floor {
+        #[arg(long)]
+        listen: std::net::Ipv4Addr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        tun: String,
+        #[arg(long)]
+        secs: f64,
+    },
     /// Build a namespace lab (MN, NAT, gateway, HA, correspondent) and show m6t at work.
-    Lab,
+    Lab {
+        /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
+        /// with `ip netns exec m6tlab-mn ...`).
+        #[arg(long)]
+        hold: bool,
+    },
 }
 
 fn parse_u16(s: &str) -> Result<u16, String> {
@@ -152,7 +198,59 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Cmd::Lab => {
+        Cmd::Bench { quick, out } => {
+            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
+                return fail(e);
+            }
+            let bin = match std::env::current_exe() {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let o = if quick {
+                m6t::bench::BenchOptions::quick()
+            } else {
+                m6t::bench::BenchOptions::full()
+            };
+            match m6t::bench::run(&bin, o, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Loadgen {
+            gateway,
+            ha,
+            base,
+            control,
+            gateway_pid,
+            sockets,
+            no_counters,
+            phases,
+        } => {
+            let a = m6t::bench::loadgen::LoadgenArgs {
+                gateway,
+                ha,
+                base,
+                control,
+                gateway_pid,
+                phases,
+                sockets,
+                no_counters,
+            };
+            match m6t::bench::loadgen::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Floor {
+            listen,
+            port,
+            tun,
+            secs,
+        } => match m6t::bench::floor::run(listen, port, &tun, secs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Cmd::Lab { hold } => {
             if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
                 return fail(e);
             }
@@ -166,7 +264,12 @@ fn main() -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return fail(e),
             };
-            match lab::run(&bin, &stop) {
+            let r = if hold {
+                lab::hold(&bin, &stop)
+            } else {
+                lab::run(&bin, &stop)
+            };
+            match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

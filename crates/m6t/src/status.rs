@@ -6,8 +6,10 @@ use m6t_proto::stats::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
-/// The one request the control socket understands.
+/// The full status request: states and counters.
 pub const REQUEST_STATUS: &str = "status";
+/// Counters only (a gateway with a million states answers this one quickly).
+pub const REQUEST_COUNTERS: &str = "counters";
 
 /// A daemon's answer to [`REQUEST_STATUS`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,14 +2,20 @@
 //! agent, the mobile-node prefixes routed into it, and the gateway machine in between.
 
 use super::{io, shutdown_flag, stopping, until, DaemonError, BURST, MAX_PACKET};
+
+/// Datagrams per recvmmsg call.
+const RECV_BATCH: usize = 32;
+/// Datagrams per sendmmsg call.
+const SEND_BATCH: usize = 64;
 use crate::config;
-use crate::status::{Report, REQUEST_STATUS};
+use crate::status::{Report, REQUEST_COUNTERS, REQUEST_STATUS};
+use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, udp};
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
@@ -53,6 +59,10 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     let mut buf = vec![0u8; MAX_PACKET];
     let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
     let mut tun_write_errors = 0u64;
+    let mut rx = RecvBatch::new(RECV_BATCH, MAX_PACKET);
+    let mut tx: Vec<SendBatch> = socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect();
+    // The longest garbage-collection pass, measured here since the machine has no clock.
+    let mut gc_max_pause = Duration::ZERO;
 
     while !stopping(&stop) {
         let now = Instant::now();
@@ -68,8 +78,11 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 };
                 match gw.handle_from_home(now, &buf[..n], &mut scratch) {
                     FromHome::ToMn { peer, local_port } => {
-                        if let Some((_, s)) = socks.iter().find(|(p, _)| *p == local_port) {
-                            let _ = s.send_to(&buf[..n], peer);
+                        if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
+                            tx[i].push(&buf[..n], peer);
+                            if tx[i].is_full() {
+                                tx[i].flush(socks[i].1.as_raw_fd());
+                            }
                         }
                     }
                     FromHome::Reply(len) => {
@@ -85,51 +98,74 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             if !ready[1 + i] {
                 continue;
             }
-            for _ in 0..BURST {
-                let (n, from) = match s.recv_from(&mut buf) {
-                    Ok(r) => r,
+            for _ in 0..BURST / RECV_BATCH {
+                let got = match rx.recv(s.as_raw_fd()) {
+                    Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors from earlier sends surface here; nothing to do.
                     Err(_) => continue,
                 };
-                let SocketAddr::V4(from) = from else { continue };
-                match gw.handle_from_mn(now, *port, from, &buf[..n], &mut scratch) {
-                    FromMn::ToHome => {
-                        if tun.send(&buf[..n]).is_err() {
-                            tun_write_errors += 1;
+                for k in 0..got {
+                    let (data, from, _) = rx.get(k);
+                    match gw.handle_from_mn(now, *port, from, data, &mut scratch) {
+                        FromMn::ToHome => {
+                            if tun.send(data).is_err() {
+                                tun_write_errors += 1;
+                            }
                         }
+                        FromMn::Echo(e) => tx[i].push(&e, from),
+                        FromMn::Reply(len) => tx[i].push(&scratch[..len], from),
+                        FromMn::Drop(_) => {}
                     }
-                    FromMn::Echo(e) => {
-                        let _ = s.send_to(&e, from);
+                    if tx[i].is_full() {
+                        tx[i].flush(s.as_raw_fd());
                     }
-                    FromMn::Reply(len) => {
-                        let _ = s.send_to(&scratch[..len], from);
-                    }
-                    FromMn::Drop(_) => {}
                 }
+                if got < RECV_BATCH {
+                    break;
+                }
+            }
+        }
+        for (i, (_, s)) in socks.iter().enumerate() {
+            if !tx[i].is_empty() {
+                tx[i].flush(s.as_raw_fd());
             }
         }
         if ready[fds.len() - 1] {
             control.serve(|req| {
-                if req != REQUEST_STATUS {
+                if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
                     return "{\"error\":\"unknown request\"}\n".to_string();
                 }
                 let mut counters = gw.counters().snapshot();
-                counters.push(m6t_proto::stats::Counter {
-                    name: "tun_write_errors".into(),
-                    value: tun_write_errors,
-                });
+                for (name, value) in [
+                    ("tun_write_errors", tun_write_errors),
+                    ("states", gw.len() as u64),
+                    ("gc_max_pause_us", gc_max_pause.as_micros() as u64),
+                ] {
+                    counters.push(m6t_proto::stats::Counter {
+                        name: name.into(),
+                        value,
+                    });
+                }
+                // `counters` leaves the (possibly million-entry) state list out.
+                let states = if req == REQUEST_STATUS {
+                    gw.states(Instant::now())
+                } else {
+                    Vec::new()
+                };
                 let r = Report::Gateway {
                     interface: tun.name().to_string(),
                     ports: cfg.ports.clone(),
-                    states: gw.states(Instant::now()),
+                    states,
                     counters,
                 };
                 serde_json::to_string(&r).unwrap_or_default() + "\n"
             });
         }
         if gw.poll_timeout().is_some_and(|t| t <= now) {
+            let t = Instant::now();
             gw.handle_timeout(now);
+            gc_max_pause = gc_max_pause.max(t.elapsed());
         }
         while let Some(e) = gw.poll_event() {
             match e {

@@ -1,0 +1,374 @@
+//! `m6t bench`: m6t, the plain path and Teredo measured side by side in the same namespaces
+//! in one run, every figure reported as a ratio to its baseline from the same run (absolute
+//! numbers move from run to run on shared 2-core machines). Medians of several runs.
+
+pub mod floor;
+pub mod loadgen;
+pub mod teredo;
+
+use crate::lab::{Lab, LabOptions, CN, CN4, HA, MN4};
+use crate::netns::{LabError, LabResult};
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// Median value.
+    pub value: f64,
+    /// Unit of `value`.
+    pub unit: String,
+    /// The figure it is compared with, if any.
+    pub baseline: Option<String>,
+    /// `value / baseline value`.
+    pub ratio: Option<f64>,
+    /// The target the issue sets, as text.
+    pub target: Option<String>,
+}
+
+/// How long and how often.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Runs per figure (median).
+    pub runs: usize,
+    /// Seconds per throughput run.
+    pub secs: u32,
+    /// State-table sizes for the gateway scale figures.
+    pub scale: [u32; 3],
+    /// Longest wait for Teredo to work again after a handover.
+    pub teredo_handover_cap: Duration,
+    /// Seconds of keep-alive load for the idle-MN CPU figure.
+    pub idle_secs: f64,
+}
+
+impl BenchOptions {
+    /// The full harness (several minutes).
+    pub fn full() -> Self {
+        BenchOptions {
+            runs: 3,
+            secs: 5,
+            scale: [1_000, 100_000, 1_000_000],
+            teredo_handover_cap: Duration::from_secs(60),
+            idle_secs: 20.0,
+        }
+    }
+    /// The smoke mode CI runs: every measurement once, briefly.
+    pub fn quick() -> Self {
+        BenchOptions {
+            runs: 1,
+            secs: 1,
+            scale: [1_000, 5_000, 10_000],
+            teredo_handover_cap: Duration::from_secs(40),
+            idle_secs: 2.0,
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Table {
+    rows: Vec<Figure>,
+}
+
+impl Table {
+    fn add(&mut self, name: &str, value: f64, unit: &str) {
+        println!("  {name:<44} {value:>12.3} {unit}");
+        self.rows.push(Figure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            baseline: None,
+            ratio: None,
+            target: None,
+        });
+    }
+    fn get(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.value)
+            .unwrap_or(f64::NAN)
+    }
+    fn ratio(&mut self, name: &str, baseline: &str, target: Option<&str>) {
+        let b = self.get(baseline);
+        if let Some(r) = self.rows.iter_mut().find(|r| r.name == name) {
+            r.baseline = Some(baseline.into());
+            r.ratio = Some(r.value / b);
+            r.target = target.map(Into::into);
+        }
+    }
+}
+
+fn ping_avg(lab: &Lab, dst: &str, n: u32) -> LabResult<f64> {
+    let o = lab
+        .net
+        .sh("mn", &format!("ping -n -q -c {n} -i 0.01 -W 1 {dst}"))?;
+    o.lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| LabError(format!("ping {dst}: {o}")))
+}
+
+fn iperf(lab: &mut Lab, server: &str, dst: &str, args: &str, secs: u32) -> LabResult<serde_json::Value> {
+    lab.net
+        .spawn(server, "iperf3-server", &["iperf3", "-s", "-1", "-B", dst])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = lab
+        .net
+        .sh("mn", &format!("iperf3 -c {dst} -t {secs} -J {args}"));
+    lab.net.stop("iperf3-server");
+    serde_json::from_str(&out?).map_err(|e| LabError(format!("iperf3: {e}")))
+}
+
+fn tcp(lab: &mut Lab, server: &str, dst: &str, args: &str, o: &BenchOptions) -> LabResult<f64> {
+    let mut v = Vec::new();
+    for _ in 0..o.runs {
+        let j = iperf(lab, server, dst, args, o.secs)?;
+        v.push(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(f64::NAN) / 1e9);
+    }
+    Ok(median(v))
+}
+
+fn udp_pps(lab: &mut Lab, dst: &str, len: u32, o: &BenchOptions) -> LabResult<f64> {
+    let mut v = Vec::new();
+    for _ in 0..o.runs {
+        let j = iperf(lab, "cn", dst, &format!("-u -b 0 -l {len}"), o.secs)?;
+        let s = &j["end"]["sum"];
+        let pk = s["packets"].as_f64().unwrap_or(f64::NAN);
+        let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
+        let secs = s["seconds"].as_f64().unwrap_or(f64::from(o.secs));
+        v.push((pk - lost) / secs);
+    }
+    Ok(median(v))
+}
+
+fn set_offloads(lab: &Lab, on: bool) -> LabResult<()> {
+    let v = if on { "on" } else { "off" };
+    for r in ["mn", "nat", "gw", "ha", "cn"] {
+        lab.net.sh(
+            r,
+            &format!(
+                "for i in $(ls /sys/class/net); do ethtool -K $i tso {v} gso {v} gro {v} >/dev/null 2>&1; done; true"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Time from an IPv4 address change of the MN until a ping to `dst` is answered, capped.
+fn handover_to(lab: &Lab, to: &str, from: &str, dst: &str, cap: Duration) -> LabResult<f64> {
+    let tries = (cap.as_millis() / 100).max(1);
+    let out = lab.net.sh(
+        "mn",
+        &format!(
+            "ip addr add {to}/24 dev eth0 && t0=$(date +%s%N) && ip addr del {from}/24 dev eth0 && \
+             i=0; until ping -n -c 1 -W 0.1 {dst} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt {tries} ] && break; done; \
+             t1=$(date +%s%N); echo $((t1 - t0)) $i"
+        ),
+    )?;
+    let mut it = out.split_whitespace();
+    let ns: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+    let i: u128 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if i > tries {
+        return Ok(f64::INFINITY);
+    }
+    Ok(ns / 1e6)
+}
+
+fn loadgen(lab: &Lab, pid: u32, phases: &[String], no_counters: bool) -> LabResult<Vec<serde_json::Value>> {
+    let bin = lab.bin_path.display().to_string();
+    let mut cmd = format!(
+        "{bin} loadgen --gateway 203.0.113.1:3544 --ha {HA} --base fd00:6d36:7400:8:: --control {} --gateway-pid {pid} --sockets 64",
+        lab.gw_sock.display()
+    );
+    if no_counters {
+        cmd.push_str(" --no-counters");
+    }
+    for p in phases {
+        cmd.push_str(&format!(" --phase {p}"));
+    }
+    let out = lab.net.sh("atk", &cmd)?;
+    out.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| LabError(format!("loadgen: {e}: {l}"))))
+        .collect()
+}
+
+fn gateway_pid(lab: &Lab) -> LabResult<u32> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", &lab.net.ns("gw")])
+        .output()
+        .map_err(|e| LabError(format!("ip netns pids: {e}")))?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .map(|c| c.trim() == "m6t")
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| LabError("gateway process not found".into()))
+}
+
+/// Runs the whole harness, prints the table and writes JSON to `out`.
+pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
+    let t0 = Instant::now();
+    let mut lo = LabOptions::new("m6tbench");
+    // Long enough for the scale phases; generous limits for the load generator.
+    lo.active_lifetime = 40.0;
+    lo.keepalive_interval = 5.0;
+    lo.nat_udp_timeouts = (30, 120);
+    lo.gateway_extra = "new_state_rate = 1000000000\nnew_state_burst = 1000000000\n\
+                        max_states_per_ipv4 = 2000000\nmax_states = 2000000\n"
+        .into();
+    let mut lab = Lab::start(bin, &lo)?;
+    let mut t = Table { rows: Vec::new() };
+    println!("m6t bench: runs {}, {} s each; medians", o.runs, o.secs);
+
+    // m6t through the tunnel.
+    let rtt = ping_avg(&lab, HA, 50)?;
+    t.add("m6t rtt MN->HA", rtt, "ms");
+    t.add("m6t tcp MN->CN", tcp(&mut lab, "cn", CN, "", &o)?, "Gbit/s");
+    t.add("m6t tcp CN->MN", tcp(&mut lab, "cn", CN, "-R", &o)?, "Gbit/s");
+    t.add("m6t udp 64 B MN->CN", udp_pps(&mut lab, CN, 64, &o)?, "pkt/s");
+    t.add("m6t udp 1400 B MN->CN", udp_pps(&mut lab, CN, 1400, &o)?, "pkt/s");
+    let mut hos = Vec::new();
+    for i in 0..o.runs.max(2) {
+        let (to, from) = if i % 2 == 0 { (MN4[1], MN4[0]) } else { (MN4[0], MN4[1]) };
+        hos.push(handover_to(&lab, to, from, HA, Duration::from_secs(10))?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    t.add("m6t handover", median(hos), "ms");
+    t.add("rtt + 5 ms", rtt + 5.0, "ms");
+    t.ratio("m6t handover", "rtt + 5 ms", Some("<= 1"));
+
+    // The plain path, offloads as they are.
+    t.add("plain tcp MN->CN (IPv4, offloads on)", tcp(&mut lab, "cn", CN4, "", &o)?, "Gbit/s");
+
+    // Teredo.
+    teredo::start_infrastructure(&mut lab)?;
+    let q = teredo::start_client(&mut lab)?;
+    t.add("teredo qualification", q.as_secs_f64() * 1000.0, "ms");
+    t.add("teredo rtt MN->HA", ping_avg(&lab, HA, 50)?, "ms");
+    t.add("teredo tcp MN->CN", tcp(&mut lab, "cn", CN, "", &o)?, "Gbit/s");
+    t.add("teredo tcp CN->MN", tcp(&mut lab, "cn", CN, "-R", &o)?, "Gbit/s");
+    let cur = lab.net.sh("mn", "ip -4 -o addr show dev eth0")?;
+    let (to, from) = if cur.contains(MN4[0]) { (MN4[1], MN4[0]) } else { (MN4[0], MN4[1]) };
+    t.add(
+        "teredo handover",
+        handover_to(&lab, to, from, CN, o.teredo_handover_cap)?,
+        "ms",
+    );
+    teredo::stop_client(&mut lab);
+    std::thread::sleep(Duration::from_millis(300));
+    t.ratio("m6t tcp MN->CN", "teredo tcp MN->CN", Some(">= 4"));
+    t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
+    t.ratio("teredo handover", "m6t handover", None);
+
+    // The per-packet ceiling: offloads off, MSS 1220.
+    set_offloads(&lab, false)?;
+    t.add(
+        "plain tcp MN->CN (offloads off, MSS 1220)",
+        tcp(&mut lab, "cn", CN4, "-M 1220", &o)?,
+        "Gbit/s",
+    );
+    set_offloads(&lab, true)?;
+    t.ratio("m6t tcp MN->CN", "plain tcp MN->CN (offloads off, MSS 1220)", Some(">= 1.0 (and >= 4 x Teredo)"));
+    t.ratio("plain tcp MN->CN (offloads off, MSS 1220)", "plain tcp MN->CN (IPv4, offloads on)", None);
+
+    // Gateway scale.
+    let pid = gateway_pid(&lab)?;
+    let d = f64::from(o.secs);
+    let mut phases = Vec::new();
+    for n in o.scale {
+        phases.push(format!("create:{n}"));
+        phases.push(format!("blast:{d}"));
+    }
+    let res = loadgen(&lab, pid, &phases, false)?;
+    let mut bps = f64::NAN;
+    for (k, n) in o.scale.iter().enumerate() {
+        let c = &res[2 * k];
+        let b = &res[2 * k + 1];
+        t.add(&format!("gateway states after create {n}"), c["states"].as_f64().unwrap_or(f64::NAN), "states");
+        t.add(&format!("gateway fwd pps @ {n} states"), b["pps"].as_f64().unwrap_or(f64::NAN), "pkt/s");
+        t.add(&format!("gateway rss @ {n} states"), c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6, "MB");
+        bps = c["bytes_per_state"].as_f64().unwrap_or(f64::NAN);
+    }
+    t.add("gateway bytes per state (largest step)", bps, "B");
+    let (s0, s2) = (o.scale[0], o.scale[2]);
+    t.ratio(
+        &format!("gateway fwd pps @ {s2} states"),
+        &format!("gateway fwd pps @ {s0} states"),
+        Some(">= 0.9"),
+    );
+    // Let every load-generator state expire at once and read the longest GC pass.
+    let wait = Instant::now();
+    loop {
+        let r = lab.report(&lab.gw_sock.clone()).ok();
+        let states = r.as_ref().map(|r| r.counter("states")).unwrap_or(u64::MAX);
+        if states <= 1 || wait.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pause = lab.gateway()?.counter("gc_max_pause_us");
+    t.add("gateway longest GC pass", pause as f64 / 1000.0, "ms");
+    let idle = loadgen(
+        &lab,
+        pid,
+        &["create:10000".into(), format!("keepalive:10000:30:{}", o.idle_secs)],
+        false,
+    )?;
+    t.add(
+        "gateway CPU, 10k idle MNs with keep-alives",
+        idle[1]["gateway_cpu"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        "% of a core",
+    );
+
+    // The syscall floor on the same socket and TUN, the gateway stopped.
+    lab.net.stop("gateway");
+    let bin_s = lab.bin_path.display().to_string();
+    let secs_s = format!("{d}");
+    lab.net.spawn(
+        "gw",
+        "floor",
+        &[&bin_s, "floor", "--listen", "203.0.113.1", "--port", "3544", "--tun", "m6tgw0", "--secs", &secs_s],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    loadgen(&lab, 0, &[format!("blast:{}", d + 1.0)], true)?;
+    let w = Instant::now();
+    while lab.net.running("floor") && w.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fl: serde_json::Value = serde_json::from_str(lab.net.log("floor").trim())
+        .map_err(|e| LabError(format!("floor output: {e}: {}", lab.net.log("floor"))))?;
+    t.add("syscall floor (recvmmsg -> TUN write)", fl["floor_pps"].as_f64().unwrap_or(f64::NAN), "pkt/s");
+    t.ratio(
+        &format!("gateway fwd pps @ {s0} states"),
+        "syscall floor (recvmmsg -> TUN write)",
+        Some(">= 0.8"),
+    );
+
+    println!("\nratios (same run):");
+    for r in &t.rows {
+        if let (Some(b), Some(x)) = (&r.baseline, r.ratio) {
+            let tgt = r.target.as_deref().unwrap_or("");
+            println!("  {:<44} / {:<44} = {x:>7.3}  {tgt}", r.name, b);
+        }
+    }
+    let json = serde_json::to_string_pretty(&t.rows).unwrap_or_default();
+    std::fs::write(out, json).map_err(|e| LabError(format!("{}: {e}", out.display())))?;
+    println!("\nwritten {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
