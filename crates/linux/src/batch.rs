@@ -1,111 +1,89 @@
-//! Batched UDP I/O: recvmmsg(2) and sendmmsg(2), so that the data plane makes one system
-//! call per batch of datagrams instead of one per datagram. Buffers are allocated once.
+//! Batched UDP I/O through quinn-udp: receive with recvmmsg and UDP GRO (the kernel hands
+//! over up to 64 coalesced datagrams as one), send with UDP GSO (one `sendmsg` carries a run
+//! of equal-size datagrams to one peer as a single super-packet through the whole stack).
+//! Buffers are allocated once and reused.
 
-use std::io;
-use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::RawFd;
+use crate::udp::Udp;
+use quinn_udp::{RecvMeta, Transmit};
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4};
 
-fn to_v4(sa: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    )
+/// Receive slot: room for the largest GRO super-datagram (64 segments, 64 KiB total).
+pub const RECV_SLOT: usize = 1 << 17;
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        // An IPv4 socket only ever reports IPv4 peers; map anything else to 0.0.0.0:0,
+        // which no state matches.
+        SocketAddr::V6(a) => a
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddrV4::new(ip, a.port()))
+            .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    }
 }
 
-fn from_v4(a: SocketAddrV4) -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_in = unsafe { MaybeUninit::zeroed().assume_init() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = a.port().to_be();
-    sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-    sa
-}
-
-/// Receives up to `n` datagrams per call into preallocated slots.
+/// Receives batches of datagrams into preallocated slots and splits GRO super-datagrams.
 pub struct RecvBatch {
     slot: usize,
     data: Vec<u8>,
-    addrs: Vec<libc::sockaddr_in>,
-    lens: Vec<usize>,
-    truncated: Vec<bool>,
-    count: usize,
+    meta: Vec<RecvMeta>,
+    index: Vec<(usize, usize, SocketAddrV4)>,
 }
 
 impl RecvBatch {
-    /// `n` slots of `slot` bytes each.
-    pub fn new(n: usize, slot: usize) -> Self {
+    /// `n` slots of [`RECV_SLOT`] bytes.
+    pub fn new(n: usize) -> Self {
         RecvBatch {
-            slot,
-            data: vec![0; n * slot],
-            // SAFETY: plain old data.
-            addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; n],
-            lens: vec![0; n],
-            truncated: vec![false; n],
-            count: 0,
+            slot: RECV_SLOT,
+            data: vec![0; n * RECV_SLOT],
+            meta: vec![RecvMeta::default(); n],
+            index: Vec::with_capacity(n * 64),
         }
     }
 
-    /// Receives what is queued (non-blocking socket): returns how many datagrams arrived;
-    /// `WouldBlock` when none.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let n = self.lens.len();
-        let mut iovs: Vec<libc::iovec> = self
+    /// Receives what is queued: returns how many datagrams are now available through
+    /// [`Self::get`]; `WouldBlock` when none.
+    pub fn recv(&mut self, u: &Udp) -> io::Result<usize> {
+        let mut iovs: Vec<IoSliceMut<'_>> = self
             .data
             .chunks_exact_mut(self.slot)
-            .map(|c| libc::iovec {
-                iov_base: c.as_mut_ptr() as *mut libc::c_void,
-                iov_len: c.len(),
-            })
+            .map(IoSliceMut::new)
             .collect();
-        // SAFETY: zeroed mmsghdr is valid; every pointer set below stays valid for the call.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..n)
-            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
-            .collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = &mut self.addrs[i] as *mut libc::sockaddr_in as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
+        let n = u.state.recv((&u.sock).into(), &mut iovs, &mut self.meta)?;
+        self.index.clear();
+        for (i, m) in self.meta.iter().take(n).enumerate() {
+            let from = v4(m.addr);
+            let len = m.len.min(self.slot);
+            let stride = if m.stride == 0 { len } else { m.stride };
+            let mut off = 0;
+            while off < len {
+                let l = stride.min(len - off);
+                self.index.push((i * self.slot + off, l, from));
+                off += l;
+            }
+            if len == 0 {
+                self.index.push((i * self.slot, 0, from));
+            }
         }
-        // SAFETY: hdrs/iovs/addrs/data outlive the call and are sized as declared.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            self.count = 0;
-            return Err(io::Error::last_os_error());
-        }
-        self.count = r as usize;
-        for i in 0..self.count {
-            self.lens[i] = (hdrs[i].msg_len as usize).min(self.slot);
-            self.truncated[i] = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        }
-        Ok(self.count)
+        Ok(self.index.len())
     }
 
-    /// Datagram `i` of the last batch: bytes, sender, and whether it was cut short.
-    pub fn get(&self, i: usize) -> (&[u8], SocketAddrV4, bool) {
-        let off = i * self.slot;
-        (
-            &self.data[off..off + self.lens[i]],
-            to_v4(&self.addrs[i]),
-            self.truncated[i],
-        )
+    /// Datagram `i` of the last batch and its sender.
+    pub fn get(&self, i: usize) -> (&[u8], SocketAddrV4) {
+        let (off, len, from) = self.index[i];
+        (&self.data[off..off + len], from)
     }
 }
 
-/// Collects datagrams (copied into one arena) and sends them with one sendmmsg call.
+/// Collects datagrams (copied into one arena) and sends runs of equal-size datagrams to the
+/// same peer as single GSO sends.
 pub struct SendBatch {
     arena: Vec<u8>,
-    entries: Vec<(usize, usize, libc::sockaddr_in)>,
+    entries: Vec<(usize, usize, SocketAddrV4)>,
     cap: usize,
+    errors: u64,
 }
 
 impl SendBatch {
@@ -115,6 +93,7 @@ impl SendBatch {
             arena: Vec::with_capacity(cap * 1500),
             entries: Vec::with_capacity(cap),
             cap,
+            errors: 0,
         }
     }
 
@@ -133,106 +112,114 @@ impl SendBatch {
         self.entries.is_empty()
     }
 
+    /// Sends that failed (full buffers, unreachable): the datagrams are dropped, as a router
+    /// would drop them.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
     /// Queues a datagram to `to`.
     pub fn push(&mut self, data: &[u8], to: SocketAddrV4) {
         let off = self.arena.len();
         self.arena.extend_from_slice(data);
-        self.entries.push((off, data.len(), from_v4(to)));
+        self.entries.push((off, data.len(), to));
     }
 
-    /// Sends everything queued on `fd` and empties the batch. Datagrams the kernel
-    /// refuses (full buffer, unreachable) are dropped, like a router would; returns how
-    /// many were sent.
-    pub fn flush(&mut self, fd: RawFd) -> usize {
-        let mut sent = 0;
-        let mut iovs: Vec<libc::iovec> = self
-            .entries
-            .iter()
-            .map(|(off, len, _)| libc::iovec {
-                iov_base: self.arena[*off..].as_ptr() as *mut libc::c_void,
-                iov_len: *len,
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; pointers below stay valid for the calls.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..self.entries.len())
-            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
-            .collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = &mut self.entries[i].2 as *mut libc::sockaddr_in as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        let mut start = 0;
-        while start < hdrs.len() {
-            // SAFETY: the slice from `start` is within hdrs.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[start..].as_mut_ptr(),
-                    (hdrs.len() - start) as libc::c_uint,
-                    0,
-                )
-            };
-            if r <= 0 {
-                // Skip the datagram that failed and go on with the rest.
-                start += 1;
-                continue;
+    /// Sends everything queued on `u` and empties the batch; returns the number of send
+    /// calls made.
+    pub fn flush(&mut self, u: &Udp) -> usize {
+        let max_segs = u.state.max_gso_segments().max(1);
+        let mut calls = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let (off, size, to) = self.entries[i];
+            // A run: same peer, same size; the last datagram of a run may be shorter.
+            let limit = 65000usize
+                .checked_div(size)
+                .map_or(1, |n| n.clamp(1, max_segs));
+            let mut j = i + 1;
+            let mut end = off + size;
+            while j < self.entries.len() && j - i < limit {
+                let (o, l, t) = self.entries[j];
+                if t != to || l > size || o != end {
+                    break;
+                }
+                end += l;
+                j += 1;
+                if l < size {
+                    break;
+                }
             }
-            sent += r as usize;
-            start += r as usize;
+            let t = Transmit {
+                destination: SocketAddr::V4(to),
+                ecn: None,
+                contents: &self.arena[off..end],
+                segment_size: (j - i > 1).then_some(size),
+                src_ip: None,
+            };
+            if u.state.try_send((&u.sock).into(), &t).is_err() {
+                self.errors += 1;
+            }
+            calls += 1;
+            i = j;
         }
         self.arena.clear();
         self.entries.clear();
-        sent
+        calls
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
+    use std::net::Ipv4Addr;
 
     #[test]
-    fn batch_round_trip_on_loopback() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = match rx.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        };
-        let mut sb = SendBatch::new(8);
-        for i in 0..8u8 {
-            sb.push(&vec![i; 10 + usize::from(i)], to);
+    fn gso_runs_arrive_as_separate_datagrams() {
+        let rx = crate::udp::listen(Ipv4Addr::LOCALHOST, 0).unwrap();
+        let tx = crate::udp::listen(Ipv4Addr::LOCALHOST, 0).unwrap();
+        let to = rx.local_v4().unwrap();
+        let mut sb = SendBatch::new(64);
+        // A run of 10 equal datagrams and a short last one, then odd sizes.
+        for i in 0..10u8 {
+            sb.push(&[i; 1000], to);
         }
-        assert!(sb.is_full());
-        assert_eq!(sb.flush(tx.as_raw_fd()), 8);
-        assert!(sb.is_empty());
-        let mut rb = RecvBatch::new(16, 16);
-        let mut got = Vec::new();
-        for _ in 0..200 {
-            match rb.recv(rx.as_raw_fd()) {
+        sb.push(&[10; 300], to);
+        sb.push(&[11; 1200], to);
+        sb.push(&[12; 5], to);
+        let calls = sb.flush(&tx);
+        assert!(
+            calls <= 3 || tx.state.max_gso_segments() == 1,
+            "{calls} calls"
+        );
+        let mut rb = RecvBatch::new(8);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..500 {
+            match rb.recv(&rx) {
                 Ok(n) => {
                     for i in 0..n {
-                        let (d, from, trunc) = rb.get(i);
-                        assert_eq!(from.port(), tx.local_addr().unwrap().port());
-                        got.push((d.to_vec(), trunc));
+                        let (d, from) = rb.get(i);
+                        assert_eq!(from, tx.local_v4().unwrap());
+                        got.push(d.to_vec());
                     }
-                    if got.len() == 8 {
+                    if got.len() >= 13 {
                         break;
                     }
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
         }
-        assert_eq!(got.len(), 8);
-        for (i, (d, trunc)) in got.iter().enumerate() {
-            let full = 10 + i;
-            assert_eq!(*trunc, full > 16, "slot {i}");
-            assert_eq!(d.len(), full.min(16));
+        assert_eq!(got.len(), 13);
+        for (i, d) in got.iter().enumerate() {
+            let want = match i {
+                0..=9 => 1000,
+                10 => 300,
+                11 => 1200,
+                _ => 5,
+            };
+            assert_eq!(d.len(), want, "datagram {i}");
             assert!(d.iter().all(|b| *b == i as u8));
         }
+        assert!(crate::udp::df_cleared(&tx.sock).unwrap());
     }
 }

@@ -36,20 +36,52 @@ fn base() -> io::Result<Socket> {
     Ok(s)
 }
 
+/// A tunnel UDP socket with its quinn-udp state (GSO/GRO capabilities).
+pub struct Udp {
+    /// The socket.
+    pub sock: UdpSocket,
+    /// Batched-I/O state.
+    pub state: quinn_udp::UdpSocketState,
+}
+
+impl Udp {
+    fn new(s: Socket) -> io::Result<Udp> {
+        let sock: UdpSocket = s.into();
+        let state = quinn_udp::UdpSocketState::new((&sock).into())?;
+        // quinn-udp asks for DF (PMTUDISC_PROBE); m6t must not set it (draft section 2.6).
+        clear_df(&Socket::from(sock.try_clone()?))?;
+        Ok(Udp { sock, state })
+    }
+
+    /// The local IPv4 address and port.
+    pub fn local_v4(&self) -> io::Result<SocketAddrV4> {
+        match self.sock.local_addr()? {
+            SocketAddr::V4(a) => Ok(a),
+            SocketAddr::V6(_) => Err(io::Error::other("not an IPv4 socket")),
+        }
+    }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 /// A gateway socket listening on `addr:port`.
-pub fn listen(addr: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
+pub fn listen(addr: Ipv4Addr, port: u16) -> io::Result<Udp> {
     let s = base()?;
     s.bind(&SockAddr::from(SocketAddrV4::new(addr, port)))?;
-    Ok(s.into())
+    Udp::new(s)
 }
 
 /// A fresh client socket connected to the gateway (a new local port every time, so that
 /// the NAT makes a new mapping for a new tunnel address).
-pub fn connect(gateway: SocketAddrV4) -> io::Result<UdpSocket> {
+pub fn connect(gateway: SocketAddrV4) -> io::Result<Udp> {
     let s = base()?;
     s.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
     s.connect(&SockAddr::from(gateway))?;
-    Ok(s.into())
+    Udp::new(s)
 }
 
 /// The local IPv4 address the kernel would use toward `gateway`, or `None` when there is
@@ -98,18 +130,15 @@ mod tests {
     #[test]
     fn sockets_never_set_df_and_talk_on_loopback() {
         let l = listen(Ipv4Addr::LOCALHOST, 0).unwrap();
-        let port = match l.local_addr().unwrap() {
-            SocketAddr::V4(a) => a.port(),
-            _ => unreachable!(),
-        };
+        let port = l.local_v4().unwrap().port();
         let c = connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).unwrap();
-        assert!(df_cleared(&l).unwrap());
-        assert!(df_cleared(&c).unwrap());
-        c.send(b"x").unwrap();
+        assert!(df_cleared(&l.sock).unwrap());
+        assert!(df_cleared(&c.sock).unwrap());
+        c.sock.send(b"x").unwrap();
         let mut b = [0u8; 4];
         let mut got = None;
         for _ in 0..100 {
-            match l.recv_from(&mut b) {
+            match l.sock.recv_from(&mut b) {
                 Ok(r) => {
                     got = Some(r);
                     break;

@@ -40,6 +40,9 @@ pub enum ConfigError {
     },
 }
 
+fn d_true() -> bool {
+    true
+}
 fn d_ports() -> Vec<u16> {
     vec![3544]
 }
@@ -138,6 +141,9 @@ pub struct ClientFile {
     pub metric: u32,
     /// Script run on every address change.
     pub hook: Option<PathBuf>,
+    /// TUN segmentation/coalescing offload (virtio-net header, TSO).
+    #[serde(default = "d_true")]
+    pub offload: bool,
     /// Control socket path (default `/run/m6t/client-<interface>.sock`).
     pub control_socket: Option<PathBuf>,
     /// Directory of random-value claims shared by tunnel interfaces (section 2.5).
@@ -188,6 +194,9 @@ pub struct GatewayFile {
     /// Most states in all.
     #[serde(default = "d_max_states")]
     pub max_states: usize,
+    /// TUN segmentation/coalescing offload (virtio-net header, TSO).
+    #[serde(default = "d_true")]
+    pub offload: bool,
     /// Metric of the routes of `mn_prefixes` into the TUN.
     #[serde(default = "d_gw_metric")]
     pub route_metric: u32,
@@ -274,6 +283,8 @@ pub struct Client {
     pub control_socket: PathBuf,
     /// Claims directory.
     pub claims_dir: PathBuf,
+    /// TUN offload.
+    pub offload: bool,
 }
 
 /// A validated gateway configuration.
@@ -291,6 +302,8 @@ pub struct Gateway {
     pub route_metric: u32,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// TUN offload.
+    pub offload: bool,
 }
 
 /// Reads and validates a client configuration file.
@@ -358,6 +371,7 @@ pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
         hook: f.hook,
         control_socket,
         claims_dir: f.claims_dir,
+        offload: f.offload,
     })
 }
 
@@ -419,6 +433,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         interface: f.interface,
         route_metric: f.route_metric,
         control_socket: f.control_socket,
+        offload: f.offload,
     })
 }
 

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 /// Forwards UDP payloads from `listen:port` to TUN `tun` for `secs` after the first
 /// packet; prints `{"floor_pps": …}`.
 pub fn run(listen: Ipv4Addr, port: u16, tun: &str, secs: f64) -> Result<(), String> {
-    let t = Tun::open(tun, 1472).map_err(|e| format!("TUN {tun}: {e}"))?;
+    let t = Tun::open(tun, 1472, false).map_err(|e| format!("TUN {tun}: {e}"))?;
     let s = udp::listen(listen, port).map_err(|e| format!("UDP {port}: {e}"))?;
-    let mut rx = RecvBatch::new(32, 65536);
+    let mut rx = RecvBatch::new(32);
+    let mut tx = t.writer();
     let mut ready = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -25,13 +26,18 @@ pub fn run(listen: Ipv4Addr, port: u16, tun: &str, secs: f64) -> Result<(), Stri
         if first.is_some_and(|f| f.elapsed() >= limit) {
             break;
         }
-        poll::wait_readable(&[s.as_raw_fd()], Some(Duration::from_millis(100)), &mut ready)
-            .map_err(|e| e.to_string())?;
+        poll::wait_readable(
+            &[s.as_raw_fd()],
+            Some(Duration::from_millis(100)),
+            &mut ready,
+        )
+        .map_err(|e| e.to_string())?;
         loop {
-            match rx.recv(s.as_raw_fd()) {
+            match rx.recv(&s) {
                 Ok(n) => {
                     for k in 0..n {
-                        let _ = t.send(rx.get(k).0);
+                        tx.push(rx.get(k).0);
+                        tx.flush();
                     }
                     count += n as u64;
                     last = Instant::now();

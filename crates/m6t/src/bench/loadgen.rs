@@ -6,9 +6,9 @@
 
 use crate::status::{Report, REQUEST_COUNTERS};
 use m6t_linux::batch::SendBatch;
+use m6t_linux::udp::{self, Udp};
 use m6t_wire::{checksum, keepalive, Ipv6Repr};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 struct Gen {
     args: LoadgenArgs,
-    socks: Vec<UdpSocket>,
+    socks: Vec<Udp>,
     batches: Vec<SendBatch>,
     created: u32,
 }
@@ -114,14 +114,14 @@ impl Gen {
         let s = i as usize % self.socks.len();
         self.batches[s].push(p, self.args.gateway);
         if self.batches[s].is_full() {
-            self.batches[s].flush(self.socks[s].as_raw_fd());
+            self.batches[s].flush(&self.socks[s]);
         }
     }
 
     fn flush(&mut self) {
         for (b, s) in self.batches.iter_mut().zip(&self.socks) {
             if !b.is_empty() {
-                b.flush(s.as_raw_fd());
+                b.flush(s);
             }
         }
     }
@@ -165,7 +165,7 @@ impl Gen {
     fn drain(&mut self) {
         let mut b = [0u8; 2048];
         for s in &self.socks {
-            while s.recv(&mut b).is_ok() {}
+            while s.sock.recv(&mut b).is_ok() {}
         }
     }
 
@@ -194,7 +194,9 @@ impl Gen {
         let elapsed = t0.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(300));
         let fwd = match before {
-            Some(b) => counters(&self.args)?.counter("forwarded_to_home") - b.counter("forwarded_to_home"),
+            Some(b) => {
+                counters(&self.args)?.counter("forwarded_to_home") - b.counter("forwarded_to_home")
+            }
             None => 0,
         };
         Ok(format!(
@@ -245,9 +247,7 @@ impl Gen {
 pub fn run(args: LoadgenArgs) -> Result<(), String> {
     let mut socks = Vec::new();
     for _ in 0..args.sockets.max(1) {
-        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-            .map_err(|e| format!("socket: {e}"))?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let s = udp::listen(Ipv4Addr::UNSPECIFIED, 0).map_err(|e| format!("socket: {e}"))?;
         socks.push(s);
     }
     let batches = socks.iter().map(|_| SendBatch::new(64)).collect();

@@ -121,7 +121,13 @@ fn ping_avg(lab: &Lab, dst: &str, n: u32) -> LabResult<f64> {
         .ok_or_else(|| LabError(format!("ping {dst}: {o}")))
 }
 
-fn iperf(lab: &mut Lab, server: &str, dst: &str, args: &str, secs: u32) -> LabResult<serde_json::Value> {
+fn iperf(
+    lab: &mut Lab,
+    server: &str,
+    dst: &str,
+    args: &str,
+    secs: u32,
+) -> LabResult<serde_json::Value> {
     lab.net
         .spawn(server, "iperf3-server", &["iperf3", "-s", "-1", "-B", dst])?;
     std::thread::sleep(Duration::from_millis(300));
@@ -136,7 +142,12 @@ fn tcp(lab: &mut Lab, server: &str, dst: &str, args: &str, o: &BenchOptions) -> 
     let mut v = Vec::new();
     for _ in 0..o.runs {
         let j = iperf(lab, server, dst, args, o.secs)?;
-        v.push(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(f64::NAN) / 1e9);
+        v.push(
+            j["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                / 1e9,
+        );
     }
     Ok(median(v))
 }
@@ -187,7 +198,12 @@ fn handover_to(lab: &Lab, to: &str, from: &str, dst: &str, cap: Duration) -> Lab
     Ok(ns / 1e6)
 }
 
-fn loadgen(lab: &Lab, pid: u32, phases: &[String], no_counters: bool) -> LabResult<Vec<serde_json::Value>> {
+fn loadgen(
+    lab: &Lab,
+    pid: u32,
+    phases: &[String],
+    no_counters: bool,
+) -> LabResult<Vec<serde_json::Value>> {
     let bin = lab.bin_path.display().to_string();
     let mut cmd = format!(
         "{bin} loadgen --gateway 203.0.113.1:3544 --ha {HA} --base fd00:6d36:7400:8:: --control {} --gateway-pid {pid} --sockets 64",
@@ -240,12 +256,28 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     let rtt = ping_avg(&lab, HA, 50)?;
     t.add("m6t rtt MN->HA", rtt, "ms");
     t.add("m6t tcp MN->CN", tcp(&mut lab, "cn", CN, "", &o)?, "Gbit/s");
-    t.add("m6t tcp CN->MN", tcp(&mut lab, "cn", CN, "-R", &o)?, "Gbit/s");
-    t.add("m6t udp 64 B MN->CN", udp_pps(&mut lab, CN, 64, &o)?, "pkt/s");
-    t.add("m6t udp 1400 B MN->CN", udp_pps(&mut lab, CN, 1400, &o)?, "pkt/s");
+    t.add(
+        "m6t tcp CN->MN",
+        tcp(&mut lab, "cn", CN, "-R", &o)?,
+        "Gbit/s",
+    );
+    t.add(
+        "m6t udp 64 B MN->CN",
+        udp_pps(&mut lab, CN, 64, &o)?,
+        "pkt/s",
+    );
+    t.add(
+        "m6t udp 1400 B MN->CN",
+        udp_pps(&mut lab, CN, 1400, &o)?,
+        "pkt/s",
+    );
     let mut hos = Vec::new();
     for i in 0..o.runs.max(2) {
-        let (to, from) = if i % 2 == 0 { (MN4[1], MN4[0]) } else { (MN4[0], MN4[1]) };
+        let (to, from) = if i % 2 == 0 {
+            (MN4[1], MN4[0])
+        } else {
+            (MN4[0], MN4[1])
+        };
         hos.push(handover_to(&lab, to, from, HA, Duration::from_secs(10))?);
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -254,17 +286,33 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     t.ratio("m6t handover", "rtt + 5 ms", Some("<= 1"));
 
     // The plain path, offloads as they are.
-    t.add("plain tcp MN->CN (IPv4, offloads on)", tcp(&mut lab, "cn", CN4, "", &o)?, "Gbit/s");
+    t.add(
+        "plain tcp MN->CN (IPv4, offloads on)",
+        tcp(&mut lab, "cn", CN4, "", &o)?,
+        "Gbit/s",
+    );
 
     // Teredo.
     teredo::start_infrastructure(&mut lab)?;
     let q = teredo::start_client(&mut lab)?;
     t.add("teredo qualification", q.as_secs_f64() * 1000.0, "ms");
     t.add("teredo rtt MN->HA", ping_avg(&lab, HA, 50)?, "ms");
-    t.add("teredo tcp MN->CN", tcp(&mut lab, "cn", CN, "", &o)?, "Gbit/s");
-    t.add("teredo tcp CN->MN", tcp(&mut lab, "cn", CN, "-R", &o)?, "Gbit/s");
+    t.add(
+        "teredo tcp MN->CN",
+        tcp(&mut lab, "cn", CN, "", &o)?,
+        "Gbit/s",
+    );
+    t.add(
+        "teredo tcp CN->MN",
+        tcp(&mut lab, "cn", CN, "-R", &o)?,
+        "Gbit/s",
+    );
     let cur = lab.net.sh("mn", "ip -4 -o addr show dev eth0")?;
-    let (to, from) = if cur.contains(MN4[0]) { (MN4[1], MN4[0]) } else { (MN4[0], MN4[1]) };
+    let (to, from) = if cur.contains(MN4[0]) {
+        (MN4[1], MN4[0])
+    } else {
+        (MN4[0], MN4[1])
+    };
     t.add(
         "teredo handover",
         handover_to(&lab, to, from, CN, o.teredo_handover_cap)?,
@@ -284,8 +332,16 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         "Gbit/s",
     );
     set_offloads(&lab, true)?;
-    t.ratio("m6t tcp MN->CN", "plain tcp MN->CN (offloads off, MSS 1220)", Some(">= 1.0 (and >= 4 x Teredo)"));
-    t.ratio("plain tcp MN->CN (offloads off, MSS 1220)", "plain tcp MN->CN (IPv4, offloads on)", None);
+    t.ratio(
+        "m6t tcp MN->CN",
+        "plain tcp MN->CN (offloads off, MSS 1220)",
+        Some(">= 1.0 (and >= 4 x Teredo)"),
+    );
+    t.ratio(
+        "plain tcp MN->CN (offloads off, MSS 1220)",
+        "plain tcp MN->CN (IPv4, offloads on)",
+        None,
+    );
 
     // Gateway scale.
     let pid = gateway_pid(&lab)?;
@@ -300,9 +356,21 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     for (k, n) in o.scale.iter().enumerate() {
         let c = &res[2 * k];
         let b = &res[2 * k + 1];
-        t.add(&format!("gateway states after create {n}"), c["states"].as_f64().unwrap_or(f64::NAN), "states");
-        t.add(&format!("gateway fwd pps @ {n} states"), b["pps"].as_f64().unwrap_or(f64::NAN), "pkt/s");
-        t.add(&format!("gateway rss @ {n} states"), c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6, "MB");
+        t.add(
+            &format!("gateway states after create {n}"),
+            c["states"].as_f64().unwrap_or(f64::NAN),
+            "states",
+        );
+        t.add(
+            &format!("gateway fwd pps @ {n} states"),
+            b["pps"].as_f64().unwrap_or(f64::NAN),
+            "pkt/s",
+        );
+        t.add(
+            &format!("gateway rss @ {n} states"),
+            c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            "MB",
+        );
         bps = c["bytes_per_state"].as_f64().unwrap_or(f64::NAN);
     }
     t.add("gateway bytes per state (largest step)", bps, "B");
@@ -327,7 +395,10 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     let idle = loadgen(
         &lab,
         pid,
-        &["create:10000".into(), format!("keepalive:10000:30:{}", o.idle_secs)],
+        &[
+            "create:10000".into(),
+            format!("keepalive:10000:30:{}", o.idle_secs),
+        ],
         false,
     )?;
     t.add(
@@ -343,7 +414,18 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     lab.net.spawn(
         "gw",
         "floor",
-        &[&bin_s, "floor", "--listen", "203.0.113.1", "--port", "3544", "--tun", "m6tgw0", "--secs", &secs_s],
+        &[
+            &bin_s,
+            "floor",
+            "--listen",
+            "203.0.113.1",
+            "--port",
+            "3544",
+            "--tun",
+            "m6tgw0",
+            "--secs",
+            &secs_s,
+        ],
     )?;
     std::thread::sleep(Duration::from_millis(500));
     loadgen(&lab, 0, &[format!("blast:{}", d + 1.0)], true)?;
@@ -353,7 +435,11 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     }
     let fl: serde_json::Value = serde_json::from_str(lab.net.log("floor").trim())
         .map_err(|e| LabError(format!("floor output: {e}: {}", lab.net.log("floor"))))?;
-    t.add("syscall floor (recvmmsg -> TUN write)", fl["floor_pps"].as_f64().unwrap_or(f64::NAN), "pkt/s");
+    t.add(
+        "syscall floor (recvmmsg -> TUN write)",
+        fl["floor_pps"].as_f64().unwrap_or(f64::NAN),
+        "pkt/s",
+    );
     t.ratio(
         &format!("gateway fwd pps @ {s0} states"),
         "syscall floor (recvmmsg -> TUN write)",
@@ -369,6 +455,10 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     }
     let json = serde_json::to_string_pretty(&t.rows).unwrap_or_default();
     std::fs::write(out, json).map_err(|e| LabError(format!("{}: {e}", out.display())))?;
-    println!("\nwritten {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "\nwritten {} in {:.0} s",
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

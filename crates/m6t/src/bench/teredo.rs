@@ -40,9 +40,13 @@ pub fn start_infrastructure(lab: &mut Lab) -> LabResult<()> {
     let (s, r) = (server.display().to_string(), relay.display().to_string());
     let sp = d.join("teredo-server.pid").display().to_string();
     let rp = d.join("teredo-relay.pid").display().to_string();
+    lab.net.spawn(
+        "gw",
+        "miredo-server",
+        &["miredo-server", "-f", "-c", &s, "-p", &sp],
+    )?;
     lab.net
-        .spawn("gw", "miredo-server", &["miredo-server", "-f", "-c", &s, "-p", &sp])?;
-    lab.net.spawn("gw", "miredo-relay", &["miredo", "-f", "-c", &r, "-p", &rp])?;
+        .spawn("gw", "miredo-relay", &["miredo", "-f", "-c", &r, "-p", &rp])?;
     std::thread::sleep(Duration::from_millis(300));
     if !lab.net.running("miredo-server") || !lab.net.running("miredo-relay") {
         return Err(LabError(format!(
@@ -59,12 +63,16 @@ pub fn start_infrastructure(lab: &mut Lab) -> LabResult<()> {
 pub fn start_client(lab: &mut Lab) -> LabResult<Duration> {
     let conf = lab.net.write(
         "teredo-client.conf",
-        &format!("RelayType client\nInterfaceName teredo\nServerAddress {}\n", SERVER[0]),
+        &format!(
+            "RelayType client\nInterfaceName teredo\nServerAddress {}\n",
+            SERVER[0]
+        ),
     )?;
     let c = conf.display().to_string();
     let p = lab.net.dir.join("teredo-client.pid").display().to_string();
     let t0 = Instant::now();
-    lab.net.spawn("mn", "miredo-client", &["miredo", "-f", "-c", &c, "-p", &p])?;
+    lab.net
+        .spawn("mn", "miredo-client", &["miredo", "-f", "-c", &c, "-p", &p])?;
     loop {
         let a = teredo_address(lab)?;
         if a.is_some() {
@@ -82,9 +90,10 @@ pub fn start_client(lab: &mut Lab) -> LabResult<Duration> {
 
 /// The MN's current Teredo address, if qualified.
 pub fn teredo_address(lab: &Lab) -> LabResult<Option<String>> {
-    let o = lab
-        .net
-        .sh_output("mn", "ip -6 -o addr show dev teredo scope global 2>/dev/null")?;
+    let o = lab.net.sh_output(
+        "mn",
+        "ip -6 -o addr show dev teredo scope global 2>/dev/null",
+    )?;
     let out = String::from_utf8_lossy(&o.stdout);
     Ok(out
         .split_whitespace()

@@ -3,15 +3,21 @@
 //! attachment, and the client machine in between.
 
 use super::hook::{Hook, HookCall};
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST, MAX_PACKET};
+use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
+
+/// Datagrams per recvmmsg call.
+const RECV_BATCH: usize = 32;
+/// Datagrams per sendmmsg call.
+const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
+use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::claims::Claims;
 use m6t_linux::netlink::{Monitor, Netlink};
 use m6t_linux::{caps, control::ControlServer, poll, tun::Tun, udp};
 use m6t_proto::m6t::client::{Client, FromGateway, FromTun};
 use std::io::{ErrorKind, Read};
-use std::net::{Ipv6Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -29,7 +35,7 @@ struct Driver {
     nl: Netlink,
     claims: Claims,
     hook: Hook,
-    sock: Option<UdpSocket>,
+    sock: Option<udp::Udp>,
     installed: Option<Ipv6Addr>,
     route: bool,
 }
@@ -131,7 +137,7 @@ impl Driver {
 /// Runs the client until SIGINT/SIGTERM.
 pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
-    let tun = Tun::open(&cfg.interface, cfg.machine.mtu)
+    let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
     let mut mon = Monitor::open().map_err(io("netlink notifications"))?;
@@ -172,7 +178,10 @@ fn run_loop(
         tracing::info!("no IPv4 route toward {}: waiting", d.cfg.gateway);
     }
     let mut ready = Vec::new();
-    let mut buf = vec![0u8; MAX_PACKET];
+    let mut tun_rx = d.tun.reader();
+    let mut tun_tx = d.tun.writer();
+    let mut udp_rx = RecvBatch::new(RECV_BATCH);
+    let mut udp_tx = SendBatch::new(SEND_BATCH);
     let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
     while !stopping(stop) {
         d.hook.reap();
@@ -197,33 +206,46 @@ fn run_loop(
             }
         }
         if ready[0] {
+            let gw = d.sock.as_ref().map(|_| d.gateway(m.port().unwrap_or(0)));
             for _ in 0..BURST {
-                let n = match d.tun.recv(&mut buf) {
+                let n = match tun_rx.recv() {
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(io("TUN read")(e)),
                 };
-                match m.handle_from_tun(now, &buf[..n], &mut scratch) {
-                    FromTun::Send => {
-                        if let Some(s) = &d.sock {
-                            if let Err(e) = s.send(&buf[..n]) {
-                                if udp::is_unreachable(&e) {
-                                    m.handle_port_unreachable(now);
-                                }
+                for k in 0..n {
+                    let pkt = tun_rx.packet(k);
+                    match m.handle_from_tun(now, pkt, &mut scratch) {
+                        FromTun::Send => {
+                            if let Some(g) = gw {
+                                udp_tx.push(pkt, g);
                             }
                         }
+                        FromTun::Reply(len) => tun_tx.push(&scratch[..len]),
+                        FromTun::Drop(_) => {}
                     }
-                    FromTun::Reply(len) => {
-                        let _ = d.tun.send(&scratch[..len]);
+                }
+                if let Some(s) = &d.sock {
+                    if udp_tx.len() >= SEND_BATCH {
+                        udp_tx.flush(s);
                     }
-                    FromTun::Drop(_) => {}
                 }
             }
+            if let Some(s) = &d.sock {
+                udp_tx.flush(s);
+                // An ICMP port unreachable for an earlier datagram shows up as a pending error.
+                if let Ok(Some(e)) = s.sock.take_error() {
+                    if udp::is_unreachable(&e) {
+                        m.handle_port_unreachable(now);
+                    }
+                }
+            }
+            tun_tx.flush();
         }
         if ready.len() > 3 && ready[3] {
             if let Some(s) = &d.sock {
-                for _ in 0..BURST {
-                    let n = match s.recv(&mut buf) {
+                for _ in 0..BURST / RECV_BATCH {
+                    let got = match udp_rx.recv(s) {
                         Ok(n) => n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {
@@ -233,8 +255,15 @@ fn run_loop(
                             break;
                         }
                     };
-                    if m.handle_from_gateway(now, &buf[..n]) == FromGateway::ToTun {
-                        let _ = d.tun.send(&buf[..n]);
+                    for k in 0..got {
+                        let (data, _) = udp_rx.get(k);
+                        if m.handle_from_gateway(now, data) == FromGateway::ToTun {
+                            tun_tx.push(data);
+                        }
+                    }
+                    tun_tx.flush();
+                    if got == 0 {
+                        break;
                     }
                 }
             }
@@ -256,7 +285,7 @@ fn run_loop(
             m.handle_timeout(now);
         }
         if let (Some(ka), Some(s)) = (m.poll_keepalive(), &d.sock) {
-            if let Err(e) = s.send(&ka) {
+            if let Err(e) = s.sock.send(&ka) {
                 if udp::is_unreachable(&e) {
                     m.handle_port_unreachable(now);
                 }

@@ -1,7 +1,7 @@
 //! The gateway daemon: UDP sockets on every configured port, one TUN toward the home
 //! agent, the mobile-node prefixes routed into it, and the gateway machine in between.
 
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST, MAX_PACKET};
+use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -13,20 +13,19 @@ use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, udp};
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
 use std::io::ErrorKind;
-use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
-    let tun = Tun::open(&cfg.interface, cfg.machine.mtu)
+    let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
     for p in &cfg.machine.mn_prefixes {
         nl.replace_route(p.addr(), p.len(), tun.index(), cfg.route_metric)?;
     }
-    let socks: Vec<(u16, UdpSocket)> = cfg
+    let socks: Vec<(u16, udp::Udp)> = cfg
         .ports
         .iter()
         .map(|p| {
@@ -56,10 +55,10 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     fds.extend(socks.iter().map(|(_, s)| s.as_raw_fd()));
     fds.push(control.as_raw_fd());
     let mut ready = Vec::new();
-    let mut buf = vec![0u8; MAX_PACKET];
+    let mut tun_rx = tun.reader();
+    let mut tun_tx = tun.writer();
     let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
-    let mut tun_write_errors = 0u64;
-    let mut rx = RecvBatch::new(RECV_BATCH, MAX_PACKET);
+    let mut rx = RecvBatch::new(RECV_BATCH);
     let mut tx: Vec<SendBatch> = socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect();
     // The longest garbage-collection pass, measured here since the machine has no clock.
     let mut gc_max_pause = Duration::ZERO;
@@ -71,64 +70,61 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         let now = Instant::now();
         if ready[0] {
             for _ in 0..BURST {
-                let n = match tun.recv(&mut buf) {
+                let n = match tun_rx.recv() {
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => return Err(io("TUN read")(e)),
                 };
-                match gw.handle_from_home(now, &buf[..n], &mut scratch) {
-                    FromHome::ToMn { peer, local_port } => {
-                        if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
-                            tx[i].push(&buf[..n], peer);
-                            if tx[i].is_full() {
-                                tx[i].flush(socks[i].1.as_raw_fd());
+                for k in 0..n {
+                    let pkt = tun_rx.packet(k);
+                    match gw.handle_from_home(now, pkt, &mut scratch) {
+                        FromHome::ToMn { peer, local_port } => {
+                            if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
+                                tx[i].push(pkt, peer);
+                                if tx[i].is_full() {
+                                    tx[i].flush(&socks[i].1);
+                                }
                             }
                         }
+                        FromHome::Reply(len) => tun_tx.push(&scratch[..len]),
+                        FromHome::Drop(_) => {}
                     }
-                    FromHome::Reply(len) => {
-                        if tun.send(&scratch[..len]).is_err() {
-                            tun_write_errors += 1;
-                        }
-                    }
-                    FromHome::Drop(_) => {}
                 }
             }
+            tun_tx.flush();
         }
         for (i, (port, s)) in socks.iter().enumerate() {
             if !ready[1 + i] {
                 continue;
             }
             for _ in 0..BURST / RECV_BATCH {
-                let got = match rx.recv(s.as_raw_fd()) {
+                let got = match rx.recv(s) {
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors from earlier sends surface here; nothing to do.
                     Err(_) => continue,
                 };
                 for k in 0..got {
-                    let (data, from, _) = rx.get(k);
+                    let (data, from) = rx.get(k);
                     match gw.handle_from_mn(now, *port, from, data, &mut scratch) {
-                        FromMn::ToHome => {
-                            if tun.send(data).is_err() {
-                                tun_write_errors += 1;
-                            }
-                        }
+                        FromMn::ToHome => tun_tx.push(data),
                         FromMn::Echo(e) => tx[i].push(&e, from),
                         FromMn::Reply(len) => tx[i].push(&scratch[..len], from),
                         FromMn::Drop(_) => {}
                     }
                     if tx[i].is_full() {
-                        tx[i].flush(s.as_raw_fd());
+                        tx[i].flush(s);
                     }
                 }
-                if got < RECV_BATCH {
+                tun_tx.flush();
+                if got == 0 {
                     break;
                 }
             }
         }
         for (i, (_, s)) in socks.iter().enumerate() {
             if !tx[i].is_empty() {
-                tx[i].flush(s.as_raw_fd());
+                tx[i].flush(s);
             }
         }
         if ready[fds.len() - 1] {
@@ -138,7 +134,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 }
                 let mut counters = gw.counters().snapshot();
                 for (name, value) in [
-                    ("tun_write_errors", tun_write_errors),
+                    ("tun_write_errors", tun_tx.errors()),
                     ("states", gw.len() as u64),
                     ("gc_max_pause_us", gc_max_pause.as_micros() as u64),
                 ] {

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 /// Most packets handled from one descriptor before the loop looks at the others, so that
 /// one busy socket cannot starve the rest (timers, control socket).
 pub(crate) const BURST: usize = 256;
-/// Largest datagram or TUN packet accepted.
-pub(crate) const MAX_PACKET: usize = 65536;
 
 /// Set by SIGINT/SIGTERM; the loops finish their round and clean up.
 pub(crate) fn shutdown_flag() -> std::io::Result<Arc<AtomicBool>> {
