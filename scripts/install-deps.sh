@@ -12,6 +12,9 @@ have iperf3    || need+=(iperf3)
 have tcpdump   || need+=(tcpdump)
 have setpriv   || need+=(util-linux)
 have unshare   || need+=(util-linux)
+have ethtool   || need+=(ethtool)
+have miredo    || need+=(miredo)
+have miredo-server || need+=(miredo-server)
 [ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -20,7 +23,26 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+  # Nothing we install may start a daemon (miredo's packaged service would contact a
+  # public Teredo server): refuse every service start during the install.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
+  [ "$own_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
+# Teredo: the bench runs miredo with its own lab-only configuration. When this script
+# installed it, make sure the packaged service never starts and the packaged configuration
+# names no public server (an existing installation of the user's is left alone).
+if [[ " ${need[*]} " == *" miredo "* ]]; then
+  if [ -f /etc/miredo/miredo.conf ]; then
+    sed -i 's/^ServerAddress/#ServerAddress/' /etc/miredo/miredo.conf
+  fi
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now miredo >/dev/null 2>&1 || true
+  fi
+fi
+true
 command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found (install Rust stable with rustup)" >&2; exit 1; }

@@ -441,3 +441,39 @@ fn the_lab_runs_and_cleans_up() {
         "namespaces left behind"
     );
 }
+
+#[test]
+fn bench_smoke_mode_produces_every_figure() {
+    // The full harness is too long and noisy for CI; its smoke mode runs every measurement
+    // once, briefly, and this test checks only that each produced a number.
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = std::env::temp_dir().join(format!("m6t-bench-{}.json", std::process::id()));
+    let o = Command::new(bin())
+        .args(["bench", "--quick", "--out", &out.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let figures = v["figures"].as_array().unwrap();
+    assert!(figures.len() >= 25, "{} figures", figures.len());
+    for f in figures {
+        let x = f["value"].as_f64();
+        assert!(x.is_some_and(f64::is_finite), "no number for {}", f["name"]);
+    }
+    for r in v["ratios"].as_array().unwrap() {
+        assert!(
+            r["ratio"].as_f64().is_some_and(f64::is_finite),
+            "no ratio for {}",
+            r["name"]
+        );
+    }
+    let _ = std::fs::remove_file(out);
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ns.stdout).contains("m6tbench"));
+}

@@ -21,12 +21,28 @@ pub struct Figure {
     pub value: f64,
     /// Unit of `value`.
     pub unit: String,
-    /// The figure it is compared with, if any.
-    pub baseline: Option<String>,
+}
+
+/// A figure in proportion to its baseline from the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// The figure.
+    pub name: String,
+    /// Its baseline.
+    pub baseline: String,
     /// `value / baseline value`.
-    pub ratio: Option<f64>,
+    pub ratio: f64,
     /// The target the issue sets, as text.
     pub target: Option<String>,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Absolute figures (they move from run to run).
+    pub figures: Vec<Figure>,
+    /// Ratios to baselines measured in the same run.
+    pub ratios: Vec<Ratio>,
 }
 
 /// How long and how often.
@@ -78,6 +94,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 struct Table {
     rows: Vec<Figure>,
+    ratios: Vec<Ratio>,
 }
 
 impl Table {
@@ -87,9 +104,6 @@ impl Table {
             name: name.into(),
             value,
             unit: unit.into(),
-            baseline: None,
-            ratio: None,
-            target: None,
         });
     }
     fn get(&self, name: &str) -> f64 {
@@ -100,12 +114,13 @@ impl Table {
             .unwrap_or(f64::NAN)
     }
     fn ratio(&mut self, name: &str, baseline: &str, target: Option<&str>) {
-        let b = self.get(baseline);
-        if let Some(r) = self.rows.iter_mut().find(|r| r.name == name) {
-            r.baseline = Some(baseline.into());
-            r.ratio = Some(r.value / b);
-            r.target = target.map(Into::into);
-        }
+        let ratio = self.get(name) / self.get(baseline);
+        self.ratios.push(Ratio {
+            name: name.into(),
+            baseline: baseline.into(),
+            ratio,
+            target: target.map(Into::into),
+        });
     }
 }
 
@@ -249,7 +264,10 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
                         max_states_per_ipv4 = 2000000\nmax_states = 2000000\n"
         .into();
     let mut lab = Lab::start(bin, &lo)?;
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table {
+        rows: Vec::new(),
+        ratios: Vec::new(),
+    };
     println!("m6t bench: runs {}, {} s each; medians", o.runs, o.secs);
 
     // m6t through the tunnel.
@@ -374,6 +392,12 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         bps = c["bytes_per_state"].as_f64().unwrap_or(f64::NAN);
     }
     t.add("gateway bytes per state (largest step)", bps, "B");
+    t.add("bytes per state target", 128.0, "B");
+    t.ratio(
+        "gateway bytes per state (largest step)",
+        "bytes per state target",
+        Some("<= 1"),
+    );
     let (s0, s2) = (o.scale[0], o.scale[2]);
     t.ratio(
         &format!("gateway fwd pps @ {s2} states"),
@@ -392,6 +416,8 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     }
     let pause = lab.gateway()?.counter("gc_max_pause_us");
     t.add("gateway longest GC pass", pause as f64 / 1000.0, "ms");
+    t.add("GC pause target", 10.0, "ms");
+    t.ratio("gateway longest GC pass", "GC pause target", Some("<= 1"));
     let idle = loadgen(
         &lab,
         pid,
@@ -405,6 +431,12 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         "gateway CPU, 10k idle MNs with keep-alives",
         idle[1]["gateway_cpu"].as_f64().unwrap_or(f64::NAN) * 100.0,
         "% of a core",
+    );
+    t.add("idle CPU target", 1.0, "% of a core");
+    t.ratio(
+        "gateway CPU, 10k idle MNs with keep-alives",
+        "idle CPU target",
+        Some("< 1"),
     );
 
     // The syscall floor on the same socket and TUN, the gateway stopped.
@@ -447,13 +479,18 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     );
 
     println!("\nratios (same run):");
-    for r in &t.rows {
-        if let (Some(b), Some(x)) = (&r.baseline, r.ratio) {
-            let tgt = r.target.as_deref().unwrap_or("");
-            println!("  {:<44} / {:<44} = {x:>7.3}  {tgt}", r.name, b);
-        }
+    for r in &t.ratios {
+        let tgt = r.target.as_deref().unwrap_or("");
+        println!(
+            "  {:<44} / {:<44} = {:>9.3}  {tgt}",
+            r.name, r.baseline, r.ratio
+        );
     }
-    let json = serde_json::to_string_pretty(&t.rows).unwrap_or_default();
+    let res = Results {
+        figures: t.rows,
+        ratios: t.ratios,
+    };
+    let json = serde_json::to_string_pretty(&res).unwrap_or_default();
     std::fs::write(out, json).map_err(|e| LabError(format!("{}: {e}", out.display())))?;
     println!(
         "\nwritten {} in {:.0} s",

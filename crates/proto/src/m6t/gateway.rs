@@ -8,12 +8,12 @@
 //! address but not its IPv4 address and port is dropped and changes nothing.
 
 use crate::m6t::ratelimit::{time_to_full, Bucket};
+use crate::m6t::table::{Slot, Table};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_wire::{icmpv6, keepalive, Ipv6Packet, Ipv6Prefix};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -129,17 +129,6 @@ pub enum StateKind {
     Active,
 }
 
-#[derive(Debug, Clone)]
-struct State {
-    peer: SocketAddrV4,
-    local_port: u16,
-    kind: StateKind,
-    created: Instant,
-    last_seen: Instant,
-    packets: u64,
-    bytes: u64,
-}
-
 #[derive(Debug)]
 struct Source {
     states: u32,
@@ -224,9 +213,7 @@ pub struct StateInfo {
 #[derive(Debug)]
 pub struct Gateway {
     cfg: GatewayConfig,
-    states: HashMap<Ipv6Addr, State>,
-    /// One entry per live state: (a deadline no later than its real expiry, address).
-    expiry: BinaryHeap<Reverse<(Instant, Ipv6Addr)>>,
+    table: Table,
     sources: HashMap<Ipv4Addr, Source>,
     /// Sources whose last state went away, to forget once their bucket is full again.
     idle_sources: VecDeque<(Instant, Ipv4Addr)>,
@@ -246,8 +233,7 @@ impl Gateway {
     pub fn new(cfg: GatewayConfig) -> Self {
         Gateway {
             cfg,
-            states: HashMap::new(),
-            expiry: BinaryHeap::new(),
+            table: Table::default(),
             sources: HashMap::new(),
             idle_sources: VecDeque::new(),
             counters: Counters::default(),
@@ -260,10 +246,12 @@ impl Gateway {
         &self.cfg
     }
 
-    fn lifetime(&self, s: &State) -> Instant {
+    /// Expiry of a state in table milliseconds.
+    fn deadline(cfg: &GatewayConfig, s: &Slot) -> u64 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         match s.kind {
-            StateKind::Temporary => s.created + self.cfg.temporary_lifetime,
-            StateKind::Active => s.last_seen + self.cfg.active_lifetime,
+            StateKind::Temporary => s.created.saturating_add(ms(cfg.temporary_lifetime)),
+            StateKind::Active => s.last_seen.saturating_add(ms(cfg.active_lifetime)),
         }
     }
 
@@ -319,15 +307,16 @@ impl Gateway {
             return self.drop_mn(GatewayCounter::DestinationNotAllowed);
         }
         let too_big = payload.len() > usize::from(self.cfg.mtu);
-        match self.states.get_mut(&src) {
+        let t = self.table.ms(now);
+        match self.table.get_mut(&src) {
             Some(s) => {
                 if s.peer != peer || s.local_port != local_port {
                     return self.drop_mn(GatewayCounter::AddressMismatch);
                 }
                 // A temporary state keeps its short deadline whatever the MN sends: only
                 // the home side's answer may extend it (section 6.1.3).
-                s.last_seen = now;
-                s.packets += 1;
+                s.last_seen = t;
+                s.packets = s.packets.wrapping_add(1);
                 s.bytes += payload.len() as u64;
             }
             None => {
@@ -361,13 +350,14 @@ impl Gateway {
     }
 
     fn keepalive(&mut self, now: Instant, peer: SocketAddrV4, src: Ipv6Addr) -> FromMn {
-        let r = match self.states.get_mut(&src) {
+        let t = self.table.ms(now);
+        let r = match self.table.get_mut(&src) {
             None => Err(GatewayCounter::KeepaliveNoState),
             Some(s) if s.peer != peer => Err(GatewayCounter::KeepaliveMismatch),
             Some(s) if s.kind != StateKind::Active => Err(GatewayCounter::KeepaliveNotActive),
             Some(s) => {
-                s.last_seen = now;
-                s.packets += 1;
+                s.last_seen = t;
+                s.packets = s.packets.wrapping_add(1);
                 s.bytes += keepalive::KEEPALIVE_LEN as u64;
                 Ok(())
             }
@@ -389,7 +379,7 @@ impl Gateway {
         local_port: u16,
         len: usize,
     ) -> Result<(), GatewayCounter> {
-        if self.states.len() >= self.cfg.max_states {
+        if self.table.len() >= self.cfg.max_states {
             return Err(GatewayCounter::TableFull);
         }
         let (rate, burst, cap) = (
@@ -408,18 +398,19 @@ impl Gateway {
             return Err(GatewayCounter::RateLimited);
         }
         source.states += 1;
-        let s = State {
+        let t = self.table.ms(now);
+        let s = Slot {
+            address: src,
             peer,
             local_port,
             kind: StateKind::Temporary,
-            created: now,
-            last_seen: now,
+            created: t,
+            last_seen: t,
             packets: 1,
             bytes: len as u64,
         };
-        let deadline = self.lifetime(&s);
-        self.states.insert(src, s);
-        self.expiry.push(Reverse((deadline, src)));
+        let deadline = Self::deadline(&self.cfg, &s);
+        self.table.insert(s, deadline);
         self.counters.bump(GatewayCounter::StatesCreated);
         self.push_event(GatewayEvent::Created { address: src, peer });
         Ok(())
@@ -437,7 +428,8 @@ impl Gateway {
             return self.drop_home(GatewayCounter::MalformedFromHome);
         };
         let dst = p.dst_addr();
-        let Some(s) = self.states.get_mut(&dst) else {
+        let t = self.table.ms(now);
+        let Some(s) = self.table.get_mut(&dst) else {
             return self.drop_home(GatewayCounter::NoStateForHome);
         };
         if packet.len() > usize::from(self.cfg.mtu) {
@@ -459,8 +451,8 @@ impl Gateway {
         }
         let activated = s.kind == StateKind::Temporary;
         s.kind = StateKind::Active;
-        s.last_seen = now;
-        s.packets += 1;
+        s.last_seen = t;
+        s.packets = s.packets.wrapping_add(1);
         s.bytes += packet.len() as u64;
         let out = FromHome::ToMn {
             peer: s.peer,
@@ -478,7 +470,10 @@ impl Gateway {
 
     /// When the gateway next wants [`Self::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.expiry.peek().map(|Reverse((t, _))| *t);
+        let a = self
+            .table
+            .next_deadline()
+            .and_then(|t| self.table.instant(t));
         let b = self.idle_sources.front().map(|(t, _)| *t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -490,24 +485,18 @@ impl Gateway {
     /// IPv4 sources whose rate-limit bucket is full again. Returns how many states went.
     pub fn handle_timeout(&mut self, now: Instant) -> usize {
         let mut removed = 0;
+        let t = self.table.ms(now);
         while removed < GC_BATCH {
-            let Some(Reverse((t, addr))) = self.expiry.peek().copied() else {
+            let Some((i, s)) = self.table.pop_due(t) else {
                 break;
             };
-            if t > now {
-                break;
-            }
-            self.expiry.pop();
-            let Some(s) = self.states.get(&addr) else {
-                continue;
-            };
-            let real = self.lifetime(s);
-            if real > now {
-                self.expiry.push(Reverse((real, addr)));
+            let real = Self::deadline(&self.cfg, s);
+            if real > t {
+                self.table.reschedule(i, real);
                 continue;
             }
-            let (kind, v4) = (s.kind, *s.peer.ip());
-            self.states.remove(&addr);
+            let (kind, v4, addr) = (s.kind, *s.peer.ip(), s.address);
+            self.table.remove(i);
             removed += 1;
             self.counters.bump(GatewayCounter::StatesExpired);
             self.push_event(GatewayEvent::Expired {
@@ -549,12 +538,12 @@ impl Gateway {
 
     /// Number of states.
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.table.len()
     }
 
     /// True when there is no state.
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.table.len() == 0
     }
 
     /// Number of IPv4 sources tracked for rate limiting.
@@ -562,27 +551,29 @@ impl Gateway {
         self.sources.len()
     }
 
-    /// One state, for status and tests.
-    pub fn state(&self, now: Instant, address: Ipv6Addr) -> Option<StateInfo> {
-        self.states.get(&address).map(|s| StateInfo {
-            address,
+    fn info(&self, now: u64, s: &Slot) -> StateInfo {
+        StateInfo {
+            address: s.address,
             peer: s.peer,
             local_port: s.local_port,
             kind: s.kind,
-            age_ms: now.saturating_duration_since(s.created).as_millis() as u64,
-            idle_ms: now.saturating_duration_since(s.last_seen).as_millis() as u64,
-            packets: s.packets,
+            age_ms: now.saturating_sub(s.created),
+            idle_ms: now.saturating_sub(s.last_seen),
+            packets: u64::from(s.packets),
             bytes: s.bytes,
-        })
+        }
+    }
+
+    /// One state, for status and tests.
+    pub fn state(&self, now: Instant, address: Ipv6Addr) -> Option<StateInfo> {
+        let t = self.table.ms_ro(now);
+        self.table.get(&address).map(|s| self.info(t, s))
     }
 
     /// Every state (for `m6t status`), sorted by address.
     pub fn states(&self, now: Instant) -> Vec<StateInfo> {
-        let mut v: Vec<StateInfo> = self
-            .states
-            .keys()
-            .filter_map(|a| self.state(now, *a))
-            .collect();
+        let t = self.table.ms_ro(now);
+        let mut v: Vec<StateInfo> = self.table.iter().map(|s| self.info(t, s)).collect();
         v.sort_by_key(|s| s.address);
         v
     }

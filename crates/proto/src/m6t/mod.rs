@@ -4,3 +4,4 @@
 pub mod client;
 pub mod gateway;
 mod ratelimit;
+mod table;
