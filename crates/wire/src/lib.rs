@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod icmpv6;
 pub mod ipv6;
 pub mod keepalive;
+pub mod mh;
 pub mod prefix;
 pub mod ula;
 
