@@ -4,7 +4,7 @@
 
 use futures::TryStreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::route::RouteHeader;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -61,13 +61,17 @@ impl Netlink {
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
-            self.handle
+            let mut req = self
+                .handle
                 .address()
                 .add(index, IpAddr::V6(addr), prefix_len)
-                .replace()
-                .execute()
-                .await
-                .map_err(err("add address"))
+                .replace();
+            // No duplicate address detection: the address is unique by construction, and a
+            // tentative address is not chosen as source while a handover is under way.
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            req.execute().await.map_err(err("add address"))
         })
     }
 

@@ -162,7 +162,11 @@ impl MobilityOption {
                 d[1] = *len;
                 d[2..].copy_from_slice(&prefix.octets());
             }
-            MobilityOption::Ipv4HomeAddress { prefix_len, p, addr } => {
+            MobilityOption::Ipv4HomeAddress {
+                prefix_len,
+                p,
+                addr,
+            } => {
                 let w = (u16::from(*prefix_len & 0x3f) << 10) | if *p { 0x0200 } else { 0 };
                 d[..2].copy_from_slice(&w.to_be_bytes());
                 d[2..].copy_from_slice(&addr.octets());

@@ -126,20 +126,16 @@ impl Gen {
         }
     }
 
-    /// Creates states up to `target`, paced so that the gateway and the HA keep up.
-    fn create(&mut self, target: u32) -> Result<String, String> {
+    /// Sends the first packet of states `from..to` at `rate` per second.
+    fn send_firsts(&mut self, from: u32, to: u32, rate: u32) {
         let t0 = Instant::now();
-        let rss0 = rss_bytes(self.args.gateway_pid);
-        let states0 = counters(&self.args)?.counter("states");
-        const RATE: u32 = 100_000;
-        let from = self.created;
         let dst = self.args.ha;
-        for i in from..target {
+        for i in from..to {
             let p = echo_request(self.src(i), dst, i as u16);
             self.push(i, &p);
             if (i - from) % 1000 == 999 {
                 self.flush();
-                let due = Duration::from_secs_f64(f64::from(i - from + 1) / f64::from(RATE));
+                let due = Duration::from_secs_f64(f64::from(i - from + 1) / f64::from(rate));
                 if let Some(w) = due.checked_sub(t0.elapsed()) {
                     std::thread::sleep(w);
                 }
@@ -148,6 +144,26 @@ impl Gen {
             }
         }
         self.flush();
+    }
+
+    /// Creates states up to `target`, paced so that the gateway and the HA keep up, in
+    /// chunks each sent twice (a packet lost on the way only delays its state; a second
+    /// echo request on an existing state is forwarded like any data).
+    fn create(&mut self, target: u32) -> Result<String, String> {
+        let t0 = Instant::now();
+        let rss0 = rss_bytes(self.args.gateway_pid);
+        let states0 = counters(&self.args)?.counter("states");
+        const RATE: u32 = 50_000;
+        const CHUNK: u32 = 25_000;
+        let mut from = self.created;
+        while from < target {
+            let to = (from + CHUNK).min(target);
+            self.send_firsts(from, to, RATE);
+            std::thread::sleep(Duration::from_millis(100));
+            self.drain();
+            self.send_firsts(from, to, RATE);
+            from = to;
+        }
         self.created = target;
         std::thread::sleep(Duration::from_millis(500));
         self.drain();

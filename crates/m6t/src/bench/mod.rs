@@ -193,24 +193,70 @@ fn set_offloads(lab: &Lab, on: bool) -> LabResult<()> {
     Ok(())
 }
 
-/// Time from an IPv4 address change of the MN until a ping to `dst` is answered, capped.
-fn handover_to(lab: &Lab, to: &str, from: &str, dst: &str, cap: Duration) -> LabResult<f64> {
-    let tries = (cap.as_millis() / 100).max(1);
+/// A probe sending an ICMPv6 echo request every `interval` seconds whatever happens:
+/// unlike ping it never backs off after a failed send, so it does not hide the end of a
+/// handover.
+const PROBE_PY: &str = r#"
+import socket, sys, time
+dst, secs, interval = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+end = time.time() + secs
+seq = 0
+while time.time() < end:
+    seq = (seq + 1) & 0xffff
+    try:
+        s.sendto(bytes([128, 0, 0, 0, 0x6d, 0x36]) + seq.to_bytes(2, "big") + b"m6tprobe", (dst, 0))
+    except OSError:
+        pass
+    time.sleep(interval)
+"#;
+
+/// Time from an IPv4 address change of the MN until the first packet delivered through
+/// the new path. A probe sends an echo request every 0.5 ms from before the change and
+/// tcpdump timestamps the echo replies on the tunnel interface `iface`; `ip monitor`
+/// timestamps the kernel's removal of the old address (the change), so neither the `ip`
+/// commands' own start-up nor the probe's is counted. The clock stops at the first reply to
+/// an address other than the one in use before (the new tunnel or Teredo address). Capped
+/// at `cap`.
+fn handover_to(
+    lab: &Lab,
+    iface: &str,
+    to: &str,
+    from: &str,
+    dst: &str,
+    cap: Duration,
+) -> LabResult<f64> {
+    let log = lab.net.dir.join("handover-tcpdump.log");
+    let mon = lab.net.dir.join("handover-monitor.log");
+    let probe = lab.net.write("probe.py", PROBE_PY)?;
+    let secs = cap.as_secs_f64().ceil() as u64 + 1;
     let out = lab.net.sh(
         "mn",
         &format!(
-            "ip addr add {to}/24 dev eth0 && t0=$(date +%s%N) && ip addr del {from}/24 dev eth0 && \
-             i=0; until ping -n -c 1 -W 0.1 {dst} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt {tries} ] && break; done; \
-             t1=$(date +%s%N); echo $((t1 - t0)) $i"
+            "tcpdump -i {iface} -nn -tt -l 'icmp6 and ip6[40] == 129' > {log} 2>/dev/null & d=$!; \
+             ip -ts monitor address > {mon} 2>/dev/null & m=$!; \
+             /usr/bin/python3 {probe} {dst} {secs} 0.0005 & p=$!; sleep 0.4; \
+             ip addr add {to}/24 dev eth0 && ip addr del {from}/24 dev eth0; sleep 0.05; \
+             ts=$(grep -m1 'Deleted.*inet {from}/' {mon} | sed -e 's/^\\[//' -e 's/\\].*//'); \
+             t0=$(date -d \"$ts\" +%s.%N); \
+             i=0; while [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); \
+               n=$(awk -v t0=$t0 '$2 == \"IP6\" {{ d=$5; sub(/:$/, \"\", d); if ($1 < t0) old=d; else if (d != old) {{ print $1; exit }} }}' {log}); \
+               [ -n \"$n\" ] && break; done; kill $p $d $m 2>/dev/null; wait $d 2>/dev/null; echo $t0 $n",
+            log = log.display(),
+            mon = mon.display(),
+            probe = probe.display(),
+            tries = (cap.as_millis() / 50).max(1)
         ),
     )?;
     let mut it = out.split_whitespace();
-    let ns: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    let i: u128 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    if i > tries {
-        return Ok(f64::INFINITY);
+    let t0: f64 = it
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| LabError(format!("handover: no address-change timestamp: {out}")))?;
+    match it.next().and_then(|v| v.parse::<f64>().ok()) {
+        Some(t1) => Ok((t1 - t0) * 1000.0),
+        None => Ok(f64::INFINITY),
     }
-    Ok(ns / 1e6)
 }
 
 fn loadgen(
@@ -296,7 +342,14 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         } else {
             (MN4[0], MN4[1])
         };
-        hos.push(handover_to(&lab, to, from, HA, Duration::from_secs(10))?);
+        hos.push(handover_to(
+            &lab,
+            "m6t0",
+            to,
+            from,
+            HA,
+            Duration::from_secs(10),
+        )?);
         std::thread::sleep(Duration::from_millis(300));
     }
     t.add("m6t handover", median(hos), "ms");
@@ -333,7 +386,7 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
     };
     t.add(
         "teredo handover",
-        handover_to(&lab, to, from, CN, o.teredo_handover_cap)?,
+        handover_to(&lab, "teredo", to, from, CN, o.teredo_handover_cap)?,
         "ms",
     );
     teredo::stop_client(&mut lab);

@@ -48,13 +48,7 @@ impl Driver {
     /// Carries out every address change the machine asked for.
     fn apply(&mut self, m: &mut Client, now: Instant) -> Result<(), DaemonError> {
         while let Some(ch) = m.poll_change() {
-            if let Some(old) = ch.old {
-                if self.installed == Some(old) {
-                    self.nl.del_address(self.tun.index(), old)?;
-                    self.claims.release(old);
-                    self.installed = None;
-                }
-            }
+            // The socket first: the new address must be the only one ever sent from it.
             self.sock = None;
             match ch.new {
                 Some((addr, port)) => {
@@ -63,8 +57,19 @@ impl Driver {
                         m.handle_address_conflict(now);
                         continue;
                     }
+                    // New address before the old one goes, so that source selection never
+                    // falls back to a link-local address in between.
                     self.nl.add_address(self.tun.index(), addr, 128)?;
-                    self.installed = Some(addr);
+                    self.sock = Some(
+                        udp::connect(self.gateway(port))
+                            .map_err(io(format!("UDP socket to {}", self.gateway(port))))?,
+                    );
+                    if let Some(old) = self.installed.replace(addr) {
+                        if old != addr {
+                            self.nl.del_address(self.tun.index(), old)?;
+                            self.claims.release(old);
+                        }
+                    }
                     if !self.route {
                         self.nl.replace_route(
                             Ipv6Addr::UNSPECIFIED,
@@ -74,10 +79,6 @@ impl Driver {
                         )?;
                         self.route = true;
                     }
-                    self.sock = Some(
-                        udp::connect(self.gateway(port))
-                            .map_err(io(format!("UDP socket to {}", self.gateway(port))))?,
-                    );
                     tracing::info!(
                         "tunnel address {addr} via {}:{port} ({})",
                         self.cfg.gateway,
@@ -85,6 +86,10 @@ impl Driver {
                     );
                 }
                 None => {
+                    if let Some(old) = self.installed.take() {
+                        self.nl.del_address(self.tun.index(), old)?;
+                        self.claims.release(old);
+                    }
                     if self.route {
                         self.nl.del_route(
                             Ipv6Addr::UNSPECIFIED,

@@ -165,12 +165,13 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         }
         while let Some(e) = gw.poll_event() {
             match e {
+                // Per-state lines at debug level: a mass expiry must not flood the log.
                 GatewayEvent::Created { address, peer } => {
-                    tracing::info!("state {address} temporary from {peer}")
+                    tracing::debug!("state {address} temporary from {peer}")
                 }
-                GatewayEvent::Activated { address } => tracing::info!("state {address} active"),
+                GatewayEvent::Activated { address } => tracing::debug!("state {address} active"),
                 GatewayEvent::Expired { address, kind } => {
-                    tracing::info!("state {address} expired ({kind:?})")
+                    tracing::debug!("state {address} expired ({kind:?})")
                 }
             }
         }

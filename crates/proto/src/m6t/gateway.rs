@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Most expired states removed by one `handle_timeout` call, so that a mass expiry never
 /// stalls the data plane: the rest is done on the next (immediate) wake-up.
-pub const GC_BATCH: usize = 4096;
+pub const GC_BATCH: usize = 1024;
 /// Most events kept for `poll_event`; older ones are counted as lost.
 const EVENT_QUEUE_CAP: usize = 4096;
 
