@@ -17,9 +17,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-/// Most expired states removed by one `handle_timeout` call, so that a mass expiry never
-/// stalls the data plane: the rest is done on the next (immediate) wake-up.
-pub const GC_BATCH: usize = 1024;
+/// Most deadline-heap entries handled (state removed, or deadline pushed back because
+/// traffic extended it) by one `handle_timeout` call, so that a mass expiry never stalls the
+/// data plane: the rest is done on the next (immediate) wake-up.
+pub const GC_BATCH: usize = 256;
 /// Most events kept for `poll_event`; older ones are counted as lost.
 const EVENT_QUEUE_CAP: usize = 4096;
 
@@ -329,24 +330,31 @@ impl Gateway {
             }
         }
         if too_big {
-            if icmpv6::is_icmpv6_error(&p) {
-                return self.drop_mn(GatewayCounter::TooBigIcmpError);
-            }
-            return match icmpv6::emit_packet_too_big(
-                self.cfg.icmp_source,
-                &p,
-                u32::from(self.cfg.mtu),
-                scratch,
-            ) {
-                Ok(n) => {
-                    self.counters.bump(GatewayCounter::PacketTooBigSent);
-                    FromMn::Reply(n)
-                }
-                Err(_) => self.drop_mn(GatewayCounter::MalformedFromMn),
+            return match self.packet_too_big(&p, scratch, GatewayCounter::MalformedFromMn) {
+                Ok(n) => FromMn::Reply(n),
+                Err(r) => self.drop_mn(r),
             };
         }
         self.counters.bump(GatewayCounter::ForwardedToHome);
         FromMn::ToHome
+    }
+
+    /// Builds the ICMPv6 Packet Too Big owed for `p` (RFC 4443 section 3.2) into `scratch`,
+    /// unless `p` is itself an ICMPv6 error (section 2.4 (e)).
+    fn packet_too_big(
+        &mut self,
+        p: &Ipv6Packet<&[u8]>,
+        scratch: &mut [u8],
+        malformed: GatewayCounter,
+    ) -> Result<usize, GatewayCounter> {
+        if icmpv6::is_icmpv6_error(p) {
+            return Err(GatewayCounter::TooBigIcmpError);
+        }
+        let n =
+            icmpv6::emit_packet_too_big(self.cfg.icmp_source, p, u32::from(self.cfg.mtu), scratch)
+                .map_err(|_| malformed)?;
+        self.counters.bump(GatewayCounter::PacketTooBigSent);
+        Ok(n)
     }
 
     fn keepalive(&mut self, now: Instant, peer: SocketAddrV4, src: Ipv6Addr) -> FromMn {
@@ -433,20 +441,9 @@ impl Gateway {
             return self.drop_home(GatewayCounter::NoStateForHome);
         };
         if packet.len() > usize::from(self.cfg.mtu) {
-            if icmpv6::is_icmpv6_error(&p) {
-                return self.drop_home(GatewayCounter::TooBigIcmpError);
-            }
-            return match icmpv6::emit_packet_too_big(
-                self.cfg.icmp_source,
-                &p,
-                u32::from(self.cfg.mtu),
-                scratch,
-            ) {
-                Ok(n) => {
-                    self.counters.bump(GatewayCounter::PacketTooBigSent);
-                    FromHome::Reply(n)
-                }
-                Err(_) => self.drop_home(GatewayCounter::MalformedFromHome),
+            return match self.packet_too_big(&p, scratch, GatewayCounter::MalformedFromHome) {
+                Ok(n) => FromHome::Reply(n),
+                Err(r) => self.drop_home(r),
             };
         }
         let activated = s.kind == StateKind::Temporary;
@@ -486,7 +483,7 @@ impl Gateway {
     pub fn handle_timeout(&mut self, now: Instant) -> usize {
         let mut removed = 0;
         let t = self.table.ms(now);
-        while removed < GC_BATCH {
+        for _ in 0..GC_BATCH {
             let Some((i, s)) = self.table.pop_due(t) else {
                 break;
             };
