@@ -292,8 +292,19 @@ impl Lab {
 
     /// Asks a daemon for its report.
     pub fn report(&self, sock: &Path) -> LabResult<Report> {
-        let s = m6t_linux::control::request(sock, status::REQUEST_STATUS)
-            .map_err(|e| LabError(format!("status {}: {e}", sock.display())))?;
+        // The socket file appears at bind(2), a moment before listen(2): a daemon that is
+        // starting may refuse the first connections.
+        let mut tries = 0;
+        let s = loop {
+            match m6t_linux::control::request(sock, status::REQUEST_STATUS) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 && e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(LabError(format!("status {}: {e}", sock.display()))),
+            }
+        };
         serde_json::from_str(&s)
             .map_err(|e| LabError(format!("status {}: {e}: {s}", sock.display())))
     }

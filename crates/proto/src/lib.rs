@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dsmip;
 pub mod m6t;
 pub mod stats;
