@@ -12,6 +12,7 @@ pub mod ipv6;
 pub mod keepalive;
 pub mod mh;
 pub mod prefix;
+pub mod tlv;
 pub mod ula;
 
 pub use ipv6::{Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN};
