@@ -101,7 +101,11 @@ fn ipv4_coa_without_nat_uses_ip_in_ip_and_ba_goes_in_udp_with_nat_detection() {
             peer: "192.0.2.10:4191".parse().unwrap()
         }
     );
-    assert_eq!(natdet(&o), Some((false, 110)));
+    assert_eq!(
+        natdet(&o),
+        Some((false, u32::MAX)),
+        "no NAT: no keep-alive needed"
+    );
     assert_eq!(
         ha.tunnel_for_v6(a6(MN)),
         Some(Tunnel::Ipv4 {

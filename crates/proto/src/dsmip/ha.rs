@@ -338,10 +338,13 @@ impl HomeAgent {
         let keepalive = self.cfg.nat_keepalive;
         let nat_opt = move |nat: bool, forced: bool| -> Vec<MobilityOption> {
             match arrival {
-                // The BA carries NAT Detection whenever the BU came in UDP (section 4.2).
+                // The BA carries NAT Detection whenever the BU came in UDP (section 4.2). As
+                // a mobile node that sees the option MUST use UDP (section 4.4), the no-NAT
+                // case is told by the refresh time 0xffffffff ("no keep-alive needed",
+                // section 3.2.2): the mobile node then uses IP-in-IP like the home agent.
                 Arrival::Udp { .. } => vec![MobilityOption::NatDetection {
                     f: forced && !nat,
-                    refresh: keepalive,
+                    refresh: if nat || forced { keepalive } else { u32::MAX },
                 }],
                 Arrival::Ipv6 { .. } => Vec::new(),
             }

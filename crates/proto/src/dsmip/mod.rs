@@ -5,4 +5,5 @@
 //! and how to tunnel data.
 
 pub mod ha;
+pub mod mn;
 pub mod seq;
