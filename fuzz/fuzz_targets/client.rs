@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
-    let mut c = Client::new(ClientConfig::new("fd00:1:2:3:4::/80".parse().unwrap(), vec![3544, 53]), [3; 32]);
+    let mut c = Client::new(
+        ClientConfig::new("fd00:1:2:3:4::/80".parse().unwrap(), vec![3544, 53]),
+        [3; 32],
+    );
     let t0 = Instant::now();
     c.handle_attachment(t0, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let mut scratch = vec![0u8; 1280];

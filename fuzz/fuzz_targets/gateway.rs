@@ -19,14 +19,32 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let mut scratch = vec![0u8; 1280];
     let mut p = vec![0u8; 60];
-    Ipv6Repr { src: mn, dst: ha, next_header: 59, payload_len: 20, hop_limit: 64 }.emit(&mut p).unwrap();
+    Ipv6Repr {
+        src: mn,
+        dst: ha,
+        next_header: 59,
+        payload_len: 20,
+        hop_limit: 64,
+    }
+    .emit(&mut p)
+    .unwrap();
     let peer: SocketAddrV4 = "198.51.100.7:40000".parse().unwrap();
     gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
     let before = gw.state(t0, mn);
-    let split = data.first().map(|b| usize::from(*b)).unwrap_or(0).min(data.len());
+    let split = data
+        .first()
+        .map(|b| usize::from(*b))
+        .unwrap_or(0)
+        .min(data.len());
     let (a, b) = data.split_at(split);
     let attacker: SocketAddrV4 = "203.0.113.66:1".parse().unwrap();
-    let r = gw.handle_from_mn(t0 + Duration::from_millis(1), 3544, attacker, b, &mut scratch);
+    let r = gw.handle_from_mn(
+        t0 + Duration::from_millis(1),
+        3544,
+        attacker,
+        b,
+        &mut scratch,
+    );
     if matches!(r, FromMn::Drop(_)) {
         assert_eq!(gw.state(t0, mn), before);
     }

@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = keepalive::is_echo_for(&p, r.dst);
         let mut out = [0u8; icmpv6::MAX_ERROR_LEN];
         let n = icmpv6::emit_packet_too_big(r.dst, &p, 1472, &mut out).expect("fits");
-        assert!(icmpv6::checksum_ok(&Ipv6Packet::new_checked(&out[..n]).expect("well formed")));
+        assert!(icmpv6::checksum_ok(
+            &Ipv6Packet::new_checked(&out[..n]).expect("well formed")
+        ));
     }
 });
