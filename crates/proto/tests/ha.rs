@@ -560,3 +560,63 @@ fn ipv4_prefixes_need_authorisation() {
     );
     assert!(ha.tunnel_for_v4(Ipv4Addr::new(198, 51, 100, 128)).is_none());
 }
+
+#[test]
+fn binding_cache_survives_a_restart() {
+    let mut ha = HomeAgent::new(cfg());
+    let t0 = Instant::now();
+    let dynreq = |seq| {
+        bu(
+            seq,
+            AH,
+            100,
+            vec![hoa_opt(32, false, [0, 0, 0, 0]), coa4([192, 0, 2, 10])],
+        )
+    };
+    ha.handle_bu(t0, a6(MN2), udp([203, 0, 113, 2], 1), true, &dynreq(7));
+    ha.handle_bu(
+        t0,
+        a6(MN),
+        udp([192, 0, 2, 10], 4191),
+        true,
+        &bu(
+            3,
+            AH,
+            100,
+            vec![hoa_opt(32, false, [198, 51, 100, 5]), coa4([192, 0, 2, 10])],
+        ),
+    );
+    let t1 = t0 + Duration::from_secs(100);
+    let saved = serde_json::to_string(&ha.snapshot(t1)).unwrap();
+    // A new process, another clock.
+    let t2 = Instant::now() + Duration::from_secs(5000);
+    let snap: Snapshot = serde_json::from_str(&saved).unwrap();
+    let mut back = HomeAgent::restore(cfg(), &snap, t2);
+    assert_eq!(back.len(), 2);
+    assert_eq!(back.tunnel_for_v6(a6(MN)), ha.tunnel_for_v6(a6(MN)));
+    assert_eq!(
+        back.tunnel_for_v4(Ipv4Addr::new(198, 51, 100, 100))
+            .map(|x| x.0),
+        Some(a6(MN2))
+    );
+    assert_eq!(
+        back.binding(a6(MN2)).unwrap().expires,
+        t2 + Duration::from_secs(300)
+    );
+    // The sequence window survives: a replayed BU is refused.
+    let o = back
+        .handle_bu(t2, a6(MN2), udp([203, 0, 113, 2], 1), true, &dynreq(7))
+        .unwrap();
+    assert_eq!(ba_of(&o).0, status::SEQ_OUT_OF_WINDOW);
+    // The pool knows the restored allocation: the next MN gets the other address.
+    let o = back
+        .handle_bu(t2, a6(MN3), udp([203, 0, 113, 2], 2), true, &dynreq(1))
+        .unwrap();
+    assert_eq!(ack(&o).unwrap().2, Ipv4Addr::new(198, 51, 100, 101));
+    // Entries that no longer fit the configuration are left out.
+    let mut other = cfg();
+    other.static_ipv4.clear();
+    let back = HomeAgent::restore(other, &snap, t2);
+    assert!(back.binding(a6(MN)).is_none());
+    assert!(back.binding(a6(MN2)).is_some());
+}

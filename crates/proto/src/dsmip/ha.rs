@@ -8,6 +8,7 @@
 use crate::dsmip::seq;
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
 use m6t_wire::Ipv6Prefix;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -105,7 +106,8 @@ pub enum Arrival {
 }
 
 /// The tunnel a binding needs toward the mobile node (RFC 5555 section 4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Tunnel {
     /// IPv6 or IPv4 in IPv6, to an IPv6 care-of address.
     Ipv6 {
@@ -159,6 +161,35 @@ pub struct BaOut {
     pub ba: MhRepr,
 }
 
+/// One binding as saved across restarts: what a home agent's users expect is that a restart
+/// does not drop every mobile node until its next refresh, and that the sequence window
+/// survives (an old BU replayed after a restart must still be refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBinding {
+    /// IPv6 home address.
+    pub hoa: Ipv6Addr,
+    /// Tunnel toward the mobile node.
+    pub tunnel: Tunnel,
+    /// Last accepted sequence number.
+    pub seq: u16,
+    /// Lifetime left, in milliseconds.
+    pub remaining_ms: u64,
+    /// IPv4 home address or prefix.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    /// NAT detected.
+    pub nat: bool,
+    /// IPv4 home address from the dynamic pool.
+    pub dynamic: bool,
+}
+
+/// The binding cache as saved: lifetimes are relative, so the file means the same whatever
+/// the clock of the process that reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every binding.
+    pub bindings: Vec<SavedBinding>,
+}
+
 /// The home agent machine.
 #[derive(Debug)]
 pub struct HomeAgent {
@@ -188,6 +219,72 @@ impl HomeAgent {
             v4: HashMap::new(),
             free_pool,
         }
+    }
+
+    /// The binding cache, to save across restarts.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut bindings: Vec<SavedBinding> = self
+            .cache
+            .values()
+            .map(|b| SavedBinding {
+                hoa: b.hoa,
+                tunnel: b.tunnel,
+                seq: b.seq,
+                remaining_ms: u64::try_from(b.expires.saturating_duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX),
+                ipv4: b.ipv4,
+                nat: b.nat,
+                dynamic: b.dynamic,
+            })
+            .collect();
+        bindings.sort_by_key(|b| b.hoa);
+        Snapshot { bindings }
+    }
+
+    /// A home agent with a saved binding cache. Entries that do not fit the configuration
+    /// any more (home address outside the home prefix, IPv4 home address neither static for
+    /// that node nor in the pool, or held twice) are left out; expired ones too.
+    pub fn restore(cfg: HaConfig, snap: &Snapshot, now: Instant) -> Self {
+        let mut ha = HomeAgent::new(cfg);
+        for b in &snap.bindings {
+            if b.remaining_ms == 0
+                || !ha.cfg.home_prefix.contains(b.hoa)
+                || ha.cache.contains_key(&b.hoa)
+            {
+                continue;
+            }
+            let ipv4 = match b.ipv4 {
+                None => None,
+                Some((a, l)) => {
+                    let ok = if b.dynamic {
+                        ha.free_pool.contains(&a)
+                    } else {
+                        ha.cfg.static_ipv4.get(&b.hoa) == Some(&(a, l))
+                    };
+                    if !ok || ha.v4.contains_key(&a) {
+                        continue;
+                    }
+                    if b.dynamic {
+                        ha.free_pool.retain(|x| *x != a);
+                    }
+                    ha.v4.insert(a, b.hoa);
+                    Some((a, l))
+                }
+            };
+            ha.cache.insert(
+                b.hoa,
+                Binding {
+                    hoa: b.hoa,
+                    tunnel: b.tunnel,
+                    seq: b.seq,
+                    expires: now + Duration::from_millis(b.remaining_ms),
+                    ipv4,
+                    nat: b.nat,
+                    dynamic: b.dynamic && ipv4.is_some(),
+                },
+            );
+        }
+        ha
     }
 
     /// The binding of an IPv6 home address.
