@@ -11,6 +11,7 @@ pub mod icmpv6;
 pub mod ipv6;
 pub mod keepalive;
 pub mod mh;
+pub mod mip6;
 pub mod prefix;
 pub mod tlv;
 pub mod ula;

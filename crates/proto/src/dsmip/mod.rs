@@ -5,5 +5,8 @@
 //! and how to tunnel data.
 
 pub mod ha;
+pub mod ha_node;
 pub mod mn;
+pub mod mn_node;
 pub mod seq;
+pub mod tif;

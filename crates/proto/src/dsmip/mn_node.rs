@@ -1,0 +1,351 @@
+//! The mobile node as a whole, sans-IO: the protocol module ([`MobileNode`]) on top of the
+//! tunnel-interface module ([`crate::dsmip::tif`]). The Linux driver reports care-of
+//! addresses from movement detection and hands over what its sockets and TUN read; the
+//! node answers with a verdict per data packet, queues BUs already built as packets
+//! (RFC 6275 section 11.7.1: Home Address option from an IPv6 care-of address; RFC 5555
+//! section 4.1: from the home address inside UDP/IPv4), and reports registrations.
+
+use crate::dsmip::mn::{Coa, MnConfig, MobileNode, Registration, TunnelMode};
+use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
+use crate::reasons;
+use crate::stats::Counters;
+use m6t_wire::mh::MhMessage;
+use m6t_wire::mip6::{self, HomeIn, Signal};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+reasons! {
+    /// What the mobile node counts: signalling, data, and every drop by its reason.
+    pub enum MnCounter {
+        /// Binding Updates sent (retransmissions included).
+        BuSent => "bu_sent",
+        /// Binding Acknowledgements taken.
+        BaReceived => "ba_received",
+        /// Data packets from the home agent written to the TUN.
+        FromHa => "from_ha",
+        /// Data packets from the TUN sent into the tunnel.
+        ToHa => "to_ha",
+        /// UDP payload neither an IP packet nor a TLV header.
+        DropBadEncapsulation => "drop_bad_encapsulation",
+        /// Malformed inner packet.
+        DropBadInner => "drop_bad_inner",
+        /// Signalling that failed a check.
+        DropBadSignal => "drop_bad_signal",
+        /// Signalling that is not a BA for this mobile node, or a BA no BU waits for.
+        DropUnexpectedSignal => "drop_unexpected_signal",
+        /// A packet whose outer source is not the home agent.
+        DropNotFromHa => "drop_not_from_ha",
+        /// Data from the tunnel not addressed to a home address.
+        DropNotForUs => "drop_not_for_us",
+        /// A packet from the TUN while no registration is in place.
+        DropNotRegistered => "drop_not_registered",
+        /// A packet from the TUN whose source is not a home address.
+        DropWrongSource => "drop_wrong_source",
+    }
+}
+
+/// A Binding Update to send, as a whole packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MnTransmit {
+    /// Inside UDP/IPv4, from the care-of address to the home agent's port 4191.
+    Udp {
+        /// Care-of address to send from.
+        from: Ipv4Addr,
+        /// The home agent.
+        to: SocketAddrV4,
+        /// The IPv6 packet.
+        data: Vec<u8>,
+    },
+    /// A whole IPv6 packet (Home Address option included) from an IPv6 care-of address.
+    Ipv6 {
+        /// Care-of address it is sent from.
+        from: Ipv6Addr,
+        /// The home agent.
+        to: Ipv6Addr,
+        /// The packet.
+        data: Vec<u8>,
+    },
+}
+
+/// A change the driver acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MnEvent {
+    /// A BA accepted a registration; `took` is from the last transmission of the accepted
+    /// BU to its BA.
+    Registered {
+        /// The registration.
+        registration: Registration,
+        /// BU sent -> BA received.
+        took: Duration,
+    },
+    /// The registration is gone (no care-of address, or a move under way).
+    Unregistered,
+}
+
+/// What to do with a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Write this inner packet to the TUN.
+    ToTun(&'a [u8]),
+    /// Signalling, handled.
+    Handled,
+    /// Dropped, counted under this reason.
+    Drop(MnCounter),
+}
+
+/// The mobile node.
+#[derive(Debug)]
+pub struct MnNode {
+    mn: MobileNode,
+    hoa: Ipv6Addr,
+    ha6: Ipv6Addr,
+    ha4: Ipv4Addr,
+    counters: Counters<MnCounter>,
+    out: VecDeque<MnTransmit>,
+    events: VecDeque<MnEvent>,
+    /// Sequence number and time of the last BU transmission.
+    last_bu: Option<(u16, Instant)>,
+    registered: Option<Registration>,
+}
+
+fn tif_drop(d: TifDrop) -> MnCounter {
+    match d {
+        TifDrop::BadEncapsulation => MnCounter::DropBadEncapsulation,
+        TifDrop::BadInner => MnCounter::DropBadInner,
+        TifDrop::BadSignal => MnCounter::DropBadSignal,
+    }
+}
+
+impl MnNode {
+    /// A mobile node; `seq0` is its first sequence number (random, or from a saved state).
+    pub fn new(cfg: MnConfig, seq0: u16) -> Self {
+        MnNode {
+            hoa: cfg.hoa,
+            ha6: cfg.ha6,
+            ha4: cfg.ha4,
+            mn: MobileNode::new(cfg, seq0),
+            counters: Counters::default(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            last_bu: None,
+            registered: None,
+        }
+    }
+
+    /// The current registration.
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registered.as_ref()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters<MnCounter> {
+        &self.counters
+    }
+
+    /// The IPv6 home address.
+    pub fn home_address(&self) -> Ipv6Addr {
+        self.hoa
+    }
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(b) = self.mn.poll_transmit() {
+            let seq = match b.bu.msg {
+                MhMessage::Bu { seq, .. } => seq,
+                _ => continue,
+            };
+            let mut buf = vec![0u8; 40 + 24 + b.bu.emit_len()];
+            let t = match b.coa {
+                Coa::V6(c) => {
+                    let home = if c == self.hoa {
+                        HomeIn::Source
+                    } else {
+                        HomeIn::HomeAddressOption(self.hoa)
+                    };
+                    mip6::emit(c, self.ha6, home, &b.bu, &mut buf).map(|n| {
+                        buf.truncate(n);
+                        MnTransmit::Ipv6 {
+                            from: c,
+                            to: self.ha6,
+                            data: std::mem::take(&mut buf),
+                        }
+                    })
+                }
+                Coa::V4(c) => mip6::emit(self.hoa, self.ha6, HomeIn::Source, &b.bu, &mut buf)
+                    .map(|n| {
+                        buf.truncate(n);
+                        MnTransmit::Udp {
+                            from: c,
+                            to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
+                            data: std::mem::take(&mut buf),
+                        }
+                    }),
+            };
+            if let Ok(t) = t {
+                self.counters.bump(MnCounter::BuSent);
+                self.last_bu = Some((seq, now));
+                self.out.push_back(t);
+            }
+        }
+        let now_reg = self.mn.registration().cloned();
+        if now_reg != self.registered {
+            match &now_reg {
+                Some(r) => {
+                    let took = self
+                        .last_bu
+                        .map(|(_, t)| now.saturating_duration_since(t))
+                        .unwrap_or_default();
+                    self.events.push_back(MnEvent::Registered {
+                        registration: r.clone(),
+                        took,
+                    });
+                }
+                None => self.events.push_back(MnEvent::Unregistered),
+            }
+            self.registered = now_reg;
+        }
+    }
+
+    /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
+    pub fn handle_coas(&mut self, now: Instant, v6: Option<Ipv6Addr>, v4: Option<Ipv4Addr>) {
+        self.mn.handle_coas(now, v6, v4);
+        self.pump(now);
+    }
+
+    fn signal(&mut self, now: Instant, s: Signal) -> Verdict<'static> {
+        let for_us = match s.home {
+            HomeIn::Source => s.dst == self.hoa,
+            HomeIn::RoutingHeader(h) => h == self.hoa,
+            HomeIn::HomeAddressOption(_) => false,
+        };
+        if !for_us || s.src != self.ha6 || !matches!(s.mh.msg, MhMessage::Ba { .. }) {
+            self.counters.bump(MnCounter::DropUnexpectedSignal);
+            return Verdict::Drop(MnCounter::DropUnexpectedSignal);
+        }
+        // The protocol module checks the sequence number against the BU it waits for.
+        if self.mn.handle_ba(now, &s.mh) {
+            self.counters.bump(MnCounter::BaReceived);
+        } else {
+            self.counters.bump(MnCounter::DropUnexpectedSignal);
+        }
+        self.pump(now);
+        Verdict::Handled
+    }
+
+    fn data<'a>(&mut self, inner: &'a [u8], dst: IpAddr) -> Verdict<'a> {
+        let ours = match dst {
+            IpAddr::V6(d) => d == self.hoa,
+            IpAddr::V4(d) => self
+                .registered
+                .as_ref()
+                .and_then(|r| r.ipv4_hoa)
+                .is_some_and(|a| a == d),
+        };
+        if !ours {
+            self.counters.bump(MnCounter::DropNotForUs);
+            return Verdict::Drop(MnCounter::DropNotForUs);
+        }
+        self.counters.bump(MnCounter::FromHa);
+        Verdict::ToTun(inner)
+    }
+
+    fn from_ha(&self, outer: Outer) -> bool {
+        match outer {
+            Outer::Udp(s) => *s.ip() == self.ha4 && s.port() == DSMIP_PORT,
+            Outer::Ipv4(s) => s == self.ha4,
+            Outer::Ipv6(s) => s == self.ha6,
+        }
+    }
+
+    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a> {
+        match up {
+            Up::Signal { outer, .. } | Up::Data { outer, .. } if !self.from_ha(outer) => {
+                self.counters.bump(MnCounter::DropNotFromHa);
+                Verdict::Drop(MnCounter::DropNotFromHa)
+            }
+            Up::Signal { signal, .. } => self.signal(now, signal),
+            Up::Data { inner, dst, .. } => self.data(inner, dst),
+            Up::Drop(d) => {
+                let c = tif_drop(d);
+                self.counters.bump(c);
+                Verdict::Drop(c)
+            }
+        }
+    }
+
+    /// A UDP payload from `from` (the home agent's port 4191).
+    pub fn handle_udp<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        payload: &'a [u8],
+    ) -> Verdict<'a> {
+        self.up(now, tif::from_udp(from, payload))
+    }
+
+    /// The payload of an IP-in-IP packet from `src`.
+    pub fn handle_ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, inner: &'a [u8]) -> Verdict<'a> {
+        self.up(now, tif::from_ip_in_ip(src, inner))
+    }
+
+    /// A whole IPv6 signalling packet captured with its extension headers (a BA with a
+    /// type 2 Routing Header).
+    pub fn handle_captured(&mut self, now: Instant, pkt: &[u8]) {
+        let _ = self.up(now, tif::from_captured(pkt));
+    }
+
+    /// How to send a packet read from the TUN (an application's, from a home address).
+    pub fn route_to_home(&mut self, pkt: &[u8]) -> Result<Encap, MnCounter> {
+        let Some((src, _)) = tif::addresses(pkt) else {
+            self.counters.bump(MnCounter::DropBadInner);
+            return Err(MnCounter::DropBadInner);
+        };
+        let Some(r) = &self.registered else {
+            self.counters.bump(MnCounter::DropNotRegistered);
+            return Err(MnCounter::DropNotRegistered);
+        };
+        let ok = match src {
+            IpAddr::V6(s) => s == self.hoa,
+            IpAddr::V4(s) => r.ipv4_hoa == Some(s),
+        };
+        if !ok {
+            self.counters.bump(MnCounter::DropWrongSource);
+            return Err(MnCounter::DropWrongSource);
+        }
+        let proto = tif::proto_of(pkt);
+        self.counters.bump(MnCounter::ToHa);
+        Ok(match r.mode {
+            TunnelMode::Ipv6 => Encap::Ipv6 { to: self.ha6, proto },
+            TunnelMode::Ipv4 => Encap::Ipv4 { to: self.ha4, proto },
+            TunnelMode::Udp => Encap::Udp {
+                to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
+                tlv: false,
+            },
+            TunnelMode::Tlv => Encap::Udp {
+                to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
+                tlv: true,
+            },
+        })
+    }
+
+    /// The next BU to send.
+    pub fn poll_transmit(&mut self) -> Option<MnTransmit> {
+        self.out.pop_front()
+    }
+
+    /// The next registration change.
+    pub fn poll_event(&mut self) -> Option<MnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the node next wants [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.mn.poll_timeout()
+    }
+
+    /// Retransmissions and refreshes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.mn.handle_timeout(now);
+        self.pump(now);
+    }
+}
