@@ -10,5 +10,6 @@ pub mod claims;
 pub mod control;
 pub mod netlink;
 pub mod poll;
+pub mod raw;
 pub mod tun;
 pub mod udp;

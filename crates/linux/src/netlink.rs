@@ -166,6 +166,264 @@ impl Netlink {
     }
 }
 
+/// An address as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddress {
+    /// Interface index.
+    pub index: u32,
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Usable as a source: not tentative, not deprecated, not failed DAD.
+    pub usable: bool,
+}
+
+/// An interface as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfLink {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Administratively up and with a carrier (IFF_UP and IFF_RUNNING).
+    pub up: bool,
+}
+
+fn route_ip(dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> netlink_packet_route::route::RouteMessage {
+    match dst {
+        IpAddr::V6(d) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(d, len)
+            .output_interface(index)
+            .priority(metric)
+            .table_id(table)
+            .build(),
+        IpAddr::V4(d) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(d, len)
+            .output_interface(index)
+            .priority(metric)
+            .table_id(table)
+            .build(),
+    }
+}
+
+fn absent(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m)
+        if m.raw_code() == -libc::ESRCH || m.raw_code() == -libc::ENOENT || m.raw_code() == -libc::EADDRNOTAVAIL)
+}
+
+impl Netlink {
+    /// Adds `addr/prefix_len` (IPv4 or IPv6, IPv6 without DAD) to interface `index`.
+    pub fn add_ip(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+        match addr {
+            IpAddr::V6(a) => self.add_address(index, a, prefix_len),
+            IpAddr::V4(_) => self.rt.block_on(async {
+                self.handle
+                    .address()
+                    .add(index, addr, prefix_len)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(err("add address"))
+            }),
+        }
+    }
+
+    /// Removes `addr` (IPv4 or IPv6) from interface `index` (no error when absent).
+    pub fn del_ip(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        self.rt.block_on(async {
+            let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+            let mut found = Vec::new();
+            while let Some(m) = s.try_next().await.map_err(err("list addresses"))? {
+                if m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) if *x == addr)) {
+                    found.push(m);
+                }
+            }
+            for m in found {
+                match self.handle.address().del(m).execute().await {
+                    Ok(()) => {}
+                    Err(e) if absent(&e) => {}
+                    Err(e) => return Err(err("delete address")(e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Every address of every interface.
+    pub fn addresses(&self) -> Result<Vec<IfAddress>, NetlinkError> {
+        self.rt.block_on(async {
+            let mut s = self.handle.address().get().execute();
+            let mut out = Vec::new();
+            while let Some(m) = s.try_next().await.map_err(err("list addresses"))? {
+                let mut flags = AddressFlags::from_bits_retain(u32::from(m.header.flags.bits()));
+                let mut addr = None;
+                for a in &m.attributes {
+                    match a {
+                        // IFA_ADDRESS is the peer on point-to-point links; IFA_LOCAL, when
+                        // present, is the local address.
+                        AddressAttribute::Local(x) => addr = Some(*x),
+                        AddressAttribute::Address(x) if addr.is_none() => addr = Some(*x),
+                        AddressAttribute::Flags(f) => flags = *f,
+                        _ => {}
+                    }
+                }
+                if let Some(addr) = addr {
+                    let usable = !flags.intersects(AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed);
+                    out.push(IfAddress { index: m.header.index, addr, prefix_len: m.header.prefix_len, usable });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every interface.
+    pub fn links(&self) -> Result<Vec<IfLink>, NetlinkError> {
+        use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+        self.rt.block_on(async {
+            let mut s = self.handle.link().get().execute();
+            let mut out = Vec::new();
+            while let Some(m) = s.try_next().await.map_err(err("list links"))? {
+                let name = m.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                let f = m.header.flags;
+                out.push(IfLink {
+                    index: m.header.index,
+                    name: name.unwrap_or_default(),
+                    up: f.contains(LinkFlags::Up) && f.contains(LinkFlags::Running),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Adds (or replaces) the route `dst/len` through interface `index`, in `table`.
+    pub fn replace_route_ip(&self, dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> Result<(), NetlinkError> {
+        self.rt.block_on(async {
+            self.handle
+                .route()
+                .add(route_ip(dst, len, index, metric, table))
+                .replace()
+                .execute()
+                .await
+                .map_err(err("add route"))
+        })
+    }
+
+    /// Removes the route `dst/len` through `index` in `table` (no error when absent).
+    pub fn del_route_ip(&self, dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> Result<(), NetlinkError> {
+        self.rt.block_on(async {
+            match self.handle.route().del(route_ip(dst, len, index, metric, table)).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if absent(&e) => Ok(()),
+                Err(e) => Err(err("delete route")(e)),
+            }
+        })
+    }
+
+    fn rule_msg(&self, src: IpAddr, table: u32, priority: u32) -> netlink_packet_route::rule::RuleMessage {
+        match src {
+            IpAddr::V6(a) => {
+                let mut r = self.handle.rule().add().v6().source_prefix(a, 128).table_id(table).priority(priority);
+                r.message_mut().clone()
+            }
+            IpAddr::V4(a) => {
+                let mut r = self.handle.rule().add().v4().source_prefix(a, 32).table_id(table).priority(priority);
+                r.message_mut().clone()
+            }
+        }
+    }
+
+    /// Adds the policy rule "from `src` lookup `table`" at `priority` (replacing an equal
+    /// one left by an earlier run).
+    pub fn add_source_rule(&self, src: IpAddr, table: u32, priority: u32) -> Result<(), NetlinkError> {
+        let _ = self.del_source_rule(src, table, priority);
+        let msg = self.rule_msg(src, table, priority);
+        self.rt.block_on(async {
+            let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewRule(msg));
+            req.header.flags = netlink_packet_core::NLM_F_REQUEST
+                | netlink_packet_core::NLM_F_ACK
+                | netlink_packet_core::NLM_F_CREATE
+                | netlink_packet_core::NLM_F_EXCL;
+            let mut h = self.handle.clone();
+            let mut resp = h.request(req).map_err(err("add rule"))?;
+            while let Some(m) = futures::StreamExt::next(&mut resp).await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    if e.code.is_some() {
+                        return Err(err("add rule")(io::Error::from_raw_os_error(-e.raw_code())));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the rule [`Self::add_source_rule`] added (no error when absent).
+    pub fn del_source_rule(&self, src: IpAddr, table: u32, priority: u32) -> Result<(), NetlinkError> {
+        let msg = self.rule_msg(src, table, priority);
+        self.rt.block_on(async {
+            match self.handle.rule().del(msg).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if absent(&e) => Ok(()),
+                Err(e) => Err(err("delete rule")(e)),
+            }
+        })
+    }
+
+    fn proxy_msg(index: u32, addr: IpAddr) -> netlink_packet_route::neighbour::NeighbourMessage {
+        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+        let mut m = NeighbourMessage::default();
+        m.header.family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.ifindex = index;
+        m.header.flags = NeighbourFlags::Proxy;
+        m.attributes.push(NeighbourAttribute::Destination(match addr {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+        m
+    }
+
+    /// Answers neighbour discovery (IPv6) or ARP (IPv4) for `addr` on interface `index`
+    /// (a proxy entry, "ip neigh add proxy").
+    pub fn add_proxy(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        let msg = Self::proxy_msg(index, addr);
+        self.rt.block_on(async {
+            let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
+            req.header.flags = netlink_packet_core::NLM_F_REQUEST
+                | netlink_packet_core::NLM_F_ACK
+                | netlink_packet_core::NLM_F_CREATE
+                | netlink_packet_core::NLM_F_REPLACE;
+            let mut h = self.handle.clone();
+            let mut resp = h.request(req).map_err(err("add proxy"))?;
+            while let Some(m) = futures::StreamExt::next(&mut resp).await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    if e.code.is_some() {
+                        return Err(err("add proxy")(io::Error::from_raw_os_error(-e.raw_code())));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a proxy entry (no error when absent).
+    pub fn del_proxy(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
+        let msg = Self::proxy_msg(index, addr);
+        self.rt.block_on(async {
+            match self.handle.neighbours().del(msg).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if absent(&e) => Ok(()),
+                Err(e) => Err(err("delete proxy")(e)),
+            }
+        })
+    }
+}
+
 /// What a batch of notifications said about IPv4 attachment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AttachmentEvents {
@@ -192,6 +450,9 @@ pub struct Monitor {
 
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const RT_TABLE_MAIN: u8 = 254;
 
 fn is_default_v4(h: &RouteHeader) -> bool {
@@ -201,10 +462,22 @@ fn is_default_v4(h: &RouteHeader) -> bool {
 }
 
 impl Monitor {
-    /// Subscribes to the notifications.
+    /// Subscribes to the IPv4 notifications.
     pub fn open() -> io::Result<Monitor> {
+        Self::with_groups(RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
+    }
+
+    /// Subscribes to IPv4 and IPv6 address and route notifications and to link changes
+    /// (the mobile node's movement detection).
+    pub fn open_dual() -> io::Result<Monitor> {
+        Self::with_groups(
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE,
+        )
+    }
+
+    fn with_groups(groups: u32) -> io::Result<Monitor> {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind(&SocketAddr::new(0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))?;
+        sock.bind(&SocketAddr::new(0, groups))?;
         sock.set_non_blocking(true)?;
         Ok(Monitor {
             sock,
@@ -241,6 +514,10 @@ impl Monitor {
                         {
                             ev.address = true
                         }
+                        RouteNetlinkMessage::NewAddress(_)
+                        | RouteNetlinkMessage::DelAddress(_)
+                        | RouteNetlinkMessage::NewLink(_)
+                        | RouteNetlinkMessage::DelLink(_) => ev.other_route = true,
                         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
                             if is_default_v4(&r.header) {
                                 ev.default_route = true;
