@@ -190,7 +190,13 @@ pub struct IfLink {
     pub up: bool,
 }
 
-fn route_ip(dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> netlink_packet_route::route::RouteMessage {
+fn route_ip(
+    dst: IpAddr,
+    len: u8,
+    index: u32,
+    metric: u32,
+    table: u32,
+) -> netlink_packet_route::route::RouteMessage {
     match dst {
         IpAddr::V6(d) => RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(d, len)
@@ -232,10 +238,18 @@ impl Netlink {
     /// Removes `addr` (IPv4 or IPv6) from interface `index` (no error when absent).
     pub fn del_ip(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
-            let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+            let mut s = self
+                .handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .execute();
             let mut found = Vec::new();
             while let Some(m) = s.try_next().await.map_err(err("list addresses"))? {
-                if m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) if *x == addr)) {
+                if m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Address(x) if *x == addr))
+                {
                     found.push(m);
                 }
             }
@@ -269,8 +283,17 @@ impl Netlink {
                     }
                 }
                 if let Some(addr) = addr {
-                    let usable = !flags.intersects(AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed);
-                    out.push(IfAddress { index: m.header.index, addr, prefix_len: m.header.prefix_len, usable });
+                    let usable = !flags.intersects(
+                        AddressFlags::Tentative
+                            | AddressFlags::Deprecated
+                            | AddressFlags::Dadfailed,
+                    );
+                    out.push(IfAddress {
+                        index: m.header.index,
+                        addr,
+                        prefix_len: m.header.prefix_len,
+                        usable,
+                    });
                 }
             }
             Ok(out)
@@ -300,7 +323,14 @@ impl Netlink {
     }
 
     /// Adds (or replaces) the route `dst/len` through interface `index`, in `table`.
-    pub fn replace_route_ip(&self, dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> Result<(), NetlinkError> {
+    pub fn replace_route_ip(
+        &self,
+        dst: IpAddr,
+        len: u8,
+        index: u32,
+        metric: u32,
+        table: u32,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
             self.handle
                 .route()
@@ -313,9 +343,22 @@ impl Netlink {
     }
 
     /// Removes the route `dst/len` through `index` in `table` (no error when absent).
-    pub fn del_route_ip(&self, dst: IpAddr, len: u8, index: u32, metric: u32, table: u32) -> Result<(), NetlinkError> {
+    pub fn del_route_ip(
+        &self,
+        dst: IpAddr,
+        len: u8,
+        index: u32,
+        metric: u32,
+        table: u32,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
-            match self.handle.route().del(route_ip(dst, len, index, metric, table)).execute().await {
+            match self
+                .handle
+                .route()
+                .del(route_ip(dst, len, index, metric, table))
+                .execute()
+                .await
+            {
                 Ok(()) => Ok(()),
                 Err(e) if absent(&e) => Ok(()),
                 Err(e) => Err(err("delete route")(e)),
@@ -323,14 +366,33 @@ impl Netlink {
         })
     }
 
-    fn rule_msg(&self, src: IpAddr, table: u32, priority: u32) -> netlink_packet_route::rule::RuleMessage {
+    fn rule_msg(
+        &self,
+        src: IpAddr,
+        table: u32,
+        priority: u32,
+    ) -> netlink_packet_route::rule::RuleMessage {
         match src {
             IpAddr::V6(a) => {
-                let mut r = self.handle.rule().add().v6().source_prefix(a, 128).table_id(table).priority(priority);
+                let mut r = self
+                    .handle
+                    .rule()
+                    .add()
+                    .v6()
+                    .source_prefix(a, 128)
+                    .table_id(table)
+                    .priority(priority);
                 r.message_mut().clone()
             }
             IpAddr::V4(a) => {
-                let mut r = self.handle.rule().add().v4().source_prefix(a, 32).table_id(table).priority(priority);
+                let mut r = self
+                    .handle
+                    .rule()
+                    .add()
+                    .v4()
+                    .source_prefix(a, 32)
+                    .table_id(table)
+                    .priority(priority);
                 r.message_mut().clone()
             }
         }
@@ -338,7 +400,12 @@ impl Netlink {
 
     /// Adds the policy rule "from `src` lookup `table`" at `priority` (replacing an equal
     /// one left by an earlier run).
-    pub fn add_source_rule(&self, src: IpAddr, table: u32, priority: u32) -> Result<(), NetlinkError> {
+    pub fn add_source_rule(
+        &self,
+        src: IpAddr,
+        table: u32,
+        priority: u32,
+    ) -> Result<(), NetlinkError> {
         let _ = self.del_source_rule(src, table, priority);
         let msg = self.rule_msg(src, table, priority);
         self.rt.block_on(async {
@@ -361,7 +428,12 @@ impl Netlink {
     }
 
     /// Removes the rule [`Self::add_source_rule`] added (no error when absent).
-    pub fn del_source_rule(&self, src: IpAddr, table: u32, priority: u32) -> Result<(), NetlinkError> {
+    pub fn del_source_rule(
+        &self,
+        src: IpAddr,
+        table: u32,
+        priority: u32,
+    ) -> Result<(), NetlinkError> {
         let msg = self.rule_msg(src, table, priority);
         self.rt.block_on(async {
             match self.handle.rule().del(msg).execute().await {
@@ -373,7 +445,9 @@ impl Netlink {
     }
 
     fn proxy_msg(index: u32, addr: IpAddr) -> netlink_packet_route::neighbour::NeighbourMessage {
-        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
+        };
         let mut m = NeighbourMessage::default();
         m.header.family = match addr {
             IpAddr::V4(_) => AddressFamily::Inet,
@@ -381,10 +455,11 @@ impl Netlink {
         };
         m.header.ifindex = index;
         m.header.flags = NeighbourFlags::Proxy;
-        m.attributes.push(NeighbourAttribute::Destination(match addr {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        }));
+        m.attributes
+            .push(NeighbourAttribute::Destination(match addr {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
         m
     }
 
@@ -403,7 +478,9 @@ impl Netlink {
             while let Some(m) = futures::StreamExt::next(&mut resp).await {
                 if let NetlinkPayload::Error(e) = m.payload {
                     if e.code.is_some() {
-                        return Err(err("add proxy")(io::Error::from_raw_os_error(-e.raw_code())));
+                        return Err(err("add proxy")(io::Error::from_raw_os_error(
+                            -e.raw_code(),
+                        )));
                     }
                 }
             }
@@ -471,7 +548,11 @@ impl Monitor {
     /// (the mobile node's movement detection).
     pub fn open_dual() -> io::Result<Monitor> {
         Self::with_groups(
-            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE,
+            RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV6_ROUTE,
         )
     }
 

@@ -84,14 +84,18 @@ impl RawIp {
         }
         let ihl = usize::from(buf.first().copied().unwrap_or(0) & 0x0f) * 4;
         if ihl < 20 || ihl > n {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "short IPv4 header"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "short IPv4 header",
+            ));
         }
         Ok((src, ihl..n))
     }
 
     /// Sends `inner` to `to` inside an outer header built by the kernel.
     pub fn send(&self, to: IpAddr, inner: &[u8]) -> io::Result<usize> {
-        self.sock.send_to(inner, &SockAddr::from(SocketAddr::new(to, 0)))
+        self.sock
+            .send_to(inner, &SockAddr::from(SocketAddr::new(to, 0)))
     }
 }
 
@@ -110,7 +114,11 @@ pub struct RawIpv6Sender {
 impl RawIpv6Sender {
     /// Opens the socket.
     pub fn open() -> io::Result<RawIpv6Sender> {
-        let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
+        let sock = Socket::new(
+            Domain::IPV6,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )?;
         sock.set_nonblocking(true)?;
         Ok(RawIpv6Sender { sock })
     }
@@ -151,12 +159,42 @@ impl Capture {
         // ldb [6]; jeq 0/43/60 -> accept; ret 0; accept: ret 0xffff (offsets from the
         // network header: SOCK_DGRAM packet sockets strip the link header).
         let prog = [
-            libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 6 },
-            libc::sock_filter { code: 0x15, jt: 3, jf: 0, k: 0 },
-            libc::sock_filter { code: 0x15, jt: 2, jf: 0, k: 43 },
-            libc::sock_filter { code: 0x15, jt: 1, jf: 0, k: 60 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0xffff },
+            libc::sock_filter {
+                code: 0x30,
+                jt: 0,
+                jf: 0,
+                k: 6,
+            },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 3,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 2,
+                jf: 0,
+                k: 43,
+            },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 1,
+                jf: 0,
+                k: 60,
+            },
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0xffff,
+            },
         ];
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
@@ -227,7 +265,12 @@ impl DsmipUdp {
         s.set_nonblocking(true)?;
         let _ = s.set_recv_buffer_size(BUFFER_BYTES);
         let _ = s.set_send_buffer_size(BUFFER_BYTES);
-        set_int(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)?;
+        set_int(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )?;
         s.bind(&SockAddr::from(local))?;
         Ok(DsmipUdp { sock: s.into() })
     }
@@ -256,7 +299,10 @@ impl DsmipUdp {
     /// Sends a datagram made of two parts (a TLV header and the packet) without copying.
     pub fn send2(&self, to: SocketAddrV4, a: &[u8], b: &[u8]) -> io::Result<usize> {
         let s = socket2::SockRef::from(&self.sock);
-        s.send_to_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)], &SockAddr::from(to))
+        s.send_to_vectored(
+            &[io::IoSlice::new(a), io::IoSlice::new(b)],
+            &SockAddr::from(to),
+        )
     }
 }
 

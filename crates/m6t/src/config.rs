@@ -205,14 +205,17 @@ pub struct GatewayFile {
     pub control_socket: PathBuf,
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.display().to_string(),
         msg: e.message().to_string()
@@ -222,25 +225,31 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, Con
     })
 }
 
-struct V<'a> {
-    path: &'a Path,
+pub(crate) struct V<'a> {
+    pub(crate) path: &'a Path,
 }
 
 impl V<'_> {
-    fn bad(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
+    pub(crate) fn bad(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.display().to_string(),
             key,
             msg: msg.into(),
         }
     }
-    fn secs(&self, key: &'static str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    pub(crate) fn secs(
+        &self,
+        key: &'static str,
+        v: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<Duration, ConfigError> {
         if !(v.is_finite() && v >= min && v <= max) {
             return Err(self.bad(key, format!("must be between {min} and {max} seconds")));
         }
         Ok(Duration::from_secs_f64(v))
     }
-    fn mtu(&self, v: u16) -> Result<u16, ConfigError> {
+    pub(crate) fn mtu(&self, v: u16) -> Result<u16, ConfigError> {
         if !(1280..=65507).contains(&v) {
             return Err(self.bad("mtu", "must be between 1280 (IPv6 minimum) and 65507"));
         }
@@ -258,7 +267,7 @@ impl V<'_> {
         }
         Ok(())
     }
-    fn iface(&self, v: &str) -> Result<(), ConfigError> {
+    pub(crate) fn iface(&self, v: &str) -> Result<(), ConfigError> {
         if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
             return Err(self.bad("interface", "must be 1 to 15 characters, no '/' or space"));
         }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod daemon;
+pub mod dsmip_config;
 pub mod lab;
 pub mod netns;
 pub mod prefix_tool;

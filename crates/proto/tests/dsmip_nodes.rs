@@ -154,10 +154,19 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
     let down = packet6("2001:db8:2::10", HOA);
     assert_eq!(
         h.route_from_home(&down),
-        Ok(Encap::Udp { to: nat, tlv: false })
+        Ok(Encap::Udp {
+            to: nat,
+            tlv: false
+        })
     );
     let down4 = packet4(Ipv4Addr::new(198, 51, 100, 130), v4hoa);
-    assert_eq!(h.route_from_home(&down4), Ok(Encap::Udp { to: nat, tlv: false }));
+    assert_eq!(
+        h.route_from_home(&down4),
+        Ok(Encap::Udp {
+            to: nat,
+            tlv: false
+        })
+    );
     let ha_src = SocketAddrV4::new(HA4, 4191);
     assert_eq!(m.handle_udp(t0, ha_src, &down), MnVerdict::ToTun(&down));
     assert_eq!(m.handle_udp(t0, ha_src, &down4), MnVerdict::ToTun(&down4));
@@ -218,7 +227,10 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
             proto: tif::PROTO_IPV6
         })
     );
-    assert_eq!(h.handle_ip_in_ip(t1, IpAddr::V6(coa6), &up), HaVerdict::ToTun(&up));
+    assert_eq!(
+        h.handle_ip_in_ip(t1, IpAddr::V6(coa6), &up),
+        HaVerdict::ToTun(&up)
+    );
     // The old IPv4 care-of address is no longer accepted.
     assert_eq!(
         h.handle_ip_in_ip(t1, IpAddr::V4(coa4), &up),
@@ -281,6 +293,9 @@ fn lifetime_end_unbinds_and_hostile_input_is_counted() {
     assert!(matches!(h.poll_event(), Some(HaEvent::Bound { .. })));
     let end = h.poll_timeout().unwrap();
     h.handle_timeout(end);
-    assert!(matches!(h.poll_event(), Some(HaEvent::Unbound { ipv4: Some(_), .. })));
+    assert!(matches!(
+        h.poll_event(),
+        Some(HaEvent::Unbound { ipv4: Some(_), .. })
+    ));
     assert!(h.home_agent().is_empty());
 }

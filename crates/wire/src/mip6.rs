@@ -103,12 +103,7 @@ pub fn parse(pkt: &[u8]) -> Result<Signal, SignalError> {
                     HomeIn::RoutingHeader(h) => (src, h),
                 };
                 let mh = MhRepr::parse(&payload[off..], psrc, pdst).map_err(SignalError::Mh)?;
-                return Ok(Signal {
-                    src,
-                    dst,
-                    home,
-                    mh,
-                });
+                return Ok(Signal { src, dst, home, mh });
             }
             NEXT_HEADER_HOPOPTS | NEXT_HEADER_DSTOPTS | NEXT_HEADER_ROUTING => {
                 let h = payload.get(off..off + 2).ok_or(SignalError::ExtHeader)?;

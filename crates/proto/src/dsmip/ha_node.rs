@@ -328,7 +328,12 @@ impl HaNode {
     }
 
     /// The payload of an IP-in-IP packet (IPv4 protocol 4/41, IPv6 Next Header 4/41).
-    pub fn handle_ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, inner: &'a [u8]) -> Verdict<'a> {
+    pub fn handle_ip_in_ip<'a>(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        inner: &'a [u8],
+    ) -> Verdict<'a> {
         self.up(now, tif::from_ip_in_ip(src, inner))
     }
 

@@ -171,15 +171,16 @@ impl MnNode {
                         }
                     })
                 }
-                Coa::V4(c) => mip6::emit(self.hoa, self.ha6, HomeIn::Source, &b.bu, &mut buf)
-                    .map(|n| {
+                Coa::V4(c) => {
+                    mip6::emit(self.hoa, self.ha6, HomeIn::Source, &b.bu, &mut buf).map(|n| {
                         buf.truncate(n);
                         MnTransmit::Udp {
                             from: c,
                             to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
                             data: std::mem::take(&mut buf),
                         }
-                    }),
+                    })
+                }
             };
             if let Ok(t) = t {
                 self.counters.bump(MnCounter::BuSent);
@@ -284,7 +285,12 @@ impl MnNode {
     }
 
     /// The payload of an IP-in-IP packet from `src`.
-    pub fn handle_ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, inner: &'a [u8]) -> Verdict<'a> {
+    pub fn handle_ip_in_ip<'a>(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        inner: &'a [u8],
+    ) -> Verdict<'a> {
         self.up(now, tif::from_ip_in_ip(src, inner))
     }
 
@@ -315,8 +321,14 @@ impl MnNode {
         let proto = tif::proto_of(pkt);
         self.counters.bump(MnCounter::ToHa);
         Ok(match r.mode {
-            TunnelMode::Ipv6 => Encap::Ipv6 { to: self.ha6, proto },
-            TunnelMode::Ipv4 => Encap::Ipv4 { to: self.ha4, proto },
+            TunnelMode::Ipv6 => Encap::Ipv6 {
+                to: self.ha6,
+                proto,
+            },
+            TunnelMode::Ipv4 => Encap::Ipv4 {
+                to: self.ha4,
+                proto,
+            },
             TunnelMode::Udp => Encap::Udp {
                 to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
                 tlv: false,

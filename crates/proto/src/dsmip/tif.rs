@@ -254,7 +254,10 @@ mod tests {
         let mut t = tlv_header(&bu).to_vec();
         t.extend_from_slice(&bu);
         assert!(matches!(from_udp(from, &t), Up::Signal { tlv: true, .. }));
-        assert_eq!(from_udp(from, &[0x20, 1, 2]), Up::Drop(TifDrop::BadEncapsulation));
+        assert_eq!(
+            from_udp(from, &[0x20, 1, 2]),
+            Up::Drop(TifDrop::BadEncapsulation)
+        );
         assert_eq!(from_udp(from, &d[..30]), Up::Drop(TifDrop::BadInner));
         let mut bad = bu.clone();
         bad[45] ^= 1;

@@ -1,0 +1,480 @@
+//! Configuration files (TOML) of the DSMIPv6 home agent (`m6t ha`) and mobile node
+//! (`m6t mn`), validated with errors naming the key. Defaults are the RFC 5555 / RFC 6275
+//! values the README lists.
+
+use crate::config::{parse, read, ConfigError, V};
+use m6t_proto::dsmip::ha::HaConfig;
+use m6t_proto::dsmip::mn::{Ipv4HoaRequest, MnConfig};
+use m6t_wire::Ipv6Prefix;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn d_ha_iface() -> String {
+    "mip6ha0".into()
+}
+fn d_mn_iface() -> String {
+    "mip6mn0".into()
+}
+fn d_mtu() -> u16 {
+    1400
+}
+fn d_max_lifetime() -> f64 {
+    3600.0
+}
+fn d_nat_keepalive() -> u32 {
+    110
+}
+fn d_true() -> bool {
+    true
+}
+fn d_metric() -> u32 {
+    1024
+}
+fn d_state_file() -> PathBuf {
+    "/var/lib/m6t/ha-bindings.json".into()
+}
+fn d_ha_socket() -> PathBuf {
+    "/run/m6t/ha.sock".into()
+}
+fn d_mn_socket() -> PathBuf {
+    "/run/m6t/mn.sock".into()
+}
+fn d_lifetime() -> f64 {
+    400.0
+}
+fn d_v4hoa() -> String {
+    "none".into()
+}
+fn d_table() -> u32 {
+    206
+}
+fn d_rule_priority() -> u32 {
+    1000
+}
+
+/// One mobile node the home agent knows (static IPv4 home address, prefix rights).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNodeEntry {
+    /// Its IPv6 home address.
+    pub home_address: Ipv6Addr,
+    /// Its static IPv4 home address or prefix ("198.51.100.5" or "198.51.100.64/28").
+    pub ipv4_home_address: Option<String>,
+    /// Whether it may hold an IPv4 prefix (P flag, RFC 5555 section 3.1.1).
+    #[serde(default)]
+    pub ipv4_prefix_allowed: bool,
+}
+
+/// The home agent's file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaFile {
+    /// The home agent's IPv6 address (destination of BUs).
+    pub address6: Ipv6Addr,
+    /// The home agent's IPv4 address (UDP 4191 and IP-in-IP).
+    pub address4: Ipv4Addr,
+    /// The home prefix the IPv6 home addresses belong to.
+    pub home_prefix: Ipv6Prefix,
+    /// The home link: bound home addresses are answered for here (proxy ND / ARP).
+    pub home_link: Option<String>,
+    /// TUN interface carrying the mobile nodes' traffic.
+    #[serde(default = "d_ha_iface")]
+    pub interface: String,
+    /// Its MTU.
+    #[serde(default = "d_mtu")]
+    pub mtu: u16,
+    /// Longest lifetime granted, seconds.
+    #[serde(default = "d_max_lifetime")]
+    pub max_lifetime: f64,
+    /// NAT keep-alive refresh time sent in NAT Detection, seconds (NATKATIMEOUT).
+    #[serde(default = "d_nat_keepalive")]
+    pub nat_keepalive: u32,
+    /// Accept the F flag (force UDP); refused with status 144 otherwise.
+    #[serde(default = "d_true")]
+    pub accept_force_udp: bool,
+    /// Accept the TLV-header format (T flag).
+    #[serde(default)]
+    pub accept_tlv: bool,
+    /// Accept BUs not protected by ESP (RFC 5555 section 5 requires ESP; only for tests).
+    #[serde(default)]
+    pub accept_unprotected: bool,
+    /// Dynamic IPv4 home addresses: addresses or prefixes ("198.51.100.16/28").
+    #[serde(default)]
+    pub ipv4_pool: Vec<String>,
+    /// Metric of the routes to bound home addresses.
+    #[serde(default = "d_metric")]
+    pub route_metric: u32,
+    /// Where the binding cache is saved across restarts ("" to keep it in memory only).
+    #[serde(default = "d_state_file")]
+    pub state_file: PathBuf,
+    /// Control socket for `m6t status`.
+    #[serde(default = "d_ha_socket")]
+    pub control_socket: PathBuf,
+    /// Known mobile nodes.
+    #[serde(default)]
+    pub mobile_node: Vec<MobileNodeEntry>,
+}
+
+/// A validated home agent configuration.
+#[derive(Debug, Clone)]
+pub struct Ha {
+    /// The protocol module's configuration.
+    pub machine: HaConfig,
+    /// IPv6 address.
+    pub address6: Ipv6Addr,
+    /// IPv4 address.
+    pub address4: Ipv4Addr,
+    /// Home link interface.
+    pub home_link: Option<String>,
+    /// TUN name.
+    pub interface: String,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// Route metric.
+    pub route_metric: u32,
+    /// Binding cache file.
+    pub state_file: Option<PathBuf>,
+    /// Control socket.
+    pub control_socket: PathBuf,
+}
+
+fn v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+    match s.split_once('/') {
+        Some((a, l)) => {
+            let l: u8 = l.parse().ok()?;
+            (1..=32).contains(&l).then_some(())?;
+            Some((a.parse().ok()?, l))
+        }
+        None => Some((s.parse().ok()?, 32)),
+    }
+}
+
+/// Reads and validates a home agent file.
+pub fn load_ha(path: &Path) -> Result<Ha, ConfigError> {
+    ha_from_str(path, &read(path)?)
+}
+
+/// Validates a home agent file's text.
+pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
+    let f: HaFile = parse(path, text)?;
+    let v = V { path };
+    v.iface(&f.interface)?;
+    let mtu = v.mtu(f.mtu)?;
+    let max_lifetime = v.secs("max_lifetime", f.max_lifetime, 4.0, 262_140.0)?;
+    if f.nat_keepalive == 0 {
+        return Err(v.bad("nat_keepalive", "must be at least 1 second"));
+    }
+    if !f.home_prefix.contains(f.address6) {
+        return Err(v.bad("address6", "must be inside home_prefix"));
+    }
+    let mut pool = Vec::new();
+    for p in &f.ipv4_pool {
+        let (a, l) = v4_prefix(p).ok_or_else(|| {
+            v.bad(
+                "ipv4_pool",
+                format!("`{p}` is not an IPv4 address or prefix"),
+            )
+        })?;
+        if l < 16 {
+            return Err(v.bad("ipv4_pool", format!("`{p}`: prefixes longer than /16 only")));
+        }
+        let base = u32::from(a) & (u32::MAX << (32 - u32::from(l)).min(31));
+        let n = 1u32 << (32 - u32::from(l));
+        for i in 0..n {
+            let x = Ipv4Addr::from(base + i);
+            // A /31 or /32 is all usable; otherwise skip the network and broadcast ones.
+            if l < 31 && (i == 0 || i == n - 1) {
+                continue;
+            }
+            if x != f.address4 {
+                pool.push(x);
+            }
+        }
+    }
+    let mut machine = HaConfig::new(f.home_prefix);
+    machine.max_lifetime = max_lifetime;
+    machine.nat_keepalive = f.nat_keepalive;
+    machine.accept_force_udp = f.accept_force_udp;
+    machine.accept_tlv = f.accept_tlv;
+    machine.accept_unprotected = f.accept_unprotected;
+    let mut statics = HashMap::new();
+    let mut holders = HashSet::new();
+    for m in &f.mobile_node {
+        if !f.home_prefix.contains(m.home_address) {
+            return Err(v.bad(
+                "mobile_node.home_address",
+                format!("{} is not inside home_prefix", m.home_address),
+            ));
+        }
+        if let Some(s) = &m.ipv4_home_address {
+            let p = v4_prefix(s).ok_or_else(|| {
+                v.bad(
+                    "mobile_node.ipv4_home_address",
+                    format!("`{s}` is not an IPv4 address or prefix"),
+                )
+            })?;
+            if p.1 < 32 && !m.ipv4_prefix_allowed {
+                return Err(v.bad(
+                    "mobile_node.ipv4_home_address",
+                    "a prefix needs ipv4_prefix_allowed = true",
+                ));
+            }
+            pool.retain(|a| *a != p.0);
+            if statics.insert(m.home_address, p).is_some() {
+                return Err(v.bad(
+                    "mobile_node.home_address",
+                    format!("{} listed twice", m.home_address),
+                ));
+            }
+        }
+        if m.ipv4_prefix_allowed {
+            holders.insert(m.home_address);
+        }
+    }
+    machine.ipv4_pool = pool;
+    machine.static_ipv4 = statics;
+    machine.prefix_holders = holders;
+    if let Some(h) = &f.home_link {
+        if h.is_empty() || h.len() > 15 {
+            return Err(v.bad(
+                "home_link",
+                "must be an interface name of 1 to 15 characters",
+            ));
+        }
+    }
+    Ok(Ha {
+        machine,
+        address6: f.address6,
+        address4: f.address4,
+        home_link: f.home_link,
+        interface: f.interface,
+        mtu,
+        route_metric: f.route_metric,
+        state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
+        control_socket: f.control_socket,
+    })
+}
+
+/// An interface the mobile node may use for care-of addresses.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MnInterface {
+    /// Interface name.
+    pub name: String,
+    /// Preference: lower is preferred (UMIP's MnIfPreference, 1 is the highest).
+    #[serde(default = "d_pref")]
+    pub preference: u32,
+    /// An externally configured tunnel (UMIP's "Tunnel enabled"): its address is used as
+    /// it is, e.g. the m6t client's m6t0.
+    #[serde(default)]
+    pub tunnel: bool,
+}
+
+fn d_pref() -> u32 {
+    5
+}
+
+/// The mobile node's file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MnFile {
+    /// The IPv6 home address.
+    pub home_address: Ipv6Addr,
+    /// The home agent's IPv6 address.
+    pub ha_address6: Ipv6Addr,
+    /// The home agent's IPv4 address.
+    pub ha_address4: Ipv4Addr,
+    /// "none", "dynamic", or a static IPv4 home address.
+    #[serde(default = "d_v4hoa")]
+    pub ipv4_home_address: String,
+    /// TUN interface carrying the home addresses.
+    #[serde(default = "d_mn_iface")]
+    pub interface: String,
+    /// Its MTU.
+    #[serde(default = "d_mtu")]
+    pub mtu: u16,
+    /// Lifetime asked for, seconds (sent in units of 4 s).
+    #[serde(default = "d_lifetime")]
+    pub lifetime: f64,
+    /// Ask the home agent to force UDP encapsulation (F flag).
+    #[serde(default)]
+    pub force_udp: bool,
+    /// Ask for the TLV-header format (T flag).
+    #[serde(default)]
+    pub request_tlv: bool,
+    /// Routing table holding the default routes into the tunnel for traffic from the home
+    /// addresses (selected by "from <home address>" rules).
+    #[serde(default = "d_table")]
+    pub table: u32,
+    /// Priority of those rules.
+    #[serde(default = "d_rule_priority")]
+    pub rule_priority: u32,
+    /// Prefixes also routed into the tunnel in the main table (with the home address as
+    /// source): e.g. the correspondents reached only through home.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Control socket for `m6t status`.
+    #[serde(default = "d_mn_socket")]
+    pub control_socket: PathBuf,
+    /// Interfaces for care-of addresses, with preferences.
+    pub interfaces: Vec<MnInterface>,
+}
+
+/// A validated mobile node configuration.
+#[derive(Debug, Clone)]
+pub struct Mn {
+    /// The protocol module's configuration.
+    pub machine: MnConfig,
+    /// TUN name.
+    pub interface: String,
+    /// TUN MTU.
+    pub mtu: u16,
+    /// Policy table.
+    pub table: u32,
+    /// Rule priority.
+    pub rule_priority: u32,
+    /// Extra routes (address, length).
+    pub routes: Vec<(std::net::IpAddr, u8)>,
+    /// Control socket.
+    pub control_socket: PathBuf,
+    /// Interfaces, most preferred first.
+    pub interfaces: Vec<MnInterface>,
+}
+
+/// Reads and validates a mobile node file.
+pub fn load_mn(path: &Path) -> Result<Mn, ConfigError> {
+    mn_from_str(path, &read(path)?)
+}
+
+/// Validates a mobile node file's text.
+pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
+    let f: MnFile = parse(path, text)?;
+    let v = V { path };
+    v.iface(&f.interface)?;
+    let mtu = v.mtu(f.mtu)?;
+    let lifetime = v.secs("lifetime", f.lifetime, 4.0, 262_140.0)?;
+    let ipv4_hoa = match f.ipv4_home_address.as_str() {
+        "none" => Ipv4HoaRequest::None,
+        "dynamic" => Ipv4HoaRequest::Dynamic,
+        s => Ipv4HoaRequest::Static(s.parse().map_err(|_| {
+            v.bad(
+                "ipv4_home_address",
+                "must be \"none\", \"dynamic\" or an IPv4 address",
+            )
+        })?),
+    };
+    if f.interfaces.is_empty() {
+        return Err(v.bad("interfaces", "must list at least one interface"));
+    }
+    let mut ifs = f.interfaces.clone();
+    for i in &ifs {
+        if i.name.is_empty() || i.name.len() > 15 || i.name == f.interface {
+            return Err(v.bad(
+                "interfaces.name",
+                format!("`{}` is not a usable interface name", i.name),
+            ));
+        }
+    }
+    ifs.sort_by_key(|i| i.preference);
+    let mut routes = Vec::new();
+    for r in &f.routes {
+        let ok = r
+            .parse::<Ipv6Prefix>()
+            .ok()
+            .map(|p| (std::net::IpAddr::V6(p.addr()), p.len()))
+            .or_else(|| v4_prefix(r).map(|(a, l)| (std::net::IpAddr::V4(a), l)));
+        routes.push(ok.ok_or_else(|| v.bad("routes", format!("`{r}` is not a prefix")))?);
+    }
+    if f.table == 0 || f.table == 253 || f.table == 254 || f.table == 255 {
+        return Err(v.bad("table", "must not be 0 or a reserved table (253-255)"));
+    }
+    let mut machine = MnConfig::new(f.home_address, f.ha_address6, f.ha_address4);
+    machine.ipv4_hoa = ipv4_hoa;
+    machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
+    machine.force_udp = f.force_udp;
+    machine.request_tlv = f.request_tlv;
+    Ok(Mn {
+        machine,
+        interface: f.interface,
+        mtu,
+        table: f.table,
+        rule_priority: f.rule_priority,
+        routes,
+        control_socket: f.control_socket,
+        interfaces: ifs,
+    })
+}
+
+/// The lifetime as a duration (for display).
+pub fn lifetime_of(m: &MnConfig) -> Duration {
+    Duration::from_secs(u64::from(m.lifetime) * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HA: &str = "address6 = \"2001:db8:1::1\"\naddress4 = \"198.51.100.2\"\nhome_prefix = \"2001:db8:1::/64\"\n";
+    const MN: &str = "home_address = \"2001:db8:1::a\"\nha_address6 = \"2001:db8:1::1\"\nha_address4 = \"198.51.100.2\"\n[[interfaces]]\nname = \"eth0\"\n";
+
+    #[test]
+    fn ha_defaults_and_pool() {
+        let h = ha_from_str(Path::new("h"), &format!("{HA}ipv4_pool = [\"198.51.100.0/29\"]\n[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nipv4_home_address = \"198.51.100.3\"\n")).unwrap();
+        assert_eq!(h.interface, "mip6ha0");
+        assert_eq!(h.mtu, 1400);
+        assert!(!h.machine.accept_unprotected);
+        assert_eq!(h.machine.nat_keepalive, 110);
+        // .0 and .7 skipped, .2 is the HA, .3 is static.
+        assert_eq!(h.machine.ipv4_pool.len(), 4);
+        assert_eq!(
+            h.state_file,
+            Some(PathBuf::from("/var/lib/m6t/ha-bindings.json"))
+        );
+    }
+
+    #[test]
+    fn ha_errors_name_the_key() {
+        for (extra, key) in [
+            ("ipv4_pool = [\"x\"]\n", "`ipv4_pool`"),
+            ("nat_keepalive = 0\n", "`nat_keepalive`"),
+            ("mtu = 100\n", "`mtu`"),
+            ("[[mobile_node]]\nhome_address = \"2001:db8:9::a\"\n", "`mobile_node.home_address`"),
+            ("[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nipv4_home_address = \"198.51.100.64/28\"\n", "`mobile_node.ipv4_home_address`"),
+        ] {
+            let e = ha_from_str(Path::new("h"), &format!("{HA}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let e = ha_from_str(Path::new("h"), "address6 = \"2001:db8:1::1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("address4"), "{e}");
+    }
+
+    #[test]
+    fn mn_defaults_and_errors() {
+        let m = mn_from_str(Path::new("m"), MN).unwrap();
+        assert_eq!(m.machine.lifetime, 100);
+        assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::None);
+        assert_eq!(m.table, 206);
+        let m = mn_from_str(Path::new("m"), &MN.replace("[[interfaces]]", "ipv4_home_address = \"dynamic\"\nroutes = [\"2001:db8:2::/64\", \"198.51.100.128/25\"]\n[[interfaces]]")).unwrap();
+        assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::Dynamic);
+        assert_eq!(m.routes.len(), 2);
+        for (extra, key) in [
+            ("ipv4_home_address = \"maybe\"\n", "`ipv4_home_address`"),
+            ("routes = [\"nope\"]\n", "`routes`"),
+            ("table = 254\n", "`table`"),
+            ("lifetime = 1\n", "`lifetime`"),
+        ] {
+            let e = mn_from_str(
+                Path::new("m"),
+                &MN.replace("[[interfaces]]", &format!("{extra}[[interfaces]]")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+}
