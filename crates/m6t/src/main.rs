@@ -31,6 +31,18 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a DSMIPv6 home agent (RFC 5555).
+    Ha {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a DSMIPv6 mobile node (RFC 5555).
+    Mn {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Show the state of running daemons (all sockets in /run/m6t by default).
     Status {
         /// Control socket of one daemon.
@@ -183,6 +195,20 @@ fn main() -> ExitCode {
             };
             match daemon::gateway::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Ha { config } => {
+            logging();
+            match m6t::dsmip_config::load_ha(&config) {
+                Ok(c) => daemon::ha::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Mn { config } => {
+            logging();
+            match m6t::dsmip_config::load_mn(&config) {
+                Ok(c) => daemon::mn::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
                 Err(e) => fail(e),
             }
         }

@@ -2,6 +2,7 @@
 
 use m6t_proto::m6t::client::ClientInfo;
 use m6t_proto::m6t::gateway::{StateInfo, StateKind};
+use m6t_proto::dsmip::ha::SavedBinding;
 use m6t_proto::stats::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -35,13 +36,57 @@ pub enum Report {
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
+    /// A DSMIPv6 home agent: its binding cache and counters.
+    #[serde(rename = "ha")]
+    HomeAgent {
+        /// TUN interface.
+        interface: String,
+        /// The binding cache (lifetimes left).
+        bindings: Vec<SavedBinding>,
+        /// Counters, drops by reason included.
+        counters: Vec<Counter>,
+    },
+    /// A DSMIPv6 mobile node: its registration and counters.
+    #[serde(rename = "mn")]
+    MobileNode {
+        /// TUN interface.
+        interface: String,
+        /// Registration.
+        mn: MnInfo,
+        /// Counters, drops by reason included.
+        counters: Vec<Counter>,
+    },
+}
+
+/// A mobile node's registration as `m6t status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MnInfo {
+    /// IPv6 home address.
+    pub home_address: String,
+    /// IPv4 home address granted.
+    pub ipv4_home_address: Option<String>,
+    /// Care-of addresses movement detection chose (IPv6, IPv4).
+    pub candidates: (Option<String>, Option<String>),
+    /// Registered care-of address.
+    pub coa: Option<String>,
+    /// Tunnel in use: ipv6, ipv4 (IP-in-IP), udp, tlv.
+    pub mode: Option<String>,
+    /// Lifetime granted, seconds.
+    pub lifetime_s: u64,
+    /// Accepted registrations since start.
+    pub registrations: u64,
+    /// BU sent -> BA received of the last registration, milliseconds.
+    pub last_registration_ms: Option<f64>,
 }
 
 impl Report {
     /// The value of a counter by name (0 when absent).
     pub fn counter(&self, name: &str) -> u64 {
         let c = match self {
-            Report::Gateway { counters, .. } | Report::Client { counters, .. } => counters,
+            Report::Gateway { counters, .. }
+            | Report::Client { counters, .. }
+            | Report::HomeAgent { counters, .. }
+            | Report::MobileNode { counters, .. } => counters,
         };
         c.iter()
             .find(|c| c.name == name)
@@ -116,6 +161,66 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "  confirmed  {}", tunnel.confirmed);
             if let Some(i) = tunnel.idle_rx_ms {
                 let _ = writeln!(o, "  idle rx    {}", secs(i));
+            }
+            render_counters(&mut o, counters);
+        }
+        Report::HomeAgent {
+            interface,
+            bindings,
+            counters,
+        } => {
+            let _ = writeln!(o, "home agent  interface {interface}");
+            let _ = writeln!(o, "bindings: {}", bindings.len());
+            if !bindings.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  {:<40} {:<18} {:<32} {:>6} {:>9} {:<3}",
+                    "home address", "ipv4 home", "tunnel", "seq", "left", "nat"
+                );
+            }
+            for b in bindings {
+                let v4 = b.ipv4.map(|(a, l)| format!("{a}/{l}")).unwrap_or_default();
+                let t = match b.tunnel {
+                    m6t_proto::dsmip::ha::Tunnel::Ipv6 { coa } => format!("ipv6 {coa}"),
+                    m6t_proto::dsmip::ha::Tunnel::Ipv4 { coa } => format!("ip-in-ip {coa}"),
+                    m6t_proto::dsmip::ha::Tunnel::Udp { peer } => format!("udp {peer}"),
+                    m6t_proto::dsmip::ha::Tunnel::Tlv { peer } => format!("udp-tlv {peer}"),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {:<40} {:<18} {:<32} {:>6} {:>9} {:<3}",
+                    b.hoa.to_string(),
+                    v4,
+                    t,
+                    b.seq,
+                    secs(b.remaining_ms),
+                    if b.nat { "yes" } else { "no" }
+                );
+            }
+            render_counters(&mut o, counters);
+        }
+        Report::MobileNode {
+            interface,
+            mn,
+            counters,
+        } => {
+            let _ = writeln!(o, "mobile node  interface {interface}");
+            let _ = writeln!(o, "  home address   {}", mn.home_address);
+            if let Some(a) = &mn.ipv4_home_address {
+                let _ = writeln!(o, "  ipv4 home      {a}");
+            }
+            let dash = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "  candidates     ipv6 {}  ipv4 {}",
+                dash(&mn.candidates.0),
+                dash(&mn.candidates.1)
+            );
+            let _ = writeln!(o, "  care-of        {}", dash(&mn.coa));
+            let _ = writeln!(o, "  tunnel         {}", dash(&mn.mode));
+            let _ = writeln!(o, "  lifetime       {}s", mn.lifetime_s);
+            if let Some(ms) = mn.last_registration_ms {
+                let _ = writeln!(o, "  registration   {ms:.2} ms (BU sent -> BA received)");
             }
             render_counters(&mut o, counters);
         }

@@ -4,6 +4,10 @@
 
 pub mod client;
 pub mod gateway;
+/// The DSMIPv6 home agent daemon.
+pub mod ha;
+/// The DSMIPv6 mobile node daemon.
+pub mod mn;
 mod hook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
