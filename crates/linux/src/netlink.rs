@@ -381,7 +381,8 @@ impl Netlink {
                     .v6()
                     .source_prefix(a, 128)
                     .table_id(table)
-                    .priority(priority);
+                    .priority(priority)
+                    .action(netlink_packet_route::rule::RuleAction::ToTable);
                 r.message_mut().clone()
             }
             IpAddr::V4(a) => {
@@ -392,7 +393,8 @@ impl Netlink {
                     .v4()
                     .source_prefix(a, 32)
                     .table_id(table)
-                    .priority(priority);
+                    .priority(priority)
+                    .action(netlink_packet_route::rule::RuleAction::ToTable);
                 r.message_mut().clone()
             }
         }

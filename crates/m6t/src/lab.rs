@@ -6,6 +6,8 @@
 //!                                              attacker 203.0.113.66 ──┘      m6t gateway                     home agent           correspondent
 //! ```
 
+pub mod dsmip;
+
 use crate::netns::{check_tools, LabError, LabResult, Netns};
 use crate::status::{self, Report};
 use std::net::Ipv6Addr;
@@ -28,6 +30,10 @@ pub const GW4: &str = "203.0.113.1";
 pub const NAT_PUBLIC: [&str; 2] = ["203.0.113.2", "203.0.113.3"];
 /// The MN's IPv4 addresses (the second one after a handover).
 pub const MN4: [&str; 2] = ["192.0.2.10", "192.0.2.11"];
+/// The IPv6 network the MN may move to (behind the NAT's box, routed, no NAT for IPv6).
+pub const V6_VISITED: &str = "2001:db8:5::";
+/// Its router.
+pub const V6_ROUTER: &str = "2001:db8:5::1";
 /// The attacker's IPv4 address.
 pub const ATTACKER4: &str = "203.0.113.66";
 /// ULA /48 of the lab's mobile nodes and the MN's /80 (subnet 1, MN ID 1).
@@ -104,7 +110,7 @@ for i in range(count):
     s.sendto(p, (dst, port))
 "#;
 
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     timeout: Duration,
     mut f: impl FnMut() -> LabResult<Option<T>>,
@@ -135,6 +141,13 @@ pub struct Ping {
 impl Lab {
     /// Builds the topology, starts the gateway and the client, and waits for the tunnel.
     pub fn start(bin: &Path, o: &LabOptions) -> LabResult<Lab> {
+        let mut lab = Self::build(bin, o)?;
+        lab.start_daemons(o)?;
+        Ok(lab)
+    }
+
+    /// Builds the topology only (no daemon started).
+    pub fn build(bin: &Path, o: &LabOptions) -> LabResult<Lab> {
         check_tools()?;
         let net = Netns::new(&o.tag, ROLES)?;
         let gw_sock = net.dir.join("gw.sock");
@@ -147,7 +160,6 @@ impl Lab {
             client_sock,
         };
         lab.wire(o)?;
-        lab.start_daemons(o)?;
         Ok(lab)
     }
 
@@ -190,7 +202,9 @@ impl Lab {
              ip addr add {}/24 dev eth0 && ip route add default via 192.0.2.1", MN4[0]))?;
         n.sh("nat", &format!(
             "sysctl -qw net.ipv4.ip_forward=1 && ip addr add 192.0.2.1/24 dev in0 && \
-             ip addr add {}/24 dev out0 && ip addr add {}/24 dev out0 && ip route add default via {GW4}",
+             ip addr add {}/24 dev out0 && ip addr add {}/24 dev out0 && ip route add default via {GW4} && \
+             sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add {V6_ROUTER}/64 dev in0 nodad && \
+             ip addr add 2001:db8:4::2/64 dev out0 nodad && ip -6 route add default via 2001:db8:4::1",
             NAT_PUBLIC[0], NAT_PUBLIC[1]))?;
         n.sh(
             "nat",
@@ -209,6 +223,7 @@ impl Lab {
             "gw",
             &format!(
                 "ip addr add {GW4}/24 dev br0 && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
+             ip addr add 2001:db8:4::1/64 dev br0 nodad && ip -6 route add {V6_VISITED}/64 via 2001:db8:4::2 && \
              ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA} && \
              sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.1/25 dev home0 && \
              ip route add 198.51.100.128/25 via 198.51.100.2"
@@ -219,6 +234,7 @@ impl Lab {
             &format!(
             "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add {HA}/64 dev eth0 nodad && \
              ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6} && \
+             ip -6 route add 2001:db8:4::/63 via {GW6} && \
              ip -6 route add {TEREDO_PREFIX} via {GW6} && \
              sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.2/25 dev eth0 && \
              ip addr add 198.51.100.129/25 dev eth1 && ip route add default via 198.51.100.1"),

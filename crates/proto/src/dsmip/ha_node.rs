@@ -35,6 +35,9 @@ reasons! {
         DropBadInner => "drop_bad_inner",
         /// Signalling that failed a check (extension headers, MH length or checksum).
         DropBadSignal => "drop_bad_signal",
+        /// Captured packets with extension headers that are not signalling (left to the
+        /// kernel; not a drop).
+        NotSignal => "captured_not_signal",
         /// Signalling other than a BU, or not addressed to this home agent.
         DropUnexpectedSignal => "drop_unexpected_signal",
         /// Data whose inner source is not a home address bound to the tunnel it came from.
@@ -112,6 +115,7 @@ fn tif_drop(d: TifDrop) -> HaCounter {
         TifDrop::BadEncapsulation => HaCounter::DropBadEncapsulation,
         TifDrop::BadInner => HaCounter::DropBadInner,
         TifDrop::BadSignal => HaCounter::DropBadSignal,
+        TifDrop::NotSignal => HaCounter::NotSignal,
     }
 }
 

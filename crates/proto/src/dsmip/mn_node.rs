@@ -32,6 +32,9 @@ reasons! {
         DropBadInner => "drop_bad_inner",
         /// Signalling that failed a check.
         DropBadSignal => "drop_bad_signal",
+        /// Captured packets with extension headers that are not signalling (left to the
+        /// kernel; not a drop).
+        NotSignal => "captured_not_signal",
         /// Signalling that is not a BA for this mobile node, or a BA no BU waits for.
         DropUnexpectedSignal => "drop_unexpected_signal",
         /// A packet whose outer source is not the home agent.
@@ -114,6 +117,7 @@ fn tif_drop(d: TifDrop) -> MnCounter {
         TifDrop::BadEncapsulation => MnCounter::DropBadEncapsulation,
         TifDrop::BadInner => MnCounter::DropBadInner,
         TifDrop::BadSignal => MnCounter::DropBadSignal,
+        TifDrop::NotSignal => MnCounter::NotSignal,
     }
 }
 

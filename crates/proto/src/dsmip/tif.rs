@@ -38,6 +38,9 @@ pub enum TifDrop {
     BadInner,
     /// Signalling that failed a check (extension headers, MH length or checksum).
     BadSignal,
+    /// A captured packet with extension headers that is not signalling (e.g. an MLD
+    /// report): the kernel handles it, nothing to count.
+    NotSignal,
 }
 
 /// What a received packet is, once the outer headers are gone.
@@ -149,6 +152,7 @@ pub fn from_captured(pkt: &[u8]) -> Up<'_> {
             signal,
             tlv: false,
         },
+        Err(mip6::SignalError::NotMh) => Up::Drop(TifDrop::NotSignal),
         Err(_) => Up::Drop(TifDrop::BadSignal),
     }
 }

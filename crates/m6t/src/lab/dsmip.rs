@@ -1,0 +1,249 @@
+//! The DSMIPv6 scenario of the lab: the same namespaces, a home agent (`m6t ha`) in `ha`
+//! whose home link is the link to `gw` (2001:db8:1::/64, 198.51.100.0/25), and a mobile
+//! node (`m6t mn`) in `mn`, first in the IPv4-only network behind the NAT, then moving to
+//! another IPv4 address, to the IPv6 network 2001:db8:5::/64 and back.
+
+use super::{wait_for, Lab, CN, CN4, HA, MN4, V6_ROUTER};
+use crate::netns::{LabError, LabResult};
+use crate::status::{self, MnInfo, Report};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The mobile node's IPv6 home address.
+pub const HOA: &str = "2001:db8:1::a";
+/// The home agent's IPv4 address.
+pub const HA4: &str = "198.51.100.2";
+/// The dynamic IPv4 home address pool.
+pub const POOL: &str = "198.51.100.16/28";
+/// The MN's address in the IPv6 network it moves to.
+pub const MN6: &str = "2001:db8:5::10";
+
+/// Knobs of the DSMIPv6 scenario.
+#[derive(Debug, Clone)]
+pub struct DsmipOptions {
+    /// NAT keep-alive refresh time the HA announces, seconds.
+    pub nat_keepalive: u32,
+    /// Lifetime the MN asks for, seconds.
+    pub lifetime: u32,
+    /// Ask for the F flag.
+    pub force_udp: bool,
+    /// Ask for and accept the TLV format.
+    pub tlv: bool,
+}
+
+impl Default for DsmipOptions {
+    fn default() -> Self {
+        DsmipOptions {
+            nat_keepalive: 110,
+            lifetime: 400,
+            force_udp: false,
+            tlv: false,
+        }
+    }
+}
+
+impl Lab {
+    fn ha_sock(&self) -> PathBuf {
+        self.net.dir.join("ha.sock")
+    }
+
+    fn mn_sock(&self) -> PathBuf {
+        self.net.dir.join("mn.sock")
+    }
+
+    /// Where the home agent saves its binding cache.
+    pub fn ha_state_file(&self) -> PathBuf {
+        self.net.dir.join("ha-bindings.json")
+    }
+
+    /// Writes the configurations and starts the home agent, then the mobile node.
+    pub fn start_dsmip(&mut self, o: &DsmipOptions) -> LabResult<()> {
+        let ha = self.net.write(
+            "ha.toml",
+            &format!(
+                "address6 = \"{HA}\"\naddress4 = \"{HA4}\"\nhome_prefix = \"2001:db8:1::/64\"\n\
+                 home_link = \"eth0\"\naccept_unprotected = true\naccept_tlv = {}\n\
+                 ipv4_pool = [\"{POOL}\"]\nnat_keepalive = {}\nstate_file = \"{}\"\n\
+                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n",
+                o.tlv,
+                o.nat_keepalive,
+                self.ha_state_file().display(),
+                self.ha_sock().display()
+            ),
+        )?;
+        let mn = self.net.write(
+            "mn.toml",
+            &format!(
+                "home_address = \"{HOA}\"\nha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n\
+                 ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
+                 control_socket = \"{}\"\n[[interfaces]]\nname = \"eth0\"\npreference = 1\n",
+                o.lifetime,
+                o.force_udp,
+                o.tlv,
+                self.mn_sock().display()
+            ),
+        )?;
+        self.start_ha()?;
+        let bin = self.bin.display().to_string();
+        self.net
+            .spawn("mn", "mn", &[&bin, "mn", "--config", &mn.display().to_string()])?;
+        let _ = ha;
+        Ok(())
+    }
+
+    /// (Re)starts the home agent and waits for its control socket.
+    pub fn start_ha(&mut self) -> LabResult<()> {
+        let _ = std::fs::remove_file(self.ha_sock());
+        let bin = self.bin.display().to_string();
+        let cfg = self.net.dir.join("ha.toml").display().to_string();
+        self.net.spawn("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
+        let sock = self.ha_sock();
+        wait_for("the home agent's control socket", Duration::from_secs(10), || {
+            Ok(sock.exists().then_some(()))
+        })
+        .map_err(|e| LabError(format!("{e}\n{}", self.net.log("ha"))))
+    }
+
+    /// Stops the home agent (SIGTERM: it saves its binding cache).
+    pub fn stop_ha(&mut self) {
+        self.net.stop("ha");
+    }
+
+    /// The home agent's report.
+    pub fn ha_report(&self) -> LabResult<Report> {
+        self.report(&self.ha_sock())
+    }
+
+    /// The mobile node's registration.
+    pub fn mn_info(&self) -> LabResult<(MnInfo, Report)> {
+        let r = self.report(&self.mn_sock())?;
+        match &r {
+            Report::MobileNode { mn, .. } => Ok((mn.clone(), r.clone())),
+            other => Err(LabError(format!("not a mobile node: {other:?}"))),
+        }
+    }
+
+    /// Waits until the mobile node is registered with `mode` from a care-of address
+    /// starting with `coa_prefix`, after more than `after` registrations.
+    pub fn wait_registered(&self, mode: &str, coa_prefix: &str, after: u64) -> LabResult<MnInfo> {
+        let sock = self.mn_sock();
+        wait_for(
+            &format!("a registration in mode {mode} from {coa_prefix}*"),
+            Duration::from_secs(30),
+            || {
+                if !sock.exists() {
+                    return Ok(None);
+                }
+                let (m, _) = self.mn_info()?;
+                let ok = m.mode.as_deref() == Some(mode)
+                    && m.coa.as_deref().is_some_and(|c| c.starts_with(coa_prefix))
+                    && m.registrations > after;
+                Ok(ok.then_some(m))
+            },
+        )
+        .map_err(|e| LabError(format!("{e}\nmn log:\n{}\nha log:\n{}", self.net.log("mn"), self.net.log("ha"))))
+    }
+
+    /// Moves the MN's IPv4 address from `from` to `to` (same network).
+    pub fn mn_renumber_v4(&self, from: &str, to: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!("ip addr add {to}/24 dev eth0 && ip addr del {from}/24 dev eth0 && ip route replace default via 192.0.2.1"),
+        )?;
+        Ok(())
+    }
+
+    /// Moves the MN to the IPv6 network: an IPv6 address and default route appear, IPv4
+    /// goes away.
+    pub fn mn_to_ipv6(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!("ip -6 addr add {MN6}/64 dev eth0 nodad && ip -6 route add default via {V6_ROUTER} && ip addr del {v4}/24 dev eth0"),
+        )?;
+        Ok(())
+    }
+
+    /// Back to the IPv4-only network behind the NAT.
+    pub fn mn_to_ipv4(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!("ip addr add {v4}/24 dev eth0 && ip route replace default via 192.0.2.1 && ip -6 route del default via {V6_ROUTER}; ip -6 addr del {MN6}/64 dev eth0"),
+        )?;
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The DSMIPv6 part of `m6t lab`.
+pub fn run(lab: &mut Lab) -> LabResult<bool> {
+    println!("\nDSMIPv6 (RFC 5555): mobile node behind the NAT -> home agent -> correspondent");
+    let t = Instant::now();
+    lab.start_dsmip(&DsmipOptions::default())?;
+    let m = lab.wait_registered("udp", "192.0.2.", 0)?;
+    println!(
+        "  registered through the NAT in {} (BU sent -> BA received {:.2} ms): tunnel {}, IPv4 home address {}",
+        ms(t.elapsed()),
+        m.last_registration_ms.unwrap_or(f64::NAN),
+        m.mode.clone().unwrap_or_default(),
+        m.ipv4_home_address.clone().unwrap_or_default()
+    );
+    let v4hoa = m.ipv4_home_address.clone().unwrap_or_default();
+    let p6 = lab.ping_from("mn", HOA, CN, 3)?;
+    let p4 = lab.ping_from("mn", &v4hoa, CN4, 3)?;
+    println!("  ping CN from the IPv6 home address {p6}/3, CN4 from the IPv4 home address {p4}/3");
+
+    let t1 = Instant::now();
+    lab.mn_renumber_v4(MN4[0], MN4[1])?;
+    let m2 = lab.wait_registered("udp", MN4[1], m.registrations)?;
+    let p = lab.ping_from("mn", HOA, CN, 1)?;
+    println!(
+        "  IPv4 address change {} -> {}: registered again after {} (BU->BA {:.2} ms), ping {p}/1",
+        MN4[0],
+        MN4[1],
+        ms(t1.elapsed()),
+        m2.last_registration_ms.unwrap_or(f64::NAN)
+    );
+
+    let t2 = Instant::now();
+    lab.mn_to_ipv6(MN4[1])?;
+    let m3 = lab.wait_registered("ipv6", "2001:db8:5::", m2.registrations)?;
+    let p = lab.ping_from("mn", HOA, CN, 1)?;
+    println!(
+        "  move to the IPv6 network: registered from {} after {} (BU->BA {:.2} ms), ping {p}/1",
+        m3.coa.clone().unwrap_or_default(),
+        ms(t2.elapsed()),
+        m3.last_registration_ms.unwrap_or(f64::NAN)
+    );
+    lab.mn_to_ipv4(MN4[0])?;
+    let m4 = lab.wait_registered("udp", MN4[0], m3.registrations)?;
+    let p = lab.ping_from("mn", HOA, CN, 1)?;
+    println!("  back behind the NAT: tunnel {}, ping {p}/1", m4.mode.clone().unwrap_or_default());
+
+    lab.stop_ha();
+    lab.start_ha()?;
+    let p = lab.ping_from("mn", HOA, CN, 3)?;
+    println!("  home agent restarted (binding cache from its file): ping {p}/3 right away");
+    println!("\nhome agent status:\n{}", status::render(&lab.ha_report()?));
+    Ok(p6 > 0 && p4 > 0 && p > 0)
+}
+
+impl Lab {
+    /// Pings `dst` from the source address `src` (a home address); returns the replies.
+    pub fn ping_from(&self, role: &str, src: &str, dst: &str, count: u32) -> LabResult<u32> {
+        let o = self.net.sh_output(
+            role,
+            &format!("ping -n -c {count} -i 0.2 -W 2 -I {src} {dst}"),
+        )?;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        Ok(out
+            .lines()
+            .find(|l| l.contains("received"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}
