@@ -15,7 +15,9 @@ have unshare   || need+=(util-linux)
 have ethtool   || need+=(ethtool)
 have miredo    || need+=(miredo)
 have miredo-server || need+=(miredo-server)
+have tshark    || need+=(tshark)
 [ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || need+=(python3-scapy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing packages ${need[*]}; run as root" >&2
@@ -23,6 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   # Nothing we install may start a daemon (miredo's packaged service would contact a
   # public Teredo server): refuse every service start during the install.
   own_policy=0

@@ -224,9 +224,11 @@ impl Lab {
             &format!(
                 "ip addr add {GW4}/24 dev br0 && sysctl -qw net.ipv6.conf.all.forwarding=1 && \
              ip addr add 2001:db8:4::1/64 dev br0 nodad && ip -6 route add {V6_VISITED}/64 via 2001:db8:4::2 && \
+             ip route add 192.0.2.0/24 via {} && \
              ip addr add {GW6}/64 dev home0 nodad && ip -6 route add 2001:db8::/32 via {HA} && \
              sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.1/25 dev home0 && \
-             ip route add 198.51.100.128/25 via 198.51.100.2"
+             ip route add 198.51.100.128/25 via 198.51.100.2",
+                NAT_PUBLIC[0]
             ),
         )?;
         n.sh(
@@ -234,7 +236,7 @@ impl Lab {
             &format!(
             "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add {HA}/64 dev eth0 nodad && \
              ip addr add 2001:db8:2::1/64 dev eth1 nodad && ip -6 route add {ULA48} via {GW6} && \
-             ip -6 route add 2001:db8:4::/63 via {GW6} && \
+             ip -6 route add 2001:db8:4::/47 via {GW6} && \
              ip -6 route add {TEREDO_PREFIX} via {GW6} && \
              sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.51.100.2/25 dev eth0 && \
              ip addr add 198.51.100.129/25 dev eth1 && ip route add default via 198.51.100.1"),

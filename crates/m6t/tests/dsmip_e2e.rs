@@ -2,7 +2,7 @@
 //! a real nftables NAT, and real tools (ping, a TCP transfer checked with sha256, tshark
 //! decoding the signalling independently, scapy building BUs with no code of ours).
 
-use m6t::lab::dsmip::{DsmipOptions, HA4, HOA, MN6};
+use m6t::lab::dsmip::{DsmipOptions, HA4, HOA};
 use m6t::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC};
 use m6t::status::Report;
 use std::path::Path;
@@ -34,14 +34,6 @@ fn behind_nat_both_home_addresses_reach_the_correspondent_over_udp() {
     let v4hoa = m.ipv4_home_address.clone().expect("an IPv4 home address");
     assert!(v4hoa.starts_with("198.51.100."), "{v4hoa}");
     let p6 = l.ping_from("mn", HOA, CN, 3).unwrap();
-    if p6 != 3 {
-        for (role, c) in [("mn", "ip rule; ip -6 rule; ip -6 route show table 206; ip route show table 206; ip addr; ip -6 route get 2001:db8:2::10 from 2001:db8:1::a"), ("ha", "ip -6 route; ip route; ip -6 neigh show proxy")] {
-            eprintln!("[{role}] {}", l.net.sh_output(role, c).map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)).unwrap_or_default());
-        }
-        eprintln!("{}", m6t::status::render(&l.ha_report().unwrap()));
-        eprintln!("{}", m6t::status::render(&l.mn_info().unwrap().1));
-        eprintln!("{}\n{}", l.net.log("ha"), l.net.log("mn"));
-    }
     assert_eq!(p6, 3);
     assert_eq!(l.ping_from("mn", &v4hoa, CN4, 3).unwrap(), 3);
     // The HA saw the NAT's address, not the MN's.
@@ -61,4 +53,158 @@ fn behind_nat_both_home_addresses_reach_the_correspondent_over_udp() {
     let r = l.ha_report().unwrap();
     assert!(counter(&r, "to_home") >= 6);
     assert!(counter(&r, "to_mn") >= 6);
+}
+
+/// A TCP receiver on the correspondent: reads until EOF, answers the sha256 of what it got.
+const SINK_PY: &str = r#"
+import socket, hashlib, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5001)); s.listen(1)
+c, _ = s.accept()
+h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+c.sendall(h.hexdigest().encode()); c.close()
+print("received", n, h.hexdigest(), flush=True)
+"#;
+
+/// A TCP sender bound to the home address: paced pseudo-random bytes for `secs` seconds,
+/// then prints the sha256 it sent and the one the receiver answered.
+const SOURCE_PY: &str = r#"
+import socket, hashlib, sys, time, random
+src, dst, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.bind((src, 0)); s.settimeout(60); s.connect((dst, 5001))
+r = random.Random(42); h = hashlib.sha256(); n = 0; t0 = time.time()
+while time.time() - t0 < secs:
+    b = r.randbytes(16384); s.sendall(b); h.update(b); n += len(b)
+    time.sleep(0.01)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    b = s.recv(100)
+    if not b: break
+    got += b
+print("sent", n, h.hexdigest(), "peer", got.decode(), flush=True)
+"#;
+
+#[test]
+fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = lab("d6move", &DsmipOptions::default());
+    let m = l.wait_registered("udp", MN4[0], 0).unwrap();
+    let sink = l.net.write("sink.py", SINK_PY).unwrap();
+    let source = l.net.write("source.py", SOURCE_PY).unwrap();
+    l.net
+        .spawn("cn", "sink", &["/usr/bin/python3", &sink.display().to_string(), CN])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net
+        .spawn(
+            "mn",
+            "source",
+            &["/usr/bin/python3", &source.display().to_string(), HOA, CN, "9"],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_renumber_v4(MN4[0], MN4[1]).unwrap();
+    let m2 = l.wait_registered("udp", MN4[1], m.registrations).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv6(MN4[1]).unwrap();
+    let m3 = l.wait_registered("ipv6", "2001:db8:5::", m2.registrations).unwrap();
+    // The HA holds the IPv6 care-of address; signalling went with a Home Address option
+    // and a type 2 Routing Header, data in IPv6-in-IPv6.
+    let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() else {
+        panic!()
+    };
+    assert!(format!("{:?}", bindings[0].tunnel).contains("2001:db8:5::10"));
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv4(MN4[0]).unwrap();
+    l.wait_registered("udp", MN4[0], m3.registrations).unwrap();
+    let t = std::time::Instant::now();
+    while l.net.running("source") && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = l.net.log("source");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert!(f.len() >= 5 && f[0] == "sent", "source: {out}\nsink: {}", l.net.log("sink"));
+    let bytes: u64 = f[1].parse().unwrap();
+    assert!(bytes > 1_000_000, "{out}");
+    assert_eq!(f[2], f[4], "sha256 differs: {out}");
+    assert!(l.net.log("sink").contains(f[2]));
+    let r = l.mn_info().unwrap().1;
+    assert!(r.counter("ba_received") >= 4);
+}
+
+#[test]
+fn without_nat_the_tunnel_is_ip_in_ip() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6nonat")).unwrap();
+    // No NAT: the MN's address is routed as it is.
+    l.net.sh("nat", "nft flush chain ip nat post").unwrap();
+    l.start_dsmip(&DsmipOptions::default()).unwrap();
+    let m = l.wait_registered("ip-in-ip", MN4[0], 0).unwrap();
+    let v4hoa = m.ipv4_home_address.clone().unwrap();
+    l.net
+        .spawn("nat", "tcpdump", &["tcpdump", "-n", "-i", "out0", "-c", "4", "ip proto 41 or ip proto 4"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    assert_eq!(l.ping_from("mn", &v4hoa, CN4, 3).unwrap(), 3);
+    let t = std::time::Instant::now();
+    while l.net.running("tcpdump") && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dump = l.net.log("tcpdump");
+    assert!(dump.contains("4 packets captured"), "{dump}");
+    let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() else {
+        panic!()
+    };
+    assert!(!bindings[0].nat);
+}
+
+#[test]
+fn nat_reboot_and_home_agent_restart_recover_by_themselves() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = lab(
+        "d6reboot",
+        &DsmipOptions {
+            nat_keepalive: 2,
+            ..DsmipOptions::default()
+        },
+    );
+    l.wait_registered("udp", MN4[0], 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
+    l.nat_reboot(NAT_PUBLIC[1]).unwrap();
+    // The next refresh BU (every 2 s, the keep-alive period the HA announced) makes a new
+    // mapping and moves the binding to it.
+    let t = std::time::Instant::now();
+    loop {
+        if let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() {
+            if format!("{:?}", bindings.first().map(|b| b.tunnel)).contains(NAT_PUBLIC[1]) {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "binding never moved to the new NAT address");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
+
+    // HA restart: the binding cache comes back from its file, with routes and proxy entry.
+    l.stop_ha();
+    let saved = std::fs::read_to_string(l.ha_state_file()).unwrap();
+    assert!(saved.contains(HOA), "{saved}");
+    l.start_ha().unwrap();
+    let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() else {
+        panic!()
+    };
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
+    let proxy = l.net.sh("ha", "ip -6 neigh show proxy").unwrap();
+    assert!(proxy.contains(HOA), "{proxy}");
+    // A host on the home link reaches the home address through the HA's proxy ND.
+    assert_eq!(l.ping("gw", HOA, 2, 56).unwrap().received, 2);
 }
