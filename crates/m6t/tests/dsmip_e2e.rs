@@ -2,8 +2,8 @@
 //! a real nftables NAT, and real tools (ping, a TCP transfer checked with sha256, tshark
 //! decoding the signalling independently, scapy building BUs with no code of ours).
 
-use m6t::lab::dsmip::{DsmipOptions, HA4, HOA};
-use m6t::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC};
+use m6t::lab::dsmip::{DsmipOptions, HA4, HOA, MN6};
+use m6t::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC, V6_ROUTER};
 use m6t::status::Report;
 use std::path::Path;
 use std::sync::Mutex;
@@ -207,4 +207,118 @@ fn nat_reboot_and_home_agent_restart_recover_by_themselves() {
     assert!(proxy.contains(HOA), "{proxy}");
     // A host on the home link reaches the home address through the HA's proxy ND.
     assert_eq!(l.ping("gw", HOA, 2, 56).unwrap().received, 2);
+}
+
+/// Every string value under `key` anywhere in tshark's JSON.
+fn values(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    match x {
+                        serde_json::Value::String(s) => out.push(s.clone()),
+                        serde_json::Value::Array(a) => {
+                            out.extend(a.iter().filter_map(|y| y.as_str().map(String::from)))
+                        }
+                        _ => {}
+                    }
+                }
+                values(x, key, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| values(x, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn tshark_decodes_the_signalling_with_the_configured_values() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6shark")).unwrap();
+    l.write_dsmip_configs(&DsmipOptions::default()).unwrap();
+    l.start_ha().unwrap();
+    let pcap = l.net.dir.join("sig.pcap");
+    l.net
+        .spawn(
+            "ha",
+            "tcpdump",
+            &["tcpdump", "-n", "-U", "-i", "eth0", "-w", &pcap.display().to_string(), "udp port 4191"],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    l.start_mn().unwrap();
+    let m = l.wait_registered("udp", MN4[0], 0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net.stop("tcpdump");
+    let json = l
+        .net
+        .sh("ha", &format!("tshark -r {} -d udp.port==4191,ipv6 -T json 2>/dev/null", pcap.display()))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let get = |k: &str| {
+        let mut o = Vec::new();
+        values(&v, k, &mut o);
+        o
+    };
+    // BU: A and H set, lifetime 400 s / 4, dynamic IPv4 HoA request, IPv4 CoA = the MN's
+    // address before the NAT.
+    assert_eq!(get("mip6.mhtype"), vec!["5", "6"], "{json}");
+    assert_eq!(get("mip6.bu.a_flag"), vec!["1"]);
+    assert_eq!(get("mip6.bu.h_flag"), vec!["1"]);
+    assert_eq!(get("mip6.bu.f_flag"), vec!["0"]);
+    assert_eq!(get("mip6.bu.lifetime"), vec!["100"]);
+    assert_eq!(get("mip6.ipv4ha.preflen")[0], "32");
+    assert_eq!(get("mip6.ipv4ha.ha")[0], "0.0.0.0");
+    assert_eq!(get("mip6.ipv4coa.addr"), vec![MN4[0]]);
+    // BA: accepted, same sequence number, IPv4 acknowledgement success with the address
+    // granted, NAT detected with the configured keep-alive (110 s).
+    assert_eq!(get("mip6.ba.status"), vec!["0"]);
+    assert_eq!(get("mip6.bu.seqnr"), get("mip6.ba.seqnr"));
+    assert_eq!(get("mip6.ipv4aa.sts"), vec!["0"]);
+    let granted = m.ipv4_home_address.unwrap();
+    assert!(json.contains(&granted), "granted {granted} not in the BA");
+    assert_eq!(get("mip6.natd.refresh_t"), vec!["110"]);
+    assert_eq!(get("mip6.natd.f_flag"), vec!["0"]);
+    assert_eq!(get("mip6.ba.lifetime"), vec!["100"]);
+}
+
+const SCAPY_BU: &str = r#"
+import sys, logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import IPv6, IPv6ExtHdrDestOpt, HAO, MIP6MH_BU, send, conf
+conf.verb = 0
+coa, ha, hoa = sys.argv[1], sys.argv[2], sys.argv[3]
+# Flags A and H (scapy orders them AHLKMRP, most significant first).
+p = IPv6(src=coa, dst=ha) / IPv6ExtHdrDestOpt(options=[HAO(hoa=hoa)]) / MIP6MH_BU(seq=77, flags="AH", mhtime=10)
+send(p)
+"#;
+
+#[test]
+fn a_scapy_built_bu_with_a_home_address_option_is_accepted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6scapy")).unwrap();
+    l.write_dsmip_configs(&DsmipOptions::default()).unwrap();
+    l.start_ha().unwrap();
+    l.net
+        .sh("mn", &format!("ip -6 addr add {MN6}/64 dev eth0 nodad && ip -6 route add default via {V6_ROUTER}"))
+        .unwrap();
+    let py = l.net.write("bu.py", SCAPY_BU).unwrap();
+    let other = "2001:db8:1::b";
+    l.net
+        .sh("mn", &format!("/usr/bin/python3 {} {MN6} {} {other}", py.display(), m6t::lab::HA))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let b = loop {
+        if let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() {
+            if let Some(b) = bindings.into_iter().find(|b| b.hoa.to_string() == other) {
+                break b;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "no binding: {}", l.net.log("ha"));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(b.seq, 77);
+    assert!(format!("{:?}", b.tunnel).contains(MN6));
+    assert!(b.remaining_ms <= 40_000 && b.remaining_ms > 30_000);
+    assert_eq!(l.ha_report().unwrap().counter("ba_sent"), 1);
 }

@@ -58,6 +58,20 @@ impl Lab {
 
     /// Writes the configurations and starts the home agent, then the mobile node.
     pub fn start_dsmip(&mut self, o: &DsmipOptions) -> LabResult<()> {
+        self.write_dsmip_configs(o)?;
+        self.start_ha()?;
+        self.start_mn()
+    }
+
+    /// Starts the mobile node.
+    pub fn start_mn(&mut self) -> LabResult<()> {
+        let bin = self.bin.display().to_string();
+        let mn = self.net.dir.join("mn.toml").display().to_string();
+        self.net.spawn("mn", "mn", &[&bin, "mn", "--config", &mn])
+    }
+
+    /// Writes `ha.toml` and `mn.toml` into the scratch directory.
+    pub fn write_dsmip_configs(&mut self, o: &DsmipOptions) -> LabResult<()> {
         let ha = self.net.write(
             "ha.toml",
             &format!(
@@ -83,11 +97,7 @@ impl Lab {
                 self.mn_sock().display()
             ),
         )?;
-        self.start_ha()?;
-        let bin = self.bin.display().to_string();
-        self.net
-            .spawn("mn", "mn", &[&bin, "mn", "--config", &mn.display().to_string()])?;
-        let _ = ha;
+        let _ = (ha, mn);
         Ok(())
     }
 
