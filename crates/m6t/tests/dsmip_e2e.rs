@@ -322,3 +322,23 @@ fn a_scapy_built_bu_with_a_home_address_option_is_accepted() {
     assert!(b.remaining_ms <= 40_000 && b.remaining_ms > 30_000);
     assert_eq!(l.ha_report().unwrap().counter("ba_sent"), 1);
 }
+
+#[test]
+fn the_m6t_tunnel_serves_as_an_ipv6_care_of_address() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // m6t client and gateway first (seed 000), then the mobile node preferring m6t0, marked
+    // as an externally configured tunnel, over eth0 (seed 002 on top of seed 000).
+    let mut l = Lab::start(bin(), &LabOptions::new("d6m6t")).unwrap();
+    l.write_dsmip_configs(&DsmipOptions {
+        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
+                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
+            .into(),
+        ..DsmipOptions::default()
+    })
+    .unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let m = l.wait_registered("ipv6", "fd00:6d36:7400:1:1:", 0).unwrap();
+    assert_eq!(m.candidates.1.as_deref(), Some(MN4[0]));
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+}

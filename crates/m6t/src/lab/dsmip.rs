@@ -29,6 +29,8 @@ pub struct DsmipOptions {
     pub force_udp: bool,
     /// Ask for and accept the TLV format.
     pub tlv: bool,
+    /// The `[[interfaces]]` tables of the MN's file.
+    pub interfaces: String,
 }
 
 impl Default for DsmipOptions {
@@ -38,6 +40,7 @@ impl Default for DsmipOptions {
             lifetime: 400,
             force_udp: false,
             tlv: false,
+            interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n".into(),
         }
     }
 }
@@ -90,11 +93,12 @@ impl Lab {
             &format!(
                 "home_address = \"{HOA}\"\nha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
-                 control_socket = \"{}\"\n[[interfaces]]\nname = \"eth0\"\npreference = 1\n",
+                 control_socket = \"{}\"\n{}",
                 o.lifetime,
                 o.force_udp,
                 o.tlv,
-                self.mn_sock().display()
+                self.mn_sock().display(),
+                o.interfaces
             ),
         )?;
         let _ = (ha, mn);
