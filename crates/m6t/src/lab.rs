@@ -633,13 +633,18 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     println!("\ngateway status:\n{}", status::render(&lab.gateway()?));
     let hooks = std::fs::read_to_string(lab.net.dir.join("hook.log")).unwrap_or_default();
     println!("hook calls:\n{hooks}");
-    let ok = p.received > 0 && big.received > 0 && ptb_ok && gc.is_ok() && inbound.received > 0;
+    let m6t_ok = p.received > 0 && big.received > 0 && ptb_ok && gc.is_ok() && inbound.received > 0;
+    drop(lab);
+    check()?;
+    let mut lab6 = Lab::build(bin, &LabOptions::new("m6tlab"))?;
+    let dsmip_ok = dsmip::run(&mut lab6)?;
+    drop(lab6);
+    let ok = m6t_ok && dsmip_ok;
     println!(
         "lab {} in {:.1} s; namespaces and processes removed.",
         if ok { "passed" } else { "FAILED" },
         t.elapsed().as_secs_f64()
     );
-    drop(lab);
     if ok {
         Ok(())
     } else {
