@@ -1,8 +1,8 @@
 //! What `m6t status` asks a running daemon and how it prints the answer (table or JSON).
 
+use m6t_proto::dsmip::ha::SavedBinding;
 use m6t_proto::m6t::client::ClientInfo;
 use m6t_proto::m6t::gateway::{StateInfo, StateKind};
-use m6t_proto::dsmip::ha::SavedBinding;
 use m6t_proto::stats::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;

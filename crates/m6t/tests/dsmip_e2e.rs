@@ -17,8 +17,10 @@ fn bin() -> &'static Path {
 }
 
 fn lab(tag: &str, o: &DsmipOptions) -> Lab {
-    let mut l = Lab::build(bin(), &LabOptions::new(tag)).unwrap_or_else(|e| panic!("lab {tag}: {e}"));
-    l.start_dsmip(o).unwrap_or_else(|e| panic!("dsmip {tag}: {e}"));
+    let mut l =
+        Lab::build(bin(), &LabOptions::new(tag)).unwrap_or_else(|e| panic!("lab {tag}: {e}"));
+    l.start_dsmip(o)
+        .unwrap_or_else(|e| panic!("dsmip {tag}: {e}"));
     l
 }
 
@@ -47,7 +49,10 @@ fn behind_nat_both_home_addresses_reach_the_correspondent_over_udp() {
     // Traffic really is UDP port 4191 toward the HA on the NAT's outside.
     let o = l
         .net
-        .sh("nat", &format!("conntrack -L -p udp -d {HA4} 2>/dev/null | grep -c 'dport=4191' || true"))
+        .sh(
+            "nat",
+            &format!("conntrack -L -p udp -d {HA4} 2>/dev/null | grep -c 'dport=4191' || true"),
+        )
         .unwrap();
     assert!(o.trim() != "0", "no UDP 4191 mapping: {o}");
     let r = l.ha_report().unwrap();
@@ -99,14 +104,24 @@ fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     let sink = l.net.write("sink.py", SINK_PY).unwrap();
     let source = l.net.write("source.py", SOURCE_PY).unwrap();
     l.net
-        .spawn("cn", "sink", &["/usr/bin/python3", &sink.display().to_string(), CN])
+        .spawn(
+            "cn",
+            "sink",
+            &["/usr/bin/python3", &sink.display().to_string(), CN],
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     l.net
         .spawn(
             "mn",
             "source",
-            &["/usr/bin/python3", &source.display().to_string(), HOA, CN, "9"],
+            &[
+                "/usr/bin/python3",
+                &source.display().to_string(),
+                HOA,
+                CN,
+                "9",
+            ],
         )
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -114,7 +129,9 @@ fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     let m2 = l.wait_registered("udp", MN4[1], m.registrations).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     l.mn_to_ipv6(MN4[1]).unwrap();
-    let m3 = l.wait_registered("ipv6", "2001:db8:5::", m2.registrations).unwrap();
+    let m3 = l
+        .wait_registered("ipv6", "2001:db8:5::", m2.registrations)
+        .unwrap();
     // The HA holds the IPv6 care-of address; signalling went with a Home Address option
     // and a type 2 Routing Header, data in IPv6-in-IPv6.
     let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() else {
@@ -130,7 +147,11 @@ fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     }
     let out = l.net.log("source");
     let f: Vec<&str> = out.split_whitespace().collect();
-    assert!(f.len() >= 5 && f[0] == "sent", "source: {out}\nsink: {}", l.net.log("sink"));
+    assert!(
+        f.len() >= 5 && f[0] == "sent",
+        "source: {out}\nsink: {}",
+        l.net.log("sink")
+    );
     let bytes: u64 = f[1].parse().unwrap();
     assert!(bytes > 1_000_000, "{out}");
     assert_eq!(f[2], f[4], "sha256 differs: {out}");
@@ -149,7 +170,19 @@ fn without_nat_the_tunnel_is_ip_in_ip() {
     let m = l.wait_registered("ip-in-ip", MN4[0], 0).unwrap();
     let v4hoa = m.ipv4_home_address.clone().unwrap();
     l.net
-        .spawn("nat", "tcpdump", &["tcpdump", "-n", "-i", "out0", "-c", "4", "ip proto 41 or ip proto 4"])
+        .spawn(
+            "nat",
+            "tcpdump",
+            &[
+                "tcpdump",
+                "-n",
+                "-i",
+                "out0",
+                "-c",
+                "4",
+                "ip proto 41 or ip proto 4",
+            ],
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
@@ -188,7 +221,10 @@ fn nat_reboot_and_home_agent_restart_recover_by_themselves() {
                 break;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "binding never moved to the new NAT address");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "binding never moved to the new NAT address"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
@@ -242,7 +278,16 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
         .spawn(
             "ha",
             "tcpdump",
-            &["tcpdump", "-n", "-U", "-i", "eth0", "-w", &pcap.display().to_string(), "udp port 4191"],
+            &[
+                "tcpdump",
+                "-n",
+                "-U",
+                "-i",
+                "eth0",
+                "-w",
+                &pcap.display().to_string(),
+                "udp port 4191",
+            ],
         )
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
@@ -252,7 +297,13 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
     l.net.stop("tcpdump");
     let json = l
         .net
-        .sh("ha", &format!("tshark -r {} -d udp.port==4191,ipv6 -T json 2>/dev/null", pcap.display()))
+        .sh(
+            "ha",
+            &format!(
+                "tshark -r {} -d udp.port==4191,ipv6 -T json 2>/dev/null",
+                pcap.display()
+            ),
+        )
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let get = |k: &str| {
@@ -300,12 +351,24 @@ fn a_scapy_built_bu_with_a_home_address_option_is_accepted() {
     l.write_dsmip_configs(&DsmipOptions::default()).unwrap();
     l.start_ha().unwrap();
     l.net
-        .sh("mn", &format!("ip -6 addr add {MN6}/64 dev eth0 nodad && ip -6 route add default via {V6_ROUTER}"))
+        .sh(
+            "mn",
+            &format!(
+                "ip -6 addr add {MN6}/64 dev eth0 nodad && ip -6 route add default via {V6_ROUTER}"
+            ),
+        )
         .unwrap();
     let py = l.net.write("bu.py", SCAPY_BU).unwrap();
     let other = "2001:db8:1::b";
     l.net
-        .sh("mn", &format!("/usr/bin/python3 {} {MN6} {} {other}", py.display(), m6t::lab::HA))
+        .sh(
+            "mn",
+            &format!(
+                "/usr/bin/python3 {} {MN6} {} {other}",
+                py.display(),
+                m6t::lab::HA
+            ),
+        )
         .unwrap();
     let t = std::time::Instant::now();
     let b = loop {
@@ -314,7 +377,11 @@ fn a_scapy_built_bu_with_a_home_address_option_is_accepted() {
                 break b;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "no binding: {}", l.net.log("ha"));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no binding: {}",
+            l.net.log("ha")
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(b.seq, 77);

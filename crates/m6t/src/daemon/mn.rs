@@ -64,13 +64,19 @@ fn candidates(
         }
         for a in addrs.iter().filter(|a| a.index == l.index && a.usable) {
             match a.addr {
-                IpAddr::V6(x) if v6.is_none() && global6(x) && x != cfg.machine.hoa => {
-                    if routable(a.addr, ha6) {
-                        v6 = Some(x);
-                    }
+                IpAddr::V6(x)
+                    if v6.is_none()
+                        && global6(x)
+                        && x != cfg.machine.hoa
+                        && routable(a.addr, ha6) =>
+                {
+                    v6 = Some(x)
                 }
                 IpAddr::V4(x)
-                    if v4.is_none() && !x.is_loopback() && Some(x) != v4hoa && routable(a.addr, ha4) =>
+                    if v4.is_none()
+                        && !x.is_loopback()
+                        && Some(x) != v4hoa
+                        && routable(a.addr, ha4) =>
                 {
                     v4 = Some(x)
                 }
@@ -92,7 +98,10 @@ struct Sockets {
 }
 
 fn raw_pair(local: IpAddr) -> std::io::Result<[RawIp; 2]> {
-    Ok([RawIp::open(local, PROTO_IPV4)?, RawIp::open(local, PROTO_IPV6)?])
+    Ok([
+        RawIp::open(local, PROTO_IPV4)?,
+        RawIp::open(local, PROTO_IPV6)?,
+    ])
 }
 
 impl Sockets {
@@ -162,8 +171,20 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
     raw::sysctl(&p, "0").map_err(io(format!("sysctl {p}")))?;
     // Traffic from the home addresses goes into the tunnel whatever the main table says.
     nl.add_source_rule(IpAddr::V6(hoa), cfg.table, cfg.rule_priority)?;
-    nl.replace_route_ip(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, tun.index(), 1024, cfg.table)?;
-    nl.replace_route_ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, tun.index(), 1024, cfg.table)?;
+    nl.replace_route_ip(
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        0,
+        tun.index(),
+        1024,
+        cfg.table,
+    )?;
+    nl.replace_route_ip(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        0,
+        tun.index(),
+        1024,
+        cfg.table,
+    )?;
     let mut monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
     let mut socks = Sockets {
         udp: None,
@@ -237,7 +258,11 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
             for _ in 0..BURST {
                 match i {
                     0..=3 => {
-                        let s = if i < 2 { &socks.ip4[i] } else { &socks.ip6[i - 2] };
+                        let s = if i < 2 {
+                            &socks.ip4[i]
+                        } else {
+                            &socks.ip6[i - 2]
+                        };
                         let (src, range) = match s.recv(&mut buf) {
                             Ok(x) => x,
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -283,7 +308,10 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
         }
         while let Some(e) = node.poll_event() {
             match e {
-                MnEvent::Registered { registration: r, took } => {
+                MnEvent::Registered {
+                    registration: r,
+                    took,
+                } => {
                     let coa = match r.coa {
                         Coa::V6(a) => IpAddr::V6(a),
                         Coa::V4(a) => IpAddr::V4(a),
@@ -311,7 +339,8 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
                     }
                     if r.ipv4_hoa != v4hoa {
                         if let Some(old) = v4hoa {
-                            let _ = nl.del_source_rule(IpAddr::V4(old), cfg.table, cfg.rule_priority);
+                            let _ =
+                                nl.del_source_rule(IpAddr::V4(old), cfg.table, cfg.rule_priority);
                             let _ = nl.del_ip(tun.index(), IpAddr::V4(old));
                         }
                         if let Some(a) = r.ipv4_hoa {
@@ -322,7 +351,9 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
                     }
                     if !routes_in {
                         for (a, l) in &cfg.routes {
-                            if let Err(e) = nl.replace_route_ip(*a, *l, tun.index(), 1024, MAIN_TABLE) {
+                            if let Err(e) =
+                                nl.replace_route_ip(*a, *l, tun.index(), 1024, MAIN_TABLE)
+                            {
                                 tracing::warn!("route {a}/{l}: {e}");
                             }
                         }

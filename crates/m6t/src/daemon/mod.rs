@@ -6,9 +6,9 @@ pub mod client;
 pub mod gateway;
 /// The DSMIPv6 home agent daemon.
 pub mod ha;
+mod hook;
 /// The DSMIPv6 mobile node daemon.
 pub mod mn;
-mod hook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -110,11 +110,14 @@ impl Lab {
         let _ = std::fs::remove_file(self.ha_sock());
         let bin = self.bin.display().to_string();
         let cfg = self.net.dir.join("ha.toml").display().to_string();
-        self.net.spawn("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
+        self.net
+            .spawn("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
         let sock = self.ha_sock();
-        wait_for("the home agent's control socket", Duration::from_secs(10), || {
-            Ok(sock.exists().then_some(()))
-        })
+        wait_for(
+            "the home agent's control socket",
+            Duration::from_secs(10),
+            || Ok(sock.exists().then_some(())),
+        )
         .map_err(|e| LabError(format!("{e}\n{}", self.net.log("ha"))))
     }
 
@@ -155,7 +158,13 @@ impl Lab {
                 Ok(ok.then_some(m))
             },
         )
-        .map_err(|e| LabError(format!("{e}\nmn log:\n{}\nha log:\n{}", self.net.log("mn"), self.net.log("ha"))))
+        .map_err(|e| {
+            LabError(format!(
+                "{e}\nmn log:\n{}\nha log:\n{}",
+                self.net.log("mn"),
+                self.net.log("ha")
+            ))
+        })
     }
 
     /// Moves the MN's IPv4 address from `from` to `to` (same network).
@@ -234,13 +243,19 @@ pub fn run(lab: &mut Lab) -> LabResult<bool> {
     lab.mn_to_ipv4(MN4[0])?;
     let m4 = lab.wait_registered("udp", MN4[0], m3.registrations)?;
     let p = lab.ping_from("mn", HOA, CN, 1)?;
-    println!("  back behind the NAT: tunnel {}, ping {p}/1", m4.mode.clone().unwrap_or_default());
+    println!(
+        "  back behind the NAT: tunnel {}, ping {p}/1",
+        m4.mode.clone().unwrap_or_default()
+    );
 
     lab.stop_ha();
     lab.start_ha()?;
     let p = lab.ping_from("mn", HOA, CN, 3)?;
     println!("  home agent restarted (binding cache from its file): ping {p}/3 right away");
-    println!("\nhome agent status:\n{}", status::render(&lab.ha_report()?));
+    println!(
+        "\nhome agent status:\n{}",
+        status::render(&lab.ha_report()?)
+    );
     Ok(p6 > 0 && p4 > 0 && p > 0)
 }
 

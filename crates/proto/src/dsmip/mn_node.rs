@@ -254,7 +254,7 @@ impl MnNode {
         Verdict::ToTun(inner)
     }
 
-    fn from_ha(&self, outer: Outer) -> bool {
+    fn is_from_ha(&self, outer: Outer) -> bool {
         match outer {
             Outer::Udp(s) => *s.ip() == self.ha4 && s.port() == DSMIP_PORT,
             Outer::Ipv4(s) => s == self.ha4,
@@ -264,7 +264,7 @@ impl MnNode {
 
     fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a> {
         match up {
-            Up::Signal { outer, .. } | Up::Data { outer, .. } if !self.from_ha(outer) => {
+            Up::Signal { outer, .. } | Up::Data { outer, .. } if !self.is_from_ha(outer) => {
                 self.counters.bump(MnCounter::DropNotFromHa);
                 Verdict::Drop(MnCounter::DropNotFromHa)
             }
