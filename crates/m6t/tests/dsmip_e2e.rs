@@ -290,7 +290,14 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
             ],
         )
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let t = std::time::Instant::now();
+    while !l.net.log("tcpdump").contains("listening on") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     l.start_mn().unwrap();
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
     std::thread::sleep(Duration::from_millis(300));
