@@ -8,6 +8,7 @@ pub mod batch;
 pub mod caps;
 pub mod claims;
 pub mod control;
+pub mod dns;
 pub mod netlink;
 pub mod poll;
 pub mod raw;

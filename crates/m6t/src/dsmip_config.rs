@@ -283,10 +283,17 @@ fn d_pref() -> u32 {
 pub struct MnFile {
     /// The IPv6 home address.
     pub home_address: Ipv6Addr,
-    /// The home agent's IPv6 address.
-    pub ha_address6: Ipv6Addr,
+    /// The home agent's IPv6 address (with `ha_address4`; or give `ha_name` or `ha_domain`).
+    pub ha_address6: Option<Ipv6Addr>,
     /// The home agent's IPv4 address.
-    pub ha_address4: Ipv4Addr,
+    pub ha_address4: Option<Ipv4Addr>,
+    /// The home agent's DNS name (its AAAA and A records).
+    pub ha_name: Option<String>,
+    /// The home domain: the home agent is found by SRV `mip6ha.ipv6.<domain>`.
+    pub ha_domain: Option<String>,
+    /// Name servers for `ha_name` / `ha_domain` (default: /etc/resolv.conf).
+    #[serde(default)]
+    pub nameservers: Vec<std::net::IpAddr>,
     /// "none", "dynamic", or a static IPv4 home address.
     #[serde(default = "d_v4hoa")]
     pub ipv4_home_address: String,
@@ -323,11 +330,23 @@ pub struct MnFile {
     pub interfaces: Vec<MnInterface>,
 }
 
+/// Where the mobile node gets its home agent's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaSource {
+    /// Configured.
+    Addresses,
+    /// Through DNS (draft-06 section 2.1), with these name servers (empty: the system's).
+    Dns(m6t_linux::dns::HaQuery, Vec<std::net::IpAddr>),
+}
+
 /// A validated mobile node configuration.
 #[derive(Debug, Clone)]
 pub struct Mn {
-    /// The protocol module's configuration.
+    /// The protocol module's configuration (home agent addresses unspecified until DNS
+    /// answered, when `ha` says DNS).
     pub machine: MnConfig,
+    /// Where the home agent's addresses come from.
+    pub ha: HaSource,
     /// TUN name.
     pub interface: String,
     /// TUN MTU.
@@ -391,13 +410,29 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     if f.table == 0 || f.table == 253 || f.table == 254 || f.table == 255 {
         return Err(v.bad("table", "must not be 0 or a reserved table (253-255)"));
     }
-    let mut machine = MnConfig::new(f.home_address, f.ha_address6, f.ha_address4);
+    let ha = match (f.ha_address6, f.ha_address4, &f.ha_name, &f.ha_domain) {
+        (Some(_), Some(_), None, None) => HaSource::Addresses,
+        (None, None, Some(n), None) => HaSource::Dns(m6t_linux::dns::HaQuery::Name(n.clone()), f.nameservers.clone()),
+        (None, None, None, Some(d)) => HaSource::Dns(m6t_linux::dns::HaQuery::Service(d.clone()), f.nameservers.clone()),
+        _ => {
+            return Err(v.bad(
+                "ha_address6",
+                "give the home agent as ha_address6 + ha_address4, or ha_name, or ha_domain (one of the three)",
+            ))
+        }
+    };
+    let mut machine = MnConfig::new(
+        f.home_address,
+        f.ha_address6.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        f.ha_address4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+    );
     machine.ipv4_hoa = ipv4_hoa;
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
     Ok(Mn {
         machine,
+        ha,
         interface: f.interface,
         mtu,
         table: f.table,
@@ -462,11 +497,17 @@ mod tests {
         let m = mn_from_str(Path::new("m"), &MN.replace("[[interfaces]]", "ipv4_home_address = \"dynamic\"\nroutes = [\"2001:db8:2::/64\", \"198.51.100.128/25\"]\n[[interfaces]]")).unwrap();
         assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::Dynamic);
         assert_eq!(m.routes.len(), 2);
+        let by_srv = "home_address = \"2001:db8:1::a\"\nha_domain = \"example.com\"\nnameservers = [\"192.0.2.1\"]\n[[interfaces]]\nname = \"eth0\"\n";
+        let m = mn_from_str(Path::new("m"), by_srv).unwrap();
+        assert!(
+            matches!(m.ha, HaSource::Dns(m6t_linux::dns::HaQuery::Service(ref d), ref s) if d == "example.com" && s.len() == 1)
+        );
         for (extra, key) in [
             ("ipv4_home_address = \"maybe\"\n", "`ipv4_home_address`"),
             ("routes = [\"nope\"]\n", "`routes`"),
             ("table = 254\n", "`table`"),
             ("lifetime = 1\n", "`lifetime`"),
+            ("ha_name = \"ha.example.com\"\n", "`ha_address6`"),
         ] {
             let e = mn_from_str(
                 Path::new("m"),

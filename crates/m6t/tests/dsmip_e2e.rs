@@ -300,7 +300,13 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
     }
     l.start_mn().unwrap();
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Both packets (BU and BA, ~150 bytes each with headers) written before stopping.
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) < 300
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     l.net.stop("tcpdump");
     let json = l
         .net
@@ -320,7 +326,13 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
     };
     // BU: A and H set, lifetime 400 s / 4, dynamic IPv4 HoA request, IPv4 CoA = the MN's
     // address before the NAT.
-    assert_eq!(get("mip6.mhtype"), vec!["5", "6"], "{json}");
+    assert_eq!(
+        get("mip6.mhtype"),
+        vec!["5", "6"],
+        "{json}\ntcpdump: {}\npcap bytes: {:?}",
+        l.net.log("tcpdump"),
+        std::fs::metadata(&pcap).map(|m| m.len())
+    );
     assert_eq!(get("mip6.bu.a_flag"), vec!["1"]);
     assert_eq!(get("mip6.bu.h_flag"), vec!["1"]);
     assert_eq!(get("mip6.bu.f_flag"), vec!["0"]);
@@ -415,4 +427,75 @@ fn the_m6t_tunnel_serves_as_an_ipv6_care_of_address() {
     let m = l.wait_registered("ipv6", "fd00:6d36:7400:1:1:", 0).unwrap();
     assert_eq!(m.candidates.1.as_deref(), Some(MN4[0]));
     assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+}
+
+/// A small authoritative DNS server (scapy's DNS classes) for example.com: the SRV record
+/// `mip6ha.ipv6.example.com` names ha1.example.com, which has AAAA and A records.
+const DNS_PY: &str = r#"
+import socket, sys, logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import DNS, DNSRR, DNSRRSRV
+ha6, ha4 = sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    try:
+        q = DNS(data)
+        name = q.qd.qname.decode().lower(); t = q.qd.qtype
+    except Exception:
+        continue
+    an = None
+    if t == 33 and name == "mip6ha.ipv6.example.com.":
+        an = DNSRRSRV(rrname=name, ttl=60, priority=0, weight=0, port=0, target="ha1.example.com.")
+    elif t == 28 and name == "ha1.example.com.":
+        an = DNSRR(rrname=name, type="AAAA", ttl=60, rdata=ha6)
+    elif t == 1 and name == "ha1.example.com.":
+        an = DNSRR(rrname=name, type="A", ttl=60, rdata=ha4)
+    r = DNS(id=q.id, qr=1, aa=1, rd=q.rd, ra=1, qd=q.qd, an=an, rcode=0 if an else 3)
+    s.sendto(bytes(r), peer)
+    print("answered", name, t, flush=True)
+"#;
+
+#[test]
+fn the_home_agent_is_found_through_a_dns_srv_record() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6dns")).unwrap();
+    let py = l.net.write("dns.py", DNS_PY).unwrap();
+    l.net
+        .spawn(
+            "nat",
+            "dns",
+            &[
+                "/usr/bin/python3",
+                &py.display().to_string(),
+                "192.0.2.1",
+                m6t::lab::HA,
+                HA4,
+            ],
+        )
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !l.net.log("dns").contains("ready") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "dns server: {}",
+            l.net.log("dns")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    l.start_dsmip(&DsmipOptions {
+        home_agent: "ha_domain = \"example.com\"\nnameservers = [\"192.0.2.1\"]\n".into(),
+        ..DsmipOptions::default()
+    })
+    .unwrap();
+    l.wait_registered("udp", MN4[0], 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
+    let log = l.net.log("dns");
+    assert!(
+        log.contains("answered mip6ha.ipv6.example.com. 33"),
+        "{log}"
+    );
+    assert!(l.net.log("mn").contains("found in DNS"));
 }

@@ -6,7 +6,7 @@
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
 use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
-use crate::dsmip_config::{Mn, MnInterface};
+use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{MnInfo, Report, REQUEST_COUNTERS, REQUEST_STATUS};
 use m6t_linux::netlink::{Monitor, Netlink};
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
@@ -159,9 +159,38 @@ fn mode_name(m: TunnelMode) -> &'static str {
     }
 }
 
+/// Finds the home agent through DNS, retrying every 2 s (the mobile node may start before
+/// it has a network) until an answer or a stop signal.
+fn discover_ha(cfg: &mut Mn, stop: &std::sync::atomic::AtomicBool) -> bool {
+    let HaSource::Dns(q, servers) = &cfg.ha else {
+        return true;
+    };
+    loop {
+        match m6t_linux::dns::discover(q, servers) {
+            Ok((a6, a4)) => {
+                tracing::info!("home agent {q:?} found in DNS: {a6} / {a4}");
+                cfg.machine.ha6 = a6;
+                cfg.machine.ha4 = a4;
+                return true;
+            }
+            Err(e) => tracing::warn!("home agent discovery: {e}; retrying in 2 s"),
+        }
+        for _ in 0..20 {
+            if stopping(stop) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// Runs the mobile node until SIGINT/SIGTERM.
-pub fn run(cfg: Mn) -> Result<(), DaemonError> {
+pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
+    let stop = shutdown_flag().map_err(io("signal handlers"))?;
+    if !discover_ha(&mut cfg, &stop) {
+        return Ok(());
+    }
     let tun = Tun::open(&cfg.interface, cfg.mtu, false)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
@@ -197,7 +226,6 @@ pub fn run(cfg: Mn) -> Result<(), DaemonError> {
         "control socket {}",
         cfg.control_socket.display()
     )))?;
-    let stop = shutdown_flag().map_err(io("signal handlers"))?;
     let seq0: u16 = {
         let mut b = [0u8; 2];
         // A random first sequence number; a restarted MN resynchronises on status 135.

@@ -31,6 +31,8 @@ pub struct DsmipOptions {
     pub tlv: bool,
     /// The `[[interfaces]]` tables of the MN's file.
     pub interfaces: String,
+    /// How the MN's file names its home agent (addresses, or `ha_name` / `ha_domain`).
+    pub home_agent: String,
 }
 
 impl Default for DsmipOptions {
@@ -41,6 +43,7 @@ impl Default for DsmipOptions {
             force_udp: false,
             tlv: false,
             interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n".into(),
+            home_agent: format!("ha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n"),
         }
     }
 }
@@ -91,9 +94,10 @@ impl Lab {
         let mn = self.net.write(
             "mn.toml",
             &format!(
-                "home_address = \"{HOA}\"\nha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n\
+                "home_address = \"{HOA}\"\n{}\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
                  control_socket = \"{}\"\n{}",
+                o.home_agent,
                 o.lifetime,
                 o.force_udp,
                 o.tlv,
