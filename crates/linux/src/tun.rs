@@ -49,6 +49,42 @@ impl Tun {
         })
     }
 
+    /// Creates the TUN device with `queues` queues (IFF_MULTI_QUEUE when more than one),
+    /// one [`Tun`] per queue, for one worker thread each. The kernel spreads the packets it
+    /// sends into the device over the queues by flow.
+    pub fn open_queues(name: &str, mtu: u16, offload: bool, queues: usize) -> io::Result<Vec<Tun>> {
+        if queues <= 1 {
+            return Ok(vec![Tun::open(name, mtu, offload)?]);
+        }
+        let dev = DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .offload(offload)
+            .multi_queue(true)
+            .tx_queue_len(TX_QUEUE_LEN)
+            .build_sync()?;
+        dev.set_nonblocking(true)?;
+        let name = dev.name()?;
+        let index = dev.if_index()?;
+        let offload = offload && dev.tcp_gso();
+        let mut out = Vec::with_capacity(queues);
+        for _ in 1..queues {
+            let q = dev.try_clone()?;
+            q.set_nonblocking(true)?;
+            out.push(q);
+        }
+        out.insert(0, dev);
+        Ok(out
+            .into_iter()
+            .map(|d| Tun {
+                dev: Arc::new(d),
+                name: name.clone(),
+                index,
+                offload,
+            })
+            .collect())
+    }
+
     /// Interface name.
     pub fn name(&self) -> &str {
         &self.name

@@ -75,6 +75,71 @@ pub fn listen(addr: Ipv4Addr, port: u16) -> io::Result<Udp> {
     Udp::new(s)
 }
 
+/// One socket per worker on `addr:port`, in a SO_REUSEPORT group whose classic BPF program
+/// (SO_ATTACH_REUSEPORT_CBPF) steers each datagram by the last 32 bits of the IPv6 source
+/// inside it (UDP payload bytes 20..24: the random part of an m6t tunnel address) modulo
+/// the number of sockets, so that a mobile node's packets reach the worker owning its
+/// state. Datagrams too short for that load go to socket 0.
+pub fn listen_group(addr: Ipv4Addr, port: u16, n: usize) -> io::Result<Vec<Udp>> {
+    if n <= 1 {
+        return Ok(vec![listen(addr, port)?]);
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = base()?;
+        s.set_reuse_port(true)?;
+        s.bind(&SockAddr::from(SocketAddrV4::new(addr, port)))?;
+        v.push(s);
+    }
+    // ld [20]; mod #n; ret a (offsets from the UDP payload, where the kernel runs it).
+    let prog = [
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 20,
+        },
+        libc::sock_filter {
+            code: 0x94,
+            jt: 0,
+            jf: 0,
+            k: n as u32,
+        },
+        libc::sock_filter {
+            code: 0x16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: valid socket; fprog points at `prog`, alive for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            v[0].as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    v.into_iter().map(Udp::new).collect()
+}
+
+/// The worker [`listen_group`] steers a datagram to (the same function in userspace).
+pub fn steer(payload: &[u8], n: usize) -> usize {
+    match payload.get(20..24) {
+        Some(b) if n > 1 => (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) % n,
+        _ => 0,
+    }
+}
+
 /// A fresh client socket connected to the gateway (a new local port every time, so that
 /// the NAT makes a new mapping for a new tunnel address).
 pub fn connect(gateway: SocketAddrV4) -> io::Result<Udp> {

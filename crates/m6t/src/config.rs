@@ -203,6 +203,14 @@ pub struct GatewayFile {
     /// Control socket path.
     #[serde(default = "d_gw_socket")]
     pub control_socket: PathBuf,
+    /// Worker threads (each with its own UDP sockets and TUN queue, state sharded by
+    /// mobile-node address).
+    #[serde(default = "d_workers")]
+    pub workers: usize,
+}
+
+fn d_workers() -> usize {
+    1
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
@@ -313,6 +321,8 @@ pub struct Gateway {
     pub control_socket: PathBuf,
     /// TUN offload.
     pub offload: bool,
+    /// Worker threads.
+    pub workers: usize,
 }
 
 /// Reads and validates a client configuration file.
@@ -422,6 +432,9 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
     if f.max_states == 0 || f.max_states > 100_000_000 {
         return Err(v.bad("max_states", "must be between 1 and 100000000"));
     }
+    if !(1..=64).contains(&f.workers) {
+        return Err(v.bad("workers", "must be between 1 and 64"));
+    }
     let machine = GatewayConfig {
         ha_addresses: f.ha_addresses,
         allowed_destinations: f.allowed_destinations,
@@ -443,6 +456,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         route_metric: f.route_metric,
         control_socket: f.control_socket,
         offload: f.offload,
+        workers: f.workers,
     })
 }
 

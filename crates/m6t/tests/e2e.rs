@@ -477,3 +477,34 @@ fn bench_smoke_mode_produces_every_figure() {
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ns.stdout).contains("m6tbench"));
 }
+
+#[test]
+fn two_workers_share_the_data_plane_and_report_one_table() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = start("e2ework", |o| o.gateway_extra = "workers = 2\n".into());
+    let link = l.net.sh("gw", "ip -d link show m6tgw0").unwrap();
+    assert!(
+        link.contains("multi_queue") && link.contains("numqueues 2"),
+        "{link}"
+    );
+    let a = addr(&l);
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+    let gbps = l.tcp_transfer("cn", lab::CN, 2, false).unwrap();
+    assert!(gbps > 0.0);
+    let back = l.tcp_transfer("cn", lab::CN, 2, true).unwrap();
+    assert!(back > 0.0);
+    // One table and summed counters, whichever worker holds the state.
+    let s = states(&l);
+    assert_eq!(s.iter().filter(|x| x.address == a).count(), 1);
+    let r = gw(&l);
+    assert!(r.counter("forwarded_to_home") > 1000, "{r:?}");
+    assert!(r.counter("forwarded_to_mn") > 1000, "{r:?}");
+    // A handover still gets a new state and the old one collected.
+    l.handover(MN4[1], MN4[0]).unwrap();
+    let b = l.wait_client_address(Some(a)).unwrap();
+    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2);
+    wait("the old state to go", 30, || {
+        let s = states(&l);
+        !s.iter().any(|x| x.address == a) && s.iter().any(|x| x.address == b)
+    });
+}

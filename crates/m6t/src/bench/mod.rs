@@ -536,6 +536,43 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         Some(">= 0.8"),
     );
 
+    // Multi-core: the same forwarding run against a gateway with two workers (SO_REUSEPORT
+    // sockets steered by MN address, two TUN queues, states in two shards).
+    let cfg1 = std::fs::read_to_string(lab.net.dir.join("gateway.toml"))
+        .map_err(|e| LabError(format!("gateway.toml: {e}")))?;
+    let cfg2 = lab
+        .net
+        .write("gateway2.toml", &format!("{cfg1}workers = 2\n"))?;
+    let _ = std::fs::remove_file(&lab.gw_sock);
+    lab.net.spawn(
+        "gw",
+        "gateway2",
+        &[&bin_s, "gateway", "--config", &cfg2.display().to_string()],
+    )?;
+    let w = Instant::now();
+    while !lab.gw_sock.exists() && w.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid2 = gateway_pid(&lab)?;
+    let r2 = loadgen(
+        &lab,
+        pid2,
+        &[format!("create:{s0}"), format!("blast:{d}")],
+        false,
+    )?;
+    t.add(
+        &format!("gateway fwd pps @ {s0} states, 2 workers"),
+        r2[1]["pps"].as_f64().unwrap_or(f64::NAN),
+        "pkt/s",
+    );
+    t.ratio(
+        &format!("gateway fwd pps @ {s0} states, 2 workers"),
+        &format!("gateway fwd pps @ {s0} states"),
+        Some("> 1"),
+    );
+    lab.net.stop("gateway2");
+
     println!("\nratios (same run):");
     for r in &t.ratios {
         let tgt = r.target.as_deref().unwrap_or("");

@@ -1,5 +1,13 @@
 //! The gateway daemon: UDP sockets on every configured port, one TUN toward the home
 //! agent, the mobile-node prefixes routed into it, and the gateway machine in between.
+//!
+//! With `workers = N` the data plane runs on N threads. Each has its own SO_REUSEPORT
+//! socket per port and its own TUN queue (IFF_MULTI_QUEUE); the states are split into N
+//! shards by mobile-node address, each shard a whole gateway machine behind its own mutex.
+//! The kernel steers a datagram to the worker owning its source's shard (a classic BPF
+//! program on the reuseport group), so a worker mostly takes its own, uncontended lock; a
+//! packet from the home side locks the shard of its destination, whichever queue it came
+//! from. No lock covers all states on the hot path.
 
 use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
 
@@ -14,35 +22,120 @@ use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, 
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+/// What the workers share: the shards and the driver's own counters.
+struct Shared {
+    shards: Vec<Mutex<Gateway>>,
+    tun_write_errors: AtomicU64,
+    gc_max_pause_us: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self, i: usize) -> MutexGuard<'_, Gateway> {
+        // A worker that panicked while holding a shard cannot leave it half-updated in a
+        // way that matters more than stopping the gateway would: keep serving.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shard of a mobile node's address: the same function the kernel's steering
+    /// program computes from the UDP payload (bytes 20..24 of the IPv6 packet are the last
+    /// 32 bits of its source).
+    fn shard_of_bytes(&self, b: Option<&[u8]>) -> usize {
+        let n = self.shards.len();
+        match b {
+            Some(b) if n > 1 && b.len() == 4 => {
+                (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) % n
+            }
+            _ => 0,
+        }
+    }
+
+    fn report(&self, req: &str, interface: &str, ports: &[u16]) -> String {
+        if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
+            return "{\"error\":\"unknown request\"}\n".to_string();
+        }
+        let mut counters: Vec<m6t_proto::stats::Counter> = Vec::new();
+        let mut states = Vec::new();
+        let mut len = 0;
+        let now = Instant::now();
+        for i in 0..self.shards.len() {
+            let g = self.lock(i);
+            for (k, c) in g.counters().snapshot().into_iter().enumerate() {
+                match counters.get_mut(k) {
+                    Some(t) => t.value += c.value,
+                    None => counters.push(c),
+                }
+            }
+            len += g.len();
+            // `counters` leaves the (possibly million-entry) state list out.
+            if req == REQUEST_STATUS {
+                states.extend(g.states(now));
+            }
+        }
+        for (name, value) in [
+            (
+                "tun_write_errors",
+                self.tun_write_errors.load(Ordering::Relaxed),
+            ),
+            ("states", len as u64),
+            (
+                "gc_max_pause_us",
+                self.gc_max_pause_us.load(Ordering::Relaxed),
+            ),
+        ] {
+            counters.push(m6t_proto::stats::Counter {
+                name: name.into(),
+                value,
+            });
+        }
+        let r = Report::Gateway {
+            interface: interface.to_string(),
+            ports: ports.to_vec(),
+            states,
+            counters,
+        };
+        serde_json::to_string(&r).unwrap_or_default() + "\n"
+    }
+}
 
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
-    let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
+    let n = cfg.workers.max(1);
+    let tuns = Tun::open_queues(&cfg.interface, cfg.machine.mtu, cfg.offload, n)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
+    let tun_index = tuns[0].index();
     for p in &cfg.machine.mn_prefixes {
-        nl.replace_route(p.addr(), p.len(), tun.index(), cfg.route_metric)?;
+        nl.replace_route(p.addr(), p.len(), tun_index, cfg.route_metric)?;
     }
-    let socks: Vec<(u16, udp::Udp)> = cfg
-        .ports
-        .iter()
-        .map(|p| {
-            udp::listen(cfg.listen, *p)
-                .map(|s| (*p, s))
-                .map_err(io(format!("UDP port {p}")))
-        })
-        .collect::<Result<_, _>>()?;
+    // socks[w] = worker w's socket for each port, in the order of cfg.ports.
+    let mut socks: Vec<Vec<(u16, udp::Udp)>> = (0..n).map(|_| Vec::new()).collect();
+    for p in &cfg.ports {
+        let group = udp::listen_group(cfg.listen, *p, n).map_err(io(format!("UDP port {p}")))?;
+        for (w, s) in group.into_iter().enumerate() {
+            socks[w].push((*p, s));
+        }
+    }
     let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
         "control socket {}",
         cfg.control_socket.display()
     )))?;
     let stop = shutdown_flag().map_err(io("signal handlers"))?;
-    let mut gw = Gateway::new(cfg.machine.clone());
+    let shard_cfg = cfg.machine.shard(n);
+    let shared = Shared {
+        shards: (0..n)
+            .map(|_| Mutex::new(Gateway::new(shard_cfg.clone())))
+            .collect(),
+        tun_write_errors: AtomicU64::new(0),
+        gc_max_pause_us: AtomicU64::new(0),
+    };
+    let name = tuns[0].name().to_string();
     tracing::info!(
-        "gateway up: {} ports {:?}, prefixes {:?}",
-        tun.name(),
+        "gateway up: {name} ports {:?}, prefixes {:?}, {n} worker(s)",
         cfg.ports,
         cfg.machine
             .mn_prefixes
@@ -50,23 +143,78 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
     );
+    let result = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let mut control = Some(control);
+        for (w, (tun, s)) in tuns.into_iter().zip(socks).enumerate() {
+            let ctl = if w == 0 { control.take() } else { None };
+            let shared = &shared;
+            let stop = &stop;
+            let ports = &cfg.ports;
+            let name = &name;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("m6t-gw-{w}"))
+                    .spawn_scoped(scope, move || {
+                        worker(w, tun, s, ctl, shared, stop, ports, name)
+                    })
+                    .map_err(io("worker thread"))?,
+            );
+        }
+        let mut r = Ok(());
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // One worker failing stops the others too.
+                    stop.store(true, Ordering::Relaxed);
+                    r = Err(e);
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    r = Err(io("worker thread")(std::io::Error::other("panicked")));
+                }
+            }
+        }
+        r
+    });
+    for p in &cfg.machine.mn_prefixes {
+        let _ = nl.del_route(p.addr(), p.len(), tun_index, cfg.route_metric);
+    }
+    tracing::info!("gateway stopped");
+    result
+}
 
+/// One data-plane thread: its TUN queue, its sockets, the timers of its own shard, and
+/// (worker 0) the control socket.
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    me: usize,
+    tun: Tun,
+    socks: Vec<(u16, udp::Udp)>,
+    control: Option<ControlServer>,
+    shared: &Shared,
+    stop: &AtomicBool,
+    ports: &[u16],
+    name: &str,
+) -> Result<(), DaemonError> {
     let mut fds = vec![tun.as_raw_fd()];
     fds.extend(socks.iter().map(|(_, s)| s.as_raw_fd()));
-    fds.push(control.as_raw_fd());
+    if let Some(c) = &control {
+        fds.push(c.as_raw_fd());
+    }
     let mut ready = Vec::new();
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
     let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
     let mut rx = RecvBatch::new(RECV_BATCH);
     let mut tx: Vec<SendBatch> = socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect();
-    // The longest garbage-collection pass, measured here since the machine has no clock.
-    let mut gc_max_pause = Duration::ZERO;
+    let mut reported_tun_errors = 0;
 
-    while !stopping(&stop) {
+    while !stopping(stop) {
         let now = Instant::now();
-        poll::wait_readable(&fds, Some(until(gw.poll_timeout(), now)), &mut ready)
-            .map_err(io("poll"))?;
+        let next = shared.lock(me).poll_timeout();
+        poll::wait_readable(&fds, Some(until(next, now)), &mut ready).map_err(io("poll"))?;
         let now = Instant::now();
         if ready[0] {
             for _ in 0..BURST {
@@ -77,7 +225,10 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 };
                 for k in 0..n {
                     let pkt = tun_rx.packet(k);
-                    match gw.handle_from_home(now, pkt, &mut scratch) {
+                    // The destination's last 32 bits pick the shard (bytes 36..40).
+                    let shard = shared.shard_of_bytes(pkt.get(36..40));
+                    let verdict = shared.lock(shard).handle_from_home(now, pkt, &mut scratch);
+                    match verdict {
                         FromHome::ToMn { peer, local_port } => {
                             if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
                                 tx[i].push(pkt, peer);
@@ -106,7 +257,12 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 };
                 for k in 0..got {
                     let (data, from) = rx.get(k);
-                    match gw.handle_from_mn(now, *port, from, data, &mut scratch) {
+                    let shard = shared.shard_of_bytes(data.get(20..24));
+                    let verdict =
+                        shared
+                            .lock(shard)
+                            .handle_from_mn(now, *port, from, data, &mut scratch);
+                    match verdict {
                         FromMn::ToHome => tun_tx.push(data),
                         FromMn::Echo(e) => tx[i].push(&e, from),
                         FromMn::Reply(len) => tx[i].push(&scratch[..len], from),
@@ -127,43 +283,28 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 tx[i].flush(s);
             }
         }
-        if ready[fds.len() - 1] {
-            control.serve(|req| {
-                if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
-                    return "{\"error\":\"unknown request\"}\n".to_string();
-                }
-                let mut counters = gw.counters().snapshot();
-                for (name, value) in [
-                    ("tun_write_errors", tun_tx.errors()),
-                    ("states", gw.len() as u64),
-                    ("gc_max_pause_us", gc_max_pause.as_micros() as u64),
-                ] {
-                    counters.push(m6t_proto::stats::Counter {
-                        name: name.into(),
-                        value,
-                    });
-                }
-                // `counters` leaves the (possibly million-entry) state list out.
-                let states = if req == REQUEST_STATUS {
-                    gw.states(Instant::now())
-                } else {
-                    Vec::new()
-                };
-                let r = Report::Gateway {
-                    interface: tun.name().to_string(),
-                    ports: cfg.ports.clone(),
-                    states,
-                    counters,
-                };
-                serde_json::to_string(&r).unwrap_or_default() + "\n"
-            });
+        let errs = tun_tx.errors();
+        if errs != reported_tun_errors {
+            shared
+                .tun_write_errors
+                .fetch_add(errs - reported_tun_errors, Ordering::Relaxed);
+            reported_tun_errors = errs;
         }
-        if gw.poll_timeout().is_some_and(|t| t <= now) {
+        if let Some(c) = &control {
+            if ready[fds.len() - 1] {
+                c.serve(|req| shared.report(req, name, ports));
+            }
+        }
+        let mut g = shared.lock(me);
+        if g.poll_timeout().is_some_and(|t| t <= now) {
+            // The longest garbage-collection pass, measured here since the machine has no
+            // clock.
             let t = Instant::now();
-            gw.handle_timeout(now);
-            gc_max_pause = gc_max_pause.max(t.elapsed());
+            g.handle_timeout(now);
+            let us = t.elapsed().as_micros() as u64;
+            shared.gc_max_pause_us.fetch_max(us, Ordering::Relaxed);
         }
-        while let Some(e) = gw.poll_event() {
+        while let Some(e) = g.poll_event() {
             match e {
                 // Per-state lines at debug level: a mass expiry must not flood the log.
                 GatewayEvent::Created { address, peer } => {
@@ -176,9 +317,5 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             }
         }
     }
-    for p in &cfg.machine.mn_prefixes {
-        let _ = nl.del_route(p.addr(), p.len(), tun.index(), cfg.route_metric);
-    }
-    tracing::info!("gateway stopped");
     Ok(())
 }

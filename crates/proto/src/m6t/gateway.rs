@@ -52,6 +52,25 @@ pub struct GatewayConfig {
     pub max_states: usize,
 }
 
+impl GatewayConfig {
+    /// The configuration of one of `n` shards of a gateway whose states are split by
+    /// mobile-node address: the global and per-IPv4 caps and the per-IPv4 creation rate
+    /// are divided among the shards (rounded up, at least 1). With addresses spread evenly
+    /// by their random bits, a source gets about the configured totals; a single shard
+    /// never exceeds its part.
+    pub fn shard(&self, n: usize) -> GatewayConfig {
+        let n32 = n.max(1) as u32;
+        let div = |x: u32| x.div_ceil(n32).max(1);
+        GatewayConfig {
+            new_state_rate: div(self.new_state_rate),
+            new_state_burst: div(self.new_state_burst),
+            max_states_per_ipv4: div(self.max_states_per_ipv4),
+            max_states: self.max_states.div_ceil(n.max(1)).max(1),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
