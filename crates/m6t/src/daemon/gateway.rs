@@ -273,7 +273,10 @@ fn worker(
                     }
                 }
                 tun_tx.flush();
-                if got == 0 {
+                // A short batch means the socket is drained: save the recvmmsg that would
+                // say so (poll is level-triggered; anything late wakes us again). This
+                // halves the system calls of an idle gateway answering keep-alives.
+                if got < RECV_BATCH {
                     break;
                 }
             }

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 /// traffic extended it) by one `handle_timeout` call, so that a mass expiry never stalls the
 /// data plane: the rest is done on the next (immediate) wake-up.
 pub const GC_BATCH: usize = 256;
+/// Longest tick the garbage-collection wake-ups are rounded up to, in milliseconds.
+pub const GC_TICK_MS: u64 = 250;
 /// Most events kept for `poll_event`; older ones are counted as lost.
 const EVENT_QUEUE_CAP: usize = 4096;
 
@@ -486,10 +488,14 @@ impl Gateway {
 
     /// When the gateway next wants [`Self::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // Deadlines are rounded up to a coarse tick, so that thousands of states expiring
+        // at spread-out instants cost a few wake-ups per second, not one each (idle
+        // gateways with many mobile nodes). The tick is small against every lifetime.
+        let tick = (self.cfg.temporary_lifetime.as_millis() as u64 / 8).clamp(1, GC_TICK_MS);
         let a = self
             .table
             .next_deadline()
-            .and_then(|t| self.table.instant(t));
+            .and_then(|t| self.table.instant(t.div_ceil(tick) * tick));
         let b = self.idle_sources.front().map(|(t, _)| *t);
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
