@@ -7,6 +7,15 @@
 //! by 2 MiB pages. Small allocations are untouched.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the advice on or off for later allocations (for measurements: the bench compares
+/// the same table with and without huge pages).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
 
 /// Allocations at least this large are advised.
 const HUGE: usize = 2 << 20;
@@ -16,7 +25,7 @@ const PAGE: usize = 4096;
 pub struct HugePageAlloc;
 
 fn advise(p: *mut u8, size: usize) {
-    if p.is_null() || size < HUGE {
+    if p.is_null() || size < HUGE || !ENABLED.load(Ordering::Relaxed) {
         return;
     }
     let start = (p as usize).div_ceil(PAGE) * PAGE;

@@ -106,19 +106,6 @@ impl Netlink {
         })
     }
 
-    fn route(
-        dst: Ipv6Addr,
-        len: u8,
-        index: u32,
-        metric: u32,
-    ) -> netlink_packet_route::route::RouteMessage {
-        RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(dst, len)
-            .output_interface(index)
-            .priority(metric)
-            .build()
-    }
-
     /// Adds (or replaces) the route `dst/len` through interface `index` with `metric`.
     pub fn replace_route(
         &self,
@@ -127,15 +114,7 @@ impl Netlink {
         index: u32,
         metric: u32,
     ) -> Result<(), NetlinkError> {
-        self.rt.block_on(async {
-            self.handle
-                .route()
-                .add(Self::route(dst, len, index, metric))
-                .replace()
-                .execute()
-                .await
-                .map_err(err("add route"))
-        })
+        self.replace_route_ip(IpAddr::V6(dst), len, index, metric, MAIN_TABLE)
     }
 
     /// Removes the route `dst/len` through `index` with `metric` (no error when absent).
@@ -146,25 +125,39 @@ impl Netlink {
         index: u32,
         metric: u32,
     ) -> Result<(), NetlinkError> {
+        self.del_route_ip(IpAddr::V6(dst), len, index, metric, MAIN_TABLE)
+    }
+
+    /// Sends a request the rtnetlink crate has no builder for, with `flags`, and waits
+    /// for the kernel's acknowledgement.
+    fn raw_request(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &'static str,
+    ) -> Result<(), NetlinkError> {
         self.rt.block_on(async {
-            match self
-                .handle
-                .route()
-                .del(Self::route(dst, len, index, metric))
-                .execute()
-                .await
-            {
-                Ok(()) => Ok(()),
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if e.raw_code() == -libc::ESRCH || e.raw_code() == -libc::ENOENT =>
-                {
-                    Ok(())
+            let mut req = NetlinkMessage::from(msg);
+            req.header.flags = netlink_packet_core::NLM_F_REQUEST
+                | netlink_packet_core::NLM_F_ACK
+                | netlink_packet_core::NLM_F_CREATE
+                | flags;
+            let mut h = self.handle.clone();
+            let mut resp = h.request(req).map_err(err(op))?;
+            while let Some(m) = futures::StreamExt::next(&mut resp).await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    if e.code.is_some() {
+                        return Err(err(op)(io::Error::from_raw_os_error(-e.raw_code())));
+                    }
                 }
-                Err(e) => Err(err("delete route")(e)),
             }
+            Ok(())
         })
     }
 }
+
+/// The main routing table.
+const MAIN_TABLE: u32 = 254;
 
 /// An address as the kernel lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,23 +403,11 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         let _ = self.del_source_rule(src, table, priority);
         let msg = self.rule_msg(src, table, priority);
-        self.rt.block_on(async {
-            let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewRule(msg));
-            req.header.flags = netlink_packet_core::NLM_F_REQUEST
-                | netlink_packet_core::NLM_F_ACK
-                | netlink_packet_core::NLM_F_CREATE
-                | netlink_packet_core::NLM_F_EXCL;
-            let mut h = self.handle.clone();
-            let mut resp = h.request(req).map_err(err("add rule"))?;
-            while let Some(m) = futures::StreamExt::next(&mut resp).await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    if e.code.is_some() {
-                        return Err(err("add rule")(io::Error::from_raw_os_error(-e.raw_code())));
-                    }
-                }
-            }
-            Ok(())
-        })
+        self.raw_request(
+            RouteNetlinkMessage::NewRule(msg),
+            netlink_packet_core::NLM_F_EXCL,
+            "add rule",
+        )
     }
 
     /// Removes the rule [`Self::add_source_rule`] added (no error when absent).
@@ -469,25 +450,11 @@ impl Netlink {
     /// (a proxy entry, "ip neigh add proxy").
     pub fn add_proxy(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
         let msg = Self::proxy_msg(index, addr);
-        self.rt.block_on(async {
-            let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(msg));
-            req.header.flags = netlink_packet_core::NLM_F_REQUEST
-                | netlink_packet_core::NLM_F_ACK
-                | netlink_packet_core::NLM_F_CREATE
-                | netlink_packet_core::NLM_F_REPLACE;
-            let mut h = self.handle.clone();
-            let mut resp = h.request(req).map_err(err("add proxy"))?;
-            while let Some(m) = futures::StreamExt::next(&mut resp).await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    if e.code.is_some() {
-                        return Err(err("add proxy")(io::Error::from_raw_os_error(
-                            -e.raw_code(),
-                        )));
-                    }
-                }
-            }
-            Ok(())
-        })
+        self.raw_request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            netlink_packet_core::NLM_F_REPLACE,
+            "add proxy",
+        )
     }
 
     /// Removes a proxy entry (no error when absent).

@@ -31,36 +31,19 @@ impl Tun {
     /// Creates (or attaches to) the TUN device `name` with `mtu`, brought up, no address;
     /// `offload` asks for TSO/checksum offload with the virtio-net header.
     pub fn open(name: &str, mtu: u16, offload: bool) -> io::Result<Tun> {
-        let dev = DeviceBuilder::new()
-            .name(name)
-            .mtu(mtu)
-            .offload(offload)
-            .tx_queue_len(TX_QUEUE_LEN)
-            .build_sync()?;
-        dev.set_nonblocking(true)?;
-        let name = dev.name()?;
-        let index = dev.if_index()?;
-        let offload = offload && dev.tcp_gso();
-        Ok(Tun {
-            dev: Arc::new(dev),
-            name,
-            index,
-            offload,
-        })
+        let mut v = Self::open_queues(name, mtu, offload, 1)?;
+        v.pop().ok_or_else(|| io::Error::other("no TUN queue"))
     }
 
     /// Creates the TUN device with `queues` queues (IFF_MULTI_QUEUE when more than one),
     /// one [`Tun`] per queue, for one worker thread each. The kernel spreads the packets it
     /// sends into the device over the queues by flow.
     pub fn open_queues(name: &str, mtu: u16, offload: bool, queues: usize) -> io::Result<Vec<Tun>> {
-        if queues <= 1 {
-            return Ok(vec![Tun::open(name, mtu, offload)?]);
-        }
         let dev = DeviceBuilder::new()
             .name(name)
             .mtu(mtu)
             .offload(offload)
-            .multi_queue(true)
+            .multi_queue(queues > 1)
             .tx_queue_len(TX_QUEUE_LEN)
             .build_sync()?;
         dev.set_nonblocking(true)?;

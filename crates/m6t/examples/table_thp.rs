@@ -1,0 +1,91 @@
+//! The gateway's per-packet lookup at 1 k and 1 M states, with the state table on 4 KiB
+//! pages and on transparent huge pages (the allocator the m6t binary uses): how much of
+//! the 1 M-state slowdown is TLB misses. `cargo run --release --example table_thp`.
+
+use m6t_linux::hugealloc::{set_enabled, HugePageAlloc};
+use m6t_proto::m6t::gateway::{Gateway, GatewayConfig};
+use m6t_wire::Ipv6Repr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Instant;
+
+#[global_allocator]
+static A: HugePageAlloc = HugePageAlloc;
+
+const HA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+
+fn pkt(src: Ipv6Addr, dst: Ipv6Addr, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let _ = Ipv6Repr {
+        src,
+        dst,
+        next_header: 17,
+        payload_len: (len - 40) as u16,
+        hop_limit: 64,
+    }
+    .emit(&mut v);
+    v
+}
+
+fn addr(i: u32) -> Ipv6Addr {
+    // Random-looking low bits, as real tunnel addresses have.
+    let h = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    Ipv6Addr::from((0xfd00_6d36_7400_0008u128 << 64) | u128::from(h))
+}
+
+fn peer(i: u32) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::new(198, 51, 100, (i % 250) as u8),
+        1024 + (i % 60000) as u16,
+    )
+}
+
+fn run(n: u32, t0: Instant) -> f64 {
+    let mut gw = Gateway::new(GatewayConfig {
+        ha_addresses: vec![HA],
+        mn_prefixes: vec!["fd00:6d36:7400::/48".parse().unwrap()],
+        icmp_source: "2001:db8:1::2".parse().unwrap(),
+        max_states: 2_000_000,
+        max_states_per_ipv4: 2_000_000,
+        new_state_burst: u32::MAX / 1000,
+        new_state_rate: u32::MAX / 1000,
+        ..GatewayConfig::default()
+    });
+    let mut scratch = vec![0u8; 1280];
+    let mut p = pkt(addr(0), HA, 100);
+    for i in 0..n {
+        p[8..24].copy_from_slice(&addr(i).octets());
+        gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch);
+    }
+    let rounds = 4_000_000u64;
+    let t = Instant::now();
+    let mut k = 0u64;
+    for _ in 0..rounds {
+        k = k.wrapping_add(2_654_435_761);
+        let i = (k % u64::from(n)) as u32;
+        p[8..24].copy_from_slice(&addr(i).octets());
+        std::hint::black_box(gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / rounds as f64;
+    let huge = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!("  {n} states: {huge}");
+    ns
+}
+
+fn main() {
+    let t0 = Instant::now();
+    for huge in [false, true] {
+        set_enabled(huge);
+        let a = run(1_000, t0);
+        let b = run(1_000_000, t0);
+        println!(
+            "{:<10} 1k states {a:6.1} ns/packet   1M states {b:6.1} ns/packet   ratio {:.3}",
+            if huge { "huge" } else { "4 KiB" },
+            a / b
+        );
+    }
+}
