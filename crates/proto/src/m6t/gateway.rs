@@ -304,6 +304,19 @@ impl Gateway {
         FromHome::Drop(r)
     }
 
+    /// Starts the cache misses [`Self::handle_from_mn`] will take for this payload (its
+    /// state's index bucket and slot). Call it for every packet of a received batch, then
+    /// handle them: the misses overlap. The result only keeps the reads alive.
+    pub fn prefetch_from_mn(&self, payload: &[u8]) -> u64 {
+        match payload
+            .get(8..24)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        {
+            Some(a) => self.table.prefetch(&Ipv6Addr::from(a)),
+            None => 0,
+        }
+    }
+
     /// Handles a UDP payload received on local port `local_port` from `peer`
     /// (sections 2.3, 2.4, 3, 6.1.3). `scratch` receives a Packet Too Big when one is due;
     /// it must hold [`icmpv6::MAX_ERROR_LEN`] bytes for that.
