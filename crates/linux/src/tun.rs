@@ -100,7 +100,18 @@ impl Tun {
             dev: Arc::clone(&self.dev),
             offload: self.offload,
             gro: GROTable::default(),
-            bufs: (0..BATCH).map(|_| Vec::with_capacity(2048)).collect(),
+            // GRO appends the segments that follow into the buffer of a flow's first one,
+            // and only within its capacity: without room for a whole super-packet, nothing
+            // would ever be coalesced.
+            bufs: (0..BATCH)
+                .map(|_| {
+                    Vec::with_capacity(if self.offload {
+                        2 * VIRTIO_NET_HDR_LEN + SLOT
+                    } else {
+                        2048
+                    })
+                })
+                .collect(),
             n: 0,
             errors: 0,
         }
