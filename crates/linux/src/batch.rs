@@ -7,6 +7,7 @@ use crate::udp::Udp;
 use quinn_udp::{RecvMeta, Transmit};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 
 /// Receive slot: room for the largest GRO super-datagram (64 segments, 64 KiB total).
 pub const RECV_SLOT: usize = 1 << 17;
@@ -84,6 +85,11 @@ pub struct SendBatch {
     entries: Vec<(usize, usize, SocketAddrV4)>,
     cap: usize,
     errors: u64,
+    // sendmmsg scratch, allocated once.
+    singles: Vec<(usize, usize, SocketAddrV4)>,
+    iov: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_in>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
 impl SendBatch {
@@ -94,6 +100,10 @@ impl SendBatch {
             entries: Vec::with_capacity(cap),
             cap,
             errors: 0,
+            singles: Vec::with_capacity(cap),
+            iov: Vec::with_capacity(cap),
+            names: Vec::with_capacity(cap),
+            msgs: Vec::with_capacity(cap),
         }
     }
 
@@ -126,10 +136,14 @@ impl SendBatch {
     }
 
     /// Sends everything queued on `u` and empties the batch; returns the number of send
-    /// calls made.
+    /// calls made. Runs of equal-size datagrams to one peer go as single GSO sends; single
+    /// datagrams to different peers (keep-alive echoes, ACKs to many mobile nodes) are
+    /// gathered into one sendmmsg call.
     pub fn flush(&mut self, u: &Udp) -> usize {
         let max_segs = u.state.max_gso_segments().max(1);
         let mut calls = 0;
+        let mut singles: Vec<(usize, usize, SocketAddrV4)> = std::mem::take(&mut self.singles);
+        singles.clear();
         let mut i = 0;
         while i < self.entries.len() {
             let (off, size, to) = self.entries[i];
@@ -150,21 +164,103 @@ impl SendBatch {
                     break;
                 }
             }
-            let t = Transmit {
-                destination: SocketAddr::V4(to),
-                ecn: None,
-                contents: &self.arena[off..end],
-                segment_size: (j - i > 1).then_some(size),
-                src_ip: None,
-            };
-            if u.state.try_send((&u.sock).into(), &t).is_err() {
-                self.errors += 1;
+            if j - i == 1 {
+                singles.push((off, size, to));
+            } else {
+                calls += self.send_singles(u, &mut singles);
+                let t = Transmit {
+                    destination: SocketAddr::V4(to),
+                    ecn: None,
+                    contents: &self.arena[off..end],
+                    segment_size: Some(size),
+                    src_ip: None,
+                };
+                if u.state.try_send((&u.sock).into(), &t).is_err() {
+                    self.errors += 1;
+                }
+                calls += 1;
             }
-            calls += 1;
             i = j;
         }
+        calls += self.send_singles(u, &mut singles);
+        self.singles = singles;
         self.arena.clear();
         self.entries.clear();
+        calls
+    }
+
+    /// Sends the gathered single datagrams with sendmmsg(2); returns the calls made.
+    fn send_singles(&mut self, u: &Udp, singles: &mut Vec<(usize, usize, SocketAddrV4)>) -> usize {
+        match singles.len() {
+            0 => return 0,
+            1 => {
+                let (off, size, to) = singles[0];
+                singles.clear();
+                let t = Transmit {
+                    destination: SocketAddr::V4(to),
+                    ecn: None,
+                    contents: &self.arena[off..off + size],
+                    segment_size: None,
+                    src_ip: None,
+                };
+                if u.state.try_send((&u.sock).into(), &t).is_err() {
+                    self.errors += 1;
+                }
+                return 1;
+            }
+            _ => {}
+        }
+        let n = singles.len();
+        self.iov.clear();
+        self.names.clear();
+        for &(off, size, to) in singles.iter() {
+            self.iov.push(libc::iovec {
+                iov_base: self.arena[off..].as_ptr() as *mut libc::c_void,
+                iov_len: size,
+            });
+            self.names.push(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: to.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*to.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            });
+        }
+        self.msgs.clear();
+        for k in 0..n {
+            // SAFETY: mmsghdr is plain data; zeroed is a valid value.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = &mut self.names[k] as *mut libc::sockaddr_in as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            m.msg_hdr.msg_iov = &mut self.iov[k] as *mut libc::iovec;
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(m);
+        }
+        let mut calls = 0;
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: msgs[sent..n] point into names, iov and arena, all alive and unmoved
+            // for the duration of the call.
+            let r = unsafe {
+                libc::sendmmsg(
+                    u.sock.as_raw_fd(),
+                    self.msgs[sent..].as_mut_ptr(),
+                    (n - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            calls += 1;
+            if r <= 0 {
+                // The first datagram of the rest failed (full buffer, unreachable): drop
+                // it, as a router would, and go on with the others.
+                self.errors += 1;
+                sent += 1;
+            } else {
+                sent += r as usize;
+            }
+        }
+        singles.clear();
         calls
     }
 }
@@ -221,5 +317,32 @@ mod tests {
             assert!(d.iter().all(|b| *b == i as u8));
         }
         assert!(crate::udp::df_cleared(&tx.sock).unwrap());
+    }
+
+    #[test]
+    fn singles_to_different_peers_go_in_one_sendmmsg() {
+        let rxs: Vec<Udp> = (0..3)
+            .map(|_| crate::udp::listen(Ipv4Addr::LOCALHOST, 0).unwrap())
+            .collect();
+        let tx = crate::udp::listen(Ipv4Addr::LOCALHOST, 0).unwrap();
+        let mut sb = SendBatch::new(64);
+        for (i, r) in rxs.iter().enumerate() {
+            sb.push(&[i as u8; 40], r.local_v4().unwrap());
+        }
+        assert_eq!(sb.flush(&tx), 1);
+        for (i, r) in rxs.iter().enumerate() {
+            let mut rb = RecvBatch::new(4);
+            let mut got = None;
+            for _ in 0..500 {
+                if let Ok(n) = rb.recv(r) {
+                    if n > 0 {
+                        got = Some(rb.get(0).0.to_vec());
+                        break;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert_eq!(got, Some(vec![i as u8; 40]));
+        }
     }
 }
