@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// Most deadline-heap entries handled (state removed, or deadline pushed back because
 /// traffic extended it) by one `handle_timeout` call, so that a mass expiry never stalls the
 /// data plane: the rest is done on the next (immediate) wake-up.
-pub const GC_BATCH: usize = 256;
+pub const GC_BATCH: usize = 128;
 /// Longest tick the garbage-collection wake-ups are rounded up to, in milliseconds.
 pub const GC_TICK_MS: u64 = 250;
 /// Most events kept for `poll_event`; older ones are counted as lost.
