@@ -76,8 +76,7 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
             std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));
         }
     }
-    let ns = t.elapsed().as_nanos() as f64 / rounds as f64;
-    ns
+    t.elapsed().as_nanos() as f64 / rounds as f64
 }
 
 fn main() {
