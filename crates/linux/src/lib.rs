@@ -9,6 +9,7 @@ pub mod caps;
 pub mod claims;
 pub mod control;
 pub mod dns;
+pub mod hugealloc;
 pub mod netlink;
 pub mod poll;
 pub mod raw;

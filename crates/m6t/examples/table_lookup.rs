@@ -1,12 +1,17 @@
 //! The gateway's per-packet work at 1 k and 1 M states, packets handled one by one and in
 //! batches of 32 whose cache misses are started together first
-//! (`Gateway::prefetch_from_mn`, as the daemon does for each recvmmsg batch).
+//! (`Gateway::prefetch_from_mn`, as the daemon does for each recvmmsg batch), on 4 KiB
+//! pages and on transparent huge pages (the allocator the m6t binary uses).
 //! `cargo run --release --example table_lookup`.
 
+use m6t_linux::hugealloc::{set_enabled, HugePageAlloc};
 use m6t_proto::m6t::gateway::{Gateway, GatewayConfig};
 use m6t_wire::Ipv6Repr;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
+
+#[global_allocator]
+static A: HugePageAlloc = HugePageAlloc;
 
 const HA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 
@@ -81,11 +86,13 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
 
 fn main() {
     let t0 = Instant::now();
-    for batch in [false, true] {
+    for (huge, batch) in [(false, false), (false, true), (true, true)] {
+        set_enabled(huge);
         let a = run(1_000, t0, batch);
         let b = run(1_000_000, t0, batch);
         println!(
-            "{:<12} 1k states {a:6.1} ns/packet   1M states {b:6.1} ns/packet",
+            "{:<6} {:<11} 1k states {a:6.1} ns/packet   1M states {b:6.1} ns/packet",
+            if huge { "huge" } else { "4 KiB" },
             if batch { "batched" } else { "one by one" },
         );
     }

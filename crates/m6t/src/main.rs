@@ -6,6 +6,10 @@ use m6t_wire::Ipv6Prefix;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Large tables (the gateway's states) on transparent huge pages.
+#[global_allocator]
+static ALLOC: m6t_linux::hugealloc::HugePageAlloc = m6t_linux::hugealloc::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "m6t",
