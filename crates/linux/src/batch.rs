@@ -25,6 +25,9 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
     }
 }
 
+/// Most datagrams one [`RecvBatch::recv`] call asks for.
+pub const MAX_SLOTS: usize = 64;
+
 /// Receives batches of datagrams into preallocated slots and splits GRO super-datagrams.
 pub struct RecvBatch {
     slot: usize,
@@ -34,8 +37,9 @@ pub struct RecvBatch {
 }
 
 impl RecvBatch {
-    /// `n` slots of [`RECV_SLOT`] bytes.
+    /// `n` slots of [`RECV_SLOT`] bytes (at most [`MAX_SLOTS`]).
     pub fn new(n: usize) -> Self {
+        let n = n.clamp(1, MAX_SLOTS);
         RecvBatch {
             slot: RECV_SLOT,
             data: vec![0; n * RECV_SLOT],
@@ -47,12 +51,14 @@ impl RecvBatch {
     /// Receives what is queued: returns how many datagrams are now available through
     /// [`Self::get`]; `WouldBlock` when none.
     pub fn recv(&mut self, u: &Udp) -> io::Result<usize> {
-        let mut iovs: Vec<IoSliceMut<'_>> = self
-            .data
-            .chunks_exact_mut(self.slot)
-            .map(IoSliceMut::new)
-            .collect();
-        let n = u.state.recv((&u.sock).into(), &mut iovs, &mut self.meta)?;
+        // The I/O vectors live on the stack: no allocation per call.
+        let mut chunks = self.data.chunks_exact_mut(self.slot);
+        let mut iovs: [IoSliceMut<'_>; MAX_SLOTS] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+        let k = self.meta.len().min(MAX_SLOTS);
+        let n = u
+            .state
+            .recv((&u.sock).into(), &mut iovs[..k], &mut self.meta[..k])?;
         self.index.clear();
         for (i, m) in self.meta.iter().take(n).enumerate() {
             let from = v4(m.addr);

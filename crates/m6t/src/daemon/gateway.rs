@@ -13,6 +13,8 @@ use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
+/// Smallest batch whose cache misses are started together before handling it.
+const PREFETCH_MIN: usize = 4;
 /// Datagrams per sendmmsg call.
 const SEND_BATCH: usize = 64;
 use crate::config;
@@ -283,14 +285,17 @@ fn worker(
                 others.clear();
                 {
                     let mut g = shared.lock(me);
-                    let mut acc = 0u64;
-                    for k in 0..got {
-                        let d = rx.get(k).0;
-                        if shared.shard_of_bytes(d.get(20..24)) == me {
-                            acc ^= g.prefetch_from_mn(d);
+                    // Prefetching pays off only when there are misses to overlap.
+                    if got >= PREFETCH_MIN {
+                        let mut acc = 0u64;
+                        for k in 0..got {
+                            let d = rx.get(k).0;
+                            if shared.shard_of_bytes(d.get(20..24)) == me {
+                                acc ^= g.prefetch_from_mn(d);
+                            }
                         }
+                        std::hint::black_box(acc);
                     }
-                    std::hint::black_box(acc);
                     for k in 0..got {
                         let (data, from) = rx.get(k);
                         if shared.shard_of_bytes(data.get(20..24)) != me {
