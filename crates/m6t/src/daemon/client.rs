@@ -3,14 +3,14 @@
 //! attachment, and the client machine in between.
 
 use super::hook::{Hook, HookCall};
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
 /// Datagrams per sendmmsg call.
 const SEND_BATCH: usize = 64;
 use crate::config;
-use crate::status::{Report, REQUEST_STATUS};
+use crate::status::Report;
 use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::claims::Claims;
 use m6t_linux::netlink::{Monitor, Netlink};
@@ -274,16 +274,10 @@ fn run_loop(
             }
         }
         if ready[2] {
-            control.serve(|req| {
-                if req != REQUEST_STATUS {
-                    return "{\"error\":\"unknown request\"}\n".to_string();
-                }
-                let r = Report::Client {
-                    interface: d.tun.name().to_string(),
-                    tunnel: m.info(Instant::now()),
-                    counters: m.counters().snapshot(),
-                };
-                serde_json::to_string(&r).unwrap_or_default() + "\n"
+            serve_reports(control, |_| Report::Client {
+                interface: d.tun.name().to_string(),
+                tunnel: m.info(Instant::now()),
+                counters: m.counters().snapshot(),
             });
         }
         if m.poll_timeout().is_some_and(|t| t <= now) {

@@ -9,7 +9,7 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -18,7 +18,7 @@ const PREFETCH_MIN: usize = 4;
 /// Datagrams per sendmmsg call.
 const SEND_BATCH: usize = 64;
 use crate::config;
-use crate::status::{Report, REQUEST_COUNTERS, REQUEST_STATUS};
+use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, udp};
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
@@ -55,10 +55,7 @@ impl Shared {
         }
     }
 
-    fn report(&self, req: &str, interface: &str, ports: &[u16]) -> String {
-        if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
-            return "{\"error\":\"unknown request\"}\n".to_string();
-        }
+    fn report(&self, req: &str, interface: &str, ports: &[u16]) -> Report {
         let mut counters: Vec<m6t_proto::stats::Counter> = Vec::new();
         let mut states = Vec::new();
         let mut len = 0;
@@ -77,29 +74,25 @@ impl Shared {
                 states.extend(g.states(now));
             }
         }
-        for (name, value) in [
-            (
-                "tun_write_errors",
-                self.tun_write_errors.load(Ordering::Relaxed),
-            ),
-            ("states", len as u64),
-            (
-                "gc_max_pause_us",
-                self.gc_max_pause_us.load(Ordering::Relaxed),
-            ),
-        ] {
-            counters.push(m6t_proto::stats::Counter {
-                name: name.into(),
-                value,
-            });
-        }
-        let r = Report::Gateway {
+        Report::Gateway {
             interface: interface.to_string(),
             ports: ports.to_vec(),
             states,
-            counters,
-        };
-        serde_json::to_string(&r).unwrap_or_default() + "\n"
+            counters: counters_with(
+                counters,
+                &[
+                    (
+                        "tun_write_errors",
+                        self.tun_write_errors.load(Ordering::Relaxed),
+                    ),
+                    ("states", len as u64),
+                    (
+                        "gc_max_pause_us",
+                        self.gc_max_pause_us.load(Ordering::Relaxed),
+                    ),
+                ],
+            ),
+        }
     }
 }
 
@@ -337,7 +330,7 @@ fn worker(
         }
         if let Some(c) = &control {
             if ready[fds.len() - 1] {
-                c.serve(|req| shared.report(req, name, ports));
+                serve_reports(c, |req| shared.report(req, name, ports));
             }
         }
         let mut g = shared.lock(me);

@@ -3,9 +3,9 @@
 //! IPPROTO_RAW sender and a capture of signalling with extension headers; bound home
 //! addresses get a route into the TUN and a proxy ND / ARP entry on the home link.
 
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
 use crate::dsmip_config::Ha;
-use crate::status::{Report, REQUEST_COUNTERS, REQUEST_STATUS};
+use crate::status::Report;
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun};
 use m6t_proto::dsmip::ha::Snapshot;
@@ -315,21 +315,13 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
             dirty = false;
         }
         if ready[7] {
-            control.serve(|req| {
-                if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
-                    return "{\"error\":\"unknown request\"}\n".to_string();
-                }
-                let mut counters = node.counters().snapshot();
-                counters.push(m6t_proto::stats::Counter {
-                    name: "tun_write_errors".into(),
-                    value: tun_tx.errors(),
-                });
-                let r = Report::HomeAgent {
-                    interface: tun.name().to_string(),
-                    bindings: node.snapshot(Instant::now()).bindings,
-                    counters,
-                };
-                serde_json::to_string(&r).unwrap_or_default() + "\n"
+            serve_reports(&control, |_| Report::HomeAgent {
+                interface: tun.name().to_string(),
+                bindings: node.snapshot(Instant::now()).bindings,
+                counters: counters_with(
+                    node.counters().snapshot(),
+                    &[("tun_write_errors", tun_tx.errors())],
+                ),
             });
         }
     }

@@ -5,9 +5,9 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
-use super::{io, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
-use crate::status::{MnInfo, Report, REQUEST_COUNTERS, REQUEST_STATUS};
+use crate::status::{MnInfo, Report};
 use m6t_linux::netlink::{Monitor, Netlink};
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
 use m6t_linux::{caps, control::ControlServer, poll, tun::Tun};
@@ -402,21 +402,13 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
             }
         }
         if ready[2] {
-            control.serve(|req| {
-                if req != REQUEST_STATUS && req != REQUEST_COUNTERS {
-                    return "{\"error\":\"unknown request\"}\n".to_string();
-                }
-                let mut counters = node.counters().snapshot();
-                counters.push(m6t_proto::stats::Counter {
-                    name: "tun_write_errors".into(),
-                    value: tun_tx.errors(),
-                });
-                let r = Report::MobileNode {
-                    interface: tun.name().to_string(),
-                    mn: info.clone(),
-                    counters,
-                };
-                serde_json::to_string(&r).unwrap_or_default() + "\n"
+            serve_reports(&control, |_| Report::MobileNode {
+                interface: tun.name().to_string(),
+                mn: info.clone(),
+                counters: counters_with(
+                    node.counters().snapshot(),
+                    &[("tun_write_errors", tun_tx.errors())],
+                ),
             });
         }
     }

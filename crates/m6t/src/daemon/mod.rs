@@ -57,6 +57,32 @@ pub enum DaemonError {
     Netlink(#[from] m6t_linux::netlink::NetlinkError),
 }
 
+/// Answers the control socket's pending requests (`status`, `counters`) with the daemon's
+/// report as one JSON line; anything else gets an error line.
+pub(crate) fn serve_reports(
+    control: &m6t_linux::control::ControlServer,
+    mut report: impl FnMut(&str) -> crate::status::Report,
+) {
+    control.serve(|req| {
+        if req != crate::status::REQUEST_STATUS && req != crate::status::REQUEST_COUNTERS {
+            return "{\"error\":\"unknown request\"}\n".to_string();
+        }
+        serde_json::to_string(&report(req)).unwrap_or_default() + "\n"
+    });
+}
+
+/// A machine's counters followed by the driver's own.
+pub(crate) fn counters_with(
+    mut counters: Vec<m6t_proto::stats::Counter>,
+    extra: &[(&str, u64)],
+) -> Vec<m6t_proto::stats::Counter> {
+    counters.extend(extra.iter().map(|(name, value)| m6t_proto::stats::Counter {
+        name: (*name).into(),
+        value: *value,
+    }));
+    counters
+}
+
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }
