@@ -76,6 +76,10 @@ enum Cmd {
         /// Where to write the figures as JSON.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
+        /// Run only these parts (comma-separated): tunnel, teredo, ceiling, scale, idle,
+        /// floor, workers.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<m6t::bench::Group>,
     },
     /// Load generator of the bench (runs inside a lab namespace).
     #[command(hide = true)]
@@ -229,7 +233,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Cmd::Bench { quick, out } => {
+        Cmd::Bench { quick, out, only } => {
             if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
                 return fail(e);
             }
@@ -242,7 +246,7 @@ fn main() -> ExitCode {
             } else {
                 m6t::bench::BenchOptions::full()
             };
-            match m6t::bench::run(&bin, o, &out) {
+            match m6t::bench::run(&bin, o, &only, &out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

@@ -16,6 +16,7 @@ pub fn run(listen: Ipv4Addr, port: u16, tun: &str, secs: f64) -> Result<(), Stri
     let s = udp::listen(listen, port).map_err(|e| format!("UDP {port}: {e}"))?;
     let mut rx = RecvBatch::new(32);
     let mut tx = t.writer();
+    let mut poller = poll::Poller::new(&[s.as_raw_fd()]).map_err(|e| format!("epoll: {e}"))?;
     let mut ready = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
@@ -26,12 +27,9 @@ pub fn run(listen: Ipv4Addr, port: u16, tun: &str, secs: f64) -> Result<(), Stri
         if first.is_some_and(|f| f.elapsed() >= limit) {
             break;
         }
-        poll::wait_readable(
-            &[s.as_raw_fd()],
-            Some(Duration::from_millis(100)),
-            &mut ready,
-        )
-        .map_err(|e| e.to_string())?;
+        poller
+            .wait(Some(Duration::from_millis(100)), &mut ready)
+            .map_err(|e| e.to_string())?;
         loop {
             match rx.recv(&s) {
                 Ok(n) => {

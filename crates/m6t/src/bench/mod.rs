@@ -118,7 +118,14 @@ impl Table {
             .map(|r| r.value)
             .unwrap_or(f64::NAN)
     }
+    fn has(&self, name: &str) -> bool {
+        self.rows.iter().any(|r| r.name == name)
+    }
+    /// Adds a ratio when both figures were measured (a group left out by `--only` has none).
     fn ratio(&mut self, name: &str, baseline: &str, target: Option<&str>) {
+        if !self.has(name) || !self.has(baseline) {
+            return;
+        }
         let ratio = self.get(name) / self.get(baseline);
         self.ratios.push(Ratio {
             name: name.into(),
@@ -303,9 +310,51 @@ fn gateway_pid(lab: &Lab) -> LabResult<u32> {
         .ok_or_else(|| LabError("gateway process not found".into()))
 }
 
-/// Runs the whole harness, prints the table and writes JSON to `out`.
-pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
+/// A part of the harness, to run on its own with `m6t bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// m6t through the tunnel (RTT, TCP, UDP rates, handover) and the plain path with
+    /// offloads on.
+    Tunnel,
+    /// Teredo (miredo) behind the same NAT.
+    Teredo,
+    /// The plain path with offloads off and MSS 1220.
+    Ceiling,
+    /// Gateway forwarding rate and memory at each table size, then the GC pause.
+    Scale,
+    /// Gateway CPU with 10 k idle MNs sending keep-alives.
+    Idle,
+    /// The syscall floor (recvmmsg -> TUN write).
+    Floor,
+    /// The gateway with two workers.
+    Workers,
+}
+
+impl std::str::FromStr for Group {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "tunnel" => Group::Tunnel,
+            "teredo" => Group::Teredo,
+            "ceiling" => Group::Ceiling,
+            "scale" => Group::Scale,
+            "idle" => Group::Idle,
+            "floor" => Group::Floor,
+            "workers" => Group::Workers,
+            _ => {
+                return Err(format!(
+                    "unknown group `{s}` (tunnel, teredo, ceiling, scale, idle, floor, workers)"
+                ))
+            }
+        })
+    }
+}
+
+/// Runs the harness (the groups in `only`, or all of them when it is empty), prints the
+/// table and writes JSON to `out`. A ratio is reported when both its figures were measured.
+pub fn run(bin: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult<()> {
     let t0 = Instant::now();
+    let wants = |g: Group| only.is_empty() || only.contains(&g);
     let mut lo = LabOptions::new("m6tbench");
     // Long enough for the scale phases; generous limits for the load generator.
     lo.active_lifetime = o.state_lifetime;
@@ -320,94 +369,40 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         ratios: Vec::new(),
     };
     println!("m6t bench: runs {}, {} s each; medians", o.runs, o.secs);
-
-    // m6t through the tunnel.
-    let rtt = ping_avg(&lab, HA, 50)?;
-    t.add("m6t rtt MN->HA", rtt, "ms");
-    t.add("m6t tcp MN->CN", tcp(&mut lab, "cn", CN, "", &o)?, "Gbit/s");
-    t.add(
-        "m6t tcp CN->MN",
-        tcp(&mut lab, "cn", CN, "-R", &o)?,
-        "Gbit/s",
-    );
-    t.add(
-        "m6t udp 64 B MN->CN",
-        udp_pps(&mut lab, CN, 64, &o)?,
-        "pkt/s",
-    );
-    t.add(
-        "m6t udp 1400 B MN->CN",
-        udp_pps(&mut lab, CN, 1400, &o)?,
-        "pkt/s",
-    );
-    let mut hos = Vec::new();
-    for i in 0..o.runs.max(2) {
-        let (to, from) = if i % 2 == 0 {
-            (MN4[1], MN4[0])
-        } else {
-            (MN4[0], MN4[1])
-        };
-        hos.push(handover_to(
-            &lab,
-            "m6t0",
-            to,
-            from,
-            HA,
-            Duration::from_secs(10),
-        )?);
-        std::thread::sleep(Duration::from_millis(300));
+    if wants(Group::Tunnel) {
+        tunnel(&mut lab, &mut t, &o)?;
     }
-    t.add("m6t handover", median(hos), "ms");
-    t.add("rtt + 5 ms", rtt + 5.0, "ms");
+    if wants(Group::Teredo) {
+        teredo_figures(&mut lab, &mut t, &o)?;
+    }
+    if wants(Group::Ceiling) {
+        // The per-packet ceiling: offloads off, MSS 1220.
+        set_offloads(&lab, false)?;
+        t.add(
+            "plain tcp MN->CN (offloads off, MSS 1220)",
+            tcp(&mut lab, "cn", CN4, "-M 1220", &o)?,
+            "Gbit/s",
+        );
+        set_offloads(&lab, true)?;
+    }
+    if wants(Group::Scale) {
+        scale(&lab, &mut t, &o)?;
+    }
+    if wants(Group::Idle) {
+        idle(&lab, &mut t, &o)?;
+    }
+    if wants(Group::Floor) {
+        floor_figure(&mut lab, &mut t, &o)?;
+    }
+    if wants(Group::Workers) {
+        workers(&mut lab, &mut t, &o)?;
+    }
+
+    let (s0, s2) = (o.scale[0], o.scale[2]);
     t.ratio("m6t handover", "rtt + 5 ms", Some("<= 1"));
-
-    // The plain path, offloads as they are.
-    t.add(
-        "plain tcp MN->CN (IPv4, offloads on)",
-        tcp(&mut lab, "cn", CN4, "", &o)?,
-        "Gbit/s",
-    );
-
-    // Teredo.
-    teredo::start_infrastructure(&mut lab)?;
-    let q = teredo::start_client(&mut lab)?;
-    t.add("teredo qualification", q.as_secs_f64() * 1000.0, "ms");
-    t.add("teredo rtt MN->HA", ping_avg(&lab, HA, 50)?, "ms");
-    t.add(
-        "teredo tcp MN->CN",
-        tcp(&mut lab, "cn", CN, "", &o)?,
-        "Gbit/s",
-    );
-    t.add(
-        "teredo tcp CN->MN",
-        tcp(&mut lab, "cn", CN, "-R", &o)?,
-        "Gbit/s",
-    );
-    let cur = lab.net.sh("mn", "ip -4 -o addr show dev eth0")?;
-    let (to, from) = if cur.contains(MN4[0]) {
-        (MN4[1], MN4[0])
-    } else {
-        (MN4[0], MN4[1])
-    };
-    t.add(
-        "teredo handover",
-        handover_to(&lab, "teredo", to, from, CN, o.teredo_handover_cap)?,
-        "ms",
-    );
-    teredo::stop_client(&mut lab);
-    std::thread::sleep(Duration::from_millis(300));
     t.ratio("m6t tcp MN->CN", "teredo tcp MN->CN", Some(">= 4"));
     t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
     t.ratio("teredo handover", "m6t handover", None);
-
-    // The per-packet ceiling: offloads off, MSS 1220.
-    set_offloads(&lab, false)?;
-    t.add(
-        "plain tcp MN->CN (offloads off, MSS 1220)",
-        tcp(&mut lab, "cn", CN4, "-M 1220", &o)?,
-        "Gbit/s",
-    );
-    set_offloads(&lab, true)?;
     t.ratio(
         "m6t tcp MN->CN",
         "plain tcp MN->CN (offloads off, MSS 1220)",
@@ -418,160 +413,32 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         "plain tcp MN->CN (IPv4, offloads on)",
         None,
     );
-
-    // Gateway scale.
-    let pid = gateway_pid(&lab)?;
-    let d = f64::from(o.secs);
-    let mut phases = Vec::new();
-    for n in o.scale {
-        phases.push(format!("create:{n}"));
-        phases.push(format!("blast:{d}"));
-    }
-    let res = loadgen(&lab, pid, &phases, false)?;
-    let mut bps = f64::NAN;
-    for (k, n) in o.scale.iter().enumerate() {
-        let c = &res[2 * k];
-        let b = &res[2 * k + 1];
-        t.add(
-            &format!("gateway states after create {n}"),
-            c["states"].as_f64().unwrap_or(f64::NAN),
-            "states",
-        );
-        t.add(
-            &format!("gateway fwd pps @ {n} states"),
-            b["pps"].as_f64().unwrap_or(f64::NAN),
-            "pkt/s",
-        );
-        t.add(
-            &format!("gateway rss @ {n} states"),
-            c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6,
-            "MB",
-        );
-        bps = c["bytes_per_state"].as_f64().unwrap_or(f64::NAN);
-    }
-    t.add("gateway bytes per state (largest step)", bps, "B");
-    t.add("bytes per state target", 128.0, "B");
     t.ratio(
         "gateway bytes per state (largest step)",
         "bytes per state target",
         Some("<= 1"),
     );
-    let (s0, s2) = (o.scale[0], o.scale[2]);
     t.ratio(
         &format!("gateway fwd pps @ {s2} states"),
         &format!("gateway fwd pps @ {s0} states"),
         Some(">= 0.9"),
     );
-    // Let every load-generator state expire at once and read the longest GC pass.
-    let wait = Instant::now();
-    loop {
-        let r = lab.report(&lab.gw_sock.clone()).ok();
-        let states = r.as_ref().map(|r| r.counter("states")).unwrap_or(u64::MAX);
-        if states <= 1 || wait.elapsed() > Duration::from_secs(240) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let pause = lab.gateway()?.counter("gc_max_pause_us");
-    t.add("gateway longest GC pass", pause as f64 / 1000.0, "ms");
-    t.add("GC pause target", 10.0, "ms");
     t.ratio("gateway longest GC pass", "GC pause target", Some("<= 1"));
-    let idle = loadgen(
-        &lab,
-        pid,
-        &[
-            "create:10000".into(),
-            format!("keepalive:10000:30:{}", o.idle_secs),
-        ],
-        false,
-    )?;
-    t.add(
-        "gateway CPU, 10k idle MNs with keep-alives",
-        idle[1]["gateway_cpu"].as_f64().unwrap_or(f64::NAN) * 100.0,
-        "% of a core",
-    );
-    t.add("idle CPU target", 1.0, "% of a core");
     t.ratio(
         "gateway CPU, 10k idle MNs with keep-alives",
         "idle CPU target",
         Some("< 1"),
-    );
-
-    // The syscall floor on the same socket and TUN, the gateway stopped.
-    lab.net.stop("gateway");
-    let bin_s = lab.bin_path.display().to_string();
-    let secs_s = format!("{d}");
-    lab.net.spawn(
-        "gw",
-        "floor",
-        &[
-            &bin_s,
-            "floor",
-            "--listen",
-            "203.0.113.1",
-            "--port",
-            "3544",
-            "--tun",
-            "m6tgw0",
-            "--secs",
-            &secs_s,
-        ],
-    )?;
-    std::thread::sleep(Duration::from_millis(500));
-    loadgen(&lab, 0, &[format!("blast:{}", d + 1.0)], true)?;
-    let w = Instant::now();
-    while lab.net.running("floor") && w.elapsed() < Duration::from_secs(40) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let fl: serde_json::Value = serde_json::from_str(lab.net.log("floor").trim())
-        .map_err(|e| LabError(format!("floor output: {e}: {}", lab.net.log("floor"))))?;
-    t.add(
-        "syscall floor (recvmmsg -> TUN write)",
-        fl["floor_pps"].as_f64().unwrap_or(f64::NAN),
-        "pkt/s",
     );
     t.ratio(
         &format!("gateway fwd pps @ {s0} states"),
         "syscall floor (recvmmsg -> TUN write)",
         Some(">= 0.8"),
     );
-
-    // Multi-core: the same forwarding run against a gateway with two workers (SO_REUSEPORT
-    // sockets steered by MN address, two TUN queues, states in two shards).
-    let cfg1 = std::fs::read_to_string(lab.net.dir.join("gateway.toml"))
-        .map_err(|e| LabError(format!("gateway.toml: {e}")))?;
-    let cfg2 = lab
-        .net
-        .write("gateway2.toml", &format!("{cfg1}workers = 2\n"))?;
-    let _ = std::fs::remove_file(&lab.gw_sock);
-    lab.net.spawn(
-        "gw",
-        "gateway2",
-        &[&bin_s, "gateway", "--config", &cfg2.display().to_string()],
-    )?;
-    let w = Instant::now();
-    while !lab.gw_sock.exists() && w.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let pid2 = gateway_pid(&lab)?;
-    let r2 = loadgen(
-        &lab,
-        pid2,
-        &[format!("create:{s0}"), format!("blast:{d}")],
-        false,
-    )?;
-    t.add(
-        &format!("gateway fwd pps @ {s0} states, 2 workers"),
-        r2[1]["pps"].as_f64().unwrap_or(f64::NAN),
-        "pkt/s",
-    );
     t.ratio(
         &format!("gateway fwd pps @ {s0} states, 2 workers"),
         &format!("gateway fwd pps @ {s0} states"),
         Some("> 1"),
     );
-    lab.net.stop("gateway2");
 
     println!("\nratios (same run):");
     for r in &t.ratios {
@@ -592,5 +459,234 @@ pub fn run(bin: &Path, o: BenchOptions, out: &Path) -> LabResult<()> {
         out.display(),
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// m6t through the tunnel, and the plain path with offloads as they are.
+fn tunnel(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    let rtt = ping_avg(lab, HA, 50)?;
+    t.add("m6t rtt MN->HA", rtt, "ms");
+    t.add("m6t tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
+    t.add("m6t tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
+    t.add("m6t udp 64 B MN->CN", udp_pps(lab, CN, 64, o)?, "pkt/s");
+    t.add("m6t udp 1400 B MN->CN", udp_pps(lab, CN, 1400, o)?, "pkt/s");
+    let mut hos = Vec::new();
+    for i in 0..o.runs.max(2) {
+        let (to, from) = if i % 2 == 0 {
+            (MN4[1], MN4[0])
+        } else {
+            (MN4[0], MN4[1])
+        };
+        hos.push(handover_to(
+            lab,
+            "m6t0",
+            to,
+            from,
+            HA,
+            Duration::from_secs(10),
+        )?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    t.add("m6t handover", median(hos), "ms");
+    t.add("rtt + 5 ms", rtt + 5.0, "ms");
+    t.add(
+        "plain tcp MN->CN (IPv4, offloads on)",
+        tcp(lab, "cn", CN4, "", o)?,
+        "Gbit/s",
+    );
+    Ok(())
+}
+
+/// Teredo (miredo client behind the NAT, server and relay on the gateway side).
+fn teredo_figures(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    teredo::start_infrastructure(lab)?;
+    let q = teredo::start_client(lab)?;
+    t.add("teredo qualification", q.as_secs_f64() * 1000.0, "ms");
+    t.add("teredo rtt MN->HA", ping_avg(lab, HA, 50)?, "ms");
+    t.add("teredo tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
+    t.add("teredo tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
+    let cur = lab.net.sh("mn", "ip -4 -o addr show dev eth0")?;
+    let (to, from) = if cur.contains(MN4[0]) {
+        (MN4[1], MN4[0])
+    } else {
+        (MN4[0], MN4[1])
+    };
+    t.add(
+        "teredo handover",
+        handover_to(lab, "teredo", to, from, CN, o.teredo_handover_cap)?,
+        "ms",
+    );
+    teredo::stop_client(lab);
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Gateway forwarding and memory at each table size (median of `runs` blasts each), then
+/// the longest GC pass when all those states expire at once.
+fn scale(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    let pid = gateway_pid(lab)?;
+    let d = f64::from(o.secs);
+    let mut phases = Vec::new();
+    for n in o.scale {
+        phases.push(format!("create:{n}"));
+        for _ in 0..o.runs {
+            phases.push(format!("blast:{d}"));
+        }
+    }
+    let res = loadgen(lab, pid, &phases, false)?;
+    let mut bps = f64::NAN;
+    let per = 1 + o.runs;
+    for (k, n) in o.scale.iter().enumerate() {
+        let c = res.get(per * k).cloned().unwrap_or_default();
+        let pps = (0..o.runs)
+            .map(|r| {
+                res.get(per * k + 1 + r)
+                    .and_then(|b| b["pps"].as_f64())
+                    .unwrap_or(f64::NAN)
+            })
+            .collect();
+        t.add(
+            &format!("gateway states after create {n}"),
+            c["states"].as_f64().unwrap_or(f64::NAN),
+            "states",
+        );
+        t.add(
+            &format!("gateway fwd pps @ {n} states"),
+            median(pps),
+            "pkt/s",
+        );
+        t.add(
+            &format!("gateway rss @ {n} states"),
+            c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            "MB",
+        );
+        bps = c["bytes_per_state"].as_f64().unwrap_or(f64::NAN);
+    }
+    t.add("gateway bytes per state (largest step)", bps, "B");
+    t.add("bytes per state target", 128.0, "B");
+    // Let every load-generator state expire at once and read the longest GC pass.
+    let wait = Instant::now();
+    loop {
+        let r = lab.report(&lab.gw_sock.clone()).ok();
+        let states = r.as_ref().map(|r| r.counter("states")).unwrap_or(u64::MAX);
+        if states <= 1 || wait.elapsed() > Duration::from_secs(240) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pause = lab.gateway()?.counter("gc_max_pause_us");
+    t.add("gateway longest GC pass", pause as f64 / 1000.0, "ms");
+    t.add("GC pause target", 10.0, "ms");
+    Ok(())
+}
+
+/// Gateway CPU while 10 k idle MNs send keep-alives every 30 s (the client's default).
+fn idle(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    let pid = gateway_pid(lab)?;
+    let res = loadgen(
+        lab,
+        pid,
+        &[
+            "create:10000".into(),
+            format!("keepalive:10000:30:{}", o.idle_secs),
+        ],
+        false,
+    )?;
+    t.add(
+        "gateway CPU, 10k idle MNs with keep-alives",
+        res.get(1)
+            .and_then(|r| r["gateway_cpu"].as_f64())
+            .unwrap_or(f64::NAN)
+            * 100.0,
+        "% of a core",
+    );
+    t.add("idle CPU target", 1.0, "% of a core");
+    Ok(())
+}
+
+/// The syscall floor on the same socket and TUN, the gateway stopped.
+fn floor_figure(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    let d = f64::from(o.secs);
+    lab.net.stop("gateway");
+    let bin_s = lab.bin_path.display().to_string();
+    let secs_s = format!("{d}");
+    lab.net.spawn(
+        "gw",
+        "floor",
+        &[
+            &bin_s,
+            "floor",
+            "--listen",
+            "203.0.113.1",
+            "--port",
+            "3544",
+            "--tun",
+            "m6tgw0",
+            "--secs",
+            &secs_s,
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    loadgen(lab, 0, &[format!("blast:{}", d + 1.0)], true)?;
+    let w = Instant::now();
+    while lab.net.running("floor") && w.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fl: serde_json::Value = serde_json::from_str(lab.net.log("floor").trim())
+        .map_err(|e| LabError(format!("floor output: {e}: {}", lab.net.log("floor"))))?;
+    t.add(
+        "syscall floor (recvmmsg -> TUN write)",
+        fl["floor_pps"].as_f64().unwrap_or(f64::NAN),
+        "pkt/s",
+    );
+    Ok(())
+}
+
+/// Multi-core: the forwarding run at the smallest table size against a gateway with two
+/// workers (SO_REUSEPORT sockets steered by MN address, two TUN queues, states in two
+/// shards), and against one worker when the scale group did not already measure it.
+fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+    let d = f64::from(o.secs);
+    let s0 = o.scale[0];
+    let one = format!("gateway fwd pps @ {s0} states");
+    if !t.has(&one) {
+        if lab.net.running("gateway") {
+            let pid = gateway_pid(lab)?;
+            let mut phases = vec![format!("create:{s0}")];
+            phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
+            let r = loadgen(lab, pid, &phases, false)?;
+            let pps = r.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
+            t.add(&one, median(pps), "pkt/s");
+        }
+    }
+    lab.net.stop("gateway");
+    let bin_s = lab.bin_path.display().to_string();
+    let cfg1 = std::fs::read_to_string(lab.net.dir.join("gateway.toml"))
+        .map_err(|e| LabError(format!("gateway.toml: {e}")))?;
+    let cfg2 = lab
+        .net
+        .write("gateway2.toml", &format!("{cfg1}workers = 2\n"))?;
+    let _ = std::fs::remove_file(&lab.gw_sock);
+    lab.net.spawn(
+        "gw",
+        "gateway2",
+        &[&bin_s, "gateway", "--config", &cfg2.display().to_string()],
+    )?;
+    let w = Instant::now();
+    while !lab.gw_sock.exists() && w.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid2 = gateway_pid(lab)?;
+    let mut phases = vec![format!("create:{s0}")];
+    phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
+    let r2 = loadgen(lab, pid2, &phases, false)?;
+    let pps = r2.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
+    t.add(
+        &format!("gateway fwd pps @ {s0} states, 2 workers"),
+        median(pps),
+        "pkt/s",
+    );
+    lab.net.stop("gateway2");
     Ok(())
 }

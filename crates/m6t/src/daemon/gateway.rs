@@ -219,6 +219,7 @@ fn worker(
     if let Some(c) = &control {
         fds.push(c.as_raw_fd());
     }
+    let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
     let mut ready = Vec::new();
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
@@ -231,7 +232,9 @@ fn worker(
     while !stopping(stop) {
         let now = Instant::now();
         let next = shared.lock(me).poll_timeout();
-        poll::wait_readable(&fds, Some(until(next, now)), &mut ready).map_err(io("poll"))?;
+        poller
+            .wait(Some(until(next, now)), &mut ready)
+            .map_err(io("epoll"))?;
         let now = Instant::now();
         if ready[0] {
             for _ in 0..BURST {

@@ -235,6 +235,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         socks.capture.as_raw_fd(),
         control.as_raw_fd(),
     ];
+    let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
     let mut ready = Vec::new();
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
@@ -243,8 +244,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
 
     while !stopping(&stop) {
         let now = Instant::now();
-        poll::wait_readable(&fds, Some(until(node.poll_timeout(), now)), &mut ready)
-            .map_err(io("poll"))?;
+        poller
+            .wait(Some(until(node.poll_timeout(), now)), &mut ready)
+            .map_err(io("epoll"))?;
         let now = Instant::now();
         if ready[0] {
             for _ in 0..BURST {
