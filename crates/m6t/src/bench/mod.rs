@@ -681,7 +681,11 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let mut phases = vec![format!("create:{s0}")];
     phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
     let r2 = loadgen(lab, pid2, &phases, false)?;
-    let pps = r2.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
+    let pps = r2
+        .iter()
+        .skip(1)
+        .filter_map(|b| b["pps"].as_f64())
+        .collect();
     t.add(
         &format!("gateway fwd pps @ {s0} states, 2 workers"),
         median(pps),

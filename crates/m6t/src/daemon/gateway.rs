@@ -9,7 +9,9 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
-use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{
+    counters_with, io, serve_reports, shutdown_flag, stopping, DaemonError, WakeBy, BURST,
+};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -221,6 +223,7 @@ fn worker(
     }
     let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
     let mut ready = Vec::new();
+    let mut wake_by = WakeBy::new(Instant::now());
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
     let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
@@ -233,7 +236,7 @@ fn worker(
         let now = Instant::now();
         let next = shared.lock(me).poll_timeout();
         poller
-            .wait(Some(until(next, now)), &mut ready)
+            .wait_until(Some(wake_by.deadline(next, now)), &mut ready)
             .map_err(io("epoll"))?;
         let now = Instant::now();
         if ready[0] {

@@ -3,7 +3,9 @@
 //! IPPROTO_RAW sender and a capture of signalling with extension headers; bound home
 //! addresses get a route into the TUN and a proxy ND / ARP entry on the home link.
 
-use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{
+    counters_with, io, serve_reports, shutdown_flag, stopping, DaemonError, WakeBy, BURST,
+};
 use crate::dsmip_config::Ha;
 use crate::status::Report;
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
@@ -237,6 +239,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     ];
     let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
     let mut ready = Vec::new();
+    let mut wake_by = WakeBy::new(Instant::now());
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
     let mut buf = vec![0u8; 65536];
@@ -245,7 +248,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     while !stopping(&stop) {
         let now = Instant::now();
         poller
-            .wait(Some(until(node.poll_timeout(), now)), &mut ready)
+            .wait_until(Some(wake_by.deadline(node.poll_timeout(), now)), &mut ready)
             .map_err(io("epoll"))?;
         let now = Instant::now();
         if ready[0] {

@@ -38,6 +38,25 @@ pub(crate) fn until(deadline: Option<Instant>, now: Instant) -> Duration {
         .unwrap_or(cap)
 }
 
+/// The deadline an event loop waits for: the machine's, or at the latest a check of the
+/// stop flag once a second (a signal may wake another thread). The check time stays put
+/// between wake-ups, so that a [`m6t_linux::poll::Poller`] timer is re-armed only when the
+/// machine's deadline moves.
+pub(crate) struct WakeBy(Instant);
+
+impl WakeBy {
+    pub(crate) fn new(now: Instant) -> Self {
+        WakeBy(now + Duration::from_secs(1))
+    }
+
+    pub(crate) fn deadline(&mut self, machine: Option<Instant>, now: Instant) -> Instant {
+        if now >= self.0 {
+            self.0 = now + Duration::from_secs(1);
+        }
+        machine.map_or(self.0, |d| d.min(self.0))
+    }
+}
+
 /// An error that stops a daemon, printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

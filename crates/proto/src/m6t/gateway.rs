@@ -509,7 +509,14 @@ impl Gateway {
             .table
             .next_deadline()
             .and_then(|t| self.table.instant(t.div_ceil(tick) * tick));
-        let b = self.idle_sources.front().map(|(t, _)| *t);
+        let b = self
+            .idle_sources
+            .front()
+            // ms_ro truncates: one more millisecond keeps the rounded instant after `t`.
+            .and_then(|(t, _)| {
+                let ms = self.table.ms_ro(*t) + 1;
+                self.table.instant(ms.div_ceil(tick) * tick)
+            });
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
