@@ -649,15 +649,13 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let d = f64::from(o.secs);
     let s0 = o.scale[0];
     let one = format!("gateway fwd pps @ {s0} states");
-    if !t.has(&one) {
-        if lab.net.running("gateway") {
-            let pid = gateway_pid(lab)?;
-            let mut phases = vec![format!("create:{s0}")];
-            phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
-            let r = loadgen(lab, pid, &phases, false)?;
-            let pps = r.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
-            t.add(&one, median(pps), "pkt/s");
-        }
+    if !t.has(&one) && lab.net.running("gateway") {
+        let pid = gateway_pid(lab)?;
+        let mut phases = vec![format!("create:{s0}")];
+        phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
+        let r = loadgen(lab, pid, &phases, false)?;
+        let pps = r.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
+        t.add(&one, median(pps), "pkt/s");
     }
     lab.net.stop("gateway");
     let bin_s = lab.bin_path.display().to_string();
