@@ -12,6 +12,7 @@ pub mod dns;
 pub mod hugealloc;
 pub mod netlink;
 pub mod poll;
+pub mod prefetch;
 pub mod raw;
 pub mod tun;
 pub mod udp;

@@ -1,6 +1,6 @@
 //! The gateway's per-packet work at 1 k and 1 M states, packets handled one by one and in
 //! batches of 32 whose cache misses are started together first
-//! (`Gateway::prefetch_from_mn`, as the daemon does for each recvmmsg batch), on 4 KiB
+//! (`Gateway::prefetch_addr`, as the daemon does for each recvmmsg batch), on 4 KiB
 //! pages and on transparent huge pages (the allocator the m6t binary uses).
 //! `cargo run --release --example table_lookup`.
 
@@ -71,11 +71,11 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
             *pe = peer(i);
         }
         if batch {
-            let mut acc = 0;
-            for (q, _) in &pkts {
-                acc ^= gw.prefetch_from_mn(q);
+            for stage in 0..2 {
+                for (q, _) in &pkts {
+                    m6t_linux::prefetch::hint(gw.prefetch_addr(q, stage));
+                }
             }
-            std::hint::black_box(acc);
         }
         for (q, pe) in &pkts {
             std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));

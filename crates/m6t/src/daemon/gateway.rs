@@ -22,7 +22,7 @@ const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
-use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun, udp};
+use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, prefetch, tun::Tun, udp};
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -286,14 +286,15 @@ fn worker(
                     let mut g = shared.lock(me);
                     // Prefetching pays off only when there are misses to overlap.
                     if got >= PREFETCH_MIN {
-                        let mut acc = 0u64;
-                        for k in 0..got {
-                            let d = rx.get(k).0;
-                            if shared.shard_of_bytes(d.get(20..24)) == me {
-                                acc ^= g.prefetch_from_mn(d);
+                        // Buckets first, then the slots they name (by then cached).
+                        for stage in 0..2 {
+                            for k in 0..got {
+                                let d = rx.get(k).0;
+                                if shared.shard_of_bytes(d.get(20..24)) == me {
+                                    prefetch::hint(g.prefetch_addr(d, stage));
+                                }
                             }
                         }
-                        std::hint::black_box(acc);
                     }
                     for k in 0..got {
                         let (data, from) = rx.get(k);

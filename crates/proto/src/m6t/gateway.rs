@@ -304,16 +304,18 @@ impl Gateway {
         FromHome::Drop(r)
     }
 
-    /// Starts the cache misses [`Self::handle_from_mn`] will take for this payload (its
-    /// state's index bucket and slot). Call it for every packet of a received batch, then
-    /// handle them: the misses overlap. The result only keeps the reads alive.
-    pub fn prefetch_from_mn(&self, payload: &[u8]) -> u64 {
+    /// The memory [`Self::handle_from_mn`] will touch first for this payload, in two stages
+    /// for a prefetch hint: stage 0 is its state's index bucket, stage 1 its slot (read
+    /// from the bucket, so hint stage 0 for a whole batch first). Null when the payload is
+    /// too short to name a state. Only an address: it never changes or reads a state.
+    pub fn prefetch_addr(&self, payload: &[u8], stage: u8) -> *const u8 {
         match payload
             .get(8..24)
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
         {
-            Some(a) => self.table.prefetch(&Ipv6Addr::from(a)),
-            None => 0,
+            Some(a) if stage == 0 => self.table.bucket_addr(&Ipv6Addr::from(a)),
+            Some(a) => self.table.slot_addr(&Ipv6Addr::from(a)),
+            None => std::ptr::null(),
         }
     }
 

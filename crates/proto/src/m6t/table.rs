@@ -8,8 +8,10 @@
 //! keyed SipHash of the address), linear probing, at most half full, backward-shift
 //! deletion. A lookup touches one bucket line and the slot itself: at a million states,
 //! where every access misses the caches, that is one miss fewer than a general hash map
-//! (control bytes, then the entry, then the slot), and [`Table::prefetch`] lets the driver
-//! start those misses for a whole batch of packets before handling the first.
+//! (control bytes, then the entry, then the slot), and [`Table::bucket_addr`] /
+//! [`Table::slot_addr`] let the driver start those misses for a whole batch of packets
+//! before handling the first. A slot is aligned to a cache line, so it costs one miss, not
+//! two when it would straddle lines.
 
 use crate::m6t::gateway::StateKind;
 use std::cmp::Reverse;
@@ -18,8 +20,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-/// One state.
+/// One state, one cache line.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub(crate) struct Slot {
     pub address: Ipv6Addr,
     pub peer: SocketAddrV4,
@@ -181,15 +184,26 @@ impl Table {
         self.slab.get_mut(s)
     }
 
-    /// Reads the bucket and the slot `a` would use, so that their cache misses start now;
-    /// the driver calls this for a whole batch before handling it, and the misses of the
-    /// batch overlap instead of coming one after the other. Returns a value only so that
-    /// the reads are not optimised away.
-    pub fn prefetch(&self, a: &Ipv6Addr) -> u64 {
+    /// Where in memory the index bucket of `a` lies: the first of the two stages of a
+    /// prefetch. The driver hints this address for every packet of a batch, then
+    /// [`Table::slot_addr`] for every packet (its bucket now cached), then handles them: the
+    /// cache misses of the batch overlap instead of coming two per packet one after the
+    /// other. Only an address: nothing is read.
+    pub fn bucket_addr(&self, a: &Ipv6Addr) -> *const u8 {
+        let h = self.index.hash(a);
+        let b: &u64 = &self.index.buckets[h as usize & self.index.mask()];
+        (b as *const u64).cast()
+    }
+
+    /// Where the slot named by the first bucket of `a`'s probe run lies (null when that
+    /// bucket is empty): the second stage of a prefetch, see [`Table::bucket_addr`].
+    pub fn slot_addr(&self, a: &Ipv6Addr) -> *const u8 {
         let h = self.index.hash(a);
         let b = self.index.buckets[h as usize & self.index.mask()];
         let s = (b as u32).wrapping_sub(1) as usize;
-        b ^ self.slab.get(s).map_or(0, |x| x.last_seen)
+        self.slab
+            .get(s)
+            .map_or(std::ptr::null(), |x| (x as *const Slot).cast())
     }
 
     /// Inserts a new state (the address must not be present) expiring at `deadline`.
