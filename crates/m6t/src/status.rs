@@ -115,7 +115,15 @@ pub fn render(r: &Report) -> String {
                 "gateway  interface {interface}  udp ports {}",
                 ports.join(",")
             );
-            let _ = writeln!(o, "states: {}", states.len());
+            let total = counters
+                .iter()
+                .find(|c| c.name == "states")
+                .map_or(states.len() as u64, |c| c.value);
+            if total > states.len() as u64 {
+                let _ = writeln!(o, "states: {total} (the first {} listed)", states.len());
+            } else {
+                let _ = writeln!(o, "states: {total}");
+            }
             if !states.is_empty() {
                 let _ = writeln!(
                     o,

@@ -438,3 +438,17 @@ proptest! {
         let _ = t.home(3, &data);
     }
 }
+
+#[test]
+fn a_status_listing_can_be_capped_and_stays_sorted() {
+    let mut t = T::new(cfg());
+    for i in 0..10u16 {
+        let src = format!("fd00:1:2:3:4::{:x}", 100 - i);
+        t.mn(0, "198.51.100.7:40000", &pkt(&src, HA, 100));
+    }
+    assert_eq!(t.gw.states(t.at(1)).len(), 10);
+    let some = t.gw.states_up_to(t.at(1), 4);
+    assert_eq!(some.len(), 4);
+    assert!(some.windows(2).all(|w| w[0].address < w[1].address));
+    assert!(t.gw.states_up_to(t.at(1), 0).is_empty());
+}

@@ -17,6 +17,8 @@ use super::{
 const RECV_BATCH: usize = 32;
 /// Smallest batch whose cache misses are started together before handling it.
 const PREFETCH_MIN: usize = 4;
+/// Most states a status answer lists (the counters still give the total).
+const STATUS_STATES_MAX: usize = 1000;
 /// Datagrams per sendmmsg call.
 const SEND_BATCH: usize = 64;
 use crate::config;
@@ -73,7 +75,8 @@ impl Shared {
             len += g.len();
             // `counters` leaves the (possibly million-entry) state list out.
             if req == REQUEST_STATUS {
-                states.extend(g.states(now));
+                let room = STATUS_STATES_MAX.saturating_sub(states.len());
+                states.extend(g.states_up_to(now, room));
             }
         }
         Report::Gateway {

@@ -616,8 +616,20 @@ impl Gateway {
 
     /// Every state (for `m6t status`), sorted by address.
     pub fn states(&self, now: Instant) -> Vec<StateInfo> {
+        self.states_up_to(now, usize::MAX)
+    }
+
+    /// At most `max` states (in table order, then sorted by address): what a status query
+    /// on a gateway holding a million states can list without stalling the data plane
+    /// behind the shard lock or printing a hundred megabytes.
+    pub fn states_up_to(&self, now: Instant, max: usize) -> Vec<StateInfo> {
         let t = self.table.ms_ro(now);
-        let mut v: Vec<StateInfo> = self.table.iter().map(|s| self.info(t, s)).collect();
+        let mut v: Vec<StateInfo> = self
+            .table
+            .iter()
+            .take(max)
+            .map(|s| self.info(t, s))
+            .collect();
         v.sort_by_key(|s| s.address);
         v
     }
