@@ -235,13 +235,15 @@ fn worker(
     let mut reported_tun_errors = 0;
     let mut others: Vec<usize> = Vec::with_capacity(RECV_BATCH * 2);
 
+    let mut now = Instant::now();
+    let mut next = shared.lock(me).poll_timeout();
     while !stopping(stop) {
-        let now = Instant::now();
-        let next = shared.lock(me).poll_timeout();
+        // `now` is from before the last pass: early enough for the once-a-second stop check,
+        // and one clock read fewer per wake-up.
         poller
             .wait_until(Some(wake_by.deadline(next, now)), &mut ready)
             .map_err(io("epoll"))?;
-        let now = Instant::now();
+        now = Instant::now();
         if ready[0] {
             for _ in 0..BURST {
                 let n = match tun_rx.recv() {
@@ -344,13 +346,15 @@ fn worker(
             }
         }
         let mut g = shared.lock(me);
-        if g.poll_timeout().is_some_and(|t| t <= now) {
+        next = g.poll_timeout();
+        if next.is_some_and(|t| t <= now) {
             // The longest garbage-collection pass, measured here since the machine has no
             // clock.
             let t = Instant::now();
             g.handle_timeout(now);
             let us = t.elapsed().as_micros() as u64;
             shared.gc_max_pause_us.fetch_max(us, Ordering::Relaxed);
+            next = g.poll_timeout();
         }
         while let Some(e) = g.poll_event() {
             match e {

@@ -103,6 +103,9 @@ pub(crate) fn counters_with(
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let what = what.into();
-    move |source| DaemonError::Io { what, source }
+    // Converted only when an error happens: event loops build this on every wake-up.
+    move |source| DaemonError::Io {
+        what: what.into(),
+        source,
+    }
 }
