@@ -154,7 +154,9 @@ mod tests {
             let p = a.alloc_zeroed(l);
             assert!(!p.is_null());
             assert_eq!(p as usize % HUGE, 0);
-            assert!(std::slice::from_raw_parts(p, l.size()).iter().all(|b| *b == 0));
+            assert!(std::slice::from_raw_parts(p, l.size())
+                .iter()
+                .all(|b| *b == 0));
             for i in 0..l.size() {
                 *p.add(i) = (i % 251) as u8;
             }

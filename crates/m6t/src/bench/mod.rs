@@ -21,6 +21,9 @@ pub struct Figure {
     pub value: f64,
     /// Unit of `value`.
     pub unit: String,
+    /// Every run's value, when the figure is a median of several (its spread).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<f64>,
 }
 
 /// A figure in proportion to its baseline from the same run.
@@ -109,6 +112,22 @@ impl Table {
             name: name.into(),
             value,
             unit: unit.into(),
+            runs: Vec::new(),
+        });
+    }
+    /// Adds the median of several runs, keeping every run's value.
+    fn add_runs(&mut self, name: &str, runs: Vec<f64>, unit: &str) {
+        let value = median(runs.clone());
+        let list: Vec<String> = runs.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "  {name:<44} {value:>12.3} {unit}  (runs: {})",
+            list.join(", ")
+        );
+        self.rows.push(Figure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            runs,
         });
     }
     fn get(&self, name: &str) -> f64 {
@@ -165,7 +184,13 @@ fn iperf(
     serde_json::from_str(&out?).map_err(|e| LabError(format!("iperf3: {e}")))
 }
 
-fn tcp(lab: &mut Lab, server: &str, dst: &str, args: &str, o: &BenchOptions) -> LabResult<f64> {
+fn tcp(
+    lab: &mut Lab,
+    server: &str,
+    dst: &str,
+    args: &str,
+    o: &BenchOptions,
+) -> LabResult<Vec<f64>> {
     let mut v = Vec::new();
     for _ in 0..o.runs {
         let j = iperf(lab, server, dst, args, o.secs)?;
@@ -176,10 +201,10 @@ fn tcp(lab: &mut Lab, server: &str, dst: &str, args: &str, o: &BenchOptions) -> 
                 / 1e9,
         );
     }
-    Ok(median(v))
+    Ok(v)
 }
 
-fn udp_pps(lab: &mut Lab, dst: &str, len: u32, o: &BenchOptions) -> LabResult<f64> {
+fn udp_pps(lab: &mut Lab, dst: &str, len: u32, o: &BenchOptions) -> LabResult<Vec<f64>> {
     let mut v = Vec::new();
     for _ in 0..o.runs {
         let j = iperf(lab, "cn", dst, &format!("-u -b 0 -l {len}"), o.secs)?;
@@ -189,7 +214,7 @@ fn udp_pps(lab: &mut Lab, dst: &str, len: u32, o: &BenchOptions) -> LabResult<f6
         let secs = s["seconds"].as_f64().unwrap_or(f64::from(o.secs));
         v.push((pk - lost) / secs);
     }
-    Ok(median(v))
+    Ok(v)
 }
 
 fn set_offloads(lab: &Lab, on: bool) -> LabResult<()> {
@@ -378,7 +403,7 @@ pub fn run(bin: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult
     if wants(Group::Ceiling) {
         // The per-packet ceiling: offloads off, MSS 1220.
         set_offloads(&lab, false)?;
-        t.add(
+        t.add_runs(
             "plain tcp MN->CN (offloads off, MSS 1220)",
             tcp(&mut lab, "cn", CN4, "-M 1220", &o)?,
             "Gbit/s",
@@ -466,10 +491,10 @@ pub fn run(bin: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult
 fn tunnel(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let rtt = ping_avg(lab, HA, 50)?;
     t.add("m6t rtt MN->HA", rtt, "ms");
-    t.add("m6t tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
-    t.add("m6t tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
-    t.add("m6t udp 64 B MN->CN", udp_pps(lab, CN, 64, o)?, "pkt/s");
-    t.add("m6t udp 1400 B MN->CN", udp_pps(lab, CN, 1400, o)?, "pkt/s");
+    t.add_runs("m6t tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
+    t.add_runs("m6t tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
+    t.add_runs("m6t udp 64 B MN->CN", udp_pps(lab, CN, 64, o)?, "pkt/s");
+    t.add_runs("m6t udp 1400 B MN->CN", udp_pps(lab, CN, 1400, o)?, "pkt/s");
     let mut hos = Vec::new();
     for i in 0..o.runs.max(2) {
         let (to, from) = if i % 2 == 0 {
@@ -487,9 +512,9 @@ fn tunnel(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
         )?);
         std::thread::sleep(Duration::from_millis(300));
     }
-    t.add("m6t handover", median(hos), "ms");
+    t.add_runs("m6t handover", hos, "ms");
     t.add("rtt + 5 ms", rtt + 5.0, "ms");
-    t.add(
+    t.add_runs(
         "plain tcp MN->CN (IPv4, offloads on)",
         tcp(lab, "cn", CN4, "", o)?,
         "Gbit/s",
@@ -503,8 +528,8 @@ fn teredo_figures(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<(
     let q = teredo::start_client(lab)?;
     t.add("teredo qualification", q.as_secs_f64() * 1000.0, "ms");
     t.add("teredo rtt MN->HA", ping_avg(lab, HA, 50)?, "ms");
-    t.add("teredo tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
-    t.add("teredo tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
+    t.add_runs("teredo tcp MN->CN", tcp(lab, "cn", CN, "", o)?, "Gbit/s");
+    t.add_runs("teredo tcp CN->MN", tcp(lab, "cn", CN, "-R", o)?, "Gbit/s");
     let cur = lab.net.sh("mn", "ip -4 -o addr show dev eth0")?;
     let (to, from) = if cur.contains(MN4[0]) {
         (MN4[1], MN4[0])
@@ -550,11 +575,7 @@ fn scale(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
             c["states"].as_f64().unwrap_or(f64::NAN),
             "states",
         );
-        t.add(
-            &format!("gateway fwd pps @ {n} states"),
-            median(pps),
-            "pkt/s",
-        );
+        t.add_runs(&format!("gateway fwd pps @ {n} states"), pps, "pkt/s");
         t.add(
             &format!("gateway rss @ {n} states"),
             c["rss"].as_f64().unwrap_or(f64::NAN) / 1e6,
@@ -594,9 +615,9 @@ fn idle(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
         .skip(1)
         .map(|r| r["gateway_cpu"].as_f64().unwrap_or(f64::NAN) * 100.0)
         .collect();
-    t.add(
+    t.add_runs(
         "gateway CPU, 10k idle MNs with keep-alives",
-        median(cpu),
+        cpu,
         "% of a core",
     );
     t.add("idle CPU target", 1.0, "% of a core");
@@ -654,7 +675,7 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
         phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
         let r = loadgen(lab, pid, &phases, false)?;
         let pps = r.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
-        t.add(&one, median(pps), "pkt/s");
+        t.add_runs(&one, pps, "pkt/s");
     }
     lab.net.stop("gateway");
     let bin_s = lab.bin_path.display().to_string();
@@ -683,9 +704,9 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
         .skip(1)
         .filter_map(|b| b["pps"].as_f64())
         .collect();
-    t.add(
+    t.add_runs(
         &format!("gateway fwd pps @ {s0} states, 2 workers"),
-        median(pps),
+        pps,
         "pkt/s",
     );
     lab.net.stop("gateway2");
