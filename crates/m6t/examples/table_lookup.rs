@@ -1,6 +1,6 @@
 //! The gateway's per-packet work at 1 k and 1 M states, packets handled one by one and in
 //! batches of 32 whose cache misses are started together first
-//! (`Gateway::prefetch_addr`, as the daemon does for each recvmmsg batch), on 4 KiB
+//! (`Gateway::prefetch_bucket` / `prefetch_slot`, as the daemon does for each recvmmsg batch), on 4 KiB
 //! pages and on transparent huge pages (the allocator the m6t binary uses).
 //! `cargo run --release --example table_lookup`.
 
@@ -61,6 +61,7 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
     let rounds = 4_000_000u64;
     // Batches of 32 packets, as recvmmsg hands them over.
     let mut pkts: Vec<(Vec<u8>, SocketAddrV4)> = (0..32).map(|_| (p.clone(), peer(0))).collect();
+    let mut positions = Vec::with_capacity(32);
     let t = Instant::now();
     let mut k = 0u64;
     for _ in 0..rounds / 32 {
@@ -71,10 +72,15 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
             *pe = peer(i);
         }
         if batch {
-            for stage in 0..2 {
-                for (q, _) in &pkts {
-                    m6t_linux::prefetch::hint(gw.prefetch_addr(q, stage));
+            positions.clear();
+            for (q, _) in &pkts {
+                if let Some((pos, p)) = gw.prefetch_bucket(q) {
+                    m6t_linux::prefetch::hint(p);
+                    positions.push(pos);
                 }
+            }
+            for &pos in &positions {
+                m6t_linux::prefetch::hint(gw.prefetch_slot(pos));
             }
         }
         for (q, pe) in &pkts {

@@ -452,3 +452,19 @@ fn a_status_listing_can_be_capped_and_stays_sorted() {
     assert!(some.windows(2).all(|w| w[0].address < w[1].address));
     assert!(t.gw.states_up_to(t.at(1), 0).is_empty());
 }
+
+#[test]
+fn prefetch_addresses_name_the_state_of_a_payload_and_nothing_for_garbage() {
+    let mut t = T::new(cfg());
+    let p = pkt(MN, HA, 100);
+    assert!(t.gw.prefetch_bucket(&p[..20]).is_none());
+    // No state yet: a bucket to hint, but no slot behind it.
+    let (pos, b) = t.gw.prefetch_bucket(&p).unwrap();
+    assert!(!b.is_null());
+    assert!(t.gw.prefetch_slot(pos).is_null());
+    t.mn(0, "198.51.100.7:40000", &p);
+    let (pos, _) = t.gw.prefetch_bucket(&p).unwrap();
+    assert!(!t.gw.prefetch_slot(pos).is_null());
+    // Out-of-range positions are harmless.
+    assert!(t.gw.prefetch_slot(usize::MAX).is_null());
+}

@@ -234,6 +234,8 @@ fn worker(
     let mut tx: Vec<SendBatch> = socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect();
     let mut reported_tun_errors = 0;
     let mut others: Vec<usize> = Vec::with_capacity(RECV_BATCH * 2);
+    // Index positions of a batch being prefetched (a GRO batch holds up to 64 per slot).
+    let mut positions: Vec<usize> = Vec::with_capacity(RECV_BATCH * 64);
 
     let mut now = Instant::now();
     let mut next = shared.lock(me).poll_timeout();
@@ -291,14 +293,20 @@ fn worker(
                     let mut g = shared.lock(me);
                     // Prefetching pays off only when there are misses to overlap.
                     if got >= PREFETCH_MIN {
-                        // Buckets first, then the slots they name (by then cached).
-                        for stage in 0..2 {
-                            for k in 0..got {
-                                let d = rx.get(k).0;
-                                if shared.shard_of_bytes(d.get(20..24)) == me {
-                                    prefetch::hint(g.prefetch_addr(d, stage));
+                        // Buckets first, then the slots they name (by then cached); each
+                        // address hashed once.
+                        positions.clear();
+                        for k in 0..got {
+                            let d = rx.get(k).0;
+                            if shared.shard_of_bytes(d.get(20..24)) == me {
+                                if let Some((pos, p)) = g.prefetch_bucket(d) {
+                                    prefetch::hint(p);
+                                    positions.push(pos);
                                 }
                             }
+                        }
+                        for &pos in &positions {
+                            prefetch::hint(g.prefetch_slot(pos));
                         }
                     }
                     for k in 0..got {

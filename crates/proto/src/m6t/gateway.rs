@@ -304,19 +304,19 @@ impl Gateway {
         FromHome::Drop(r)
     }
 
-    /// The memory [`Self::handle_from_mn`] will touch first for this payload, in two stages
-    /// for a prefetch hint: stage 0 is its state's index bucket, stage 1 its slot (read
-    /// from the bucket, so hint stage 0 for a whole batch first). Null when the payload is
-    /// too short to name a state. Only an address: it never changes or reads a state.
-    pub fn prefetch_addr(&self, payload: &[u8], stage: u8) -> *const u8 {
-        match payload
-            .get(8..24)
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        {
-            Some(a) if stage == 0 => self.table.bucket_addr(&Ipv6Addr::from(a)),
-            Some(a) => self.table.slot_addr(&Ipv6Addr::from(a)),
-            None => std::ptr::null(),
-        }
+    /// The first memory [`Self::handle_from_mn`] will touch for this payload, its state's
+    /// index bucket, for a prefetch hint; with a position to pass to
+    /// [`Self::prefetch_slot`] once the buckets of the whole batch are hinted. `None` when
+    /// the payload is too short to name a state. Only an address: nothing is read.
+    pub fn prefetch_bucket(&self, payload: &[u8]) -> Option<(usize, *const u8)> {
+        let a = <[u8; 16]>::try_from(payload.get(8..24)?).ok()?;
+        Some(self.table.bucket_addr(&Ipv6Addr::from(a)))
+    }
+
+    /// The second memory [`Self::handle_from_mn`] will touch: the slot the bucket at `pos`
+    /// (from [`Self::prefetch_bucket`]) names, or null. Reads that bucket only.
+    pub fn prefetch_slot(&self, pos: usize) -> *const u8 {
+        self.table.slot_addr(pos)
     }
 
     /// Handles a UDP payload received on local port `local_port` from `peer`

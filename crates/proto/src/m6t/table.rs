@@ -184,22 +184,21 @@ impl Table {
         self.slab.get_mut(s)
     }
 
-    /// Where in memory the index bucket of `a` lies: the first of the two stages of a
-    /// prefetch. The driver hints this address for every packet of a batch, then
-    /// [`Table::slot_addr`] for every packet (its bucket now cached), then handles them: the
-    /// cache misses of the batch overlap instead of coming two per packet one after the
-    /// other. Only an address: nothing is read.
-    pub fn bucket_addr(&self, a: &Ipv6Addr) -> *const u8 {
-        let h = self.index.hash(a);
-        let b: &u64 = &self.index.buckets[h as usize & self.index.mask()];
-        (b as *const u64).cast()
+    /// The index position `a` hashes to, and where that bucket lies in memory: the first of
+    /// the two stages of a prefetch. The driver hints this address for every packet of a
+    /// batch, then [`Table::slot_addr`] of each position (its bucket now cached), then
+    /// handles them: the cache misses of the batch overlap instead of coming two per packet
+    /// one after the other. Only an address: nothing is read.
+    pub fn bucket_addr(&self, a: &Ipv6Addr) -> (usize, *const u8) {
+        let pos = self.index.hash(a) as usize & self.index.mask();
+        let b: &u64 = &self.index.buckets[pos];
+        (pos, (b as *const u64).cast())
     }
 
-    /// Where the slot named by the first bucket of `a`'s probe run lies (null when that
-    /// bucket is empty): the second stage of a prefetch, see [`Table::bucket_addr`].
-    pub fn slot_addr(&self, a: &Ipv6Addr) -> *const u8 {
-        let h = self.index.hash(a);
-        let b = self.index.buckets[h as usize & self.index.mask()];
+    /// Where the slot named by the bucket at `pos` (from [`Table::bucket_addr`]) lies; null
+    /// when that bucket is empty or `pos` is out of range (the index grew since).
+    pub fn slot_addr(&self, pos: usize) -> *const u8 {
+        let b = self.index.buckets.get(pos).copied().unwrap_or(0);
         let s = (b as u32).wrapping_sub(1) as usize;
         self.slab
             .get(s)
