@@ -8,6 +8,7 @@
 
 pub mod checksum;
 pub mod icmpv6;
+pub mod ipv4;
 pub mod ipv6;
 pub mod keepalive;
 pub mod mh;
@@ -16,6 +17,7 @@ pub mod prefix;
 pub mod tlv;
 pub mod ula;
 
+pub use ipv4::{Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN};
 pub use ipv6::{Ipv6Packet, Ipv6Repr, IPV6_HEADER_LEN};
 pub use prefix::Ipv6Prefix;
 
