@@ -1,4 +1,7 @@
-//! The fixed IPv6 header (RFC 8200 section 3): the only header m6t reads or writes.
+//! The fixed IPv6 header (RFC 8200 section 3): a read-only view and a Repr that writes it.
+//!
+//! Extension headers are not parsed here: [`crate::mip6`] walks and writes the few that
+//! Mobile IPv6 signalling uses (RFC 6275 sections 6.3, 6.4).
 
 use crate::WireError;
 use std::net::Ipv6Addr;
@@ -10,7 +13,8 @@ pub const NEXT_HEADER_NONE: u8 = 59;
 /// Next Header value of ICMPv6 (RFC 4443).
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
 
-/// A read-only (or, with `AsMut`, writable) view of an IPv6 packet.
+/// A read-only view of an IPv6 packet (RFC 8200 section 3). There are no setters: headers
+/// are written by [`Ipv6Repr::emit`].
 ///
 /// After [`Ipv6Packet::new_checked`] succeeded, every accessor is in bounds: the buffer holds
 /// at least the header, the version is 6 and the payload length matches the buffer exactly.
@@ -115,7 +119,8 @@ pub struct Ipv6Repr {
 }
 
 impl Ipv6Repr {
-    /// Reads the header fields of a checked packet.
+    /// Reads the header fields of a checked packet (Traffic Class and Flow Label are
+    /// dropped).
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Self {
         Ipv6Repr {
             src: p.src_addr(),

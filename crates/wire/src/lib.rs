@@ -1,8 +1,20 @@
-//! Packet formats of m6t (draft-ebalard-mext-m6t-02) and the helpers the tunnel machines need.
+//! Packet formats of m6t (draft-ebalard-mext-m6t-02) and DSMIPv6 (RFC 5555), and the helpers
+//! the tunnel machines need.
 //!
-//! Every format is a zero-copy view (`Packet<T: AsRef<[u8]>>`) that is checked once by
-//! `new_checked` and cannot panic afterwards, plus, where a packet is built, a `Repr` with
-//! `parse`/`emit`. Nothing here holds state or touches the operating system.
+//! Two shapes:
+//!
+//! - the IP headers, [`ipv4`] and [`ipv6`], are read-only zero-copy views
+//!   ([`Ipv4Packet`], [`Ipv6Packet`], generic over `T: AsRef<[u8]>`) checked once by
+//!   `new_checked`, after which no accessor can panic, plus a `Repr` ([`Ipv4Repr`],
+//!   [`Ipv6Repr`]) whose `parse` reads a checked view and whose `emit` writes a header into
+//!   a caller's buffer; there are no writable views or setters;
+//! - the other formats have no view of their own: functions (and [`mh::MhRepr::parse`])
+//!   read them, from bytes or from a checked [`Ipv6Packet`], into values that are owned or
+//!   borrow slices of the input (as [`tlv::decode`] does), and `emit` functions build them
+//!   ([`mh`], [`mip6`], [`tlv`], [`icmpv6`], [`keepalive`]).
+//!
+//! [`checksum`], [`prefix`] and [`ula`] are helpers, not formats. Nothing here holds state or
+//! touches the operating system.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -3,6 +3,10 @@
 //! RFC 3963 (Mobile Network Prefix), and the DSMIPv6 options of RFC 5555 section 3 (IPv4
 //! Home Address, IPv4 Address Acknowledgement, NAT Detection, IPv4 Care-of Address).
 //! Values are the IANA ones (../shared/specs/numbers.md), not the TBDs of the draft.
+//!
+//! There is no zero-copy view of a Mobility Header: [`MhRepr::parse`] checks a message
+//! (length, Payload Proto, checksum, known type and option lengths) and copies it into an
+//! owned [`MhRepr`]; [`MhRepr::emit`] writes one, padded and with its checksum.
 
 use crate::checksum;
 use crate::WireError;
@@ -114,7 +118,7 @@ pub enum MobilityOption {
     /// IPv4 Care-of Address (RFC 5555 section 3.1.2).
     Ipv4CareOfAddress(Ipv4Addr),
     /// An option this implementation does not know: skipped (RFC 6275 section 6.2.1),
-    /// only its type kept.
+    /// only its type kept ([`MhRepr::emit`] writes it back with no data).
     Unknown(u8),
 }
 
@@ -341,7 +345,8 @@ pub struct MhRepr {
 
 impl MhRepr {
     /// Parses and verifies a Mobility Header carried from `src` to `dst` (the addresses of
-    /// the checksum pseudo-header).
+    /// the checksum pseudo-header). The message is the first (Header Len + 1) * 8 bytes of
+    /// `b`; bytes after it are ignored.
     pub fn parse(b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<MhRepr, MhError> {
         if b.len() < 8 {
             return Err(MhError::BadLength);
@@ -429,7 +434,9 @@ impl MhRepr {
 
     /// Writes the Mobility Header (options aligned as RFC 6275 section 6.2 and RFC 5555
     /// require, padded to 8 octets, checksum over the pseudo-header of `src`, `dst`) into
-    /// `buf`; returns its length.
+    /// `buf`; returns its length. Fails with [`WireError::BufferTooSmall`] when `buf` is
+    /// shorter than [`Self::emit_len`] or the message would exceed 2048 bytes, the most
+    /// Header Len can describe.
     pub fn emit(&self, src: Ipv6Addr, dst: Ipv6Addr, buf: &mut [u8]) -> Result<usize, WireError> {
         let total = self.emit_len();
         if buf.len() < total || total > 2048 {
