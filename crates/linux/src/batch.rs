@@ -128,10 +128,10 @@ impl SendBatch {
         self.entries.is_empty()
     }
 
-    /// Sends that failed (full buffers, unreachable): the datagrams are dropped, as a router
-    /// would drop them.
-    pub fn errors(&self) -> u64 {
-        self.errors
+    /// Sends that failed since the last call (full buffers, unreachable): the datagrams
+    /// are dropped, as a router would drop them; the driver counts them.
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
     }
 
     /// Queues a datagram to `to`.

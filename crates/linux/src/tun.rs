@@ -151,6 +151,23 @@ impl TunRx {
     pub fn packet(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.sizes[i]]
     }
+
+    /// Reads at most `reads` times (each read one packet or one split super-packet),
+    /// handing every packet to `each`, and stops early when nothing is queued: a busy TUN
+    /// cannot starve the loop's other sources.
+    pub fn drain(&mut self, reads: usize, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+        for _ in 0..reads {
+            let n = match self.recv() {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            for i in 0..n {
+                each(&self.bufs[i][..self.sizes[i]]);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes packets to a TUN in batches, coalescing TCP segments when offload is on.
@@ -201,8 +218,8 @@ impl TunTx {
         self.n = 0;
     }
 
-    /// Write errors so far.
-    pub fn errors(&self) -> u64 {
-        self.errors
+    /// Write errors since the last call (the driver adds them to its failure counters).
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
     }
 }

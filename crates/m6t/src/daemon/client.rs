@@ -3,30 +3,40 @@
 //! attachment, and the client machine in between.
 
 use super::hook::{Hook, HookCall};
-use super::{io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::{
+    bind_control, counters_with, io, os_seed, serve_reports, shutdown, DaemonError, BURST,
+};
+use crate::config;
+use crate::status::Report;
+use m6t_linux::batch::{RecvBatch, SendBatch};
+use m6t_linux::claims::Claims;
+use m6t_linux::control::ControlServer;
+use m6t_linux::failures::{Failure, Failures};
+use m6t_linux::netlink::{Monitor, Netlink};
+use m6t_linux::runtime::Runtime;
+use m6t_linux::tun::{Tun, TunTx};
+use m6t_linux::{caps, udp};
+use m6t_proto::m6t::client::{Client, FromGateway, FromTun};
+use std::io::ErrorKind;
+use std::net::{Ipv6Addr, SocketAddrV4};
+use std::time::Instant;
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
 /// Datagrams per sendmmsg call.
 const SEND_BATCH: usize = 64;
-use crate::config;
-use crate::status::Report;
-use m6t_linux::batch::{RecvBatch, SendBatch};
-use m6t_linux::claims::Claims;
-use m6t_linux::netlink::{Monitor, Netlink};
-use m6t_linux::{caps, control::ControlServer, poll, tun::Tun, udp};
-use m6t_proto::m6t::client::{Client, FromGateway, FromTun};
-use std::io::{ErrorKind, Read};
-use std::net::{Ipv6Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::time::Instant;
 
-fn seed() -> Result<[u8; 32], DaemonError> {
-    let mut s = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut s))
-        .map_err(io("/dev/urandom"))?;
-    Ok(s)
+/// The client's event sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Packets from the mobile node's stack.
+    Tun,
+    /// IPv4 address and route notifications (attachment).
+    Netlink,
+    /// `m6t status`.
+    Control,
+    /// The UDP socket toward the gateway (replaced at every address change).
+    Gateway,
 }
 
 struct Driver {
@@ -35,9 +45,11 @@ struct Driver {
     nl: Netlink,
     claims: Claims,
     hook: Hook,
+    rt: Runtime<Source>,
     sock: Option<udp::Udp>,
     installed: Option<Ipv6Addr>,
     route: bool,
+    failures: Failures,
 }
 
 impl Driver {
@@ -49,7 +61,9 @@ impl Driver {
     fn apply(&mut self, m: &mut Client, now: Instant) -> Result<(), DaemonError> {
         while let Some(ch) = m.poll_change() {
             // The socket first: the new address must be the only one ever sent from it.
-            self.sock = None;
+            if self.sock.take().is_some() {
+                self.rt.remove(Source::Gateway).map_err(io("epoll"))?;
+            }
             match ch.new {
                 Some((addr, port)) => {
                     if !self.claims.claim(addr).map_err(io("claims directory"))? {
@@ -60,10 +74,10 @@ impl Driver {
                     // New address before the old one goes, so that source selection never
                     // falls back to a link-local address in between.
                     self.nl.add_address(self.tun.index(), addr, 128)?;
-                    self.sock = Some(
-                        udp::connect(self.gateway(port))
-                            .map_err(io(format!("UDP socket to {}", self.gateway(port))))?,
-                    );
+                    let sock = udp::connect(self.gateway(port))
+                        .map_err(io(format!("UDP socket to {}", self.gateway(port))))?;
+                    self.rt.add(&sock, Source::Gateway).map_err(io("epoll"))?;
+                    self.sock = Some(sock);
                     if let Some(old) = self.installed.replace(addr) {
                         if old != addr {
                             self.nl.del_address(self.tun.index(), old)?;
@@ -120,7 +134,9 @@ impl Driver {
 
     fn cleanup(&mut self) {
         if let Some(a) = self.installed.take() {
-            let _ = self.nl.del_address(self.tun.index(), a);
+            let r = self.nl.del_address(self.tun.index(), a);
+            self.failures
+                .check(Failure::Netlink, format_args!("removing {a}"), r);
             self.claims.release(a);
             self.hook.run(&HookCall {
                 iface: self.tun.name(),
@@ -132,9 +148,11 @@ impl Driver {
             });
         }
         if self.route {
-            let _ = self
+            let r = self
                 .nl
                 .del_route(Ipv6Addr::UNSPECIFIED, 0, self.tun.index(), self.cfg.metric);
+            self.failures
+                .check(Failure::Netlink, "removing the default route", r);
         }
     }
 }
@@ -142,144 +160,173 @@ impl Driver {
 /// Runs the client until SIGINT/SIGTERM.
 pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
+    let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
-    let mut mon = Monitor::open().map_err(io("netlink notifications"))?;
+    let mon = Monitor::open().map_err(io("netlink notifications"))?;
     let claims = Claims::new(&cfg.claims_dir, std::process::id())
         .map_err(io(format!("claims directory {}", cfg.claims_dir.display())))?;
-    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
-        "control socket {}",
-        cfg.control_socket.display()
-    )))?;
-    let stop = shutdown_flag().map_err(io("signal handlers"))?;
-    let mut m = Client::new(cfg.machine.clone(), seed()?);
+    let control = bind_control(&cfg.control_socket)?;
+    let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
+    rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
+    rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
+    rt.add(&control, Source::Control).map_err(io("epoll"))?;
+    let mut m = Client::new(cfg.machine.clone(), os_seed()?);
     let mut d = Driver {
         hook: Hook::new(cfg.hook.clone()),
         cfg,
         tun,
         nl,
         claims,
+        rt,
         sock: None,
         installed: None,
         route: false,
+        failures: Failures::default(),
     };
-    let r = run_loop(&mut d, &mut m, &mut mon, &control, &stop);
+    let r = Loop::new(&d).run(&mut d, &mut m, mon, &control);
     d.cleanup();
     r
 }
 
-fn run_loop(
-    d: &mut Driver,
-    m: &mut Client,
-    mon: &mut Monitor,
-    control: &ControlServer,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<(), DaemonError> {
-    let now = Instant::now();
-    m.handle_attachment(now, d.attachment());
-    d.apply(m, now)?;
-    if m.address().is_none() {
-        tracing::info!("no IPv4 route toward {}: waiting", d.cfg.gateway);
+/// The data path's buffers, allocated once.
+struct Loop {
+    tun_tx: TunTx,
+    udp_rx: RecvBatch,
+    udp_tx: SendBatch,
+    scratch: Vec<u8>,
+}
+
+impl Loop {
+    fn new(d: &Driver) -> Self {
+        Loop {
+            tun_tx: d.tun.writer(),
+            udp_rx: RecvBatch::new(RECV_BATCH),
+            udp_tx: SendBatch::new(SEND_BATCH),
+            scratch: vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN],
+        }
     }
-    let mut ready = Vec::new();
-    let mut tun_rx = d.tun.reader();
-    let mut tun_tx = d.tun.writer();
-    let mut udp_rx = RecvBatch::new(RECV_BATCH);
-    let mut udp_tx = SendBatch::new(SEND_BATCH);
-    let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
-    while !stopping(stop) {
-        d.hook.reap();
-        let mut fds = vec![d.tun.as_raw_fd(), mon.as_raw_fd(), control.as_raw_fd()];
-        if let Some(s) = &d.sock {
-            fds.push(s.as_raw_fd());
-        }
+
+    fn run(
+        &mut self,
+        d: &mut Driver,
+        m: &mut Client,
+        mut mon: Monitor,
+        control: &ControlServer,
+    ) -> Result<(), DaemonError> {
         let now = Instant::now();
-        poll::wait_readable(&fds, Some(until(m.poll_timeout(), now)), &mut ready)
-            .map_err(io("poll"))?;
-        let now = Instant::now();
-        if ready[1] {
-            let ev = mon.drain();
-            if ev.any() {
-                let local = d.attachment();
-                if ev.default_route {
-                    m.handle_route_change(now, local);
-                } else {
-                    m.handle_attachment(now, local);
-                }
-                d.apply(m, now)?;
-            }
+        m.handle_attachment(now, d.attachment());
+        d.apply(m, now)?;
+        if m.address().is_none() {
+            tracing::info!("no IPv4 route toward {}: waiting", d.cfg.gateway);
         }
-        if ready[0] {
-            let gw = d.sock.as_ref().map(|_| d.gateway(m.port().unwrap_or(0)));
-            for _ in 0..BURST {
-                let n = match tun_rx.recv() {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(io("TUN read")(e)),
-                };
-                for k in 0..n {
-                    let pkt = tun_rx.packet(k);
-                    match m.handle_from_tun(now, pkt, &mut scratch) {
-                        FromTun::Send => {
-                            if let Some(g) = gw {
-                                udp_tx.push(pkt, g);
+        let mut tun_rx = d.tun.reader();
+        let mut ready = Vec::new();
+        while !d.rt.stopping() {
+            d.hook.reap();
+            ready.clear();
+            ready.extend_from_slice(d.rt.wait(m.poll_timeout()).map_err(io("epoll"))?);
+            let now = Instant::now();
+            for &source in &ready {
+                match source {
+                    Source::Netlink => {
+                        let ev = mon.drain();
+                        if ev.any() {
+                            let local = d.attachment();
+                            if ev.default_route {
+                                m.handle_route_change(now, local);
+                            } else {
+                                m.handle_attachment(now, local);
                             }
+                            d.apply(m, now)?;
                         }
-                        FromTun::Reply(len) => tun_tx.push(&scratch[..len]),
-                        FromTun::Drop(_) => {}
                     }
+                    Source::Tun => {
+                        self.on_tun(d, m, &mut tun_rx, now)
+                            .map_err(io("TUN read"))?;
+                    }
+                    Source::Gateway => self.on_gateway(d, m, now),
+                    Source::Control => serve_reports(control, |_| Report::Client {
+                        interface: d.tun.name().to_string(),
+                        tunnel: m.info(Instant::now()),
+                        counters: counters_with(m.counters().snapshot(), &d.failures, &[]),
+                    }),
                 }
-                if let Some(s) = &d.sock {
+            }
+            self.after(d, m, now)?;
+        }
+        Ok(())
+    }
+
+    /// Packets from the stack: into the tunnel, or a Packet Too Big back.
+    fn on_tun(
+        &mut self,
+        d: &Driver,
+        m: &mut Client,
+        tun_rx: &mut m6t_linux::tun::TunRx,
+        now: Instant,
+    ) -> std::io::Result<()> {
+        let gw = d.sock.as_ref().map(|_| d.gateway(m.port().unwrap_or(0)));
+        let (tun_tx, udp_tx, scratch) = (&mut self.tun_tx, &mut self.udp_tx, &mut self.scratch);
+        tun_rx.drain(BURST, |pkt| match m.handle_from_tun(now, pkt, scratch) {
+            FromTun::Send => {
+                if let (Some(g), Some(s)) = (gw, &d.sock) {
+                    udp_tx.push(pkt, g);
                     if udp_tx.len() >= SEND_BATCH {
                         udp_tx.flush(s);
                     }
                 }
             }
-            if let Some(s) = &d.sock {
-                udp_tx.flush(s);
-                // An ICMP port unreachable for an earlier datagram shows up as a pending error.
-                if let Ok(Some(e)) = s.sock.take_error() {
+            FromTun::Reply(len) => tun_tx.push(&scratch[..len]),
+            FromTun::Drop(_) => {}
+        })?;
+        if let Some(s) = &d.sock {
+            udp_tx.flush(s);
+            // An ICMP port unreachable for an earlier datagram shows up as a pending error.
+            if let Ok(Some(e)) = s.sock.take_error() {
+                if udp::is_unreachable(&e) {
+                    m.handle_port_unreachable(now);
+                }
+            }
+        }
+        tun_tx.flush();
+        Ok(())
+    }
+
+    /// Datagrams from the gateway: into the TUN.
+    fn on_gateway(&mut self, d: &Driver, m: &mut Client, now: Instant) {
+        let Some(s) = &d.sock else { return };
+        for _ in 0..BURST / RECV_BATCH {
+            let got = match self.udp_rx.recv(s) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
                     if udp::is_unreachable(&e) {
                         m.handle_port_unreachable(now);
+                    } else {
+                        d.failures
+                            .record(Failure::Recv, 1, format_args!("UDP receive: {e}"));
                     }
+                    break;
+                }
+            };
+            for k in 0..got {
+                let (data, _) = self.udp_rx.get(k);
+                if m.handle_from_gateway(now, data) == FromGateway::ToTun {
+                    self.tun_tx.push(data);
                 }
             }
-            tun_tx.flush();
-        }
-        if ready.len() > 3 && ready[3] {
-            if let Some(s) = &d.sock {
-                for _ in 0..BURST / RECV_BATCH {
-                    let got = match udp_rx.recv(s) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            if udp::is_unreachable(&e) {
-                                m.handle_port_unreachable(now);
-                            }
-                            break;
-                        }
-                    };
-                    for k in 0..got {
-                        let (data, _) = udp_rx.get(k);
-                        if m.handle_from_gateway(now, data) == FromGateway::ToTun {
-                            tun_tx.push(data);
-                        }
-                    }
-                    tun_tx.flush();
-                    if got == 0 {
-                        break;
-                    }
-                }
+            self.tun_tx.flush();
+            if got < RECV_BATCH {
+                break;
             }
         }
-        if ready[2] {
-            serve_reports(control, |_| Report::Client {
-                interface: d.tun.name().to_string(),
-                tunnel: m.info(Instant::now()),
-                counters: m.counters().snapshot(),
-            });
-        }
+    }
+
+    /// What the machine asked once the sources are handled: timers, keep-alives, address
+    /// changes; and the failures of this pass counted.
+    fn after(&mut self, d: &mut Driver, m: &mut Client, now: Instant) -> Result<(), DaemonError> {
         if m.poll_timeout().is_some_and(|t| t <= now) {
             m.handle_timeout(now);
         }
@@ -287,10 +334,23 @@ fn run_loop(
             if let Err(e) = s.sock.send(&ka) {
                 if udp::is_unreachable(&e) {
                     m.handle_port_unreachable(now);
+                } else {
+                    d.failures
+                        .record(Failure::UdpSend, 1, format_args!("keep-alive: {e}"));
                 }
             }
         }
         d.apply(m, now)?;
+        d.failures.record(
+            Failure::TunWrite,
+            self.tun_tx.take_errors(),
+            "TUN write refused",
+        );
+        d.failures.record(
+            Failure::UdpSend,
+            self.udp_tx.take_errors(),
+            "UDP send to the gateway refused",
+        );
+        Ok(())
     }
-    Ok(())
 }

@@ -9,9 +9,7 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
-use super::{
-    counters_with, io, serve_reports, shutdown_flag, stopping, DaemonError, WakeBy, BURST,
-};
+use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError, BURST};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -24,18 +22,30 @@ const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
-use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, prefetch, tun::Tun, udp};
+use m6t_linux::failures::{Failure, Failures};
+use m6t_linux::runtime::{Runtime, Shutdown};
+use m6t_linux::{caps, control::ControlServer, netlink::Netlink, prefetch, tun::Tun, udp};
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
+
+/// A worker's event sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Its TUN queue: packets from the home side.
+    Tun,
+    /// Its socket for the port at this position of `ports`.
+    Udp(usize),
+    /// `m6t status` (worker 0 only).
+    Control,
+}
 
 /// What the workers share: the shards and the driver's own counters.
 struct Shared {
     shards: Vec<Mutex<Gateway>>,
-    tun_write_errors: AtomicU64,
+    failures: Failures,
     gc_max_pause_us: AtomicU64,
 }
 
@@ -85,11 +95,8 @@ impl Shared {
             states,
             counters: counters_with(
                 counters,
+                &self.failures,
                 &[
-                    (
-                        "tun_write_errors",
-                        self.tun_write_errors.load(Ordering::Relaxed),
-                    ),
                     ("states", len as u64),
                     (
                         "gc_max_pause_us",
@@ -120,17 +127,16 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             socks[w].push((*p, s));
         }
     }
-    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
-        "control socket {}",
-        cfg.control_socket.display()
-    )))?;
-    let stop = shutdown_flag().map_err(io("signal handlers"))?;
+    let control = bind_control(&cfg.control_socket)?;
+    let stop = shutdown()?;
     let shard_cfg = cfg.machine.shard(n);
+    let mut shards = Vec::with_capacity(n);
+    for _ in 0..n {
+        shards.push(Mutex::new(Gateway::new(shard_cfg.clone())));
+    }
     let shared = Shared {
-        shards: (0..n)
-            .map(|_| Mutex::new(Gateway::new(shard_cfg.clone())))
-            .collect(),
-        tun_write_errors: AtomicU64::new(0),
+        shards,
+        failures: Failures::default(),
         gc_max_pause_us: AtomicU64::new(0),
     };
     let name = tuns[0].name().to_string();
@@ -167,11 +173,11 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     // One worker failing stops the others too.
-                    stop.store(true, Ordering::Relaxed);
+                    stop.stop();
                     r = Err(e);
                 }
                 Err(_) => {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.stop();
                     r = Err(io("worker thread")(std::io::Error::other("panicked")));
                 }
             }
@@ -179,31 +185,15 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         r
     });
     for p in &cfg.machine.mn_prefixes {
-        let _ = nl.del_route(p.addr(), p.len(), tun_index, cfg.route_metric);
+        let r = nl.del_route(p.addr(), p.len(), tun_index, cfg.route_metric);
+        shared.failures.check(
+            Failure::Netlink,
+            format_args!("removing the route to {p}"),
+            r,
+        );
     }
     tracing::info!("gateway stopped");
     result
-}
-
-/// Carries out a verdict on a packet from a mobile node.
-fn act(
-    v: FromMn,
-    data: &[u8],
-    from: std::net::SocketAddrV4,
-    scratch: &[u8],
-    tun_tx: &mut m6t_linux::tun::TunTx,
-    tx: &mut SendBatch,
-    s: &udp::Udp,
-) {
-    match v {
-        FromMn::ToHome => tun_tx.push(data),
-        FromMn::Echo(e) => tx.push(&e, from),
-        FromMn::Reply(len) => tx.push(&scratch[..len], from),
-        FromMn::Drop(_) => {}
-    }
-    if tx.is_full() {
-        tx.flush(s);
-    }
 }
 
 /// One data-plane thread: its TUN queue, its sockets, the timers of its own shard, and
@@ -215,146 +205,203 @@ fn worker(
     socks: Vec<(u16, udp::Udp)>,
     control: Option<ControlServer>,
     shared: &Shared,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     ports: &[u16],
     name: &str,
 ) -> Result<(), DaemonError> {
-    let mut fds = vec![tun.as_raw_fd()];
-    fds.extend(socks.iter().map(|(_, s)| s.as_raw_fd()));
-    if let Some(c) = &control {
-        fds.push(c.as_raw_fd());
+    let mut rt = Runtime::new(stop).map_err(io("epoll"))?;
+    rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
+    for (i, (_, s)) in socks.iter().enumerate() {
+        rt.add(s, Source::Udp(i)).map_err(io("epoll"))?;
     }
-    let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
-    let mut ready = Vec::new();
-    let mut wake_by = WakeBy::new(Instant::now());
+    if let Some(c) = &control {
+        rt.add(c, Source::Control).map_err(io("epoll"))?;
+    }
+    let mut w = Worker {
+        me,
+        shared,
+        tun_tx: tun.writer(),
+        scratch: vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN],
+        rx: RecvBatch::new(RECV_BATCH),
+        tx: socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect(),
+        others: Vec::with_capacity(RECV_BATCH * 2),
+        positions: Vec::with_capacity(RECV_BATCH * 64),
+        socks,
+    };
     let mut tun_rx = tun.reader();
-    let mut tun_tx = tun.writer();
-    let mut scratch = vec![0u8; m6t_wire::icmpv6::MAX_ERROR_LEN];
-    let mut rx = RecvBatch::new(RECV_BATCH);
-    let mut tx: Vec<SendBatch> = socks.iter().map(|_| SendBatch::new(SEND_BATCH)).collect();
-    let mut reported_tun_errors = 0;
-    let mut others: Vec<usize> = Vec::with_capacity(RECV_BATCH * 2);
-    // Index positions of a batch being prefetched (a GRO batch holds up to 64 per slot).
-    let mut positions: Vec<usize> = Vec::with_capacity(RECV_BATCH * 64);
-
-    let mut now = Instant::now();
     let mut next = shared.lock(me).poll_timeout();
-    while !stopping(stop) {
-        // `now` is from before the last pass: early enough for the once-a-second stop check,
-        // and one clock read fewer per wake-up.
-        poller
-            .wait_until(Some(wake_by.deadline(next, now)), &mut ready)
-            .map_err(io("epoll"))?;
-        now = Instant::now();
-        if ready[0] {
-            for _ in 0..BURST {
-                let n = match tun_rx.recv() {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(io("TUN read")(e)),
-                };
-                for k in 0..n {
-                    let pkt = tun_rx.packet(k);
-                    // The destination's last 32 bits pick the shard (bytes 36..40).
-                    let shard = shared.shard_of_bytes(pkt.get(36..40));
-                    let verdict = shared.lock(shard).handle_from_home(now, pkt, &mut scratch);
-                    match verdict {
-                        FromHome::ToMn { peer, local_port } => {
-                            if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
-                                tx[i].push(pkt, peer);
-                                if tx[i].is_full() {
-                                    tx[i].flush(&socks[i].1);
-                                }
-                            }
-                        }
-                        FromHome::Reply(len) => tun_tx.push(&scratch[..len]),
-                        FromHome::Drop(_) => {}
+    while !rt.stopping() {
+        let ready = rt.wait(next).map_err(io("epoll"))?;
+        // One clock read per wake-up, shared by the whole pass.
+        let now = Instant::now();
+        for &source in ready {
+            match source {
+                Source::Tun => w.on_home(&mut tun_rx, now).map_err(io("TUN read"))?,
+                Source::Udp(i) => w.on_mn(i, now),
+                Source::Control => {
+                    if let Some(c) = &control {
+                        serve_reports(c, |req| shared.report(req, name, ports));
                     }
                 }
             }
-            tun_tx.flush();
         }
-        for (i, (port, s)) in socks.iter().enumerate() {
-            if !ready[1 + i] {
-                continue;
-            }
-            for _ in 0..BURST / RECV_BATCH {
-                let got = match rx.recv(s) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    // ICMP errors from earlier sends surface here; nothing to do.
-                    Err(_) => continue,
-                };
-                // Packets of this worker's own shard (nearly all: the kernel steers by
-                // source) under one lock, their cache misses started together first; the
-                // others afterwards, one lock each (never two locks held at once).
-                others.clear();
-                {
-                    let mut g = shared.lock(me);
-                    // Prefetching pays off only when there are misses to overlap.
-                    if got >= PREFETCH_MIN {
-                        // Buckets first, then the slots they name (by then cached); each
-                        // address hashed once.
-                        positions.clear();
-                        for k in 0..got {
-                            let d = rx.get(k).0;
-                            if shared.shard_of_bytes(d.get(20..24)) == me {
-                                if let Some((pos, p)) = g.prefetch_bucket(d) {
-                                    prefetch::hint(p);
-                                    positions.push(pos);
-                                }
-                            }
-                        }
-                        for &pos in &positions {
-                            prefetch::hint(g.prefetch_slot(pos));
+        next = w.after(now);
+    }
+    Ok(())
+}
+
+/// A worker's buffers, allocated once, and what it needs to carry out verdicts.
+struct Worker<'a> {
+    me: usize,
+    shared: &'a Shared,
+    socks: Vec<(u16, udp::Udp)>,
+    tun_tx: m6t_linux::tun::TunTx,
+    scratch: Vec<u8>,
+    rx: RecvBatch,
+    /// One send batch per socket.
+    tx: Vec<SendBatch>,
+    /// Positions in a received batch that belong to another worker's shard.
+    others: Vec<usize>,
+    /// Index positions of a batch being prefetched (a GRO batch holds up to 64 per slot).
+    positions: Vec<usize>,
+}
+
+impl Worker<'_> {
+    /// Packets from the home side: to the mobile node's NAT mapping, through the socket of
+    /// the port its state was created on.
+    fn on_home(&mut self, tun_rx: &mut m6t_linux::tun::TunRx, now: Instant) -> std::io::Result<()> {
+        let (shared, socks, tx, scratch, tun_tx) = (
+            self.shared,
+            &self.socks,
+            &mut self.tx,
+            &mut self.scratch,
+            &mut self.tun_tx,
+        );
+        tun_rx.drain(BURST, |pkt| {
+            // The destination's last 32 bits pick the shard (bytes 36..40).
+            let shard = shared.shard_of_bytes(pkt.get(36..40));
+            let verdict = shared.lock(shard).handle_from_home(now, pkt, scratch);
+            match verdict {
+                FromHome::ToMn { peer, local_port } => {
+                    if let Some(i) = socks.iter().position(|(p, _)| *p == local_port) {
+                        tx[i].push(pkt, peer);
+                        if tx[i].is_full() {
+                            tx[i].flush(&socks[i].1);
                         }
                     }
+                }
+                FromHome::Reply(len) => tun_tx.push(&scratch[..len]),
+                FromHome::Drop(_) => {}
+            }
+        })?;
+        tun_tx.flush();
+        Ok(())
+    }
+
+    /// Datagrams on socket `i`: the ones of this worker's own shard (nearly all: the kernel
+    /// steers by source) under one lock, their cache misses started together first; the
+    /// others afterwards, one lock each (never two locks held at once).
+    fn on_mn(&mut self, i: usize, now: Instant) {
+        let (port, s) = (self.socks[i].0, &self.socks[i].1);
+        let shared = self.shared;
+        for _ in 0..BURST / RECV_BATCH {
+            let got = match self.rx.recv(s) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends surface here: counted, nothing else to do.
+                Err(e) => {
+                    shared
+                        .failures
+                        .record(Failure::Recv, 1, format_args!("UDP port {port}: {e}"));
+                    continue;
+                }
+            };
+            self.others.clear();
+            {
+                let mut g = shared.lock(self.me);
+                // Prefetching pays off only when there are misses to overlap.
+                if got >= PREFETCH_MIN {
+                    // Buckets first, then the slots they name (by then cached); each
+                    // address hashed once.
+                    self.positions.clear();
                     for k in 0..got {
-                        let (data, from) = rx.get(k);
-                        if shared.shard_of_bytes(data.get(20..24)) != me {
-                            others.push(k);
-                            continue;
+                        let d = self.rx.get(k).0;
+                        if shared.shard_of_bytes(d.get(20..24)) == self.me {
+                            if let Some((pos, p)) = g.prefetch_bucket(d) {
+                                prefetch::hint(p);
+                                self.positions.push(pos);
+                            }
                         }
-                        let v = g.handle_from_mn(now, *port, from, data, &mut scratch);
-                        act(v, data, from, &scratch, &mut tun_tx, &mut tx[i], s);
+                    }
+                    for &pos in &self.positions {
+                        prefetch::hint(g.prefetch_slot(pos));
                     }
                 }
-                for &k in &others {
-                    let (data, from) = rx.get(k);
-                    let shard = shared.shard_of_bytes(data.get(20..24));
-                    let v = shared
-                        .lock(shard)
-                        .handle_from_mn(now, *port, from, data, &mut scratch);
-                    act(v, data, from, &scratch, &mut tun_tx, &mut tx[i], s);
+                for k in 0..got {
+                    let (data, from) = self.rx.get(k);
+                    if shared.shard_of_bytes(data.get(20..24)) != self.me {
+                        self.others.push(k);
+                        continue;
+                    }
+                    let v = g.handle_from_mn(now, port, from, data, &mut self.scratch);
+                    act(
+                        v,
+                        data,
+                        from,
+                        &self.scratch,
+                        &mut self.tun_tx,
+                        &mut self.tx[i],
+                        s,
+                    );
                 }
-                tun_tx.flush();
-                // A short batch means the socket is drained: save the recvmmsg that would
-                // say so (poll is level-triggered; anything late wakes us again). This
-                // halves the system calls of an idle gateway answering keep-alives.
-                if got < RECV_BATCH {
-                    break;
-                }
+            }
+            for &k in &self.others {
+                let (data, from) = self.rx.get(k);
+                let shard = shared.shard_of_bytes(data.get(20..24));
+                let v = shared
+                    .lock(shard)
+                    .handle_from_mn(now, port, from, data, &mut self.scratch);
+                act(
+                    v,
+                    data,
+                    from,
+                    &self.scratch,
+                    &mut self.tun_tx,
+                    &mut self.tx[i],
+                    s,
+                );
+            }
+            self.tun_tx.flush();
+            // A short batch means the socket is drained: save the recvmmsg that would say
+            // so (epoll is level-triggered; anything late wakes us again). This halves the
+            // system calls of an idle gateway answering keep-alives.
+            if got < RECV_BATCH {
+                break;
             }
         }
-        for (i, (_, s)) in socks.iter().enumerate() {
-            if !tx[i].is_empty() {
-                tx[i].flush(s);
+    }
+
+    /// After the sources: the queued sends, the failures of this pass, the shard's timers
+    /// and events. Returns the shard's next deadline.
+    fn after(&mut self, now: Instant) -> Option<Instant> {
+        let shared = self.shared;
+        for (i, (port, s)) in self.socks.iter().enumerate() {
+            if !self.tx[i].is_empty() {
+                self.tx[i].flush(s);
             }
+            shared.failures.record(
+                Failure::UdpSend,
+                self.tx[i].take_errors(),
+                format_args!("UDP port {port}: send refused"),
+            );
         }
-        let errs = tun_tx.errors();
-        if errs != reported_tun_errors {
-            shared
-                .tun_write_errors
-                .fetch_add(errs - reported_tun_errors, Ordering::Relaxed);
-            reported_tun_errors = errs;
-        }
-        if let Some(c) = &control {
-            if ready[fds.len() - 1] {
-                serve_reports(c, |req| shared.report(req, name, ports));
-            }
-        }
-        let mut g = shared.lock(me);
-        next = g.poll_timeout();
+        shared.failures.record(
+            Failure::TunWrite,
+            self.tun_tx.take_errors(),
+            "TUN write refused",
+        );
+        let mut g = shared.lock(self.me);
+        let mut next = g.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             // The longest garbage-collection pass, measured here since the machine has no
             // clock.
@@ -376,6 +423,27 @@ fn worker(
                 }
             }
         }
+        next
     }
-    Ok(())
+}
+
+/// Carries out a verdict on a packet from a mobile node.
+fn act(
+    v: FromMn,
+    data: &[u8],
+    from: std::net::SocketAddrV4,
+    scratch: &[u8],
+    tun_tx: &mut m6t_linux::tun::TunTx,
+    tx: &mut SendBatch,
+    s: &udp::Udp,
+) {
+    match v {
+        FromMn::ToHome => tun_tx.push(data),
+        FromMn::Echo(e) => tx.push(&e, from),
+        FromMn::Reply(len) => tx.push(&scratch[..len], from),
+        FromMn::Drop(_) => {}
+    }
+    if tx.is_full() {
+        tx.flush(s);
+    }
 }

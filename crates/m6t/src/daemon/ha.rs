@@ -1,81 +1,45 @@
 //! The DSMIPv6 home agent daemon: a Linux driver around [`HaNode`]. It owns the TUN toward
-//! the home network, UDP port 4191, raw sockets for IP-in-IP over IPv4 and IPv6, an
-//! IPPROTO_RAW sender and a capture of signalling with extension headers; bound home
-//! addresses get a route into the TUN and a proxy ND / ARP entry on the home link.
+//! the home network and the tunnel-interface sockets (UDP port 4191, raw sockets for
+//! IP-in-IP over IPv4 and IPv6, an IPPROTO_RAW sender and a capture of signalling with
+//! extension headers); bound home addresses get a route into the TUN and a proxy ND / ARP
+//! entry on the home link; the binding cache is saved to its file off the packet path.
 
-use super::{
-    counters_with, io, serve_reports, shutdown_flag, stopping, DaemonError, WakeBy, BURST,
-};
+use super::tif::{from_tunnel, to_tunnel};
+use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
 use crate::dsmip_config::Ha;
 use crate::status::Report;
-use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
-use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun};
+use m6t_linux::failures::{Failure, Failures};
+use m6t_linux::netlink::Netlink;
+use m6t_linux::raw;
+use m6t_linux::runtime::Runtime;
+use m6t_linux::tif::{TifSockets, TifSource};
+use m6t_linux::{caps, tun::Tun};
 use m6t_proto::dsmip::ha::Snapshot;
-use m6t_proto::dsmip::ha_node::{HaEvent, HaNode, Transmit, Verdict};
-use m6t_proto::dsmip::tif::{Encap, DSMIP_PORT, PROTO_IPV4, PROTO_IPV6};
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::time::Instant;
+use m6t_proto::dsmip::ha_node::{HaEvent, HaNode, Transmit};
+use m6t_proto::dsmip::tif::DSMIP_PORT;
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const MAIN_TABLE: u32 = 254;
 
-/// Sockets of the tunnel-interface module.
-struct Sockets {
-    udp: DsmipUdp,
-    /// IPv4 protocol 4 and 41, IPv6 Next Header 4 and 41.
-    ip4: [RawIp; 2],
-    ip6: [RawIp; 2],
-    sender6: RawIpv6Sender,
-    capture: Capture,
-}
+/// Longest a binding change waits before the cache is written: a burst of registrations
+/// (a train of mobile nodes moving at once, a restart restoring thousands) costs one write,
+/// and a crash loses at most the changes of this last interval.
+pub const SAVE_DELAY: Duration = Duration::from_secs(1);
 
-fn idx(proto: u8) -> usize {
-    usize::from(proto == PROTO_IPV6)
-}
-
-impl Sockets {
-    fn open(cfg: &Ha) -> Result<Sockets, DaemonError> {
-        let a4 = IpAddr::V4(cfg.address4);
-        let a6 = IpAddr::V6(cfg.address6);
-        Ok(Sockets {
-            udp: DsmipUdp::bind(SocketAddrV4::new(cfg.address4, DSMIP_PORT))
-                .map_err(io(format!("UDP {}:{DSMIP_PORT}", cfg.address4)))?,
-            ip4: [
-                RawIp::open(a4, PROTO_IPV4).map_err(io("raw IPv4 socket (protocol 4)"))?,
-                RawIp::open(a4, PROTO_IPV6).map_err(io("raw IPv4 socket (protocol 41)"))?,
-            ],
-            ip6: [
-                RawIp::open(a6, PROTO_IPV4).map_err(io("raw IPv6 socket (next header 4)"))?,
-                RawIp::open(a6, PROTO_IPV6).map_err(io("raw IPv6 socket (next header 41)"))?,
-            ],
-            sender6: RawIpv6Sender::open().map_err(io("IPPROTO_RAW IPv6 socket"))?,
-            capture: Capture::open().map_err(io("packet capture socket"))?,
-        })
-    }
-
-    fn encap(&self, e: Encap, pkt: &[u8]) -> std::io::Result<usize> {
-        match e {
-            Encap::Udp { to, tlv: false } => self.udp.send(to, pkt),
-            Encap::Udp { to, tlv: true } => {
-                self.udp
-                    .send2(to, &m6t_proto::dsmip::tif::tlv_header(pkt), pkt)
-            }
-            Encap::Ipv4 { to, proto } => self.ip4[idx(proto)].send(IpAddr::V4(to), pkt),
-            Encap::Ipv6 { to, proto } => self.ip6[idx(proto)].send(IpAddr::V6(to), pkt),
-        }
-    }
-
-    fn transmit(&self, t: &Transmit) {
-        let r = match t {
-            Transmit::Udp { to, data } => self.udp.send(*to, data),
-            Transmit::Ipv6 { to, data } => self.sender6.send(*to, data),
-        };
-        if let Err(e) = r {
-            tracing::warn!("sending a BA: {e}");
-        }
-    }
+/// The home agent's event sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Packets from the home network toward home addresses.
+    Tun,
+    /// A tunnel-interface socket.
+    Tif(TifSource),
+    /// `m6t status`.
+    Control,
 }
 
 fn load_snapshot(path: &Path) -> Option<Snapshot> {
@@ -89,31 +53,101 @@ fn load_snapshot(path: &Path) -> Option<Snapshot> {
     }
 }
 
-fn save_snapshot(path: &Path, s: &Snapshot) {
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never
+/// half of one: a temporary file, fsync'd, renamed over it, and the directory fsync'd so
+/// the rename itself is on disk.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let r = (|| {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Saves the binding cache off the packet path: the loop serializes a snapshot at most
+/// once per [`SAVE_DELAY`] after a change and hands the bytes to a writer thread (the
+/// fsyncs take milliseconds on a loaded disk; packets do not wait for them).
+struct CacheFile {
+    path: PathBuf,
+    dirty_since: Option<Instant>,
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CacheFile {
+    fn new(path: PathBuf, failures: Arc<Failures>) -> Result<CacheFile, DaemonError> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let p = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("m6t-ha-save".into())
+            .spawn(move || {
+                while let Ok(mut bytes) = rx.recv() {
+                    // Only the newest of several queued snapshots matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        bytes = newer;
+                    }
+                    let r = write_atomically(&p, &bytes);
+                    failures.check(
+                        Failure::StateFile,
+                        format_args!("saving the binding cache to {}", p.display()),
+                        r,
+                    );
+                }
+            })
+            .map_err(io("binding cache writer thread"))?;
+        Ok(CacheFile {
+            path,
+            dirty_since: None,
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    fn changed(&mut self, now: Instant) {
+        self.dirty_since.get_or_insert(now);
+    }
+
+    /// When the next write is due, if a change waits.
+    fn deadline(&self) -> Option<Instant> {
+        self.dirty_since.map(|t| t + SAVE_DELAY)
+    }
+
+    fn save_if_due(&mut self, node: &HaNode, now: Instant) {
+        if self.deadline().is_some_and(|d| d <= now) {
+            self.dirty_since = None;
+            if let (Some(tx), Ok(bytes)) = (&self.tx, serde_json::to_vec(&node.snapshot(now))) {
+                let _ = tx.send(bytes);
+            }
         }
-        std::fs::write(&tmp, serde_json::to_vec_pretty(s).unwrap_or_default())?;
-        // rename(2) is atomic: a crash leaves the old file or the new one, never half.
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = r {
-        tracing::warn!("saving the binding cache to {}: {e}", path.display());
+    }
+
+    /// The last write, at exit, waited for.
+    fn close(mut self, node: &HaNode, now: Instant) {
+        self.dirty_since = Some(now - SAVE_DELAY);
+        self.save_if_due(node, now);
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        tracing::info!("binding cache saved to {}", self.path.display());
     }
 }
 
 /// Routes and proxy entries of bound home addresses.
-struct HomeLink<'a> {
-    nl: &'a Netlink,
+struct HomeLink {
+    nl: Netlink,
     tun: u32,
     link: Option<u32>,
     metric: u32,
 }
 
-impl HomeLink<'_> {
-    fn apply(&self, e: &HaEvent) {
+impl HomeLink {
+    fn apply(&self, e: &HaEvent, failures: &Failures) {
         let r = match *e {
             HaEvent::Bound { hoa, ipv4, tunnel } => {
                 tracing::info!("bound {hoa} ipv4 {ipv4:?} via {tunnel:?}");
@@ -126,9 +160,7 @@ impl HomeLink<'_> {
                     .and_then(|_| ipv4.map_or(Ok(()), |(a, l)| self.del(IpAddr::V4(a), l)))
             }
         };
-        if let Err(e) = r {
-            tracing::warn!("home link: {e}");
-        }
+        failures.check(Failure::Netlink, "home link", r);
     }
 
     fn add(&self, a: IpAddr, len: u8) -> Result<(), m6t_linux::netlink::NetlinkError> {
@@ -168,18 +200,8 @@ fn link_index(nl: &Netlink, name: &str) -> Result<u32, DaemonError> {
 /// Runs the home agent until SIGINT/SIGTERM.
 pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
-    if cfg.machine.accept_unprotected {
-        tracing::warn!(
-            "!!! accept_unprotected = true: Binding Updates WITHOUT IPsec ESP are ACCEPTED. \
-             Anyone who can send a packet to this home agent can redirect a home address's \
-             traffic. RFC 5555 section 5 requires ESP; use this only in a lab. !!!"
-        );
-    } else {
-        tracing::info!(
-            "Binding Updates without ESP are refused (status 129); set accept_unprotected = \
-             true only in a lab until IPsec is configured"
-        );
-    }
+    warn_unprotected(&cfg);
+    let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.mtu, false)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
@@ -187,29 +209,28 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         Some(n) => Some(link_index(&nl, n)?),
         None => None,
     };
-    // A home agent is a router between its home link and the tunnels.
-    for (p, v) in [
-        ("net/ipv6/conf/all/forwarding", "1"),
-        ("net/ipv4/ip_forward", "1"),
-        (&format!("net/ipv4/conf/{}/rp_filter", cfg.interface), "0"),
-    ] {
-        raw::sysctl(p, v).map_err(io(format!("sysctl {p}")))?;
+    router_sysctls(&cfg)?;
+    let socks =
+        TifSockets::home_agent(cfg.address4, cfg.address6).map_err(|(what, e)| io(what)(e))?;
+    let control = bind_control(&cfg.control_socket)?;
+    let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
+    rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
+    for s in TifSource::ALL {
+        if let Some(fd) = socks.fd(s) {
+            rt.add(&fd, Source::Tif(s)).map_err(io("epoll"))?;
+        }
     }
-    if let Some(n) = &cfg.home_link {
-        let p = format!("net/ipv6/conf/{n}/proxy_ndp");
-        raw::sysctl(&p, "1").map_err(io(format!("sysctl {p}")))?;
-    }
-    let socks = Sockets::open(&cfg)?;
-    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
-        "control socket {}",
-        cfg.control_socket.display()
-    )))?;
-    let stop = shutdown_flag().map_err(io("signal handlers"))?;
+    rt.add(&control, Source::Control).map_err(io("epoll"))?;
     let home = HomeLink {
-        nl: &nl,
+        nl,
         tun: tun.index(),
         link,
         metric: cfg.route_metric,
+    };
+    let failures = Arc::new(Failures::default());
+    let mut file = match &cfg.state_file {
+        Some(p) => Some(CacheFile::new(p.clone(), Arc::clone(&failures))?),
+        None => None,
     };
     let now = Instant::now();
     let mut node = match cfg.state_file.as_deref().and_then(load_snapshot) {
@@ -227,120 +248,119 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.machine.home_prefix
     );
 
-    let fds = [
-        tun.as_raw_fd(),
-        socks.udp.as_raw_fd(),
-        socks.ip4[0].as_raw_fd(),
-        socks.ip4[1].as_raw_fd(),
-        socks.ip6[0].as_raw_fd(),
-        socks.ip6[1].as_raw_fd(),
-        socks.capture.as_raw_fd(),
-        control.as_raw_fd(),
-    ];
-    let mut poller = poll::Poller::new(&fds).map_err(io("epoll"))?;
-    let mut ready = Vec::new();
-    let mut wake_by = WakeBy::new(Instant::now());
     let mut tun_rx = tun.reader();
     let mut tun_tx = tun.writer();
     let mut buf = vec![0u8; 65536];
-    let mut dirty = true;
-
-    while !stopping(&stop) {
+    // Bindings restored from the file: their routes go in before the first packet.
+    after(&mut node, &socks, &home, &mut file, &failures, now);
+    while !rt.stopping() {
+        let deadline = earliest(
+            node.poll_timeout(),
+            file.as_ref().and_then(CacheFile::deadline),
+        );
+        let ready = rt.wait(deadline).map_err(io("epoll"))?;
         let now = Instant::now();
-        poller
-            .wait_until(Some(wake_by.deadline(node.poll_timeout(), now)), &mut ready)
-            .map_err(io("epoll"))?;
-        let now = Instant::now();
-        if ready[0] {
-            for _ in 0..BURST {
-                let n = match tun_rx.recv() {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(io("TUN read")(e)),
-                };
-                for k in 0..n {
-                    let pkt = tun_rx.packet(k);
-                    if let Ok(e) = node.route_from_home(pkt) {
-                        let _ = socks.encap(e, pkt);
-                    }
+        for &source in ready {
+            match source {
+                Source::Tun => to_tunnel(&mut tun_rx, &socks, &mut node, &failures, now)
+                    .map_err(io("TUN read"))?,
+                Source::Tif(s) => {
+                    from_tunnel(&socks, s, &mut buf, &mut node, &mut tun_tx, &failures, now)
                 }
+                Source::Control => serve_reports(&control, |_| Report::HomeAgent {
+                    interface: tun.name().to_string(),
+                    bindings: node.snapshot(Instant::now()).bindings,
+                    counters: counters_with(node.counters().snapshot(), &failures, &[]),
+                }),
             }
         }
-        if ready[1] {
-            for _ in 0..BURST {
-                let (n, from) = match socks.udp.recv(&mut buf) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => continue,
-                };
-                if let Verdict::ToTun(p) = node.handle_udp(now, from, &buf[..n]) {
-                    tun_tx.push(p);
-                }
-            }
-        }
-        for (i, s) in socks.ip4.iter().chain(socks.ip6.iter()).enumerate() {
-            if !ready[2 + i] {
-                continue;
-            }
-            for _ in 0..BURST {
-                let (src, range) = match s.recv(&mut buf) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => continue,
-                };
-                if let Verdict::ToTun(p) = node.handle_ip_in_ip(now, src, &buf[range]) {
-                    tun_tx.push(p);
-                }
-            }
-        }
-        tun_tx.flush();
-        if ready[6] {
-            for _ in 0..BURST {
-                match socks.capture.recv(&mut buf) {
-                    Ok(n) => node.handle_captured(now, &buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
-                }
-            }
-        }
-        if node.poll_timeout().is_some_and(|t| t <= now) {
-            node.handle_timeout(now);
-        }
-        while let Some(t) = node.poll_transmit() {
-            socks.transmit(&t);
-        }
-        while let Some(e) = node.poll_event() {
-            home.apply(&e);
-            dirty = true;
-        }
-        if dirty {
-            if let Some(p) = &cfg.state_file {
-                save_snapshot(p, &node.snapshot(now));
-            }
-            dirty = false;
-        }
-        if ready[7] {
-            serve_reports(&control, |_| Report::HomeAgent {
-                interface: tun.name().to_string(),
-                bindings: node.snapshot(Instant::now()).bindings,
-                counters: counters_with(
-                    node.counters().snapshot(),
-                    &[("tun_write_errors", tun_tx.errors())],
-                ),
-            });
-        }
+        failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
+        after(&mut node, &socks, &home, &mut file, &failures, now);
     }
     // The cache is saved with lifetimes left, and the routes stay consistent with it: a
     // restarted home agent installs them again from the file.
-    if let Some(p) = &cfg.state_file {
-        save_snapshot(p, &node.snapshot(Instant::now()));
+    let now = Instant::now();
+    if let Some(f) = file {
+        f.close(&node, now);
     }
-    for b in node.snapshot(Instant::now()).bindings {
-        home.apply(&HaEvent::Unbound {
-            hoa: b.hoa,
-            ipv4: b.ipv4,
-        });
+    for b in node.snapshot(now).bindings {
+        home.apply(
+            &HaEvent::Unbound {
+                hoa: b.hoa,
+                ipv4: b.ipv4,
+            },
+            &failures,
+        );
     }
     tracing::info!("home agent stopped");
+    Ok(())
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the node asked once the sources are handled: lifetimes that ended, BAs to send,
+/// routes and proxy entries to change, and a save of the cache when one is due.
+fn after(
+    node: &mut HaNode,
+    socks: &TifSockets,
+    home: &HomeLink,
+    file: &mut Option<CacheFile>,
+    failures: &Failures,
+    now: Instant,
+) {
+    if node.poll_timeout().is_some_and(|t| t <= now) {
+        node.handle_timeout(now);
+    }
+    while let Some(t) = node.poll_transmit() {
+        let r = match &t {
+            Transmit::Udp { to, data } => socks.send_udp(*to, data),
+            Transmit::Ipv6 { to, data } => socks.send_ipv6(*to, data),
+        };
+        failures.check(Failure::SignalSend, "sending a BA", r);
+    }
+    while let Some(e) = node.poll_event() {
+        home.apply(&e, failures);
+        if let Some(f) = file.as_mut() {
+            f.changed(now);
+        }
+    }
+    if let Some(f) = file.as_mut() {
+        f.save_if_due(node, now);
+    }
+}
+
+fn warn_unprotected(cfg: &Ha) {
+    if cfg.machine.accept_unprotected {
+        tracing::warn!(
+            "!!! accept_unprotected = true: Binding Updates WITHOUT IPsec ESP are ACCEPTED. \
+             Anyone who can send a packet to this home agent can redirect a home address's \
+             traffic. RFC 5555 section 5 requires ESP; use this only in a lab. !!!"
+        );
+    } else {
+        tracing::info!(
+            "Binding Updates without ESP are refused (status 129); set accept_unprotected = \
+             true only in a lab until IPsec is configured"
+        );
+    }
+}
+
+/// A home agent is a router between its home link and the tunnels.
+fn router_sysctls(cfg: &Ha) -> Result<(), DaemonError> {
+    for (p, v) in [
+        ("net/ipv6/conf/all/forwarding", "1"),
+        ("net/ipv4/ip_forward", "1"),
+        (&format!("net/ipv4/conf/{}/rp_filter", cfg.interface), "0"),
+    ] {
+        raw::sysctl(p, v).map_err(io(format!("sysctl {p}")))?;
+    }
+    if let Some(n) = &cfg.home_link {
+        let p = format!("net/ipv6/conf/{n}/proxy_ndp");
+        raw::sysctl(&p, "1").map_err(io(format!("sysctl {p}")))?;
+    }
     Ok(())
 }

@@ -5,24 +5,34 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
-use super::{counters_with, io, serve_reports, shutdown_flag, stopping, until, DaemonError, BURST};
+use super::tif::{from_tunnel, to_tunnel};
+use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{MnInfo, Report};
+use m6t_linux::control::ControlServer;
+use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink};
-use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
-use m6t_linux::{caps, control::ControlServer, poll, tun::Tun};
-use m6t_proto::dsmip::mn::{Coa, TunnelMode};
-use m6t_proto::dsmip::mn_node::{MnEvent, MnNode, MnTransmit, Verdict};
-use m6t_proto::dsmip::tif::{Encap, PROTO_IPV4, PROTO_IPV6};
-use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use m6t_linux::runtime::{Runtime, Shutdown};
+use m6t_linux::tif::{TifSockets, TifSource};
+use m6t_linux::{caps, raw, tun::Tun};
+use m6t_proto::dsmip::mn::{Coa, Registration, TunnelMode};
+use m6t_proto::dsmip::mn_node::{MnEvent, MnNode, MnTransmit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 
 const MAIN_TABLE: u32 = 254;
 
-fn idx(proto: u8) -> usize {
-    usize::from(proto == PROTO_IPV6)
+/// The mobile node's event sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Packets from applications on the home addresses.
+    Tun,
+    /// Link, address and route notifications (movement detection).
+    Netlink,
+    /// `m6t status`.
+    Control,
+    /// A tunnel-interface socket.
+    Tif(TifSource),
 }
 
 /// True when the kernel has a route from `src` toward `dst` (connect(2) on a UDP socket
@@ -87,69 +97,6 @@ fn candidates(
     (v6, v4)
 }
 
-/// Sockets toward the home agent; the IP-in-IP ones are re-bound to the registered care-of
-/// address so the outer source is the one the home agent knows.
-struct Sockets {
-    udp: Option<DsmipUdp>,
-    ip4: [RawIp; 2],
-    ip6: [RawIp; 2],
-    sender6: RawIpv6Sender,
-    capture: Capture,
-}
-
-fn raw_pair(local: IpAddr) -> std::io::Result<[RawIp; 2]> {
-    Ok([
-        RawIp::open(local, PROTO_IPV4)?,
-        RawIp::open(local, PROTO_IPV6)?,
-    ])
-}
-
-impl Sockets {
-    fn udp_from(&mut self, from: Ipv4Addr) -> Option<&DsmipUdp> {
-        let stale = self
-            .udp
-            .as_ref()
-            .is_none_or(|u| u.local().map(|l| *l.ip() != from).unwrap_or(true));
-        if stale {
-            // A new care-of address gets a new socket: the NAT makes a new mapping.
-            self.udp = match DsmipUdp::bind(SocketAddrV4::new(from, 0)) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    tracing::warn!("UDP socket on {from}: {e}");
-                    None
-                }
-            };
-        }
-        self.udp.as_ref()
-    }
-
-    fn encap(&self, e: Encap, pkt: &[u8]) -> std::io::Result<usize> {
-        match e {
-            Encap::Udp { to, tlv } => match &self.udp {
-                Some(u) if tlv => u.send2(to, &m6t_proto::dsmip::tif::tlv_header(pkt), pkt),
-                Some(u) => u.send(to, pkt),
-                None => Err(ErrorKind::NotConnected.into()),
-            },
-            Encap::Ipv4 { to, proto } => self.ip4[idx(proto)].send(IpAddr::V4(to), pkt),
-            Encap::Ipv6 { to, proto } => self.ip6[idx(proto)].send(IpAddr::V6(to), pkt),
-        }
-    }
-
-    fn fds(&self) -> Vec<RawFd> {
-        let mut v = vec![
-            self.ip4[0].as_raw_fd(),
-            self.ip4[1].as_raw_fd(),
-            self.ip6[0].as_raw_fd(),
-            self.ip6[1].as_raw_fd(),
-            self.capture.as_raw_fd(),
-        ];
-        if let Some(u) = &self.udp {
-            v.push(u.as_raw_fd());
-        }
-        v
-    }
-}
-
 fn mode_name(m: TunnelMode) -> &'static str {
     match m {
         TunnelMode::Ipv6 => "ipv6",
@@ -161,7 +108,7 @@ fn mode_name(m: TunnelMode) -> &'static str {
 
 /// Finds the home agent through DNS, retrying every 2 s (the mobile node may start before
 /// it has a network) until an answer or a stop signal.
-fn discover_ha(cfg: &mut Mn, stop: &std::sync::atomic::AtomicBool) -> bool {
+fn discover_ha(cfg: &mut Mn, stop: &Shutdown) -> bool {
     let HaSource::Dns(q, servers) = &cfg.ha else {
         return true;
     };
@@ -176,7 +123,7 @@ fn discover_ha(cfg: &mut Mn, stop: &std::sync::atomic::AtomicBool) -> bool {
             Err(e) => tracing::warn!("home agent discovery: {e}; retrying in 2 s"),
         }
         for _ in 0..20 {
-            if stopping(stop) {
+            if stop.is_set() {
                 return false;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -184,10 +131,26 @@ fn discover_ha(cfg: &mut Mn, stop: &std::sync::atomic::AtomicBool) -> bool {
     }
 }
 
+/// The daemon's side of the mobile node: its interfaces and sockets, and what it installed
+/// for the registration the node reported.
+struct Driver {
+    cfg: Mn,
+    tun: Tun,
+    nl: Netlink,
+    socks: TifSockets,
+    rt: Runtime<Source>,
+    failures: Failures,
+    info: MnInfo,
+    /// The IPv4 home address installed on the TUN, with its source rule.
+    v4hoa: Option<Ipv4Addr>,
+    /// Whether `routes` are in the main table.
+    routes_in: bool,
+}
+
 /// Runs the mobile node until SIGINT/SIGTERM.
 pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
-    let stop = shutdown_flag().map_err(io("signal handlers"))?;
+    let stop = shutdown()?;
     if !discover_ha(&mut cfg, &stop) {
         return Ok(());
     }
@@ -195,227 +158,261 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
     let hoa = cfg.machine.hoa;
+    home_routing(&nl, &tun, &cfg)?;
+    let monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
+    let socks = TifSockets::mobile_node().map_err(|(what, e)| io(what)(e))?;
+    let control = bind_control(&cfg.control_socket)?;
+    let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
+    rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
+    rt.add(&monitor, Source::Netlink).map_err(io("epoll"))?;
+    rt.add(&control, Source::Control).map_err(io("epoll"))?;
+    for s in TifSource::ALL {
+        if let Some(fd) = socks.fd(s) {
+            rt.add(&fd, Source::Tif(s)).map_err(io("epoll"))?;
+        }
+    }
+    // A random first sequence number; a restarted MN resynchronises on status 135.
+    let seed = super::os_seed()?;
+    let mut node = MnNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
+    tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    let mut d = Driver {
+        info: MnInfo {
+            home_address: hoa.to_string(),
+            ..MnInfo::default()
+        },
+        cfg,
+        tun,
+        nl,
+        socks,
+        rt,
+        failures: Failures::default(),
+        v4hoa: None,
+        routes_in: false,
+    };
+    let r = d.run(&mut node, monitor, &control);
+    d.cleanup();
+    tracing::info!("mobile node stopped");
+    r
+}
+
+/// The home address on the TUN, and "from <home address>" into the tunnel's table whatever
+/// the main table says.
+fn home_routing(nl: &Netlink, tun: &Tun, cfg: &Mn) -> Result<(), DaemonError> {
+    let hoa = cfg.machine.hoa;
     nl.add_address(tun.index(), hoa, 128)?;
     let p = format!("net/ipv4/conf/{}/rp_filter", cfg.interface);
     raw::sysctl(&p, "0").map_err(io(format!("sysctl {p}")))?;
-    // Traffic from the home addresses goes into the tunnel whatever the main table says.
     nl.add_source_rule(IpAddr::V6(hoa), cfg.table, cfg.rule_priority)?;
-    nl.replace_route_ip(
+    for default in [
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        0,
-        tun.index(),
-        1024,
-        cfg.table,
-    )?;
-    nl.replace_route_ip(
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        0,
-        tun.index(),
-        1024,
-        cfg.table,
-    )?;
-    let mut monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
-    let mut socks = Sockets {
-        udp: None,
-        ip4: raw_pair(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(io("raw IPv4 sockets"))?,
-        ip6: raw_pair(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).map_err(io("raw IPv6 sockets"))?,
-        sender6: RawIpv6Sender::open().map_err(io("IPPROTO_RAW IPv6 socket"))?,
-        capture: Capture::open().map_err(io("packet capture socket"))?,
-    };
-    let control = ControlServer::bind(&cfg.control_socket).map_err(io(format!(
-        "control socket {}",
-        cfg.control_socket.display()
-    )))?;
-    let seq0: u16 = {
-        let mut b = [0u8; 2];
-        // A random first sequence number; a restarted MN resynchronises on status 135.
-        let _ = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-        u16::from_be_bytes(b)
-    };
-    let mut node = MnNode::new(cfg.machine.clone(), seq0);
-    let mut info = MnInfo {
-        home_address: hoa.to_string(),
-        ..MnInfo::default()
-    };
-    let mut v4hoa: Option<Ipv4Addr> = None;
-    let mut routes_in = false;
-    tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    ] {
+        nl.replace_route_ip(default, 0, tun.index(), 1024, cfg.table)?;
+    }
+    Ok(())
+}
 
-    let mut ready = Vec::new();
-    let mut tun_rx = tun.reader();
-    let mut tun_tx = tun.writer();
-    let mut buf = vec![0u8; 65536];
-    let mut moved = true;
-
-    while !stopping(&stop) {
-        if moved {
-            moved = false;
-            let (v6, v4) = candidates(&nl, &cfg.interfaces, &cfg, v4hoa);
-            info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
-            node.handle_coas(Instant::now(), v6, v4);
-        }
-        let mut fds = vec![tun.as_raw_fd(), monitor.as_raw_fd(), control.as_raw_fd()];
-        fds.extend(socks.fds());
+impl Driver {
+    fn run(
+        &mut self,
+        node: &mut MnNode,
+        mut monitor: Monitor,
+        control: &ControlServer,
+    ) -> Result<(), DaemonError> {
+        let mut tun_rx = self.tun.reader();
+        let mut tun_tx = self.tun.writer();
+        let mut buf = vec![0u8; 65536];
+        let mut ready = Vec::new();
         let now = Instant::now();
-        poll::wait_readable(&fds, Some(until(node.poll_timeout(), now)), &mut ready)
-            .map_err(io("poll"))?;
-        let now = Instant::now();
-        if ready[1] && monitor.drain().any() {
-            moved = true;
-        }
-        if ready[0] {
-            for _ in 0..BURST {
-                let n = match tun_rx.recv() {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(io("TUN read")(e)),
-                };
-                for k in 0..n {
-                    let pkt = tun_rx.packet(k);
-                    if let Ok(e) = node.route_to_home(pkt) {
-                        let _ = socks.encap(e, pkt);
-                    }
-                }
-            }
-        }
-        for i in 0..fds.len().saturating_sub(3) {
-            if !ready[3 + i] {
-                continue;
-            }
-            for _ in 0..BURST {
-                match i {
-                    0..=3 => {
-                        let s = if i < 2 {
-                            &socks.ip4[i]
-                        } else {
-                            &socks.ip6[i - 2]
-                        };
-                        let (src, range) = match s.recv(&mut buf) {
-                            Ok(x) => x,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(_) => continue,
-                        };
-                        if let Verdict::ToTun(p) = node.handle_ip_in_ip(now, src, &buf[range]) {
-                            tun_tx.push(p);
+        self.movement(node, now);
+        self.after(node, now);
+        while !self.rt.stopping() {
+            ready.clear();
+            ready.extend_from_slice(self.rt.wait(node.poll_timeout()).map_err(io("epoll"))?);
+            let now = Instant::now();
+            for &source in &ready {
+                match source {
+                    Source::Netlink => {
+                        if monitor.drain().any() {
+                            self.movement(node, now);
                         }
                     }
-                    4 => match socks.capture.recv(&mut buf) {
-                        Ok(n) => node.handle_captured(now, &buf[..n]),
-                        Err(_) => break,
-                    },
-                    _ => {
-                        let Some(u) = &socks.udp else { break };
-                        let (n, from) = match u.recv(&mut buf) {
-                            Ok(x) => x,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(_) => continue,
-                        };
-                        if let Verdict::ToTun(p) = node.handle_udp(now, from, &buf[..n]) {
-                            tun_tx.push(p);
-                        }
-                    }
+                    Source::Tun => to_tunnel(&mut tun_rx, &self.socks, node, &self.failures, now)
+                        .map_err(io("TUN read"))?,
+                    Source::Tif(s) => from_tunnel(
+                        &self.socks,
+                        s,
+                        &mut buf,
+                        node,
+                        &mut tun_tx,
+                        &self.failures,
+                        now,
+                    ),
+                    Source::Control => serve_reports(control, |_| Report::MobileNode {
+                        interface: self.tun.name().to_string(),
+                        mn: self.info.clone(),
+                        counters: counters_with(node.counters().snapshot(), &self.failures, &[]),
+                    }),
                 }
             }
+            self.failures
+                .record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
+            // Right after the inputs, before sleeping again: a BU the node queued leaves
+            // now, so the registration time it reports is the one on the wire.
+            self.after(node, now);
         }
-        tun_tx.flush();
+        Ok(())
+    }
+
+    /// Movement detection: the care-of addresses the interfaces offer now.
+    fn movement(&mut self, node: &mut MnNode, now: Instant) {
+        let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
+        self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
+        node.handle_coas(now, v6, v4);
+    }
+
+    /// What the node asked: timers, BUs to send, registrations to install.
+    fn after(&mut self, node: &mut MnNode, now: Instant) {
         if node.poll_timeout().is_some_and(|t| t <= now) {
             node.handle_timeout(now);
         }
         while let Some(t) = node.poll_transmit() {
-            let r = match &t {
-                MnTransmit::Udp { from, to, data } => match socks.udp_from(*from) {
-                    Some(u) => u.send(*to, data),
-                    None => Err(ErrorKind::NotConnected.into()),
-                },
-                MnTransmit::Ipv6 { to, data, .. } => socks.sender6.send(*to, data),
-            };
-            if let Err(e) = r {
-                tracing::debug!("sending a BU: {e}");
-            }
+            self.transmit(&t);
         }
         while let Some(e) = node.poll_event() {
             match e {
-                MnEvent::Registered {
-                    registration: r,
-                    took,
-                } => {
-                    let coa = match r.coa {
-                        Coa::V6(a) => IpAddr::V6(a),
-                        Coa::V4(a) => IpAddr::V4(a),
-                    };
-                    tracing::info!(
-                        "registered care-of {coa} tunnel {} lifetime {}s ipv4 home {:?} in {:.2} ms",
-                        mode_name(r.mode),
-                        r.lifetime.as_secs(),
-                        r.ipv4_hoa,
-                        took.as_secs_f64() * 1e3
-                    );
-                    // IP-in-IP leaves from the registered care-of address.
-                    match r.mode {
-                        TunnelMode::Ipv6 => {
-                            if let Ok(p) = raw_pair(coa) {
-                                socks.ip6 = p;
-                            }
-                        }
-                        TunnelMode::Ipv4 => {
-                            if let Ok(p) = raw_pair(coa) {
-                                socks.ip4 = p;
-                            }
-                        }
-                        _ => {}
-                    }
-                    if r.ipv4_hoa != v4hoa {
-                        if let Some(old) = v4hoa {
-                            let _ =
-                                nl.del_source_rule(IpAddr::V4(old), cfg.table, cfg.rule_priority);
-                            let _ = nl.del_ip(tun.index(), IpAddr::V4(old));
-                        }
-                        if let Some(a) = r.ipv4_hoa {
-                            let _ = nl.add_ip(tun.index(), IpAddr::V4(a), 32);
-                            let _ = nl.add_source_rule(IpAddr::V4(a), cfg.table, cfg.rule_priority);
-                        }
-                        v4hoa = r.ipv4_hoa;
-                    }
-                    if !routes_in {
-                        for (a, l) in &cfg.routes {
-                            if let Err(e) =
-                                nl.replace_route_ip(*a, *l, tun.index(), 1024, MAIN_TABLE)
-                            {
-                                tracing::warn!("route {a}/{l}: {e}");
-                            }
-                        }
-                        routes_in = true;
-                    }
-                    info.coa = Some(coa.to_string());
-                    info.mode = Some(mode_name(r.mode).into());
-                    info.lifetime_s = r.lifetime.as_secs();
-                    info.ipv4_home_address = r.ipv4_hoa.map(|a| a.to_string());
-                    info.registrations += 1;
-                    info.last_registration_ms = Some(took.as_secs_f64() * 1e3);
-                }
+                MnEvent::Registered { registration, took } => self.registered(&registration, took),
                 MnEvent::Unregistered => {
                     tracing::info!("no registration");
-                    info.coa = None;
-                    info.mode = None;
+                    self.info.coa = None;
+                    self.info.mode = None;
                 }
             }
         }
-        if ready[2] {
-            serve_reports(&control, |_| Report::MobileNode {
-                interface: tun.name().to_string(),
-                mn: info.clone(),
-                counters: counters_with(
-                    node.counters().snapshot(),
-                    &[("tun_write_errors", tun_tx.errors())],
-                ),
-            });
+    }
+
+    /// Sends a BU from its care-of address (a new IPv4 one gets a new UDP socket).
+    fn transmit(&mut self, t: &MnTransmit) {
+        let r = match t {
+            MnTransmit::Udp { from, to, data } => self
+                .socks
+                .bind_udp(*from)
+                .and_then(|fresh| {
+                    if fresh {
+                        let fd = self
+                            .socks
+                            .fd(TifSource::Udp)
+                            .ok_or(std::io::ErrorKind::NotConnected)?;
+                        self.rt.replace(&fd, Source::Tif(TifSource::Udp))?;
+                    }
+                    Ok(())
+                })
+                .and_then(|()| self.socks.send_udp(*to, data)),
+            MnTransmit::Ipv6 { to, data, .. } => self.socks.send_ipv6(*to, data),
+        };
+        self.failures.check(Failure::SignalSend, "sending a BU", r);
+    }
+
+    /// A registration the home agent accepted: the tunnel's sockets, the IPv4 home
+    /// address, the extra routes, and the status.
+    fn registered(&mut self, r: &Registration, took: Duration) {
+        let coa = match r.coa {
+            Coa::V6(a) => IpAddr::V6(a),
+            Coa::V4(a) => IpAddr::V4(a),
+        };
+        tracing::info!(
+            "registered care-of {coa} tunnel {} lifetime {}s ipv4 home {:?} in {:.2} ms",
+            mode_name(r.mode),
+            r.lifetime.as_secs(),
+            r.ipv4_hoa,
+            took.as_secs_f64() * 1e3
+        );
+        // IP-in-IP leaves from the registered care-of address.
+        if matches!(r.mode, TunnelMode::Ipv6 | TunnelMode::Ipv4) {
+            let res = self
+                .socks
+                .bind_ip_in_ip(coa)
+                .and_then(|()| self.register_ip_in_ip(coa));
+            self.failures.check(
+                Failure::RawSend,
+                format_args!("IP-in-IP sockets on {coa}"),
+                res,
+            );
+        }
+        if r.ipv4_hoa != self.v4hoa {
+            self.ipv4_home_address(r.ipv4_hoa);
+        }
+        if !self.routes_in {
+            for (a, l) in &self.cfg.routes {
+                let res = self
+                    .nl
+                    .replace_route_ip(*a, *l, self.tun.index(), 1024, MAIN_TABLE);
+                self.failures
+                    .check(Failure::Netlink, format_args!("route {a}/{l}"), res);
+            }
+            self.routes_in = true;
+        }
+        let i = &mut self.info;
+        i.coa = Some(coa.to_string());
+        i.mode = Some(mode_name(r.mode).into());
+        i.lifetime_s = r.lifetime.as_secs();
+        i.ipv4_home_address = r.ipv4_hoa.map(|a| a.to_string());
+        i.registrations += 1;
+        i.last_registration_ms = Some(took.as_secs_f64() * 1e3);
+    }
+
+    fn register_ip_in_ip(&mut self, coa: IpAddr) -> std::io::Result<()> {
+        for b in [false, true] {
+            let s = match coa {
+                IpAddr::V4(_) => TifSource::Ipv4(b),
+                IpAddr::V6(_) => TifSource::Ipv6(b),
+            };
+            if let Some(fd) = self.socks.fd(s) {
+                self.rt.replace(&fd, Source::Tif(s))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the IPv4 home address on the TUN (and its source rule) to `new`.
+    fn ipv4_home_address(&mut self, new: Option<Ipv4Addr>) {
+        let (idx, table, prio) = (self.tun.index(), self.cfg.table, self.cfg.rule_priority);
+        if let Some(old) = self.v4hoa {
+            let r = self
+                .nl
+                .del_source_rule(IpAddr::V4(old), table, prio)
+                .and_then(|()| self.nl.del_ip(idx, IpAddr::V4(old)));
+            self.failures.check(
+                Failure::Netlink,
+                format_args!("removing IPv4 home address {old}"),
+                r,
+            );
+        }
+        if let Some(a) = new {
+            let r = self
+                .nl
+                .add_ip(idx, IpAddr::V4(a), 32)
+                .and_then(|()| self.nl.add_source_rule(IpAddr::V4(a), table, prio));
+            self.failures.check(
+                Failure::Netlink,
+                format_args!("installing IPv4 home address {a}"),
+                r,
+            );
+        }
+        self.v4hoa = new;
+    }
+
+    fn cleanup(&mut self) {
+        let (table, prio) = (self.cfg.table, self.cfg.rule_priority);
+        let r = self
+            .nl
+            .del_source_rule(IpAddr::V6(self.cfg.machine.hoa), table, prio);
+        self.failures
+            .check(Failure::Netlink, "removing the home address rule", r);
+        if let Some(a) = self.v4hoa {
+            let r = self.nl.del_source_rule(IpAddr::V4(a), table, prio);
+            self.failures
+                .check(Failure::Netlink, "removing the IPv4 home address rule", r);
         }
     }
-    let _ = nl.del_source_rule(IpAddr::V6(hoa), cfg.table, cfg.rule_priority);
-    if let Some(a) = v4hoa {
-        let _ = nl.del_source_rule(IpAddr::V4(a), cfg.table, cfg.rule_priority);
-    }
-    tracing::info!("mobile node stopped");
-    Ok(())
 }
