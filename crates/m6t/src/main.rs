@@ -10,7 +10,10 @@ use m6t_wire::Ipv6Prefix;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Large tables (the gateway's states) on transparent huge pages.
+/// Large tables (the gateway's states) on transparent huge pages. The allocator is off by
+/// default (large blocks then get plain, unadvised mappings) and only `m6t gateway` turns it
+/// on, first thing: its state table is what gains from huge pages; the other subcommands
+/// have no large tables.
 #[global_allocator]
 static ALLOC: m6t_linux::hugealloc::HugePageAlloc = m6t_linux::hugealloc::HugePageAlloc;
 
@@ -194,6 +197,8 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Gateway { config } => {
+            // Before the first allocation of the state table (see ALLOC).
+            m6t_linux::hugealloc::set_enabled(true);
             logging();
             let cfg = match config::load_gateway(&config) {
                 Ok(c) => c,
