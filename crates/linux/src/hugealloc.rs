@@ -6,14 +6,22 @@
 //! mapping advised with MADV_HUGEPAGE before its first touch (the kernel's THP mode is
 //! often `madvise`), so those tables are backed by 2 MiB pages from the start; growing one
 //! copies it into a new such mapping. Small allocations go to the system allocator.
+//!
+//! The advice is off by default: a binary that installs this allocator gets plain,
+//! unadvised mappings for its large blocks until it calls [`set_enabled`]`(true)`. The m6t
+//! binary does so only for `m6t gateway` (whose state table is what gains from it); its other
+//! subcommands run with the advice off. Whether a block gets its own mapping depends on its
+//! layout alone, never on this switch, so blocks made before and after a change are freed
+//! alike.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Off by default; see the module documentation.
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Turns the huge-page advice on or off for later large allocations (for measurements: the bench compares
-/// the same table with and without huge pages).
+/// Turns the huge-page advice on or off for later large allocations (off until called): the
+/// m6t gateway turns it on at start; measurements compare the same table with and without.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }

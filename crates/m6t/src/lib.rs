@@ -1,12 +1,10 @@
-//! The m6t program: configuration, the client and gateway daemons (a Linux driver around
-//! each sans-IO machine), status reporting, the prefix tool and the `lab` scenario.
+//! The m6t program: configuration, the client, gateway, home agent and mobile node daemons
+//! (a Linux driver around each sans-IO machine), status reporting and the prefix tool. The
+//! lab and the benchmarks live in the `m6t-lab` crate.
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod dsmip_config;
-pub mod lab;
-pub mod netns;
 pub mod prefix_tool;
 pub mod status;

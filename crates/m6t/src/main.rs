@@ -1,12 +1,19 @@
 //! The `m6t` command line: thin; everything lives in the library crates.
+//!
+//! `m6t lab` and `m6t bench` are parsed here (same flags and help as ever) and then exec
+//! the `m6t-lab` binary next to this one with the same arguments: the lab and the bench
+//! live in the `m6t-lab` crate and are not part of this binary.
 
 use clap::{Parser, Subcommand};
-use m6t::{config, daemon, lab, prefix_tool, status};
+use m6t::{config, daemon, prefix_tool, status};
 use m6t_wire::Ipv6Prefix;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Large tables (the gateway's states) on transparent huge pages.
+/// Large tables (the gateway's states) on transparent huge pages. The allocator is off by
+/// default (large blocks then get plain, unadvised mappings) and only `m6t gateway` turns it
+/// on, first thing: its state table is what gains from huge pages; the other subcommands
+/// have no large tables.
 #[global_allocator]
 static ALLOC: m6t_linux::hugealloc::HugePageAlloc = m6t_linux::hugealloc::HugePageAlloc;
 
@@ -79,39 +86,7 @@ enum Cmd {
         /// Run only these parts (comma-separated): tunnel, teredo, ceiling, scale, idle,
         /// floor, workers.
         #[arg(long, value_delimiter = ',')]
-        only: Vec<m6t::bench::Group>,
-    },
-    /// Load generator of the bench (runs inside a lab namespace).
-    #[command(hide = true)]
-    Loadgen {
-        #[arg(long)]
-        gateway: std::net::SocketAddrV4,
-        #[arg(long)]
-        ha: std::net::Ipv6Addr,
-        #[arg(long)]
-        base: std::net::Ipv6Addr,
-        #[arg(long)]
-        control: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        gateway_pid: u32,
-        #[arg(long, default_value_t = 64)]
-        sockets: usize,
-        #[arg(long)]
-        no_counters: bool,
-        #[arg(long = "phase")]
-        phases: Vec<String>,
-    },
-    /// The syscall floor of the bench: recvmmsg -> TUN write, nothing else.
-    #[command(hide = true)]
-    Floor {
-        #[arg(long)]
-        listen: std::net::Ipv4Addr,
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        tun: String,
-        #[arg(long)]
-        secs: f64,
+        only: Vec<String>,
     },
     /// Build a namespace lab (MN, NAT, gateway, HA, correspondent) and show m6t at work.
     Lab {
@@ -182,6 +157,31 @@ fn status_cmd(socket: Option<PathBuf>, json: bool) -> ExitCode {
     code
 }
 
+/// Replaces this process with the `m6t-lab` binary next to it, with the same arguments (and
+/// the same argv[0], so `ps` still shows `m6t lab` / `m6t bench`), so that signals such as
+/// Ctrl-C reach the lab directly. Returns only on failure.
+fn exec_lab(what: &str) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail(format!("current executable: {e}")),
+    };
+    let lab = exe.with_file_name("m6t-lab");
+    if !lab.is_file() {
+        return fail(format!(
+            "{what} needs the m6t-lab binary next to {} (cargo build --release builds it)",
+            exe.display()
+        ));
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "m6t".into());
+    let e = std::process::Command::new(&lab)
+        .arg0(arg0)
+        .args(args)
+        .exec();
+    fail(format!("{}: {e}", lab.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -197,6 +197,8 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Gateway { config } => {
+            // Before the first allocation of the state table (see ALLOC).
+            m6t_linux::hugealloc::set_enabled(true);
             logging();
             let cfg = match config::load_gateway(&config) {
                 Ok(c) => c,
@@ -233,81 +235,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Cmd::Bench { quick, out, only } => {
-            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
-                return fail(e);
-            }
-            let bin = match std::env::current_exe() {
-                Ok(b) => b,
-                Err(e) => return fail(e),
-            };
-            let o = if quick {
-                m6t::bench::BenchOptions::quick()
-            } else {
-                m6t::bench::BenchOptions::full()
-            };
-            match m6t::bench::run(&bin, o, &only, &out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
-        Cmd::Loadgen {
-            gateway,
-            ha,
-            base,
-            control,
-            gateway_pid,
-            sockets,
-            no_counters,
-            phases,
-        } => {
-            let a = m6t::bench::loadgen::LoadgenArgs {
-                gateway,
-                ha,
-                base,
-                control,
-                gateway_pid,
-                phases,
-                sockets,
-                no_counters,
-            };
-            match m6t::bench::loadgen::run(a) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
-        Cmd::Floor {
-            listen,
-            port,
-            tun,
-            secs,
-        } => match m6t::bench::floor::run(listen, port, &tun, secs) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
-        Cmd::Lab { hold } => {
-            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
-                return fail(e);
-            }
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
-                    return fail(e);
-                }
-            }
-            let bin = match std::env::current_exe() {
-                Ok(b) => b,
-                Err(e) => return fail(e),
-            };
-            let r = if hold {
-                lab::hold(&bin, &stop)
-            } else {
-                lab::run(&bin, &stop)
-            };
-            match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Cmd::Bench { .. } => exec_lab("m6t bench"),
+        Cmd::Lab { .. } => exec_lab("m6t lab"),
     }
 }

@@ -2,9 +2,9 @@
 //! a real nftables NAT, and real tools (ping, a TCP transfer checked with sha256, tshark
 //! decoding the signalling independently, scapy building BUs with no code of ours).
 
-use m6t::lab::dsmip::{DsmipOptions, HA4, HOA, MN6};
-use m6t::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC, V6_ROUTER};
 use m6t::status::Report;
+use m6t_lab::lab::dsmip::{DsmipOptions, HA4, HOA, MN6};
+use m6t_lab::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC, V6_ROUTER};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -385,7 +385,7 @@ fn a_scapy_built_bu_with_a_home_address_option_is_accepted() {
             &format!(
                 "/usr/bin/python3 {} {MN6} {} {other}",
                 py.display(),
-                m6t::lab::HA
+                m6t_lab::lab::HA
             ),
         )
         .unwrap();
@@ -471,7 +471,7 @@ fn the_home_agent_is_found_through_a_dns_srv_record() {
                 "/usr/bin/python3",
                 &py.display().to_string(),
                 "192.0.2.1",
-                m6t::lab::HA,
+                m6t_lab::lab::HA,
                 HA4,
             ],
         )

@@ -1,8 +1,8 @@
 //! End-to-end tests in network namespaces with the real kernel, a real nftables NAT and
 //! real tools (ping, iperf3, tcpdump, conntrack). They need root, like the daemons.
 
-use m6t::lab::{self, Lab, LabOptions, HA, MN4, NAT_PUBLIC};
 use m6t::status::Report;
+use m6t_lab::lab::{self, Lab, LabOptions, HA, MN4, NAT_PUBLIC};
 use std::net::Ipv6Addr;
 use std::path::Path;
 use std::process::Command;
@@ -104,7 +104,7 @@ fn handover_new_address_new_state_old_collected() {
     assert!(t < Duration::from_secs(2), "handover took {t:?}");
     let a2 = l.wait_client_address(Some(a1)).unwrap();
     assert_ne!(a1, a2);
-    assert!(m6t::lab::MN80
+    assert!(m6t_lab::lab::MN80
         .parse::<m6t_wire::Ipv6Prefix>()
         .unwrap()
         .contains(a2));

@@ -9,7 +9,7 @@
 pub mod dsmip;
 
 use crate::netns::{check_tools, LabError, LabResult, Netns};
-use crate::status::{self, Report};
+use m6t::status::{self, Report};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

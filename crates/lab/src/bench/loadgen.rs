@@ -4,7 +4,7 @@
 //! them, or sends them keep-alives, from many UDP source ports. It reads the gateway's
 //! counters through its control socket to compute rates.
 
-use crate::status::{Report, REQUEST_COUNTERS};
+use m6t::status::{Report, REQUEST_COUNTERS};
 use m6t_linux::batch::SendBatch;
 use m6t_linux::udp::{self, Udp};
 use m6t_wire::{checksum, keepalive, Ipv6Repr};

@@ -1,8 +1,9 @@
 //! The gateway's per-packet work at 1 k and 1 M states, packets handled one by one and in
 //! batches of 32 whose cache misses are started together first
 //! (`Gateway::prefetch_bucket` / `prefetch_slot`, as the daemon does for each recvmmsg batch), on 4 KiB
-//! pages and on transparent huge pages (the allocator the m6t binary uses).
-//! `cargo run --release --example table_lookup`.
+//! pages and on transparent huge pages (the allocator `m6t gateway` turns on; off by
+//! default, so each run below sets it explicitly).
+//! `cargo run --release -p m6t-lab --example table_lookup`.
 
 use m6t_linux::hugealloc::{set_enabled, HugePageAlloc};
 use m6t_proto::m6t::gateway::{Gateway, GatewayConfig};

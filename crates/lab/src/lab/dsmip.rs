@@ -5,7 +5,7 @@
 
 use super::{wait_for, Lab, CN, CN4, HA, MN4, V6_ROUTER};
 use crate::netns::{LabError, LabResult};
-use crate::status::{self, MnInfo, Report};
+use m6t::status::{self, MnInfo, Report};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,10 @@
 //! `m6t bench`: m6t, the plain path and Teredo measured side by side in the same namespaces
 //! in one run, every figure reported as a ratio to its baseline from the same run (absolute
 //! numbers move from run to run on shared 2-core machines). Medians of several runs.
+//!
+//! Two binaries run in the namespaces: the daemons are the `m6t` binary (the lab's
+//! [`Lab::bin_path`]), the load generator and the syscall floor the `m6t-lab` binary
+//! (`tools`, its hidden `loadgen` and `floor` subcommands).
 
 pub mod floor;
 pub mod loadgen;
@@ -296,15 +300,18 @@ fn handover_to(
     }
 }
 
+/// Runs the load generator (`m6t-lab loadgen`, the `tools` binary) in the attacker's
+/// namespace and returns one JSON object per phase.
 fn loadgen(
     lab: &Lab,
+    tools: &Path,
     pid: u32,
     phases: &[String],
     no_counters: bool,
 ) -> LabResult<Vec<serde_json::Value>> {
-    let bin = lab.bin_path.display().to_string();
+    let tools = tools.display().to_string();
     let mut cmd = format!(
-        "{bin} loadgen --gateway 203.0.113.1:3544 --ha {HA} --base fd00:6d36:7400:8:: --control {} --gateway-pid {pid} --sockets 64",
+        "{tools} loadgen --gateway 203.0.113.1:3544 --ha {HA} --base fd00:6d36:7400:8:: --control {} --gateway-pid {pid} --sockets 64",
         lab.gw_sock.display()
     );
     if no_counters {
@@ -319,6 +326,8 @@ fn loadgen(
         .collect()
 }
 
+/// The gateway daemon in the `gw` namespace: the process whose comm is `m6t` (the daemons
+/// run from the `m6t` binary; the floor, also in `gw`, is `m6t-lab`).
 fn gateway_pid(lab: &Lab) -> LabResult<u32> {
     let out = std::process::Command::new("ip")
         .args(["netns", "pids", &lab.net.ns("gw")])
@@ -377,7 +386,9 @@ impl std::str::FromStr for Group {
 
 /// Runs the harness (the groups in `only`, or all of them when it is empty), prints the
 /// table and writes JSON to `out`. A ratio is reported when both its figures were measured.
-pub fn run(bin: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult<()> {
+/// `bin` is the `m6t` binary (the daemons), `tools` the `m6t-lab` binary (the load
+/// generator and the syscall floor).
+pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult<()> {
     let t0 = Instant::now();
     let wants = |g: Group| only.is_empty() || only.contains(&g);
     let mut lo = LabOptions::new("m6tbench");
@@ -411,16 +422,16 @@ pub fn run(bin: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult
         set_offloads(&lab, true)?;
     }
     if wants(Group::Scale) {
-        scale(&lab, &mut t, &o)?;
+        scale(&lab, tools, &mut t, &o)?;
     }
     if wants(Group::Idle) {
-        idle(&lab, &mut t, &o)?;
+        idle(&lab, tools, &mut t, &o)?;
     }
     if wants(Group::Floor) {
-        floor_figure(&mut lab, &mut t, &o)?;
+        floor_figure(&mut lab, tools, &mut t, &o)?;
     }
     if wants(Group::Workers) {
-        workers(&mut lab, &mut t, &o)?;
+        workers(&mut lab, tools, &mut t, &o)?;
     }
 
     let (s0, s2) = (o.scale[0], o.scale[2]);
@@ -548,7 +559,7 @@ fn teredo_figures(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<(
 
 /// Gateway forwarding and memory at each table size (median of `runs` blasts each), then
 /// the longest GC pass when all those states expire at once.
-fn scale(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+fn scale(lab: &Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let pid = gateway_pid(lab)?;
     let d = f64::from(o.secs);
     let mut phases = Vec::new();
@@ -561,7 +572,7 @@ fn scale(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
             phases.push(format!("blast:{d}"));
         }
     }
-    let res = loadgen(lab, pid, &phases, false)?;
+    let res = loadgen(lab, tools, pid, &phases, false)?;
     let mut bps = f64::NAN;
     let per = 2 + o.runs;
     for (k, n) in o.scale.iter().enumerate() {
@@ -606,13 +617,13 @@ fn scale(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
 
 /// Gateway CPU while 10 k idle MNs send keep-alives every 30 s (the client's default):
 /// the median of `runs` windows of `idle_secs / runs` seconds each.
-fn idle(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+fn idle(lab: &Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let pid = gateway_pid(lab)?;
     let runs = o.runs.max(1);
     let window = o.idle_secs / runs as f64;
     let mut phases = vec!["create:10000".to_string()];
     phases.extend((0..runs).map(|_| format!("keepalive:10000:30:{window}")));
-    let res = loadgen(lab, pid, &phases, false)?;
+    let res = loadgen(lab, tools, pid, &phases, false)?;
     let cpu = res
         .iter()
         .skip(1)
@@ -627,17 +638,18 @@ fn idle(lab: &Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     Ok(())
 }
 
-/// The syscall floor on the same socket and TUN, the gateway stopped.
-fn floor_figure(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+/// The syscall floor (`m6t-lab floor`, the `tools` binary) on the same socket and TUN, the
+/// gateway stopped.
+fn floor_figure(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let d = f64::from(o.secs);
     lab.net.stop("gateway");
-    let bin_s = lab.bin_path.display().to_string();
+    let tools_s = tools.display().to_string();
     let secs_s = format!("{d}");
     lab.net.spawn(
         "gw",
         "floor",
         &[
-            &bin_s,
+            &tools_s,
             "floor",
             "--listen",
             "203.0.113.1",
@@ -650,7 +662,7 @@ fn floor_figure(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()>
         ],
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    loadgen(lab, 0, &[format!("blast:{}", d + 1.0)], true)?;
+    loadgen(lab, tools, 0, &[format!("blast:{}", d + 1.0)], true)?;
     let w = Instant::now();
     while lab.net.running("floor") && w.elapsed() < Duration::from_secs(40) {
         std::thread::sleep(Duration::from_millis(100));
@@ -668,7 +680,7 @@ fn floor_figure(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()>
 /// Multi-core: the forwarding run at the smallest table size against a gateway with two
 /// workers (SO_REUSEPORT sockets steered by MN address, two TUN queues, states in two
 /// shards), and against one worker when the scale group did not already measure it.
-fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+fn workers(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let d = f64::from(o.secs);
     let s0 = o.scale[0];
     let one = format!("gateway fwd pps @ {s0} states");
@@ -676,7 +688,7 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
         let pid = gateway_pid(lab)?;
         let mut phases = vec![format!("create:{s0}")];
         phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
-        let r = loadgen(lab, pid, &phases, false)?;
+        let r = loadgen(lab, tools, pid, &phases, false)?;
         let pps = r.iter().skip(1).filter_map(|b| b["pps"].as_f64()).collect();
         t.add_runs(&one, pps, "pkt/s");
     }
@@ -701,7 +713,7 @@ fn workers(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     let pid2 = gateway_pid(lab)?;
     let mut phases = vec![format!("create:{s0}")];
     phases.extend((0..o.runs).map(|_| format!("blast:{d}")));
-    let r2 = loadgen(lab, pid2, &phases, false)?;
+    let r2 = loadgen(lab, tools, pid2, &phases, false)?;
     let pps = r2
         .iter()
         .skip(1)

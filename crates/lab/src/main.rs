@@ -1,0 +1,170 @@
+//! The `m6t-lab` command line: the lab and the bench, and the hidden tools the bench runs
+//! inside its namespaces (the load generator and the syscall floor). `m6t lab` and
+//! `m6t bench` exec this binary with their arguments; the daemons it starts are the `m6t`
+//! binary next to it.
+
+use clap::{Parser, Subcommand};
+use m6t_lab::{bench, lab, sibling};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "m6t-lab",
+    version,
+    about = "The m6t lab and benchmarks in network namespaces (runs the m6t binary next to it)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a namespace lab (MN, NAT, gateway, HA, correspondent) and show m6t at work.
+    Lab {
+        /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
+        /// with `ip netns exec m6tlab-mn ...`).
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Measure m6t, the plain path and Teredo side by side in the lab namespaces.
+    Bench {
+        /// Smoke mode: every measurement once, briefly.
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the figures as JSON.
+        #[arg(long, default_value = "bench-results.json")]
+        out: PathBuf,
+        /// Run only these parts (comma-separated): tunnel, teredo, ceiling, scale, idle,
+        /// floor, workers.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<bench::Group>,
+    },
+    /// Load generator of the bench (runs inside a lab namespace).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        gateway: std::net::SocketAddrV4,
+        #[arg(long)]
+        ha: std::net::Ipv6Addr,
+        #[arg(long)]
+        base: std::net::Ipv6Addr,
+        #[arg(long)]
+        control: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        gateway_pid: u32,
+        #[arg(long, default_value_t = 64)]
+        sockets: usize,
+        #[arg(long)]
+        no_counters: bool,
+        #[arg(long = "phase")]
+        phases: Vec<String>,
+    },
+    /// The syscall floor of the bench: recvmmsg -> TUN write, nothing else.
+    #[command(hide = true)]
+    Floor {
+        #[arg(long)]
+        listen: std::net::Ipv4Addr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        tun: String,
+        #[arg(long)]
+        secs: f64,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("m6t-lab: error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Lab { hold } => {
+            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
+                return fail(e);
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+                    return fail(e);
+                }
+            }
+            // The daemons run from the m6t binary.
+            let m6t = match sibling("m6t") {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let r = if hold {
+                lab::hold(&m6t, &stop)
+            } else {
+                lab::run(&m6t, &stop)
+            };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Bench { quick, out, only } => {
+            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
+                return fail(e);
+            }
+            // The daemons run from the m6t binary, the load generator and the floor from
+            // this one.
+            let m6t = match sibling("m6t") {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let tools = match std::env::current_exe() {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let o = if quick {
+                bench::BenchOptions::quick()
+            } else {
+                bench::BenchOptions::full()
+            };
+            match bench::run(&m6t, &tools, o, &only, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Loadgen {
+            gateway,
+            ha,
+            base,
+            control,
+            gateway_pid,
+            sockets,
+            no_counters,
+            phases,
+        } => {
+            let a = bench::loadgen::LoadgenArgs {
+                gateway,
+                ha,
+                base,
+                control,
+                gateway_pid,
+                phases,
+                sockets,
+                no_counters,
+            };
+            match bench::loadgen::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Floor {
+            listen,
+            port,
+            tun,
+            secs,
+        } => match bench::floor::run(listen, port, &tun, secs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+    }
+}
