@@ -12,7 +12,6 @@ pub mod dns;
 pub mod failures;
 pub mod hugealloc;
 pub mod netlink;
-pub mod poll;
 pub mod prefetch;
 pub mod raw;
 pub mod runtime;

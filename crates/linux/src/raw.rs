@@ -6,6 +6,7 @@
 //! signalling packets the kernel's IPv6 layer would discard (a Home Address option or a
 //! type 2 Routing Header it does not know).
 
+use m6t_wire::Ipv4Packet;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::MaybeUninit;
@@ -82,14 +83,13 @@ impl RawIp {
         if self.v6 {
             return Ok((src, 0..n));
         }
-        let ihl = usize::from(buf.first().copied().unwrap_or(0) & 0x0f) * 4;
-        if ihl < 20 || ihl > n {
-            return Err(io::Error::new(
+        let outer = Ipv4Packet::new_checked(&buf[..n]).map_err(|e| {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
-                "short IPv4 header",
-            ));
-        }
-        Ok((src, ihl..n))
+                format!("outer IPv4 header: {e}"),
+            )
+        })?;
+        Ok((src, outer.header_len()..usize::from(outer.total_len())))
     }
 
     /// Sends `inner` to `to` inside an outer header built by the kernel.

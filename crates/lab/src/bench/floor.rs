@@ -3,11 +3,15 @@
 //! gateway's forwarding rate is reported in proportion to this loop's rate.
 
 use m6t_linux::batch::RecvBatch;
-use m6t_linux::{poll, tun::Tun, udp};
+use m6t_linux::runtime::{Runtime, Shutdown};
+use m6t_linux::{tun::Tun, udp};
 use std::io::ErrorKind;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+/// The floor's one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Socket;
 
 /// Forwards UDP payloads from `listen:port` to TUN `tun` for `secs` after the first
 /// packet; prints `{"floor_pps": …}`.
@@ -16,19 +20,19 @@ pub fn run(listen: Ipv4Addr, port: u16, tun: &str, secs: f64) -> Result<(), Stri
     let s = udp::listen(listen, port).map_err(|e| format!("UDP {port}: {e}"))?;
     let mut rx = RecvBatch::new(32);
     let mut tx = t.writer();
-    let mut poller = poll::Poller::new(&[s.as_raw_fd()]).map_err(|e| format!("epoll: {e}"))?;
-    let mut ready = Vec::new();
+    let stop = Shutdown::install().map_err(|e| format!("signal handlers: {e}"))?;
+    let mut rt = Runtime::new(&stop).map_err(|e| format!("epoll: {e}"))?;
+    rt.add(&s, Socket).map_err(|e| format!("epoll: {e}"))?;
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
     let mut count = 0u64;
     let limit = Duration::from_secs_f64(secs);
     let deadline = Instant::now() + limit + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !rt.stopping() {
         if first.is_some_and(|f| f.elapsed() >= limit) {
             break;
         }
-        poller
-            .wait(Some(Duration::from_millis(100)), &mut ready)
+        rt.wait(Some(Instant::now() + Duration::from_millis(100)))
             .map_err(|e| e.to_string())?;
         loop {
             match rx.recv(&s) {
