@@ -56,7 +56,7 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
     let mut p = pkt(addr(0), HA, 100);
     for i in 0..n {
         p[8..24].copy_from_slice(&addr(i).octets());
-        gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch);
+        let _ = gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch);
     }
     let rounds = 4_000_000u64;
     // Batches of 32 packets, as recvmmsg hands them over.
@@ -84,7 +84,7 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
             }
         }
         for (q, pe) in &pkts {
-            std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));
+            let _ = std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));
         }
     }
     t.elapsed().as_nanos() as f64 / rounds as f64

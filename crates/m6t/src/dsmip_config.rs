@@ -3,8 +3,8 @@
 //! values the README lists.
 
 use crate::config::{parse, read, ConfigError, V};
-use m6t_proto::dsmip::ha::HaConfig;
-use m6t_proto::dsmip::mn::{Ipv4HoaRequest, MnConfig};
+use m6t_proto::dsmip::binding_cache::HaConfig;
+use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};

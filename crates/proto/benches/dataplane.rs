@@ -46,8 +46,8 @@ fn gateway_with(n: u32, t0: Instant) -> Gateway {
             Ipv4Addr::new(198, 51, 100, (i % 250) as u8),
             1024 + (i % 60000) as u16,
         );
-        gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
-        gw.handle_from_home(t0, &pkt(HA, mn_addr(i), 60), &mut scratch);
+        let _ = gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
+        let _ = gw.handle_from_home(t0, &pkt(HA, mn_addr(i), 60), &mut scratch);
     }
     gw
 }

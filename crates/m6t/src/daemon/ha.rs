@@ -1,4 +1,4 @@
-//! The DSMIPv6 home agent daemon: a Linux driver around [`HaNode`]. It owns the TUN toward
+//! The DSMIPv6 home agent daemon: a Linux driver around [`HomeAgent`]. It owns the TUN toward
 //! the home network, UDP port 4191, raw sockets for IP-in-IP over IPv4 and IPv6, an
 //! IPPROTO_RAW sender and a capture of signalling with extension headers; bound home
 //! addresses get a route into the TUN and a proxy ND / ARP entry on the home link.
@@ -10,9 +10,10 @@ use crate::dsmip_config::Ha;
 use crate::status::Report;
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, poll, tun::Tun};
-use m6t_proto::dsmip::ha::Snapshot;
-use m6t_proto::dsmip::ha_node::{HaEvent, HaNode, Transmit, Verdict};
+use m6t_proto::dsmip::binding_cache::Snapshot;
+use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
 use m6t_proto::dsmip::tif::{Encap, DSMIP_PORT, PROTO_IPV4, PROTO_IPV6};
+use m6t_proto::dsmip::{Outbound, Transmit, Verdict};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -69,8 +70,8 @@ impl Sockets {
 
     fn transmit(&self, t: &Transmit) {
         let r = match t {
-            Transmit::Udp { to, data } => self.udp.send(*to, data),
-            Transmit::Ipv6 { to, data } => self.sender6.send(*to, data),
+            Transmit::Udp { to, data, .. } => self.udp.send(*to, data),
+            Transmit::Ipv6 { to, data, .. } => self.sender6.send(*to, data),
         };
         if let Err(e) = r {
             tracing::warn!("sending a BA: {e}");
@@ -215,9 +216,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     let mut node = match cfg.state_file.as_deref().and_then(load_snapshot) {
         Some(s) => {
             tracing::info!("binding cache restored: {} bindings", s.bindings.len());
-            HaNode::restore(cfg.machine.clone(), cfg.address6, &s, now)
+            HomeAgent::restore(cfg.machine.clone(), cfg.address6, &s, now)
         }
-        None => HaNode::new(cfg.machine.clone(), cfg.address6),
+        None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
     tracing::info!(
         "home agent up: {} {} / {} port {DSMIP_PORT}, home prefix {}",
@@ -260,7 +261,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
                 };
                 for k in 0..n {
                     let pkt = tun_rx.packet(k);
-                    if let Ok(e) = node.route_from_home(pkt) {
+                    if let Outbound::Send(e) = node.handle_from_tun(now, pkt) {
                         let _ = socks.encap(e, pkt);
                     }
                 }
@@ -297,7 +298,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         if ready[6] {
             for _ in 0..BURST {
                 match socks.capture.recv(&mut buf) {
-                    Ok(n) => node.handle_captured(now, &buf[..n]),
+                    Ok(n) => {
+                        let _ = node.handle_captured(now, &buf[..n]);
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(_) => break,
                 }

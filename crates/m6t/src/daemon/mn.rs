@@ -1,4 +1,4 @@
-//! The DSMIPv6 mobile node daemon: a Linux driver around [`MnNode`]. Its TUN carries the
+//! The DSMIPv6 mobile node daemon: a Linux driver around [`MobileNode`]. Its TUN carries the
 //! home addresses (applications bind to them and keep their sessions across moves); "from
 //! <home address>" rules send their traffic to a table whose default routes lead into the
 //! TUN. Movement detection reads addresses and links from netlink notifications on the
@@ -11,9 +11,10 @@ use crate::status::{MnInfo, Report};
 use m6t_linux::netlink::{Monitor, Netlink};
 use m6t_linux::raw::{self, Capture, DsmipUdp, RawIp, RawIpv6Sender};
 use m6t_linux::{caps, control::ControlServer, poll, tun::Tun};
-use m6t_proto::dsmip::mn::{Coa, TunnelMode};
-use m6t_proto::dsmip::mn_node::{MnEvent, MnNode, MnTransmit, Verdict};
+use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
 use m6t_proto::dsmip::tif::{Encap, PROTO_IPV4, PROTO_IPV6};
+use m6t_proto::dsmip::update_list::{Coa, TunnelMode};
+use m6t_proto::dsmip::{Outbound, Transmit, Verdict};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -233,7 +234,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
         u16::from_be_bytes(b)
     };
-    let mut node = MnNode::new(cfg.machine.clone(), seq0);
+    let mut node = MobileNode::new(cfg.machine.clone(), seq0);
     let mut info = MnInfo {
         home_address: hoa.to_string(),
         ..MnInfo::default()
@@ -273,7 +274,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
                 };
                 for k in 0..n {
                     let pkt = tun_rx.packet(k);
-                    if let Ok(e) = node.route_to_home(pkt) {
+                    if let Outbound::Send(e) = node.handle_from_tun(now, pkt) {
                         let _ = socks.encap(e, pkt);
                     }
                 }
@@ -301,7 +302,9 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
                         }
                     }
                     4 => match socks.capture.recv(&mut buf) {
-                        Ok(n) => node.handle_captured(now, &buf[..n]),
+                        Ok(n) => {
+                            let _ = node.handle_captured(now, &buf[..n]);
+                        }
                         Err(_) => break,
                     },
                     _ => {
@@ -324,11 +327,11 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         }
         while let Some(t) = node.poll_transmit() {
             let r = match &t {
-                MnTransmit::Udp { from, to, data } => match socks.udp_from(*from) {
+                Transmit::Udp { from, to, data } => match from.and_then(|f| socks.udp_from(f)) {
                     Some(u) => u.send(*to, data),
                     None => Err(ErrorKind::NotConnected.into()),
                 },
-                MnTransmit::Ipv6 { to, data, .. } => socks.sender6.send(*to, data),
+                Transmit::Ipv6 { to, data, .. } => socks.sender6.send(*to, data),
             };
             if let Err(e) = r {
                 tracing::debug!("sending a BU: {e}");

@@ -158,6 +158,7 @@ struct Source {
 }
 
 /// What to do with a packet received from a mobile node over UDP.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromMn {
     /// Write the packet, unchanged, to the home-side TUN interface.
@@ -171,6 +172,7 @@ pub enum FromMn {
 }
 
 /// What to do with a packet read from the home-side TUN interface.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromHome {
     /// Send the packet, unchanged, to `peer` from local UDP port `local_port`.
@@ -501,7 +503,9 @@ impl Gateway {
         out
     }
 
-    /// When the gateway next wants [`Self::handle_timeout`].
+    /// When the gateway next wants [`Self::handle_timeout`]. Ask again after every
+    /// `handle_*` call.
+    #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         // Deadlines are rounded up to a coarse tick, so that thousands of states expiring
         // at spread-out instants cost a few wake-ups per second, not one each (idle
@@ -570,7 +574,9 @@ impl Gateway {
         removed
     }
 
-    /// Next event for the log, if any.
+    /// Next event for the log, if any. Call after every `handle_*` call until it returns
+    /// `None` (at most 4096 are kept; older ones are counted as lost).
+    #[must_use = "an event not polled is eventually counted as lost"]
     pub fn poll_event(&mut self) -> Option<GatewayEvent> {
         self.events.pop_front()
     }

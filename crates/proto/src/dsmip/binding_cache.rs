@@ -192,7 +192,7 @@ pub struct Snapshot {
 
 /// The home agent machine.
 #[derive(Debug)]
-pub struct HomeAgent {
+pub struct BindingCache {
     cfg: HaConfig,
     cache: HashMap<Ipv6Addr, Binding>,
     /// IPv4 home address -> IPv6 home address.
@@ -209,11 +209,11 @@ fn v4_in(a: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
     u32::from(a) & m == u32::from(net) & m
 }
 
-impl HomeAgent {
+impl BindingCache {
     /// A home agent with an empty binding cache.
     pub fn new(cfg: HaConfig) -> Self {
         let free_pool = cfg.ipv4_pool.iter().copied().collect();
-        HomeAgent {
+        BindingCache {
             cfg,
             cache: HashMap::new(),
             v4: HashMap::new(),
@@ -245,7 +245,7 @@ impl HomeAgent {
     /// any more (home address outside the home prefix, IPv4 home address neither static for
     /// that node nor in the pool, or held twice) are left out; expired ones too.
     pub fn restore(cfg: HaConfig, snap: &Snapshot, now: Instant) -> Self {
-        let mut ha = HomeAgent::new(cfg);
+        let mut ha = BindingCache::new(cfg);
         for b in &snap.bindings {
             if b.remaining_ms == 0
                 || !ha.cfg.home_prefix.contains(b.hoa)

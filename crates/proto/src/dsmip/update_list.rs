@@ -128,7 +128,7 @@ struct Pending {
 
 /// The mobile node machine.
 #[derive(Debug)]
-pub struct MobileNode {
+pub struct BindingUpdateList {
     cfg: MnConfig,
     seq: u16,
     v6: Option<Ipv6Addr>,
@@ -142,10 +142,10 @@ pub struct MobileNode {
     f_refused: bool,
 }
 
-impl MobileNode {
+impl BindingUpdateList {
     /// A mobile node with no care-of address yet; `seq0` is the first sequence number.
     pub fn new(cfg: MnConfig, seq0: u16) -> Self {
-        MobileNode {
+        BindingUpdateList {
             cfg,
             seq: seq0,
             v6: None,
@@ -269,12 +269,15 @@ impl MobileNode {
         });
     }
 
-    /// The BU to send now, if any.
+    /// The BU to send now, if any. Call after every `handle_*` call.
+    #[must_use = "a BU not sent is lost"]
     pub fn poll_transmit(&mut self) -> Option<BuOut> {
         self.outbox.take()
     }
 
-    /// When the machine next wants [`Self::handle_timeout`].
+    /// When the machine next wants [`Self::handle_timeout`]. Ask again after every
+    /// `handle_*` call.
+    #[must_use = "the deadline must be armed on a timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.pending {
             Some(p) => Some(p.sent + p.timeout),
@@ -335,7 +338,7 @@ impl MobileNode {
         let Some(p) = self.pending.clone() else {
             return false;
         };
-        if status == crate::dsmip::ha::status::SEQ_OUT_OF_WINDOW {
+        if status == crate::dsmip::binding_cache::status::SEQ_OUT_OF_WINDOW {
             // The HA remembers a later number: go on from it (RFC 6275 section 11.7.3).
             if !seq::after(p.seq, s) {
                 self.seq = s;
@@ -346,7 +349,7 @@ impl MobileNode {
         if s != p.seq {
             return false;
         }
-        if status == crate::dsmip::ha::status::FORCE_UDP_REFUSED {
+        if status == crate::dsmip::binding_cache::status::FORCE_UDP_REFUSED {
             self.f_refused = true;
             self.start(now, p.coa);
             return true;
