@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         mn_prefixes: vec!["fd00:1::/32".parse().unwrap()],
         icmp_source: "2001:db8:1::2".parse().unwrap(),
         ..GatewayConfig::default()
-    });
+    }, [0x5a; 32]);
     let t0 = Instant::now();
     let mut scratch = vec![0u8; 1280];
     let mut p = vec![0u8; 60];

@@ -8,5 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod dsmip;
+pub mod hash;
 pub mod m6t;
 pub mod stats;

@@ -38,7 +38,7 @@ struct T {
 impl T {
     fn new(c: GatewayConfig) -> Self {
         T {
-            gw: Gateway::new(c),
+            gw: Gateway::new(c, [3; 32]),
             t0: Instant::now(),
             scratch: vec![0; 1280],
         }

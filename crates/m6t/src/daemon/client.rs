@@ -21,7 +21,7 @@ use std::net::{Ipv6Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-fn seed() -> Result<[u8; 32], DaemonError> {
+pub(super) fn seed() -> Result<[u8; 32], DaemonError> {
     let mut s = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut s))

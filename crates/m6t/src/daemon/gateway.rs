@@ -128,8 +128,13 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     let shard_cfg = cfg.machine.shard(n);
     let shared = Shared {
         shards: (0..n)
-            .map(|_| Mutex::new(Gateway::new(shard_cfg.clone())))
-            .collect(),
+            .map(|_| {
+                Ok(Mutex::new(Gateway::new(
+                    shard_cfg.clone(),
+                    super::client::seed()?,
+                )))
+            })
+            .collect::<Result<_, DaemonError>>()?,
         tun_write_errors: AtomicU64::new(0),
         gc_max_pause_us: AtomicU64::new(0),
     };

@@ -7,6 +7,7 @@
 //! Address fields are never updated (section 2.4): a packet that matches a state's IPv6
 //! address but not its IPv4 address and port is dropped and changes nothing.
 
+use crate::hash::SeededState;
 use crate::m6t::ratelimit::{time_to_full, Bucket};
 use crate::m6t::table::{Slot, Table};
 use crate::reasons;
@@ -238,7 +239,8 @@ pub struct StateInfo {
 pub struct Gateway {
     cfg: GatewayConfig,
     table: Table,
-    sources: HashMap<Ipv4Addr, Source>,
+    /// Per IPv4 source; keyed with the seed like the table.
+    sources: HashMap<Ipv4Addr, Source, SeededState>,
     /// Sources whose last state went away, to forget once their bucket is full again.
     idle_sources: VecDeque<(Instant, Ipv4Addr)>,
     counters: Counters<GatewayCounter>,
@@ -253,12 +255,15 @@ fn usable_source(a: Ipv6Addr) -> bool {
 }
 
 impl Gateway {
-    /// A gateway with an empty state table.
-    pub fn new(cfg: GatewayConfig) -> Self {
+    /// A gateway with an empty state table. `seed` keys its hash tables: the driver draws
+    /// it from the OS (the keys must stay secret from whoever picks the addresses); a
+    /// simulation passes a fixed one, and the same seed then gives the same run.
+    pub fn new(cfg: GatewayConfig, seed: [u8; 32]) -> Self {
+        let [table_keys, source_keys] = SeededState::derive::<2>(seed);
         Gateway {
             cfg,
-            table: Table::default(),
-            sources: HashMap::new(),
+            table: Table::new(table_keys),
+            sources: HashMap::with_hasher(source_keys),
             idle_sources: VecDeque::new(),
             counters: Counters::default(),
             events: VecDeque::new(),
