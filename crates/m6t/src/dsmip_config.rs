@@ -7,7 +7,7 @@ use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -200,8 +200,8 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     machine.accept_force_udp = f.accept_force_udp;
     machine.accept_tlv = f.accept_tlv;
     machine.accept_unprotected = f.accept_unprotected;
-    let mut statics = HashMap::new();
-    let mut holders = HashSet::new();
+    let mut statics = BTreeMap::new();
+    let mut holders = BTreeSet::new();
     for m in &f.mobile_node {
         if !f.home_prefix.contains(m.home_address) {
             return Err(v.bad(

@@ -352,11 +352,11 @@ fn lifetime_is_capped_and_bindings_expire() {
         .unwrap();
     assert_eq!(ba_of(&o).3, 50, "200 s = 50 units of 4 s");
     assert_eq!(ha.poll_timeout(), Some(t0 + Duration::from_secs(200)));
-    assert!(ha.handle_timeout(t0 + Duration::from_secs(199)).is_empty());
-    assert_eq!(
-        ha.handle_timeout(t0 + Duration::from_secs(200)),
-        vec![a6(MN)]
-    );
+    let mut ended = Vec::new();
+    ha.handle_timeout(t0 + Duration::from_secs(199), &mut ended);
+    assert!(ended.is_empty());
+    ha.handle_timeout(t0 + Duration::from_secs(200), &mut ended);
+    assert_eq!(ended, vec![a6(MN)]);
     assert!(ha.is_empty());
     // Lifetime 0 deregisters.
     ha.handle_bu(
@@ -512,7 +512,7 @@ fn dynamic_pool_allocation_reuse_exhaustion_and_release() {
     .unwrap();
     assert_eq!(s.2, Ipv4Addr::new(198, 51, 100, 5));
     // Expiry frees the addresses back to the pool.
-    ha.handle_timeout(t0 + Duration::from_secs(100));
+    ha.handle_timeout(t0 + Duration::from_secs(100), &mut Vec::new());
     assert!(ha.is_empty());
     let d = ack(&ha
         .handle_bu(

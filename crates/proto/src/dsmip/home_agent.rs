@@ -13,7 +13,7 @@ use crate::reasons;
 use crate::stats::Counters;
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -81,7 +81,9 @@ pub struct HomeAgent {
     out: VecDeque<Transmit>,
     events: VecDeque<HaEvent>,
     /// What the driver was told is bound: IPv4 home address per IPv6 home address.
-    installed: HashMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
+    installed: BTreeMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
+    /// Home addresses whose binding ended, reused across `handle_timeout` calls.
+    ended: Vec<Ipv6Addr>,
 }
 
 fn tif_drop(d: TifDrop) -> HaCounter {
@@ -147,7 +149,8 @@ impl HomeAgent {
             counters: Counters::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
-            installed: HashMap::new(),
+            installed: BTreeMap::new(),
+            ended: Vec::new(),
         }
     }
 
@@ -385,8 +388,11 @@ impl HomeAgent {
 
     /// Ends the bindings whose lifetime is over (queues their `Unbound` events).
     pub fn handle_timeout(&mut self, now: Instant) {
-        for h in self.bc.handle_timeout(now) {
+        let mut ended = std::mem::take(&mut self.ended);
+        self.bc.handle_timeout(now, &mut ended);
+        for h in ended.drain(..) {
             self.reconcile(h);
         }
+        self.ended = ended;
     }
 }
