@@ -79,12 +79,14 @@ pub struct HaConfig {
     pub accept_unprotected: bool,
 }
 
-impl HaConfig {
-    /// Defaults around a home prefix: no IPv4 home addresses, 1 h lifetimes, NAT
-    /// keep-alive 110 s, F accepted, TLV refused, unprotected BUs refused.
-    pub fn new(home_prefix: Ipv6Prefix) -> Self {
+impl Default for HaConfig {
+    /// No IPv4 home addresses, 1 h lifetimes, NAT keep-alive 110 s (NATKATIMEOUT, RFC 5555
+    /// section 4.3), F accepted, TLV refused, unprotected BUs refused. The required
+    /// `home_prefix` is left unspecified (`::/0`, every address): set it, see
+    /// [`HaConfig::new`].
+    fn default() -> Self {
         HaConfig {
-            home_prefix,
+            home_prefix: Ipv6Prefix::new(Ipv6Addr::UNSPECIFIED, 0).expect("::/0 is a prefix"),
             static_ipv4: BTreeMap::new(),
             ipv4_pool: Vec::new(),
             prefix_holders: BTreeSet::new(),
@@ -93,6 +95,16 @@ impl HaConfig {
             accept_force_udp: true,
             accept_tlv: false,
             accept_unprotected: false,
+        }
+    }
+}
+
+impl HaConfig {
+    /// The defaults ([`HaConfig::default`]) around a home prefix.
+    pub fn new(home_prefix: Ipv6Prefix) -> Self {
+        HaConfig {
+            home_prefix,
+            ..HaConfig::default()
         }
     }
 }

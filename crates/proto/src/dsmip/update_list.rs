@@ -4,6 +4,10 @@
 //! right options for each case, retransmission with exponential backoff, refresh before the
 //! lifetime ends and at the NAT keep-alive period, and BA processing (section 4.4, NAT
 //! detection switching the tunnel to UDP).
+//!
+//! This is the signalling logic only ([`BindingUpdateList`]); the node that joins it to the
+//! tunnel-interface module, builds the packets and takes bytes is
+//! [`crate::dsmip::mobile_node::MobileNode`].
 
 use crate::dsmip::seq;
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
@@ -50,13 +54,15 @@ pub struct MnConfig {
     pub nat_keepalive: Duration,
 }
 
-impl MnConfig {
-    /// The RFC defaults around the addresses.
-    pub fn new(hoa: Ipv6Addr, ha6: Ipv6Addr, ha4: Ipv4Addr) -> Self {
+impl Default for MnConfig {
+    /// The RFC defaults (lifetime 400 s, RFC 6275 section 12 timeouts, NATKATIMEOUT of RFC
+    /// 5555 section 4.3, IPv4 fallback after three BUs, section 4.4.1); the required
+    /// addresses `hoa`, `ha6` and `ha4` are left unspecified (see [`MnConfig::new`]).
+    fn default() -> Self {
         MnConfig {
-            hoa,
-            ha6,
-            ha4,
+            hoa: Ipv6Addr::UNSPECIFIED,
+            ha6: Ipv6Addr::UNSPECIFIED,
+            ha4: Ipv4Addr::UNSPECIFIED,
             ipv4_hoa: Ipv4HoaRequest::None,
             lifetime: 100,
             force_udp: false,
@@ -66,6 +72,18 @@ impl MnConfig {
             max_timeout: Duration::from_secs(32),
             v6_attempts: 3,
             nat_keepalive: Duration::from_secs(110),
+        }
+    }
+}
+
+impl MnConfig {
+    /// The RFC defaults around the addresses.
+    pub fn new(hoa: Ipv6Addr, ha6: Ipv6Addr, ha4: Ipv4Addr) -> Self {
+        MnConfig {
+            hoa,
+            ha6,
+            ha4,
+            ..MnConfig::default()
         }
     }
 }

@@ -38,17 +38,29 @@ pub struct ClientConfig {
     pub port_timeout: Duration,
 }
 
-impl ClientConfig {
-    /// The documented defaults around a /80.
-    pub fn new(prefix: Ipv6Prefix, ports: Vec<u16>) -> Self {
+impl Default for ClientConfig {
+    /// The documented defaults; the required fields are left unspecified: `prefix` is
+    /// `::/0` and `ports` empty (the caller sets both, see [`ClientConfig::new`]).
+    fn default() -> Self {
         ClientConfig {
-            prefix,
-            ports,
+            prefix: Ipv6Prefix::new(Ipv6Addr::UNSPECIFIED, 0).expect("::/0 is a prefix"),
+            ports: Vec::new(),
             mtu: 1472,
             keepalive_interval: Duration::from_secs(30),
             echo_timeout: Duration::from_secs(1),
             dead_probes: 3,
             port_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The documented defaults around a /80 and the gateway's ports.
+    pub fn new(prefix: Ipv6Prefix, ports: Vec<u16>) -> Self {
+        ClientConfig {
+            prefix,
+            ports,
+            ..ClientConfig::default()
         }
     }
 }
