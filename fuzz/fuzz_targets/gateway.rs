@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     .emit(&mut p)
     .unwrap();
     let peer: SocketAddrV4 = "198.51.100.7:40000".parse().unwrap();
-    gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
+    let _ = gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
     let before = gw.state(t0, mn);
     let split = data
         .first()
