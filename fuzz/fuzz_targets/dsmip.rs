@@ -3,10 +3,10 @@
 //! parses re-emits and re-parses equal.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use m6t_proto::dsmip::ha::HaConfig;
-use m6t_proto::dsmip::ha_node::HaNode;
-use m6t_proto::dsmip::mn::MnConfig;
-use m6t_proto::dsmip::mn_node::MnNode;
+use m6t_proto::dsmip::binding_cache::HaConfig;
+use m6t_proto::dsmip::home_agent::HomeAgent;
+use m6t_proto::dsmip::mobile_node::MobileNode;
+use m6t_proto::dsmip::update_list::MnConfig;
 use m6t_wire::mip6;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
@@ -17,18 +17,18 @@ fuzz_target!(|data: &[u8]| {
     let ha4 = Ipv4Addr::new(198, 51, 100, 2);
     let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
     c.accept_unprotected = true;
-    let mut h = HaNode::new(c, ha6);
+    let mut h = HomeAgent::new(c, ha6);
     let from = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 4000);
     let _ = h.handle_udp(now, from, data);
     let _ = h.handle_ip_in_ip(now, IpAddr::V4(*from.ip()), data);
-    h.handle_captured(now, data);
-    let _ = h.route_from_home(data);
+    let _ = h.handle_captured(now, data);
+    let _ = h.handle_from_tun(now, data);
     while h.poll_transmit().is_some() {}
-    let mut m = MnNode::new(MnConfig::new("2001:db8:1::a".parse().unwrap(), ha6, ha4), 1);
+    let mut m = MobileNode::new(MnConfig::new("2001:db8:1::a".parse().unwrap(), ha6, ha4), 1);
     m.handle_coas(now, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let _ = m.handle_udp(now, SocketAddrV4::new(ha4, 4191), data);
-    m.handle_captured(now, data);
-    let _ = m.route_to_home(data);
+    let _ = m.handle_captured(now, data);
+    let _ = m.handle_from_tun(now, data);
     if let Ok(s) = mip6::parse(data) {
         let mut out = [0u8; 4096];
         if let Ok(n) = mip6::emit(s.src, s.dst, s.home, &s.mh, &mut out) {

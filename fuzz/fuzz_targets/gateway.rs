@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         mn_prefixes: vec!["fd00:1::/32".parse().unwrap()],
         icmp_source: "2001:db8:1::2".parse().unwrap(),
         ..GatewayConfig::default()
-    });
+    }, [0x5a; 32]);
     let t0 = Instant::now();
     let mut scratch = vec![0u8; 1280];
     let mut p = vec![0u8; 60];
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     .emit(&mut p)
     .unwrap();
     let peer: SocketAddrV4 = "198.51.100.7:40000".parse().unwrap();
-    gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
+    let _ = gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
     let before = gw.state(t0, mn);
     let split = data
         .first()

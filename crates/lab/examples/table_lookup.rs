@@ -43,21 +43,24 @@ fn peer(i: u32) -> SocketAddrV4 {
 }
 
 fn run(n: u32, t0: Instant, batch: bool) -> f64 {
-    let mut gw = Gateway::new(GatewayConfig {
-        ha_addresses: vec![HA],
-        mn_prefixes: vec!["fd00:6d36:7400::/48".parse().unwrap()],
-        icmp_source: "2001:db8:1::2".parse().unwrap(),
-        max_states: 2_000_000,
-        max_states_per_ipv4: 2_000_000,
-        new_state_burst: u32::MAX / 1000,
-        new_state_rate: u32::MAX / 1000,
-        ..GatewayConfig::default()
-    });
+    let mut gw = Gateway::new(
+        GatewayConfig {
+            ha_addresses: vec![HA],
+            mn_prefixes: vec!["fd00:6d36:7400::/48".parse().unwrap()],
+            icmp_source: "2001:db8:1::2".parse().unwrap(),
+            max_states: 2_000_000,
+            max_states_per_ipv4: 2_000_000,
+            new_state_burst: u32::MAX / 1000,
+            new_state_rate: u32::MAX / 1000,
+            ..GatewayConfig::default()
+        },
+        [0x5a; 32],
+    );
     let mut scratch = vec![0u8; 1280];
     let mut p = pkt(addr(0), HA, 100);
     for i in 0..n {
         p[8..24].copy_from_slice(&addr(i).octets());
-        gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch);
+        let _ = gw.handle_from_mn(t0, 3544, peer(i), &p, &mut scratch);
     }
     let rounds = 4_000_000u64;
     // Batches of 32 packets, as recvmmsg hands them over.
@@ -85,7 +88,7 @@ fn run(n: u32, t0: Instant, batch: bool) -> f64 {
             }
         }
         for (q, pe) in &pkts {
-            std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));
+            let _ = std::hint::black_box(gw.handle_from_mn(t0, 3544, *pe, q, &mut scratch));
         }
     }
     t.elapsed().as_nanos() as f64 / rounds as f64

@@ -52,20 +52,22 @@ fn d_client_iface() -> String {
 fn d_gw_iface() -> String {
     "m6tgw0".into()
 }
-fn d_mtu() -> u16 {
-    1472
+// The machine values default to the machines' own `Default`s (one place for each value);
+// the driver-only ones (interface names, metrics, paths) are here.
+fn d_client_mtu() -> u16 {
+    ClientConfig::default().mtu
 }
 fn d_keepalive() -> f64 {
-    30.0
+    ClientConfig::default().keepalive_interval.as_secs_f64()
 }
 fn d_echo_timeout() -> f64 {
-    1.0
+    ClientConfig::default().echo_timeout.as_secs_f64()
 }
 fn d_dead_probes() -> u32 {
-    3
+    ClientConfig::default().dead_probes
 }
 fn d_port_timeout() -> f64 {
-    3.0
+    ClientConfig::default().port_timeout.as_secs_f64()
 }
 fn d_client_metric() -> u32 {
     4096
@@ -79,23 +81,26 @@ fn d_claims() -> PathBuf {
 fn d_listen() -> Ipv4Addr {
     Ipv4Addr::UNSPECIFIED
 }
+fn d_gw_mtu() -> u16 {
+    GatewayConfig::default().mtu
+}
 fn d_temp() -> f64 {
-    2.0
+    GatewayConfig::default().temporary_lifetime.as_secs_f64()
 }
 fn d_active() -> f64 {
-    150.0
+    GatewayConfig::default().active_lifetime.as_secs_f64()
 }
 fn d_rate() -> u32 {
-    10
+    GatewayConfig::default().new_state_rate
 }
 fn d_burst() -> u32 {
-    20
+    GatewayConfig::default().new_state_burst
 }
 fn d_per_ip() -> u32 {
-    64
+    GatewayConfig::default().max_states_per_ipv4
 }
 fn d_max_states() -> usize {
-    1_000_000
+    GatewayConfig::default().max_states
 }
 fn d_gw_socket() -> PathBuf {
     "/run/m6t/gateway.sock".into()
@@ -122,7 +127,7 @@ pub struct ClientFile {
     #[serde(default = "d_client_iface")]
     pub interface: String,
     /// Tunnel MTU (section 2.6).
-    #[serde(default = "d_mtu")]
+    #[serde(default = "d_client_mtu")]
     pub mtu: u16,
     /// Keep-alive interval in seconds (section 2.3).
     #[serde(default = "d_keepalive")]
@@ -165,7 +170,7 @@ pub struct GatewayFile {
     #[serde(default = "d_gw_iface")]
     pub interface: String,
     /// Tunnel MTU (section 2.6).
-    #[serde(default = "d_mtu")]
+    #[serde(default = "d_gw_mtu")]
     pub mtu: u16,
     /// The gateway's own IPv6 address (source of its ICMPv6 errors).
     pub address: Ipv6Addr,

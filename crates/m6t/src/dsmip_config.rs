@@ -3,11 +3,11 @@
 //! values the README lists.
 
 use crate::config::{parse, read, ConfigError, V};
-use m6t_proto::dsmip::ha::HaConfig;
-use m6t_proto::dsmip::mn::{Ipv4HoaRequest, MnConfig};
+use m6t_proto::dsmip::binding_cache::HaConfig;
+use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,14 +21,28 @@ fn d_mn_iface() -> String {
 fn d_mtu() -> u16 {
     1400
 }
+// The machine values default to the machines' own `Default`s (one place for each value);
+// the driver-only ones (interface names, TUN MTU, metrics, tables, paths) are here.
 fn d_max_lifetime() -> f64 {
-    3600.0
+    HaConfig::default().max_lifetime.as_secs_f64()
 }
 fn d_nat_keepalive() -> u32 {
-    110
+    HaConfig::default().nat_keepalive
 }
-fn d_true() -> bool {
-    true
+fn d_accept_force_udp() -> bool {
+    HaConfig::default().accept_force_udp
+}
+fn d_accept_tlv() -> bool {
+    HaConfig::default().accept_tlv
+}
+fn d_accept_unprotected() -> bool {
+    HaConfig::default().accept_unprotected
+}
+fn d_force_udp() -> bool {
+    MnConfig::default().force_udp
+}
+fn d_request_tlv() -> bool {
+    MnConfig::default().request_tlv
 }
 fn d_metric() -> u32 {
     1024
@@ -43,10 +57,14 @@ fn d_mn_socket() -> PathBuf {
     "/run/m6t/mn.sock".into()
 }
 fn d_lifetime() -> f64 {
-    400.0
+    (u64::from(MnConfig::default().lifetime) * 4) as f64
 }
 fn d_v4hoa() -> String {
-    "none".into()
+    match MnConfig::default().ipv4_hoa {
+        Ipv4HoaRequest::None => "none".into(),
+        Ipv4HoaRequest::Dynamic => "dynamic".into(),
+        Ipv4HoaRequest::Static(a) => a.to_string(),
+    }
 }
 fn d_table() -> u32 {
     206
@@ -93,13 +111,13 @@ pub struct HaFile {
     #[serde(default = "d_nat_keepalive")]
     pub nat_keepalive: u32,
     /// Accept the F flag (force UDP); refused with status 144 otherwise.
-    #[serde(default = "d_true")]
+    #[serde(default = "d_accept_force_udp")]
     pub accept_force_udp: bool,
     /// Accept the TLV-header format (T flag).
-    #[serde(default)]
+    #[serde(default = "d_accept_tlv")]
     pub accept_tlv: bool,
     /// Accept BUs not protected by ESP (RFC 5555 section 5 requires ESP; only for tests).
-    #[serde(default)]
+    #[serde(default = "d_accept_unprotected")]
     pub accept_unprotected: bool,
     /// Dynamic IPv4 home addresses: addresses or prefixes ("198.51.100.16/28").
     #[serde(default)]
@@ -200,8 +218,8 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     machine.accept_force_udp = f.accept_force_udp;
     machine.accept_tlv = f.accept_tlv;
     machine.accept_unprotected = f.accept_unprotected;
-    let mut statics = HashMap::new();
-    let mut holders = HashSet::new();
+    let mut statics = BTreeMap::new();
+    let mut holders = BTreeSet::new();
     for m in &f.mobile_node {
         if !f.home_prefix.contains(m.home_address) {
             return Err(v.bad(
@@ -307,10 +325,10 @@ pub struct MnFile {
     #[serde(default = "d_lifetime")]
     pub lifetime: f64,
     /// Ask the home agent to force UDP encapsulation (F flag).
-    #[serde(default)]
+    #[serde(default = "d_force_udp")]
     pub force_udp: bool,
     /// Ask for the TLV-header format (T flag).
-    #[serde(default)]
+    #[serde(default = "d_request_tlv")]
     pub request_tlv: bool,
     /// Routing table holding the default routes into the tunnel for traffic from the home
     /// addresses (selected by "from <home address>" rules).

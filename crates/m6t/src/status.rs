@@ -1,6 +1,6 @@
 //! What `m6t status` asks a running daemon and how it prints the answer (table or JSON).
 
-use m6t_proto::dsmip::ha::SavedBinding;
+use m6t_proto::dsmip::binding_cache::SavedBinding;
 use m6t_proto::m6t::client::ClientInfo;
 use m6t_proto::m6t::gateway::{StateInfo, StateKind};
 use m6t_proto::stats::Counter;
@@ -189,10 +189,14 @@ pub fn render(r: &Report) -> String {
             for b in bindings {
                 let v4 = b.ipv4.map(|(a, l)| format!("{a}/{l}")).unwrap_or_default();
                 let t = match b.tunnel {
-                    m6t_proto::dsmip::ha::Tunnel::Ipv6 { coa } => format!("ipv6 {coa}"),
-                    m6t_proto::dsmip::ha::Tunnel::Ipv4 { coa } => format!("ip-in-ip {coa}"),
-                    m6t_proto::dsmip::ha::Tunnel::Udp { peer } => format!("udp {peer}"),
-                    m6t_proto::dsmip::ha::Tunnel::Tlv { peer } => format!("udp-tlv {peer}"),
+                    m6t_proto::dsmip::binding_cache::Tunnel::Ipv6 { coa } => format!("ipv6 {coa}"),
+                    m6t_proto::dsmip::binding_cache::Tunnel::Ipv4 { coa } => {
+                        format!("ip-in-ip {coa}")
+                    }
+                    m6t_proto::dsmip::binding_cache::Tunnel::Udp { peer } => format!("udp {peer}"),
+                    m6t_proto::dsmip::binding_cache::Tunnel::Tlv { peer } => {
+                        format!("udp-tlv {peer}")
+                    }
                 };
                 let _ = writeln!(
                     o,

@@ -29,16 +29,19 @@ fn mn_addr(i: u32) -> Ipv6Addr {
 }
 
 fn gateway_with(n: u32, t0: Instant) -> Gateway {
-    let mut gw = Gateway::new(GatewayConfig {
-        ha_addresses: vec![HA],
-        mn_prefixes: vec!["fd00:6d36:7400::/48".parse().unwrap()],
-        icmp_source: "2001:db8:1::2".parse().unwrap(),
-        max_states: 2_000_000,
-        max_states_per_ipv4: 2_000_000,
-        new_state_burst: u32::MAX / 1000,
-        new_state_rate: u32::MAX / 1000,
-        ..GatewayConfig::default()
-    });
+    let mut gw = Gateway::new(
+        GatewayConfig {
+            ha_addresses: vec![HA],
+            mn_prefixes: vec!["fd00:6d36:7400::/48".parse().unwrap()],
+            icmp_source: "2001:db8:1::2".parse().unwrap(),
+            max_states: 2_000_000,
+            max_states_per_ipv4: 2_000_000,
+            new_state_burst: u32::MAX / 1000,
+            new_state_rate: u32::MAX / 1000,
+            ..GatewayConfig::default()
+        },
+        [0x5a; 32],
+    );
     let mut scratch = vec![0u8; 1280];
     for i in 0..n {
         let p = pkt(mn_addr(i), HA, 60);
@@ -46,8 +49,8 @@ fn gateway_with(n: u32, t0: Instant) -> Gateway {
             Ipv4Addr::new(198, 51, 100, (i % 250) as u8),
             1024 + (i % 60000) as u16,
         );
-        gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
-        gw.handle_from_home(t0, &pkt(HA, mn_addr(i), 60), &mut scratch);
+        let _ = gw.handle_from_mn(t0, 3544, peer, &p, &mut scratch);
+        let _ = gw.handle_from_home(t0, &pkt(HA, mn_addr(i), 60), &mut scratch);
     }
     gw
 }

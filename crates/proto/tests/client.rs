@@ -132,8 +132,8 @@ fn keepalive_after_interval_without_sending() {
     assert_eq!(c.poll_timeout(), Some(ms(t0, 60_000)));
     // Sending data postpones the keep-alive.
     let mut s = [0u8; 1280];
-    c.handle_from_tun(ms(t0, 50_000), &pkt_a(addr, ha(), 60), &mut s);
-    c.handle_from_gateway(ms(t0, 50_005), &pkt_a(ha(), addr, 60));
+    let _ = c.handle_from_tun(ms(t0, 50_000), &pkt_a(addr, ha(), 60), &mut s);
+    let _ = c.handle_from_gateway(ms(t0, 50_005), &pkt_a(ha(), addr, 60));
     c.handle_timeout(ms(t0, 60_000));
     assert!(c.poll_keepalive().is_none());
     assert_eq!(c.poll_timeout(), Some(ms(t0, 80_000)));
@@ -175,7 +175,7 @@ fn unanswered_data_on_a_confirmed_path_is_noticed_in_seconds() {
     let addr = up_confirmed(&mut c, t0);
     let mut s = [0u8; 1280];
     let start = 5_000;
-    c.handle_from_tun(ms(t0, start), &pkt_a(addr, ha(), 60), &mut s);
+    let _ = c.handle_from_tun(ms(t0, start), &pkt_a(addr, ha(), 60), &mut s);
     let mut changed_at = None;
     for step in 0..200 {
         let now = ms(t0, start + step * 100);
@@ -186,7 +186,7 @@ fn unanswered_data_on_a_confirmed_path_is_noticed_in_seconds() {
             break;
         }
         if step % 5 == 0 {
-            c.handle_from_tun(now, &pkt_a(addr, ha(), 60), &mut s);
+            let _ = c.handle_from_tun(now, &pkt_a(addr, ha(), 60), &mut s);
         }
     }
     // echo_timeout before the first probe, then 3 probes an echo_timeout apart.
@@ -213,7 +213,7 @@ fn falls_back_to_the_next_port_when_the_gateway_does_not_answer() {
     let (addr, port) = c.poll_change().unwrap().new.unwrap();
     assert_eq!(port, 3544);
     let mut s = [0u8; 1280];
-    c.handle_from_tun(ms(t0, 100), &pkt_a(addr, ha(), 60), &mut s);
+    let _ = c.handle_from_tun(ms(t0, 100), &pkt_a(addr, ha(), 60), &mut s);
     assert_eq!(c.poll_timeout(), Some(ms(t0, 3_100)));
     c.handle_timeout(ms(t0, 3_100));
     let ch = c.poll_change().unwrap();

@@ -4,11 +4,12 @@
 //! tunnel format, through a simulated NAT that rewrites the outer IPv4 source and port;
 //! ingress checks, NAT rebinding, HA restart from a saved binding cache.
 
-use m6t_proto::dsmip::ha::{HaConfig, Tunnel};
-use m6t_proto::dsmip::ha_node::{HaCounter, HaEvent, HaNode, Transmit, Verdict as HaVerdict};
-use m6t_proto::dsmip::mn::{Coa, Ipv4HoaRequest, MnConfig, TunnelMode};
-use m6t_proto::dsmip::mn_node::{MnCounter, MnEvent, MnNode, MnTransmit, Verdict as MnVerdict};
+use m6t_proto::dsmip::binding_cache::{HaConfig, Tunnel};
+use m6t_proto::dsmip::home_agent::{HaCounter, HaEvent, HomeAgent};
+use m6t_proto::dsmip::mobile_node::{MnCounter, MnEvent, MobileNode};
 use m6t_proto::dsmip::tif::{self, Encap};
+use m6t_proto::dsmip::update_list::{Coa, Ipv4HoaRequest, MnConfig, TunnelMode};
+use m6t_proto::dsmip::{Outbound, Transmit, Verdict as HaVerdict, Verdict as MnVerdict};
 use m6t_wire::Ipv6Repr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -29,34 +30,34 @@ fn ha_cfg() -> HaConfig {
     c
 }
 
-fn mn() -> MnNode {
+fn mn() -> MobileNode {
     let mut c = MnConfig::new(a6(HOA), a6(HA6), HA4);
     c.ipv4_hoa = Ipv4HoaRequest::Dynamic;
-    MnNode::new(c, 100)
+    MobileNode::new(c, 100)
 }
 
 /// Carries every queued BU to the HA (through the NAT when `nat`) and every BA back.
-fn exchange(m: &mut MnNode, h: &mut HaNode, now: Instant, nat: bool) {
+fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) {
     while let Some(t) = m.poll_transmit() {
         match t {
-            MnTransmit::Udp { from, to, data } => {
+            Transmit::Udp { from, to, data } => {
                 assert_eq!(to, SocketAddrV4::new(HA4, 4191));
                 let src = if nat {
                     NAT_PUB.parse().unwrap()
                 } else {
-                    SocketAddrV4::new(from, 50000)
+                    SocketAddrV4::new(from.unwrap(), 50000)
                 };
                 assert_eq!(h.handle_udp(now, src, &data), HaVerdict::Handled);
             }
-            MnTransmit::Ipv6 { to, data, .. } => {
+            Transmit::Ipv6 { to, data, .. } => {
                 assert_eq!(to, a6(HA6));
-                h.handle_captured(now, &data);
+                let _ = h.handle_captured(now, &data);
             }
         }
     }
     while let Some(t) = h.poll_transmit() {
         match t {
-            Transmit::Udp { to, data } => {
+            Transmit::Udp { to, data, .. } => {
                 if nat {
                     assert_eq!(to, NAT_PUB.parse().unwrap());
                 }
@@ -65,7 +66,9 @@ fn exchange(m: &mut MnNode, h: &mut HaNode, now: Instant, nat: bool) {
                     MnVerdict::Handled
                 );
             }
-            Transmit::Ipv6 { data, .. } => m.handle_captured(now, &data),
+            Transmit::Ipv6 { data, .. } => {
+                let _ = m.handle_captured(now, &data);
+            }
         }
     }
 }
@@ -94,7 +97,7 @@ fn packet4(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     p
 }
 
-fn registered(m: &mut MnNode) -> Option<(TunnelMode, Option<Ipv4Addr>)> {
+fn registered(m: &mut MobileNode) -> Option<(TunnelMode, Option<Ipv4Addr>)> {
     let mut last = None;
     while let Some(e) = m.poll_event() {
         if let MnEvent::Registered { registration, .. } = e {
@@ -107,7 +110,7 @@ fn registered(m: &mut MnNode) -> Option<(TunnelMode, Option<Ipv4Addr>)> {
 #[test]
 fn behind_a_nat_udp_both_ways_with_ingress_checks() {
     let t0 = Instant::now();
-    let mut h = HaNode::new(ha_cfg(), a6(HA6));
+    let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
     let mut m = mn();
     m.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     exchange(&mut m, &mut h, t0, true);
@@ -126,7 +129,9 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
 
     // MN -> CN over IPv6 and IPv4, through UDP, accepted only from the bound peer.
     let up6 = packet6(HOA, "2001:db8:2::10");
-    let enc = m.route_to_home(&up6).unwrap();
+    let Outbound::Send(enc) = m.handle_from_tun(t0, &up6) else {
+        panic!("not sent");
+    };
     assert_eq!(
         enc,
         Encap::Udp {
@@ -145,24 +150,24 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
     );
     // A source that is not a home address is refused at the MN already.
     assert_eq!(
-        m.route_to_home(&packet6("2001:db8:9::1", "2001:db8:2::10")),
-        Err(MnCounter::DropWrongSource)
+        m.handle_from_tun(t0, &packet6("2001:db8:9::1", "2001:db8:2::10")),
+        Outbound::Drop(MnCounter::DropWrongSource)
     );
 
     // CN -> MN: the HA tunnels to the NAT's address and port; the MN takes it only from
     // the HA and only for its home addresses.
     let down = packet6("2001:db8:2::10", HOA);
     assert_eq!(
-        h.route_from_home(&down),
-        Ok(Encap::Udp {
+        h.handle_from_tun(t0, &down),
+        Outbound::Send(Encap::Udp {
             to: nat,
             tlv: false
         })
     );
     let down4 = packet4(Ipv4Addr::new(198, 51, 100, 130), v4hoa);
     assert_eq!(
-        h.route_from_home(&down4),
-        Ok(Encap::Udp {
+        h.handle_from_tun(t0, &down4),
+        Outbound::Send(Encap::Udp {
             to: nat,
             tlv: false
         })
@@ -175,8 +180,8 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
         MnVerdict::Drop(MnCounter::DropNotFromHa)
     );
     assert_eq!(
-        h.route_from_home(&packet6("2001:db8:2::10", "2001:db8:1::b")),
-        Err(HaCounter::DropNoBinding)
+        h.handle_from_tun(t0, &packet6("2001:db8:2::10", "2001:db8:1::b")),
+        Outbound::Drop(HaCounter::DropNoBinding)
     );
     assert_eq!(h.counters().get(HaCounter::DropNotBound), 1);
 }
@@ -184,7 +189,7 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
 #[test]
 fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
     let t0 = Instant::now();
-    let mut h = HaNode::new(ha_cfg(), a6(HA6));
+    let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
     let mut m = mn();
     let coa4 = Ipv4Addr::new(192, 0, 2, 10);
     m.handle_coas(t0, None, Some(coa4));
@@ -192,8 +197,8 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
     assert_eq!(registered(&mut m).map(|r| r.0), Some(TunnelMode::Ipv4));
     let up = packet6(HOA, "2001:db8:2::10");
     assert_eq!(
-        m.route_to_home(&up),
-        Ok(Encap::Ipv4 {
+        m.handle_from_tun(t0, &up),
+        Outbound::Send(Encap::Ipv4 {
             to: HA4,
             proto: tif::PROTO_IPV6
         })
@@ -203,8 +208,8 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
         HaVerdict::ToTun(&up)
     );
     assert_eq!(
-        h.route_from_home(&packet6("2001:db8:2::10", HOA)),
-        Ok(Encap::Ipv4 {
+        h.handle_from_tun(t0, &packet6("2001:db8:2::10", HOA)),
+        Outbound::Send(Encap::Ipv4 {
             to: coa4,
             proto: tif::PROTO_IPV6
         })
@@ -217,12 +222,12 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
     exchange(&mut m, &mut h, t1, false);
     assert_eq!(registered(&mut m).map(|r| r.0), Some(TunnelMode::Ipv6));
     assert_eq!(
-        h.home_agent().binding(a6(HOA)).unwrap().tunnel,
+        h.binding_cache().binding(a6(HOA)).unwrap().tunnel,
         Tunnel::Ipv6 { coa: coa6 }
     );
     assert_eq!(
-        m.route_to_home(&up),
-        Ok(Encap::Ipv6 {
+        m.handle_from_tun(t1, &up),
+        Outbound::Send(Encap::Ipv6 {
             to: a6(HA6),
             proto: tif::PROTO_IPV6
         })
@@ -241,14 +246,14 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
 #[test]
 fn nat_rebinding_is_followed_at_the_next_refresh_and_restart_keeps_bindings() {
     let t0 = Instant::now();
-    let mut h = HaNode::new(ha_cfg(), a6(HA6));
+    let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
     let mut m = mn();
     m.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     exchange(&mut m, &mut h, t0, true);
     assert!(registered(&mut m).is_some());
     // The HA restarts from its saved cache: routes come back as events, data flows.
     let snap = h.snapshot(t0);
-    let mut h = HaNode::restore(ha_cfg(), a6(HA6), &snap, t0 + Duration::from_secs(1));
+    let mut h = HomeAgent::restore(ha_cfg(), a6(HA6), &snap, t0 + Duration::from_secs(1));
     assert!(matches!(h.poll_event(), Some(HaEvent::Bound { .. })));
     let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
     let up = packet6(HOA, "2001:db8:2::10");
@@ -263,7 +268,7 @@ fn nat_rebinding_is_followed_at_the_next_refresh_and_restart_keeps_bindings() {
     let due = m.poll_timeout().unwrap();
     assert!(due <= t0 + Duration::from_secs(110));
     m.handle_timeout(due);
-    let Some(MnTransmit::Udp { data, .. }) = m.poll_transmit() else {
+    let Some(Transmit::Udp { data, .. }) = m.poll_transmit() else {
         panic!("no refresh BU");
     };
     assert_eq!(h.handle_udp(due, new_nat, &data), HaVerdict::Handled);
@@ -279,12 +284,12 @@ fn nat_rebinding_is_followed_at_the_next_refresh_and_restart_keeps_bindings() {
 #[test]
 fn lifetime_end_unbinds_and_hostile_input_is_counted() {
     let t0 = Instant::now();
-    let mut h = HaNode::new(ha_cfg(), a6(HA6));
+    let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
     let from: SocketAddrV4 = "203.0.113.66:1".parse().unwrap();
     for p in [&[][..], &[0x60, 0, 0][..], &[0x10; 60][..]] {
         assert!(matches!(h.handle_udp(t0, from, p), HaVerdict::Drop(_)));
     }
-    h.handle_captured(t0, &[0x60; 100]);
+    let _ = h.handle_captured(t0, &[0x60; 100]);
     assert!(h.counters().get(HaCounter::DropBadEncapsulation) >= 1);
     assert!(h.counters().get(HaCounter::DropBadSignal) >= 1);
     let mut m = mn();
@@ -297,5 +302,5 @@ fn lifetime_end_unbinds_and_hostile_input_is_counted() {
         h.poll_event(),
         Some(HaEvent::Unbound { ipv4: Some(_), .. })
     ));
-    assert!(h.home_agent().is_empty());
+    assert!(h.binding_cache().is_empty());
 }

@@ -38,7 +38,7 @@ struct T {
 impl T {
     fn new(c: GatewayConfig) -> Self {
         T {
-            gw: Gateway::new(c),
+            gw: Gateway::new(c, [3; 32]),
             t0: Instant::now(),
             scratch: vec![0; 1280],
         }
@@ -88,9 +88,9 @@ fn first_packet_creates_temporary_home_reply_activates() {
 fn temporary_state_expires_after_its_lifetime_even_with_mn_traffic() {
     let mut t = T::new(cfg());
     let p = pkt(MN, HA, 100);
-    t.mn(0, "198.51.100.7:40000", &p);
+    let _ = t.mn(0, "198.51.100.7:40000", &p);
     // MN traffic does not extend a temporary state.
-    t.mn(1500, "198.51.100.7:40000", &p);
+    let _ = t.mn(1500, "198.51.100.7:40000", &p);
     assert_eq!(t.tick(1999), 0);
     assert!(t.kind(1999, MN).is_some());
     assert_eq!(t.gw.poll_timeout(), Some(t.at(2000)));
@@ -108,12 +108,12 @@ fn active_state_lifetime_is_refreshed_by_traffic_either_way() {
     c.active_lifetime = Duration::from_secs(10);
     let mut t = T::new(c);
     let p = pkt(MN, HA, 100);
-    t.mn(0, "198.51.100.7:40000", &p);
-    t.home(10, &swap(&p));
-    t.mn(8_000, "198.51.100.7:40000", &p); // refresh from the MN side
+    let _ = t.mn(0, "198.51.100.7:40000", &p);
+    let _ = t.home(10, &swap(&p));
+    let _ = t.mn(8_000, "198.51.100.7:40000", &p); // refresh from the MN side
     t.tick(12_000);
     assert_eq!(t.kind(12_000, MN), Some(StateKind::Active));
-    t.home(17_000, &swap(&p)); // refresh from the home side
+    let _ = t.home(17_000, &swap(&p)); // refresh from the home side
     t.tick(26_999);
     assert!(t.kind(26_999, MN).is_some());
     t.tick(27_000);
@@ -126,8 +126,8 @@ fn active_state_lifetime_is_refreshed_by_traffic_either_way() {
 fn address_fields_are_never_updated() {
     let mut t = T::new(cfg());
     let p = pkt(MN, HA, 100);
-    t.mn(0, "198.51.100.7:40000", &p);
-    t.home(1, &swap(&p));
+    let _ = t.mn(0, "198.51.100.7:40000", &p);
+    let _ = t.home(1, &swap(&p));
     let before = t.gw.state(t.at(1), a(MN)).unwrap();
     // Same IPv6 source from another port, then from another address.
     assert_eq!(
@@ -291,12 +291,12 @@ fn keepalive_rules() {
     );
     assert!(t.gw.is_empty(), "a keep-alive must not create a state");
     let p = pkt(MN, HA, 100);
-    t.mn(0, from, &p);
+    let _ = t.mn(0, from, &p);
     assert_eq!(
         t.mn(1, from, &ka),
         FromMn::Drop(GatewayCounter::KeepaliveNotActive)
     );
-    t.home(2, &swap(&p));
+    let _ = t.home(2, &swap(&p));
     assert_eq!(
         t.mn(3, "198.51.100.7:40001", &ka),
         FromMn::Drop(GatewayCounter::KeepaliveMismatch)
@@ -324,8 +324,8 @@ fn keepalives_keep_an_active_state_alive_for_hours() {
     let mut t = T::new(c);
     let p = pkt(MN, HA, 100);
     let from = "198.51.100.7:40000";
-    t.mn(0, from, &p);
-    t.home(1, &swap(&p));
+    let _ = t.mn(0, from, &p);
+    let _ = t.home(1, &swap(&p));
     let ka = keepalive::emit(a(MN), keepalive::KEEPALIVE_PEER);
     for k in 1..=240u64 {
         t.tick(k * 30_000 - 1);
@@ -423,8 +423,8 @@ proptest! {
     fn garbage_changes_nothing(data in proptest::collection::vec(any::<u8>(), 0..120)) {
         let mut t = T::new(cfg());
         let p = pkt(MN, HA, 100);
-        t.mn(0, "198.51.100.7:40000", &p);
-        t.home(1, &swap(&p));
+        let _ = t.mn(0, "198.51.100.7:40000", &p);
+        let _ = t.home(1, &swap(&p));
         let before = t.gw.states(t.at(1));
         let r = t.mn(2, "203.0.113.5:999", &data);
         prop_assert!(matches!(r, FromMn::Drop(_)) || matches!(r, FromMn::ToHome));
@@ -444,7 +444,7 @@ fn a_status_listing_can_be_capped_and_stays_sorted() {
     let mut t = T::new(cfg());
     for i in 0..10u16 {
         let src = format!("fd00:1:2:3:4::{:x}", 100 - i);
-        t.mn(0, "198.51.100.7:40000", &pkt(&src, HA, 100));
+        let _ = t.mn(0, "198.51.100.7:40000", &pkt(&src, HA, 100));
     }
     assert_eq!(t.gw.states(t.at(1)).len(), 10);
     let some = t.gw.states_up_to(t.at(1), 4);
@@ -462,7 +462,7 @@ fn prefetch_addresses_name_the_state_of_a_payload_and_nothing_for_garbage() {
     let (pos, b) = t.gw.prefetch_bucket(&p).unwrap();
     assert!(!b.is_null());
     assert!(t.gw.prefetch_slot(pos).is_null());
-    t.mn(0, "198.51.100.7:40000", &p);
+    let _ = t.mn(0, "198.51.100.7:40000", &p);
     let (pos, _) = t.gw.prefetch_bucket(&p).unwrap();
     assert!(!t.gw.prefetch_slot(pos).is_null());
     // Out-of-range positions are harmless.

@@ -3,7 +3,7 @@
 //! its exhaustion, prefixes), NAT / no NAT, F and T negotiation (RFC 6275 section 10.3,
 //! RFC 5555 sections 3, 4.2 and 4.5).
 
-use m6t_proto::dsmip::ha::*;
+use m6t_proto::dsmip::binding_cache::*;
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ fn natdet(o: &BaOut) -> Option<(bool, u32)> {
 
 #[test]
 fn ipv4_coa_without_nat_uses_ip_in_ip_and_ba_goes_in_udp_with_nat_detection() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let o = ha
         .handle_bu(
@@ -126,7 +126,7 @@ fn ipv4_coa_without_nat_uses_ip_in_ip_and_ba_goes_in_udp_with_nat_detection() {
 
 #[test]
 fn nat_detected_when_outer_source_differs_from_the_coa_option() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let o = ha
         .handle_bu(
             Instant::now(),
@@ -156,7 +156,7 @@ fn nat_detected_when_outer_source_differs_from_the_coa_option() {
 
 #[test]
 fn force_udp_and_tlv_negotiation() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let o = ha
         .handle_bu(
@@ -177,7 +177,7 @@ fn force_udp_and_tlv_negotiation() {
 
     let mut c = cfg();
     c.accept_force_udp = false;
-    let mut ha = HomeAgent::new(c);
+    let mut ha = BindingCache::new(c);
     let o = ha
         .handle_bu(
             t0,
@@ -191,7 +191,7 @@ fn force_udp_and_tlv_negotiation() {
     assert!(ha.is_empty());
 
     // T asked but not accepted: vanilla UDP; accepted: TLV, and the BA says T.
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     ha.handle_bu(
         t0,
         a6(MN),
@@ -203,7 +203,7 @@ fn force_udp_and_tlv_negotiation() {
     assert!(matches!(ha.tunnel_for_v6(a6(MN)), Some(Tunnel::Udp { .. })));
     let mut c = cfg();
     c.accept_tlv = true;
-    let mut ha = HomeAgent::new(c);
+    let mut ha = BindingCache::new(c);
     let o = ha
         .handle_bu(
             t0,
@@ -219,7 +219,7 @@ fn force_udp_and_tlv_negotiation() {
 
 #[test]
 fn ipv6_coa_and_alternate_coa() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let coa = a6("2001:db8:9::5");
     let o = ha
@@ -261,14 +261,14 @@ fn ipv6_coa_and_alternate_coa() {
 fn status_codes_for_rejected_bus_even_without_a() {
     let mut c = cfg();
     c.accept_unprotected = false;
-    let mut ha = HomeAgent::new(c);
+    let mut ha = BindingCache::new(c);
     let t0 = Instant::now();
     let b = bu(1, bu_flags::H, 100, vec![coa4([192, 0, 2, 10])]);
     let o = ha
         .handle_bu(t0, a6(MN), udp([192, 0, 2, 10], 4191), false, &b)
         .unwrap();
     assert_eq!(ba_of(&o).0, status::PROHIBITED, "unprotected BU refused");
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let o = ha
         .handle_bu(
             t0,
@@ -304,7 +304,7 @@ fn status_codes_for_rejected_bus_even_without_a() {
 
 #[test]
 fn sequence_window() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let mut send = |seq: u16| {
         let o = ha
@@ -339,7 +339,7 @@ fn sequence_window() {
 fn lifetime_is_capped_and_bindings_expire() {
     let mut c = cfg();
     c.max_lifetime = Duration::from_secs(200);
-    let mut ha = HomeAgent::new(c);
+    let mut ha = BindingCache::new(c);
     let t0 = Instant::now();
     let o = ha
         .handle_bu(
@@ -352,11 +352,11 @@ fn lifetime_is_capped_and_bindings_expire() {
         .unwrap();
     assert_eq!(ba_of(&o).3, 50, "200 s = 50 units of 4 s");
     assert_eq!(ha.poll_timeout(), Some(t0 + Duration::from_secs(200)));
-    assert!(ha.handle_timeout(t0 + Duration::from_secs(199)).is_empty());
-    assert_eq!(
-        ha.handle_timeout(t0 + Duration::from_secs(200)),
-        vec![a6(MN)]
-    );
+    let mut ended = Vec::new();
+    ha.handle_timeout(t0 + Duration::from_secs(199), &mut ended);
+    assert!(ended.is_empty());
+    ha.handle_timeout(t0 + Duration::from_secs(200), &mut ended);
+    assert_eq!(ended, vec![a6(MN)]);
     assert!(ha.is_empty());
     // Lifetime 0 deregisters.
     ha.handle_bu(
@@ -389,7 +389,7 @@ fn hoa_opt(plen: u8, p: bool, a: [u8; 4]) -> MobilityOption {
 
 #[test]
 fn static_ipv4_home_address_checked() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let o = ha
         .handle_bu(
@@ -467,7 +467,7 @@ fn static_ipv4_home_address_checked() {
 
 #[test]
 fn dynamic_pool_allocation_reuse_exhaustion_and_release() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let dynreq = |seq| {
         bu(
@@ -512,7 +512,7 @@ fn dynamic_pool_allocation_reuse_exhaustion_and_release() {
     .unwrap();
     assert_eq!(s.2, Ipv4Addr::new(198, 51, 100, 5));
     // Expiry frees the addresses back to the pool.
-    ha.handle_timeout(t0 + Duration::from_secs(100));
+    ha.handle_timeout(t0 + Duration::from_secs(100), &mut Vec::new());
     assert!(ha.is_empty());
     let d = ack(&ha
         .handle_bu(
@@ -532,7 +532,7 @@ fn ipv4_prefixes_need_authorisation() {
     let mut c = cfg();
     c.static_ipv4
         .insert(a6(MN2), (Ipv4Addr::new(198, 51, 100, 64), 26));
-    let mut ha = HomeAgent::new(c.clone());
+    let mut ha = BindingCache::new(c.clone());
     let t0 = Instant::now();
     let req = bu(
         1,
@@ -545,7 +545,7 @@ fn ipv4_prefixes_need_authorisation() {
         .unwrap();
     assert_eq!(ack(&o).unwrap().0, v4status::PREFIX_UNAUTHORIZED);
     c.prefix_holders.insert(a6(MN2));
-    let mut ha = HomeAgent::new(c);
+    let mut ha = BindingCache::new(c);
     let o = ha
         .handle_bu(t0, a6(MN2), udp([203, 0, 113, 2], 1), true, &req)
         .unwrap();
@@ -563,7 +563,7 @@ fn ipv4_prefixes_need_authorisation() {
 
 #[test]
 fn binding_cache_survives_a_restart() {
-    let mut ha = HomeAgent::new(cfg());
+    let mut ha = BindingCache::new(cfg());
     let t0 = Instant::now();
     let dynreq = |seq| {
         bu(
@@ -591,7 +591,7 @@ fn binding_cache_survives_a_restart() {
     // A new process, another clock.
     let t2 = Instant::now() + Duration::from_secs(5000);
     let snap: Snapshot = serde_json::from_str(&saved).unwrap();
-    let mut back = HomeAgent::restore(cfg(), &snap, t2);
+    let mut back = BindingCache::restore(cfg(), &snap, t2);
     assert_eq!(back.len(), 2);
     assert_eq!(back.tunnel_for_v6(a6(MN)), ha.tunnel_for_v6(a6(MN)));
     assert_eq!(
@@ -616,7 +616,7 @@ fn binding_cache_survives_a_restart() {
     // Entries that no longer fit the configuration are left out.
     let mut other = cfg();
     other.static_ipv4.clear();
-    let back = HomeAgent::restore(other, &snap, t2);
+    let back = BindingCache::restore(other, &snap, t2);
     assert!(back.binding(a6(MN)).is_none());
     assert!(back.binding(a6(MN2)).is_some());
 }

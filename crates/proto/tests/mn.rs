@@ -3,8 +3,8 @@
 //! fallback after three failures, BA processing (NAT detection, F refused, IPv4 ack,
 //! sequence resynchronisation), refresh at the lifetime and at the NAT keep-alive period.
 
-use m6t_proto::dsmip::ha::{Arrival, HaConfig, HomeAgent, Tunnel};
-use m6t_proto::dsmip::mn::*;
+use m6t_proto::dsmip::binding_cache::{Arrival, BindingCache, HaConfig, Tunnel};
+use m6t_proto::dsmip::update_list::*;
 use m6t_wire::mh::{bu_flags, MhMessage, MhRepr, MobilityOption};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -19,11 +19,11 @@ fn cfg() -> MnConfig {
     MnConfig::new(a6(HOA), a6("2001:db8:1::1"), Ipv4Addr::new(203, 0, 113, 1))
 }
 
-fn ha() -> HomeAgent {
+fn ha() -> BindingCache {
     let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
     c.accept_unprotected = true;
     c.ipv4_pool = vec![Ipv4Addr::new(198, 51, 100, 100)];
-    HomeAgent::new(c)
+    BindingCache::new(c)
 }
 
 fn bu_parts(o: &BuOut) -> (u16, u16, u16) {
@@ -39,7 +39,7 @@ fn bu_parts(o: &BuOut) -> (u16, u16, u16) {
 
 /// Delivers a BU to the HA as it would arrive: over IPv6, or in UDP through a NAT that maps
 /// the care-of address to 203.0.113.2:40000 (`nat`) or through no NAT.
-fn deliver(ha: &mut HomeAgent, now: Instant, o: &BuOut, nat: bool) -> Option<MhRepr> {
+fn deliver(ha: &mut BindingCache, now: Instant, o: &BuOut, nat: bool) -> Option<MhRepr> {
     let arrival = match o.coa {
         Coa::V6(a) => Arrival::Ipv6 { src: a },
         Coa::V4(a) => Arrival::Udp {
@@ -59,7 +59,7 @@ fn bu_contents_per_case() {
     let t0 = Instant::now();
     let mut c = cfg();
     c.ipv4_hoa = Ipv4HoaRequest::Dynamic;
-    let mut mn = MobileNode::new(c, 10);
+    let mut mn = BindingUpdateList::new(c, 10);
     mn.handle_coas(t0, Some(a6("2001:db8:9::5")), None);
     let o = mn.poll_transmit().unwrap();
     assert_eq!(o.coa, Coa::V6(a6("2001:db8:9::5")));
@@ -79,7 +79,7 @@ fn bu_contents_per_case() {
     // IPv4 only: the IPv4 CoA option, F when configured.
     let mut c = cfg();
     c.force_udp = true;
-    let mut mn = MobileNode::new(c, 0);
+    let mut mn = BindingUpdateList::new(c, 0);
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let o = mn.poll_transmit().unwrap();
     assert_eq!(o.coa, Coa::V4(Ipv4Addr::new(192, 0, 2, 10)));
@@ -95,7 +95,7 @@ fn bu_contents_per_case() {
 #[test]
 fn retransmission_backoff_first_registration() {
     let t0 = Instant::now();
-    let mut mn = MobileNode::new(cfg(), 0);
+    let mut mn = BindingUpdateList::new(cfg(), 0);
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let first = mn.poll_transmit().unwrap();
     let mut at = vec![];
@@ -113,7 +113,7 @@ fn retransmission_backoff_first_registration() {
 #[test]
 fn falls_back_to_ipv4_after_three_failed_bus_on_ipv6() {
     let t0 = Instant::now();
-    let mut mn = MobileNode::new(cfg(), 0);
+    let mut mn = BindingUpdateList::new(cfg(), 0);
     mn.handle_coas(
         t0,
         Some(a6("2001:db8:9::5")),
@@ -142,7 +142,7 @@ fn registration_through_nat_uses_udp_and_refreshes_at_the_keepalive_period() {
     let mut c = cfg();
     c.ipv4_hoa = Ipv4HoaRequest::Dynamic;
     c.lifetime = 200; // 800 s: the NAT keep-alive (110 s) comes first
-    let mut mn = MobileNode::new(c, 0);
+    let mut mn = BindingUpdateList::new(c, 0);
     let mut ha = ha();
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let o = mn.poll_transmit().unwrap();
@@ -178,7 +178,7 @@ fn registration_through_nat_uses_udp_and_refreshes_at_the_keepalive_period() {
 #[test]
 fn registration_without_nat_uses_ip_in_ip_and_refreshes_before_the_lifetime() {
     let t0 = Instant::now();
-    let mut mn = MobileNode::new(cfg(), 0);
+    let mut mn = BindingUpdateList::new(cfg(), 0);
     let mut ha = ha();
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let o = mn.poll_transmit().unwrap();
@@ -198,7 +198,7 @@ fn registration_without_nat_uses_ip_in_ip_and_refreshes_before_the_lifetime() {
 #[test]
 fn ipv6_then_ipv4_then_back_to_ipv6() {
     let t0 = Instant::now();
-    let mut mn = MobileNode::new(cfg(), 0);
+    let mut mn = BindingUpdateList::new(cfg(), 0);
     let mut ha = ha();
     let v6 = a6("2001:db8:9::5");
     for (i, (c6, c4)) in [
@@ -224,11 +224,11 @@ fn f_refused_is_retried_without_f_and_stale_bas_are_ignored() {
     let t0 = Instant::now();
     let mut c = cfg();
     c.force_udp = true;
-    let mut mn = MobileNode::new(c, 0);
+    let mut mn = BindingUpdateList::new(c, 0);
     let mut hc = HaConfig::new("2001:db8:1::/64".parse().unwrap());
     hc.accept_unprotected = true;
     hc.accept_force_udp = false;
-    let mut ha = HomeAgent::new(hc);
+    let mut ha = BindingCache::new(hc);
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let o = mn.poll_transmit().unwrap();
     let ba = deliver(&mut ha, t0, &o, false).unwrap();
@@ -251,11 +251,11 @@ fn sequence_number_resynchronises_after_an_ha_restart_with_a_newer_number() {
     let t0 = Instant::now();
     let mut ha = ha();
     // Another MN instance registered with sequence 500 before (e.g. before a reboot).
-    let mut old = MobileNode::new(cfg(), 499);
+    let mut old = BindingUpdateList::new(cfg(), 499);
     old.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
     let o = old.poll_transmit().unwrap();
     deliver(&mut ha, t0, &o, true);
-    let mut mn = MobileNode::new(cfg(), 0);
+    let mut mn = BindingUpdateList::new(cfg(), 0);
     mn.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 11)));
     let o = mn.poll_transmit().unwrap();
     let ba = deliver(&mut ha, t0, &o, true).unwrap();

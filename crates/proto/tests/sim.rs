@@ -1,7 +1,9 @@
 //! Deterministic simulation of whole scenarios in virtual time: many mobile nodes (client
 //! machines) behind NATs that time out, reboot and rebind mappings, the gateway machine, and
 //! a home agent that answers, on a simulated network with delay and loss. Hours of
-//! keep-alives run in a fraction of a second.
+//! keep-alives run in a fraction of a second. Everything random comes from one seed (loss,
+//! the clients' address draws, the gateway's hash keys) and no map is iterated in hash
+//! order, so a run is reproducible bit for bit: its event log shows it.
 
 mod common;
 use common::pkt_a;
@@ -10,7 +12,8 @@ use m6t_proto::m6t::client::{
 };
 use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayConfig};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -38,8 +41,8 @@ impl Rng {
 struct Nat {
     public: Ipv4Addr,
     timeout: Duration,
-    out: HashMap<(Ipv4Addr, u16), (u16, Instant)>,
-    back: HashMap<u16, (Ipv4Addr, u16)>,
+    out: BTreeMap<(Ipv4Addr, u16), (u16, Instant)>,
+    back: BTreeMap<u16, (Ipv4Addr, u16)>,
     next_port: u16,
 }
 
@@ -48,8 +51,8 @@ impl Nat {
         Nat {
             public,
             timeout,
-            out: HashMap::new(),
-            back: HashMap::new(),
+            out: BTreeMap::new(),
+            back: BTreeMap::new(),
             next_port: 20000,
         }
     }
@@ -110,7 +113,7 @@ struct Sim {
     nats: Vec<Nat>,
     mns: Vec<Mn>,
     events: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    payloads: HashMap<u64, Ev>,
+    payloads: BTreeMap<u64, Ev>,
     seq: u64,
     wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
     rng: Rng,
@@ -120,10 +123,15 @@ struct Sim {
     /// Time of the last packet the HA answered, per MN.
     last_answer: Vec<Option<Instant>>,
     /// (NAT, inside address, socket port) -> MN, for delivering inbound packets.
-    by_sock: HashMap<(usize, Ipv4Addr, u16), usize>,
+    by_sock: BTreeMap<(usize, Ipv4Addr, u16), usize>,
     /// The one live wake-up of each MN (older heap entries are stale and skipped).
     wake_at: Vec<Option<Instant>>,
+    /// Every machine event and address change, with its virtual time.
+    log: String,
 }
+
+/// The seed the scenario tests run with.
+const SEED: u64 = 0;
 
 fn gateway_config() -> GatewayConfig {
     GatewayConfig {
@@ -137,8 +145,25 @@ fn gateway_config() -> GatewayConfig {
     }
 }
 
+/// The gateway's hash seed of a simulation seed.
+fn gateway_seed(seed: u64) -> [u8; 32] {
+    let mut s = [0x67; 32];
+    s[..8].copy_from_slice(&seed.to_be_bytes());
+    s
+}
+
 impl Sim {
     fn new(n_mn: usize, mns_per_nat: usize, nat_timeout: Duration, loss_percent: u64) -> Sim {
+        Sim::with_seed(SEED, n_mn, mns_per_nat, nat_timeout, loss_percent)
+    }
+
+    fn with_seed(
+        seed: u64,
+        n_mn: usize,
+        mns_per_nat: usize,
+        nat_timeout: Duration,
+        loss_percent: u64,
+    ) -> Sim {
         let t0 = Instant::now();
         let n_nat = n_mn.div_ceil(mns_per_nat);
         let nats = (0..n_nat)
@@ -152,27 +177,30 @@ impl Sim {
         let mut sim = Sim {
             t0,
             now: t0,
-            gw: Gateway::new(gateway_config()),
+            gw: Gateway::new(gateway_config(), gateway_seed(seed)),
             nats,
             mns: Vec::new(),
             events: BinaryHeap::new(),
-            payloads: HashMap::new(),
+            payloads: BTreeMap::new(),
             seq: 0,
             wakeups: BinaryHeap::new(),
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
             loss_percent,
             next_sock_port: 1024,
             scratch: vec![0; 1280],
             last_answer: vec![None; n_mn],
-            by_sock: HashMap::new(),
+            by_sock: BTreeMap::new(),
             wake_at: vec![None; n_mn],
+            log: String::new(),
         };
+        let seed_of_sim = seed;
         for i in 0..n_mn {
             let prefix = format!("fd00:6d36:7400:1:{:x}::/80", i + 1)
                 .parse()
                 .unwrap();
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            seed[8..16].copy_from_slice(&seed_of_sim.to_be_bytes());
             sim.mns.push(Mn {
                 client: Client::new(ClientConfig::new(prefix, vec![GW_PORT]), seed),
                 inside: Ipv4Addr::new(192, 0, 2, (i % 250) as u8 + 2),
@@ -190,6 +218,36 @@ impl Sim {
             sim.service_mn(i);
         }
         sim
+    }
+
+    /// Virtual time since the start, for the log.
+    fn vt(&self) -> u128 {
+        (self.now - self.t0).as_nanos()
+    }
+
+    /// Moves the gateway's events to the log.
+    fn log_gateway(&mut self) {
+        while let Some(e) = self.gw.poll_event() {
+            let t = self.vt();
+            let _ = writeln!(self.log, "{t} gw {e:?}");
+        }
+    }
+
+    /// The log with every counter of every machine appended.
+    fn log_with_counters(&mut self) -> String {
+        self.log_gateway();
+        let mut out = std::mem::take(&mut self.log);
+        let t = self.vt();
+        for c in self.gw.counters().snapshot() {
+            let _ = writeln!(out, "{t} gw {} {}", c.name, c.value);
+        }
+        for (i, m) in self.mns.iter().enumerate() {
+            for c in m.client.counters().snapshot() {
+                let _ = writeln!(out, "{t} mn{i} {} {}", c.name, c.value);
+            }
+            let _ = writeln!(out, "{t} mn{i} delivered {}", m.delivered);
+        }
+        out
     }
 
     fn at(&self, d: Duration) -> Instant {
@@ -216,6 +274,8 @@ impl Sim {
     fn service_mn(&mut self, i: usize) {
         let now = self.now;
         while let Some(ch) = self.mns[i].client.poll_change() {
+            let t = self.vt();
+            let _ = writeln!(self.log, "{t} mn{i} {ch:?}");
             self.next_sock_port = self.next_sock_port.wrapping_add(1).max(1024);
             let m = &mut self.mns[i];
             self.by_sock.remove(&(m.nat, m.inside, m.sock_port));
@@ -277,6 +337,7 @@ impl Sim {
                     }
                     FromMn::Drop(_) => {}
                 }
+                self.log_gateway();
             }
             Ev::ToHa { data } => {
                 if data.len() >= 40 && data[24..40] == HA.octets() {
@@ -294,6 +355,7 @@ impl Sim {
                 {
                     self.schedule(WAN_DELAY, Ev::ToNat { to: peer, data });
                 }
+                self.log_gateway();
             }
             Ev::ToNat { to, data } => {
                 let Some(nat) = self.nats.iter().position(|n| n.public == *to.ip()) else {
@@ -349,7 +411,12 @@ impl Sim {
                 self.service_mn(i);
             } else {
                 let now = self.now;
-                self.gw.handle_timeout(now);
+                let n = self.gw.handle_timeout(now);
+                if n > 0 {
+                    let t = self.vt();
+                    let _ = writeln!(self.log, "{t} gw expired {n}");
+                }
+                self.log_gateway();
             }
         }
     }
@@ -464,7 +531,10 @@ fn recovers_from_nat_rebinding_and_from_a_gateway_restart() {
     );
     assert!(d <= Duration::from_millis(4_100), "{d:?}");
     // Gateway restart while the MN is idle: noticed at the next keep-alive.
-    let d = recovery_after(|s| s.gw = Gateway::new(gateway_config()), true);
+    let d = recovery_after(
+        |s| s.gw = Gateway::new(gateway_config(), gateway_seed(1)),
+        true,
+    );
     assert!(d <= Duration::from_secs(30 + 4), "{d:?}");
 }
 
@@ -474,11 +544,38 @@ fn a_dead_path_changes_address_reason_path_dead() {
     let t = sim.at(Duration::from_secs(5));
     sim.run_until(t);
     let a1 = sim.mns[0].client.address().unwrap();
-    sim.gw = Gateway::new(gateway_config());
+    sim.gw = Gateway::new(gateway_config(), gateway_seed(1));
     let t = sim.at(Duration::from_secs(60));
     sim.run_until(t);
     let a2 = sim.mns[0].client.address().unwrap();
     assert_ne!(a1, a2);
     assert_eq!(sim.total(ClientCounter::PathsDead), 1);
     let _ = ChangeReason::PathDead;
+}
+
+/// The 1000-MN scenario of [`two_hours_of_keepalives_keep_a_thousand_mns_reachable`] and
+/// its log.
+fn thousand_mn_log(seed: u64) -> String {
+    let mut sim = Sim::with_seed(seed, 1000, 10, Duration::from_secs(60), 0);
+    let end = sim.at(Duration::from_secs(2 * 3600));
+    sim.run_until(end);
+    assert_eq!(sim.ha_reaches_all(), 1000);
+    sim.log_with_counters()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_bit_for_bit() {
+    let a = thousand_mn_log(7);
+    let b = thousand_mn_log(7);
+    assert!(a.lines().count() > 3000, "{} lines", a.lines().count());
+    if a != b {
+        let (n, (x, y)) = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .find(|(_, (x, y))| x != y)
+            .unwrap_or((0, ("", "")));
+        panic!("runs differ at line {n}: {x:?} vs {y:?}");
+    }
+    assert_ne!(a, thousand_mn_log(8), "another seed gives another run");
 }

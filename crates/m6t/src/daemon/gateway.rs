@@ -9,7 +9,9 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
-use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError, BURST};
+use super::{
+    bind_control, counters_with, io, os_seed, serve_reports, shutdown, DaemonError, BURST,
+};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -132,7 +134,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     let shard_cfg = cfg.machine.shard(n);
     let mut shards = Vec::with_capacity(n);
     for _ in 0..n {
-        shards.push(Mutex::new(Gateway::new(shard_cfg.clone())));
+        shards.push(Mutex::new(Gateway::new(shard_cfg.clone(), os_seed()?)));
     }
     let shared = Shared {
         shards,

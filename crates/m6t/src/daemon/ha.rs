@@ -1,10 +1,10 @@
-//! The DSMIPv6 home agent daemon: a Linux driver around [`HaNode`]. It owns the TUN toward
+//! The DSMIPv6 home agent daemon: a Linux driver around [`HomeAgent`]. It owns the TUN toward
 //! the home network and the tunnel-interface sockets (UDP port 4191, raw sockets for
 //! IP-in-IP over IPv4 and IPv6, an IPPROTO_RAW sender and a capture of signalling with
 //! extension headers); bound home addresses get a route into the TUN and a proxy ND / ARP
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
-use super::tif::{from_tunnel, to_tunnel};
+use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
 use crate::dsmip_config::Ha;
 use crate::status::Report;
@@ -14,8 +14,8 @@ use m6t_linux::raw;
 use m6t_linux::runtime::Runtime;
 use m6t_linux::tif::{TifSockets, TifSource};
 use m6t_linux::{caps, tun::Tun};
-use m6t_proto::dsmip::ha::Snapshot;
-use m6t_proto::dsmip::ha_node::{HaEvent, HaNode, Transmit};
+use m6t_proto::dsmip::binding_cache::Snapshot;
+use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
 use m6t_proto::dsmip::tif::DSMIP_PORT;
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
@@ -117,7 +117,7 @@ impl CacheFile {
         self.dirty_since.map(|t| t + SAVE_DELAY)
     }
 
-    fn save_if_due(&mut self, node: &HaNode, now: Instant) {
+    fn save_if_due(&mut self, node: &HomeAgent, now: Instant) {
         if self.deadline().is_some_and(|d| d <= now) {
             self.dirty_since = None;
             if let (Some(tx), Ok(bytes)) = (&self.tx, serde_json::to_vec(&node.snapshot(now))) {
@@ -127,7 +127,7 @@ impl CacheFile {
     }
 
     /// The last write, at exit, waited for.
-    fn close(mut self, node: &HaNode, now: Instant) {
+    fn close(mut self, node: &HomeAgent, now: Instant) {
         self.dirty_since = Some(now - SAVE_DELAY);
         self.save_if_due(node, now);
         drop(self.tx.take());
@@ -236,9 +236,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     let mut node = match cfg.state_file.as_deref().and_then(load_snapshot) {
         Some(s) => {
             tracing::info!("binding cache restored: {} bindings", s.bindings.len());
-            HaNode::restore(cfg.machine.clone(), cfg.address6, &s, now)
+            HomeAgent::restore(cfg.machine.clone(), cfg.address6, &s, now)
         }
-        None => HaNode::new(cfg.machine.clone(), cfg.address6),
+        None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
     tracing::info!(
         "home agent up: {} {} / {} port {DSMIP_PORT}, home prefix {}",
@@ -306,7 +306,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// What the node asked once the sources are handled: lifetimes that ended, BAs to send,
 /// routes and proxy entries to change, and a save of the cache when one is due.
 fn after(
-    node: &mut HaNode,
+    node: &mut HomeAgent,
     socks: &TifSockets,
     home: &HomeLink,
     file: &mut Option<CacheFile>,
@@ -317,11 +317,7 @@ fn after(
         node.handle_timeout(now);
     }
     while let Some(t) = node.poll_transmit() {
-        let r = match &t {
-            Transmit::Udp { to, data } => socks.send_udp(*to, data),
-            Transmit::Ipv6 { to, data } => socks.send_ipv6(*to, data),
-        };
-        failures.check(Failure::SignalSend, "sending a BA", r);
+        failures.check(Failure::SignalSend, "sending a BA", send_signal(socks, &t));
     }
     while let Some(e) = node.poll_event() {
         home.apply(&e, failures);

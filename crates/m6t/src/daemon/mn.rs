@@ -1,11 +1,11 @@
-//! The DSMIPv6 mobile node daemon: a Linux driver around [`MnNode`]. Its TUN carries the
+//! The DSMIPv6 mobile node daemon: a Linux driver around [`MobileNode`]. Its TUN carries the
 //! home addresses (applications bind to them and keep their sessions across moves); "from
 //! <home address>" rules send their traffic to a table whose default routes lead into the
 //! TUN. Movement detection reads addresses and links from netlink notifications on the
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
-use super::tif::{from_tunnel, to_tunnel};
+use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{MnInfo, Report};
@@ -15,8 +15,9 @@ use m6t_linux::netlink::{Monitor, Netlink};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource};
 use m6t_linux::{caps, raw, tun::Tun};
-use m6t_proto::dsmip::mn::{Coa, Registration, TunnelMode};
-use m6t_proto::dsmip::mn_node::{MnEvent, MnNode, MnTransmit};
+use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
+use m6t_proto::dsmip::update_list::{Coa, Registration, TunnelMode};
+use m6t_proto::dsmip::Transmit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -173,7 +174,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     }
     // A random first sequence number; a restarted MN resynchronises on status 135.
     let seed = super::os_seed()?;
-    let mut node = MnNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
+    let mut node = MobileNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     let mut d = Driver {
         info: MnInfo {
@@ -215,7 +216,7 @@ fn home_routing(nl: &Netlink, tun: &Tun, cfg: &Mn) -> Result<(), DaemonError> {
 impl Driver {
     fn run(
         &mut self,
-        node: &mut MnNode,
+        node: &mut MobileNode,
         mut monitor: Monitor,
         control: &ControlServer,
     ) -> Result<(), DaemonError> {
@@ -265,14 +266,14 @@ impl Driver {
     }
 
     /// Movement detection: the care-of addresses the interfaces offer now.
-    fn movement(&mut self, node: &mut MnNode, now: Instant) {
+    fn movement(&mut self, node: &mut MobileNode, now: Instant) {
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
         self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
         node.handle_coas(now, v6, v4);
     }
 
     /// What the node asked: timers, BUs to send, registrations to install.
-    fn after(&mut self, node: &mut MnNode, now: Instant) {
+    fn after(&mut self, node: &mut MobileNode, now: Instant) {
         if node.poll_timeout().is_some_and(|t| t <= now) {
             node.handle_timeout(now);
         }
@@ -292,25 +293,30 @@ impl Driver {
     }
 
     /// Sends a BU from its care-of address (a new IPv4 one gets a new UDP socket).
-    fn transmit(&mut self, t: &MnTransmit) {
-        let r = match t {
-            MnTransmit::Udp { from, to, data } => self
-                .socks
-                .bind_udp(*from)
-                .and_then(|fresh| {
-                    if fresh {
-                        let fd = self
-                            .socks
-                            .fd(TifSource::Udp)
-                            .ok_or(std::io::ErrorKind::NotConnected)?;
-                        self.rt.replace(&fd, Source::Tif(TifSource::Udp))?;
-                    }
-                    Ok(())
-                })
-                .and_then(|()| self.socks.send_udp(*to, data)),
-            MnTransmit::Ipv6 { to, data, .. } => self.socks.send_ipv6(*to, data),
-        };
+    fn transmit(&mut self, t: &Transmit) {
+        let r = self
+            .source_for(t)
+            .and_then(|()| send_signal(&self.socks, t));
         self.failures.check(Failure::SignalSend, "sending a BU", r);
+    }
+
+    /// A BU inside UDP leaves from its IPv4 care-of address: a new one gets a new socket
+    /// (so the NAT makes a new mapping), registered in place of the old one.
+    fn source_for(&mut self, t: &Transmit) -> std::io::Result<()> {
+        let Transmit::Udp {
+            from: Some(from), ..
+        } = t
+        else {
+            return Ok(());
+        };
+        if self.socks.bind_udp(*from)? {
+            let fd = self
+                .socks
+                .fd(TifSource::Udp)
+                .ok_or(std::io::ErrorKind::NotConnected)?;
+            self.rt.replace(&fd, Source::Tif(TifSource::Udp))?;
+        }
+        Ok(())
     }
 
     /// A registration the home agent accepted: the tunnel's sockets, the IPv4 home

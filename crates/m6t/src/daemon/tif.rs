@@ -7,23 +7,67 @@ use super::BURST;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::tif::{TifPacket, TifSockets, TifSource};
 use m6t_linux::tun::{TunRx, TunTx};
-use m6t_proto::dsmip::tif::Encap;
+use m6t_proto::dsmip::home_agent::{HaCounter, HomeAgent};
+use m6t_proto::dsmip::mobile_node::{MnCounter, MobileNode};
+use m6t_proto::dsmip::{Encap, Outbound, Transmit, Verdict};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddrV4};
 use std::time::Instant;
 
 /// A DSMIPv6 node as the pumps see it: the inputs of the tunnel-interface module and the
-/// encapsulation of what the TUN hands over.
+/// encapsulation of what the TUN hands over ([`HomeAgent`] and [`MobileNode`] have the
+/// same shape).
 pub(crate) trait TunnelEnd {
-    /// A UDP payload; the inner packet to write to the TUN, if any.
-    fn udp<'a>(&mut self, now: Instant, from: SocketAddrV4, p: &'a [u8]) -> Option<&'a [u8]>;
-    /// An IP-in-IP inner packet; the packet to write to the TUN, if any.
-    fn ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, p: &'a [u8]) -> Option<&'a [u8]>;
+    /// The node's counter, naming why a packet was dropped.
+    type Reason;
+    /// A UDP payload.
+    fn udp<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        p: &'a [u8],
+    ) -> Verdict<'a, Self::Reason>;
+    /// An IP-in-IP inner packet.
+    fn ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, p: &'a [u8])
+        -> Verdict<'a, Self::Reason>;
     /// A captured signalling packet.
-    fn captured(&mut self, now: Instant, p: &[u8]);
-    /// How to send a packet read from the TUN, if at all.
-    fn encapsulation(&mut self, now: Instant, p: &[u8]) -> Option<Encap>;
+    fn captured<'a>(&mut self, now: Instant, p: &'a [u8]) -> Verdict<'a, Self::Reason>;
+    /// A packet read from the TUN.
+    fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<Self::Reason>;
 }
+
+macro_rules! tunnel_end {
+    ($node:ty, $reason:ty) => {
+        impl TunnelEnd for $node {
+            type Reason = $reason;
+            fn udp<'a>(
+                &mut self,
+                now: Instant,
+                from: SocketAddrV4,
+                p: &'a [u8],
+            ) -> Verdict<'a, $reason> {
+                self.handle_udp(now, from, p)
+            }
+            fn ip_in_ip<'a>(
+                &mut self,
+                now: Instant,
+                src: IpAddr,
+                p: &'a [u8],
+            ) -> Verdict<'a, $reason> {
+                self.handle_ip_in_ip(now, src, p)
+            }
+            fn captured<'a>(&mut self, now: Instant, p: &'a [u8]) -> Verdict<'a, $reason> {
+                self.handle_captured(now, p)
+            }
+            fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<$reason> {
+                self.handle_from_tun(now, p)
+            }
+        }
+    };
+}
+
+tunnel_end!(HomeAgent, HaCounter);
+tunnel_end!(MobileNode, MnCounter);
 
 /// Drains one tunnel-interface socket into the node, and what the node lets through into
 /// the TUN.
@@ -37,13 +81,11 @@ pub(crate) fn from_tunnel(
     now: Instant,
 ) {
     for _ in 0..BURST {
-        let inner = match socks.recv(source, buf) {
+        // Drops are counted by the node under their reason.
+        let verdict = match socks.recv(source, buf) {
             Ok(TifPacket::Udp { from, len }) => node.udp(now, from, &buf[..len]),
             Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &buf[range]),
-            Ok(TifPacket::Captured { len }) => {
-                node.captured(now, &buf[..len]);
-                None
-            }
+            Ok(TifPacket::Captured { len }) => node.captured(now, &buf[..len]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             // ICMP errors of earlier sends surface here.
             Err(e) => {
@@ -51,7 +93,7 @@ pub(crate) fn from_tunnel(
                 continue;
             }
         };
-        if let Some(p) = inner {
+        if let Verdict::ToTun(p) = verdict {
             tun_tx.push(p);
         }
     }
@@ -67,7 +109,7 @@ pub(crate) fn to_tunnel(
     now: Instant,
 ) -> std::io::Result<()> {
     tun_rx.drain(BURST, |pkt| {
-        if let Some(e) = node.encapsulation(now, pkt) {
+        if let Outbound::Send(e) = node.tun(now, pkt) {
             let reason = match e {
                 Encap::Udp { .. } => Failure::UdpSend,
                 _ => Failure::RawSend,
@@ -79,44 +121,11 @@ pub(crate) fn to_tunnel(
     })
 }
 
-impl TunnelEnd for m6t_proto::dsmip::ha_node::HaNode {
-    fn udp<'a>(&mut self, now: Instant, from: SocketAddrV4, p: &'a [u8]) -> Option<&'a [u8]> {
-        match self.handle_udp(now, from, p) {
-            m6t_proto::dsmip::ha_node::Verdict::ToTun(p) => Some(p),
-            _ => None,
-        }
-    }
-    fn ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, p: &'a [u8]) -> Option<&'a [u8]> {
-        match self.handle_ip_in_ip(now, src, p) {
-            m6t_proto::dsmip::ha_node::Verdict::ToTun(p) => Some(p),
-            _ => None,
-        }
-    }
-    fn captured(&mut self, now: Instant, p: &[u8]) {
-        self.handle_captured(now, p)
-    }
-    fn encapsulation(&mut self, _now: Instant, p: &[u8]) -> Option<Encap> {
-        self.route_from_home(p).ok()
-    }
-}
-
-impl TunnelEnd for m6t_proto::dsmip::mn_node::MnNode {
-    fn udp<'a>(&mut self, now: Instant, from: SocketAddrV4, p: &'a [u8]) -> Option<&'a [u8]> {
-        match self.handle_udp(now, from, p) {
-            m6t_proto::dsmip::mn_node::Verdict::ToTun(p) => Some(p),
-            _ => None,
-        }
-    }
-    fn ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, p: &'a [u8]) -> Option<&'a [u8]> {
-        match self.handle_ip_in_ip(now, src, p) {
-            m6t_proto::dsmip::mn_node::Verdict::ToTun(p) => Some(p),
-            _ => None,
-        }
-    }
-    fn captured(&mut self, now: Instant, p: &[u8]) {
-        self.handle_captured(now, p)
-    }
-    fn encapsulation(&mut self, _now: Instant, p: &[u8]) -> Option<Encap> {
-        self.route_to_home(p).ok()
+/// Sends a signalling packet the node queued (a BU from the mobile node's care-of address,
+/// a BA from the home agent).
+pub(crate) fn send_signal(socks: &TifSockets, t: &Transmit) -> std::io::Result<usize> {
+    match t {
+        Transmit::Udp { to, data, .. } => socks.send_udp(*to, data),
+        Transmit::Ipv6 { to, data, .. } => socks.send_ipv6(*to, data),
     }
 }

@@ -38,17 +38,29 @@ pub struct ClientConfig {
     pub port_timeout: Duration,
 }
 
-impl ClientConfig {
-    /// The documented defaults around a /80.
-    pub fn new(prefix: Ipv6Prefix, ports: Vec<u16>) -> Self {
+impl Default for ClientConfig {
+    /// The documented defaults; the required fields are left unspecified: `prefix` is
+    /// `::/0` and `ports` empty (the caller sets both, see [`ClientConfig::new`]).
+    fn default() -> Self {
         ClientConfig {
-            prefix,
-            ports,
+            prefix: Ipv6Prefix::new(Ipv6Addr::UNSPECIFIED, 0).expect("::/0 is a prefix"),
+            ports: Vec::new(),
             mtu: 1472,
             keepalive_interval: Duration::from_secs(30),
             echo_timeout: Duration::from_secs(1),
             dead_probes: 3,
             port_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The documented defaults around a /80 and the gateway's ports.
+    pub fn new(prefix: Ipv6Prefix, ports: Vec<u16>) -> Self {
+        ClientConfig {
+            prefix,
+            ports,
+            ..ClientConfig::default()
         }
     }
 }
@@ -134,6 +146,7 @@ pub struct AddressChange {
 }
 
 /// What to do with a packet read from the TUN.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromTun {
     /// Send it unchanged as the payload of a UDP datagram to the gateway.
@@ -145,6 +158,7 @@ pub enum FromTun {
 }
 
 /// What to do with a UDP payload received from the gateway.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromGateway {
     /// Write it unchanged to the TUN.
@@ -320,12 +334,16 @@ impl Client {
         }
     }
 
-    /// Next address change for the driver to apply, oldest first.
+    /// Next address change for the driver to apply, oldest first. Call after every
+    /// `handle_*` call until it returns `None`.
+    #[must_use = "an address change not applied leaves the TUN on a stale address"]
     pub fn poll_change(&mut self) -> Option<AddressChange> {
         self.changes.pop_front()
     }
 
-    /// A keep-alive to send to the gateway, if one is due (section 2.3).
+    /// A keep-alive to send to the gateway, if one is due (section 2.3). Call after every
+    /// `handle_*` call (after [`Self::poll_change`]: it goes on the current socket).
+    #[must_use = "a keep-alive not sent lets the NAT mapping lapse"]
     pub fn poll_keepalive(&mut self) -> Option<[u8; keepalive::KEEPALIVE_LEN]> {
         if !std::mem::take(&mut self.pending_keepalive) {
             return None;
@@ -412,7 +430,9 @@ impl Client {
         }
     }
 
-    /// When the client next wants [`Self::handle_timeout`].
+    /// When the client next wants [`Self::handle_timeout`]. Ask again after every
+    /// `handle_*` call.
+    #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let u = self.up.as_ref()?;
         let mut t = u.last_tx + self.cfg.keepalive_interval;

@@ -7,6 +7,7 @@
 //! Address fields are never updated (section 2.4): a packet that matches a state's IPv6
 //! address but not its IPv4 address and port is dropped and changes nothing.
 
+use crate::hash::SeededState;
 use crate::m6t::ratelimit::{time_to_full, Bucket};
 use crate::m6t::table::{Slot, Table};
 use crate::reasons;
@@ -158,6 +159,7 @@ struct Source {
 }
 
 /// What to do with a packet received from a mobile node over UDP.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromMn {
     /// Write the packet, unchanged, to the home-side TUN interface.
@@ -171,6 +173,7 @@ pub enum FromMn {
 }
 
 /// What to do with a packet read from the home-side TUN interface.
+#[must_use = "a verdict says where the packet goes"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromHome {
     /// Send the packet, unchanged, to `peer` from local UDP port `local_port`.
@@ -236,7 +239,8 @@ pub struct StateInfo {
 pub struct Gateway {
     cfg: GatewayConfig,
     table: Table,
-    sources: HashMap<Ipv4Addr, Source>,
+    /// Per IPv4 source; keyed with the seed like the table.
+    sources: HashMap<Ipv4Addr, Source, SeededState>,
     /// Sources whose last state went away, to forget once their bucket is full again.
     idle_sources: VecDeque<(Instant, Ipv4Addr)>,
     counters: Counters<GatewayCounter>,
@@ -251,12 +255,15 @@ fn usable_source(a: Ipv6Addr) -> bool {
 }
 
 impl Gateway {
-    /// A gateway with an empty state table.
-    pub fn new(cfg: GatewayConfig) -> Self {
+    /// A gateway with an empty state table. `seed` keys its hash tables: the driver draws
+    /// it from the OS (the keys must stay secret from whoever picks the addresses); a
+    /// simulation passes a fixed one, and the same seed then gives the same run.
+    pub fn new(cfg: GatewayConfig, seed: [u8; 32]) -> Self {
+        let [table_keys, source_keys] = SeededState::derive::<2>(seed);
         Gateway {
             cfg,
-            table: Table::default(),
-            sources: HashMap::new(),
+            table: Table::new(table_keys),
+            sources: HashMap::with_hasher(source_keys),
             idle_sources: VecDeque::new(),
             counters: Counters::default(),
             events: VecDeque::new(),
@@ -501,7 +508,9 @@ impl Gateway {
         out
     }
 
-    /// When the gateway next wants [`Self::handle_timeout`].
+    /// When the gateway next wants [`Self::handle_timeout`]. Ask again after every
+    /// `handle_*` call.
+    #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         // Deadlines are rounded up to a coarse tick, so that thousands of states expiring
         // at spread-out instants cost a few wake-ups per second, not one each (idle
@@ -570,7 +579,9 @@ impl Gateway {
         removed
     }
 
-    /// Next event for the log, if any.
+    /// Next event for the log, if any. Call after every `handle_*` call until it returns
+    /// `None` (at most 4096 are kept; older ones are counted as lost).
+    #[must_use = "an event not polled is eventually counted as lost"]
     pub fn poll_event(&mut self) -> Option<GatewayEvent> {
         self.events.pop_front()
     }

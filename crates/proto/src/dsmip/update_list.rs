@@ -4,6 +4,10 @@
 //! right options for each case, retransmission with exponential backoff, refresh before the
 //! lifetime ends and at the NAT keep-alive period, and BA processing (section 4.4, NAT
 //! detection switching the tunnel to UDP).
+//!
+//! This is the signalling logic only ([`BindingUpdateList`]); the node that joins it to the
+//! tunnel-interface module, builds the packets and takes bytes is
+//! [`crate::dsmip::mobile_node::MobileNode`].
 
 use crate::dsmip::seq;
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
@@ -50,13 +54,15 @@ pub struct MnConfig {
     pub nat_keepalive: Duration,
 }
 
-impl MnConfig {
-    /// The RFC defaults around the addresses.
-    pub fn new(hoa: Ipv6Addr, ha6: Ipv6Addr, ha4: Ipv4Addr) -> Self {
+impl Default for MnConfig {
+    /// The RFC defaults (lifetime 400 s, RFC 6275 section 12 timeouts, NATKATIMEOUT of RFC
+    /// 5555 section 4.3, IPv4 fallback after three BUs, section 4.4.1); the required
+    /// addresses `hoa`, `ha6` and `ha4` are left unspecified (see [`MnConfig::new`]).
+    fn default() -> Self {
         MnConfig {
-            hoa,
-            ha6,
-            ha4,
+            hoa: Ipv6Addr::UNSPECIFIED,
+            ha6: Ipv6Addr::UNSPECIFIED,
+            ha4: Ipv4Addr::UNSPECIFIED,
             ipv4_hoa: Ipv4HoaRequest::None,
             lifetime: 100,
             force_udp: false,
@@ -66,6 +72,18 @@ impl MnConfig {
             max_timeout: Duration::from_secs(32),
             v6_attempts: 3,
             nat_keepalive: Duration::from_secs(110),
+        }
+    }
+}
+
+impl MnConfig {
+    /// The RFC defaults around the addresses.
+    pub fn new(hoa: Ipv6Addr, ha6: Ipv6Addr, ha4: Ipv4Addr) -> Self {
+        MnConfig {
+            hoa,
+            ha6,
+            ha4,
+            ..MnConfig::default()
         }
     }
 }
@@ -128,7 +146,7 @@ struct Pending {
 
 /// The mobile node machine.
 #[derive(Debug)]
-pub struct MobileNode {
+pub struct BindingUpdateList {
     cfg: MnConfig,
     seq: u16,
     v6: Option<Ipv6Addr>,
@@ -142,10 +160,10 @@ pub struct MobileNode {
     f_refused: bool,
 }
 
-impl MobileNode {
+impl BindingUpdateList {
     /// A mobile node with no care-of address yet; `seq0` is the first sequence number.
     pub fn new(cfg: MnConfig, seq0: u16) -> Self {
-        MobileNode {
+        BindingUpdateList {
             cfg,
             seq: seq0,
             v6: None,
@@ -269,12 +287,15 @@ impl MobileNode {
         });
     }
 
-    /// The BU to send now, if any.
+    /// The BU to send now, if any. Call after every `handle_*` call.
+    #[must_use = "a BU not sent is lost"]
     pub fn poll_transmit(&mut self) -> Option<BuOut> {
         self.outbox.take()
     }
 
-    /// When the machine next wants [`Self::handle_timeout`].
+    /// When the machine next wants [`Self::handle_timeout`]. Ask again after every
+    /// `handle_*` call.
+    #[must_use = "the deadline must be armed on a timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.pending {
             Some(p) => Some(p.sent + p.timeout),
@@ -335,7 +356,7 @@ impl MobileNode {
         let Some(p) = self.pending.clone() else {
             return false;
         };
-        if status == crate::dsmip::ha::status::SEQ_OUT_OF_WINDOW {
+        if status == crate::dsmip::binding_cache::status::SEQ_OUT_OF_WINDOW {
             // The HA remembers a later number: go on from it (RFC 6275 section 11.7.3).
             if !seq::after(p.seq, s) {
                 self.seq = s;
@@ -346,7 +367,7 @@ impl MobileNode {
         if s != p.seq {
             return false;
         }
-        if status == crate::dsmip::ha::status::FORCE_UDP_REFUSED {
+        if status == crate::dsmip::binding_cache::status::FORCE_UDP_REFUSED {
             self.f_refused = true;
             self.start(now, p.coa);
             return true;

@@ -1,12 +1,15 @@
-//! The mobile node as a whole, sans-IO: the protocol module ([`MobileNode`]) on top of the
-//! tunnel-interface module ([`crate::dsmip::tif`]). The Linux driver reports care-of
+//! The mobile node, sans-IO: the protocol module ([`BindingUpdateList`], RFC 6275 section
+//! 11.7 and RFC 5555 section 4.4) joined to the tunnel-interface module
+//! ([`crate::dsmip::tif`], RFC 5555 section 4.1). The Linux driver reports care-of
 //! addresses from movement detection and hands over what its sockets and TUN read; the
-//! node answers with a verdict per data packet, queues BUs already built as packets
+//! node answers with a [`Verdict`] per received packet and an [`Outbound`] per packet from
+//! the TUN, queues BUs already built as packets ([`Transmit`])
 //! (RFC 6275 section 11.7.1: Home Address option from an IPv6 care-of address; RFC 5555
 //! section 4.1: from the home address inside UDP/IPv4), and reports registrations.
 
-use crate::dsmip::mn::{Coa, MnConfig, MobileNode, Registration, TunnelMode};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
+use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, TunnelMode};
+use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_wire::mh::MhMessage;
@@ -48,29 +51,6 @@ reasons! {
     }
 }
 
-/// A Binding Update to send, as a whole packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MnTransmit {
-    /// Inside UDP/IPv4, from the care-of address to the home agent's port 4191.
-    Udp {
-        /// Care-of address to send from.
-        from: Ipv4Addr,
-        /// The home agent.
-        to: SocketAddrV4,
-        /// The IPv6 packet.
-        data: Vec<u8>,
-    },
-    /// A whole IPv6 packet (Home Address option included) from an IPv6 care-of address.
-    Ipv6 {
-        /// Care-of address it is sent from.
-        from: Ipv6Addr,
-        /// The home agent.
-        to: Ipv6Addr,
-        /// The packet.
-        data: Vec<u8>,
-    },
-}
-
 /// A change the driver acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MnEvent {
@@ -86,26 +66,16 @@ pub enum MnEvent {
     Unregistered,
 }
 
-/// What to do with a received packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict<'a> {
-    /// Write this inner packet to the TUN.
-    ToTun(&'a [u8]),
-    /// Signalling, handled.
-    Handled,
-    /// Dropped, counted under this reason.
-    Drop(MnCounter),
-}
-
-/// The mobile node.
+/// The mobile node: the binding update list joined to the tunnel-interface module. See
+/// the module documentation.
 #[derive(Debug)]
-pub struct MnNode {
-    mn: MobileNode,
+pub struct MobileNode {
+    bul: BindingUpdateList,
     hoa: Ipv6Addr,
     ha6: Ipv6Addr,
     ha4: Ipv4Addr,
     counters: Counters<MnCounter>,
-    out: VecDeque<MnTransmit>,
+    out: VecDeque<Transmit>,
     events: VecDeque<MnEvent>,
     /// Sequence number and time of the last BU transmission.
     last_bu: Option<(u16, Instant)>,
@@ -121,14 +91,14 @@ fn tif_drop(d: TifDrop) -> MnCounter {
     }
 }
 
-impl MnNode {
+impl MobileNode {
     /// A mobile node; `seq0` is its first sequence number (random, or from a saved state).
     pub fn new(cfg: MnConfig, seq0: u16) -> Self {
-        MnNode {
+        MobileNode {
             hoa: cfg.hoa,
             ha6: cfg.ha6,
             ha4: cfg.ha4,
-            mn: MobileNode::new(cfg, seq0),
+            bul: BindingUpdateList::new(cfg, seq0),
             counters: Counters::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -153,7 +123,7 @@ impl MnNode {
     }
 
     fn pump(&mut self, now: Instant) {
-        while let Some(b) = self.mn.poll_transmit() {
+        while let Some(b) = self.bul.poll_transmit() {
             let seq = match b.bu.msg {
                 MhMessage::Bu { seq, .. } => seq,
                 _ => continue,
@@ -168,8 +138,8 @@ impl MnNode {
                     };
                     mip6::emit(c, self.ha6, home, &b.bu, &mut buf).map(|n| {
                         buf.truncate(n);
-                        MnTransmit::Ipv6 {
-                            from: c,
+                        Transmit::Ipv6 {
+                            from: Some(c),
                             to: self.ha6,
                             data: std::mem::take(&mut buf),
                         }
@@ -178,8 +148,8 @@ impl MnNode {
                 Coa::V4(c) => {
                     mip6::emit(self.hoa, self.ha6, HomeIn::Source, &b.bu, &mut buf).map(|n| {
                         buf.truncate(n);
-                        MnTransmit::Udp {
-                            from: c,
+                        Transmit::Udp {
+                            from: Some(c),
                             to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
                             data: std::mem::take(&mut buf),
                         }
@@ -192,7 +162,7 @@ impl MnNode {
                 self.out.push_back(t);
             }
         }
-        let now_reg = self.mn.registration().cloned();
+        let now_reg = self.bul.registration().cloned();
         if now_reg != self.registered {
             match &now_reg {
                 Some(r) => {
@@ -213,11 +183,11 @@ impl MnNode {
 
     /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
     pub fn handle_coas(&mut self, now: Instant, v6: Option<Ipv6Addr>, v4: Option<Ipv4Addr>) {
-        self.mn.handle_coas(now, v6, v4);
+        self.bul.handle_coas(now, v6, v4);
         self.pump(now);
     }
 
-    fn signal(&mut self, now: Instant, s: Signal) -> Verdict<'static> {
+    fn signal(&mut self, now: Instant, s: Signal) -> Verdict<'static, MnCounter> {
         let for_us = match s.home {
             HomeIn::Source => s.dst == self.hoa,
             HomeIn::RoutingHeader(h) => h == self.hoa,
@@ -228,7 +198,7 @@ impl MnNode {
             return Verdict::Drop(MnCounter::DropUnexpectedSignal);
         }
         // The protocol module checks the sequence number against the BU it waits for.
-        if self.mn.handle_ba(now, &s.mh) {
+        if self.bul.handle_ba(now, &s.mh) {
             self.counters.bump(MnCounter::BaReceived);
         } else {
             self.counters.bump(MnCounter::DropUnexpectedSignal);
@@ -237,7 +207,7 @@ impl MnNode {
         Verdict::Handled
     }
 
-    fn data<'a>(&mut self, inner: &'a [u8], dst: IpAddr) -> Verdict<'a> {
+    fn data<'a>(&mut self, inner: &'a [u8], dst: IpAddr) -> Verdict<'a, MnCounter> {
         let ours = match dst {
             IpAddr::V6(d) => d == self.hoa,
             IpAddr::V4(d) => self
@@ -262,7 +232,7 @@ impl MnNode {
         }
     }
 
-    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a> {
+    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a, MnCounter> {
         match up {
             Up::Signal { outer, .. } | Up::Data { outer, .. } if !self.is_from_ha(outer) => {
                 self.counters.bump(MnCounter::DropNotFromHa);
@@ -284,7 +254,7 @@ impl MnNode {
         now: Instant,
         from: SocketAddrV4,
         payload: &'a [u8],
-    ) -> Verdict<'a> {
+    ) -> Verdict<'a, MnCounter> {
         self.up(now, tif::from_udp(from, payload))
     }
 
@@ -294,25 +264,26 @@ impl MnNode {
         now: Instant,
         src: IpAddr,
         inner: &'a [u8],
-    ) -> Verdict<'a> {
+    ) -> Verdict<'a, MnCounter> {
         self.up(now, tif::from_ip_in_ip(src, inner))
     }
 
     /// A whole IPv6 signalling packet captured with its extension headers (a BA with a
-    /// type 2 Routing Header).
-    pub fn handle_captured(&mut self, now: Instant, pkt: &[u8]) {
-        let _ = self.up(now, tif::from_captured(pkt));
+    /// type 2 Routing Header, RFC 6275 section 6.4).
+    pub fn handle_captured<'a>(&mut self, now: Instant, pkt: &'a [u8]) -> Verdict<'a, MnCounter> {
+        self.up(now, tif::from_captured(pkt))
     }
 
-    /// How to send a packet read from the TUN (an application's, from a home address).
-    pub fn route_to_home(&mut self, pkt: &[u8]) -> Result<Encap, MnCounter> {
+    /// How to send a packet read from the TUN (an application's, from a home address,
+    /// RFC 5555 section 4.1): the tunnel of the current registration.
+    pub fn handle_from_tun(&mut self, _now: Instant, pkt: &[u8]) -> Outbound<MnCounter> {
         let Some((src, _)) = tif::addresses(pkt) else {
             self.counters.bump(MnCounter::DropBadInner);
-            return Err(MnCounter::DropBadInner);
+            return Outbound::Drop(MnCounter::DropBadInner);
         };
         let Some(r) = &self.registered else {
             self.counters.bump(MnCounter::DropNotRegistered);
-            return Err(MnCounter::DropNotRegistered);
+            return Outbound::Drop(MnCounter::DropNotRegistered);
         };
         let ok = match src {
             IpAddr::V6(s) => s == self.hoa,
@@ -320,11 +291,11 @@ impl MnNode {
         };
         if !ok {
             self.counters.bump(MnCounter::DropWrongSource);
-            return Err(MnCounter::DropWrongSource);
+            return Outbound::Drop(MnCounter::DropWrongSource);
         }
         let proto = tif::proto_of(pkt);
         self.counters.bump(MnCounter::ToHa);
-        Ok(match r.mode {
+        Outbound::Send(match r.mode {
             TunnelMode::Ipv6 => Encap::Ipv6 {
                 to: self.ha6,
                 proto,
@@ -344,24 +315,30 @@ impl MnNode {
         })
     }
 
-    /// The next BU to send.
-    pub fn poll_transmit(&mut self) -> Option<MnTransmit> {
+    /// The next BU to send, already built as a packet. Call after every `handle_*` call
+    /// until it returns `None`.
+    #[must_use = "a queued BU is lost unless sent"]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
-    /// The next registration change.
+    /// The next registration change. Call after every `handle_*` call until it returns
+    /// `None`.
+    #[must_use = "a registration change not acted on leaves routes stale"]
     pub fn poll_event(&mut self) -> Option<MnEvent> {
         self.events.pop_front()
     }
 
-    /// When the node next wants [`Self::handle_timeout`].
+    /// When the node next wants [`Self::handle_timeout`] (retransmission or refresh). Ask
+    /// again after every `handle_*` call.
+    #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.mn.poll_timeout()
+        self.bul.poll_timeout()
     }
 
     /// Retransmissions and refreshes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.mn.handle_timeout(now);
+        self.bul.handle_timeout(now);
         self.pump(now);
     }
 }

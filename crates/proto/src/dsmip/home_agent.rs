@@ -1,16 +1,19 @@
-//! The home agent as a whole, sans-IO: the protocol module ([`HomeAgent`]) on top of the
-//! tunnel-interface module ([`crate::dsmip::tif`]). The Linux driver hands it what its
-//! sockets and TUN read, with the time; it answers with a verdict per data packet (no
-//! allocation on that path), queues signalling to send, and reports bindings coming and
-//! going so the driver can route the home addresses into its TUN.
+//! The home agent node, sans-IO: the protocol module ([`BindingCache`], RFC 6275 section
+//! 10.3 and RFC 5555 section 4.2) joined to the tunnel-interface module
+//! ([`crate::dsmip::tif`], RFC 5555 section 4.1 and seed 001 section 3). The Linux driver
+//! hands it what its sockets and TUN read, with the time; it answers with a [`Verdict`] per
+//! received packet and an [`Outbound`] per packet from the TUN (no allocation on those
+//! paths), queues signalling to send ([`Transmit`]), and reports bindings coming and going
+//! ([`HaEvent`]) so the driver can route the home addresses into its TUN.
 
-use crate::dsmip::ha::{status, Arrival, HaConfig, HomeAgent, Snapshot, Tunnel};
+use crate::dsmip::binding_cache::{status, Arrival, BindingCache, HaConfig, Snapshot, Tunnel};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
+use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -47,25 +50,6 @@ reasons! {
     }
 }
 
-/// A signalling packet to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transmit {
-    /// As the payload of a UDP datagram from port 4191.
-    Udp {
-        /// Destination (the NAT's address and port when there is one).
-        to: SocketAddrV4,
-        /// The IPv6 packet.
-        data: Vec<u8>,
-    },
-    /// A whole IPv6 packet, extension headers included, to send as it is.
-    Ipv6 {
-        /// Destination.
-        to: Ipv6Addr,
-        /// The packet.
-        data: Vec<u8>,
-    },
-}
-
 /// A binding appearing or going, for the driver's routes and proxy entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HaEvent {
@@ -87,27 +71,19 @@ pub enum HaEvent {
     },
 }
 
-/// What to do with a received data packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict<'a> {
-    /// Write this inner packet to the TUN.
-    ToTun(&'a [u8]),
-    /// Signalling, handled (answers are queued).
-    Handled,
-    /// Dropped, counted under this reason.
-    Drop(HaCounter),
-}
-
-/// The home agent node.
+/// The home agent node: the binding cache joined to the tunnel-interface module. See the
+/// module documentation.
 #[derive(Debug)]
-pub struct HaNode {
-    ha: HomeAgent,
+pub struct HomeAgent {
+    bc: BindingCache,
     addr6: Ipv6Addr,
     counters: Counters<HaCounter>,
     out: VecDeque<Transmit>,
     events: VecDeque<HaEvent>,
     /// What the driver was told is bound: IPv4 home address per IPv6 home address.
-    installed: HashMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
+    installed: BTreeMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
+    /// Home addresses whose binding ended, reused across `handle_timeout` calls.
+    ended: Vec<Ipv6Addr>,
 }
 
 fn tif_drop(d: TifDrop) -> HaCounter {
@@ -149,16 +125,16 @@ pub fn encap_for(t: Tunnel, inner: &[u8]) -> Encap {
     }
 }
 
-impl HaNode {
+impl HomeAgent {
     /// A home agent answering at `addr6` (its IPv6 address, the destination of BUs).
     pub fn new(cfg: HaConfig, addr6: Ipv6Addr) -> Self {
-        Self::with(HomeAgent::new(cfg), addr6)
+        Self::with(BindingCache::new(cfg), addr6)
     }
 
     /// A home agent whose binding cache is restored from `snap`; a `Bound` event is queued
     /// for every binding so the driver installs their routes again.
     pub fn restore(cfg: HaConfig, addr6: Ipv6Addr, snap: &Snapshot, now: Instant) -> Self {
-        let mut n = Self::with(HomeAgent::restore(cfg, snap, now), addr6);
+        let mut n = Self::with(BindingCache::restore(cfg, snap, now), addr6);
         let hoas: Vec<Ipv6Addr> = snap.bindings.iter().map(|b| b.hoa).collect();
         for h in hoas {
             n.reconcile(h);
@@ -166,25 +142,26 @@ impl HaNode {
         n
     }
 
-    fn with(ha: HomeAgent, addr6: Ipv6Addr) -> Self {
-        HaNode {
-            ha,
+    fn with(bc: BindingCache, addr6: Ipv6Addr) -> Self {
+        HomeAgent {
+            bc,
             addr6,
             counters: Counters::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
-            installed: HashMap::new(),
+            installed: BTreeMap::new(),
+            ended: Vec::new(),
         }
     }
 
-    /// The protocol module (binding cache).
-    pub fn home_agent(&self) -> &HomeAgent {
-        &self.ha
+    /// The protocol module: the binding cache.
+    pub fn binding_cache(&self) -> &BindingCache {
+        &self.bc
     }
 
     /// The binding cache as saved across restarts.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
-        self.ha.snapshot(now)
+        self.bc.snapshot(now)
     }
 
     /// Counters.
@@ -198,7 +175,7 @@ impl HaNode {
     }
 
     fn reconcile(&mut self, hoa: Ipv6Addr) {
-        let now_bound = self.ha.binding(hoa).map(|b| (b.ipv4, b.tunnel));
+        let now_bound = self.bc.binding(hoa).map(|b| (b.ipv4, b.tunnel));
         let before = self.installed.get(&hoa).copied();
         if now_bound == before {
             return;
@@ -245,7 +222,7 @@ impl HaNode {
         };
         // No ESP yet: every BU is unprotected (RFC 5555 section 5 wants ESP; the home
         // agent refuses unless its configuration explicitly accepts them).
-        let ba = self.ha.handle_bu(now, hoa, arrival, false, &s.mh);
+        let ba = self.bc.handle_bu(now, hoa, arrival, false, &s.mh);
         let status = ba.as_ref().and_then(|b| match b.ba.msg {
             MhMessage::Ba { status, .. } => Some(status),
             _ => None,
@@ -270,26 +247,32 @@ impl HaNode {
         buf.truncate(n);
         let t = match ba.via {
             Tunnel::Udp { peer } | Tunnel::Tlv { peer } => Transmit::Udp {
+                from: None,
                 to: peer,
                 data: buf,
             },
             Tunnel::Ipv4 { coa } => Transmit::Udp {
+                from: None,
                 to: SocketAddrV4::new(coa, DSMIP_PORT),
                 data: buf,
             },
-            Tunnel::Ipv6 { coa } => Transmit::Ipv6 { to: coa, data: buf },
+            Tunnel::Ipv6 { coa } => Transmit::Ipv6 {
+                from: None,
+                to: coa,
+                data: buf,
+            },
         };
         self.counters.bump(HaCounter::BaSent);
         self.out.push_back(t);
     }
 
-    fn data<'a>(&mut self, outer: Outer, inner: &'a [u8], src: IpAddr) -> Verdict<'a> {
+    fn data<'a>(&mut self, outer: Outer, inner: &'a [u8], src: IpAddr) -> Verdict<'a, HaCounter> {
         let tunnel = match src {
-            IpAddr::V6(s) => self.ha.tunnel_for_v6(s),
+            IpAddr::V6(s) => self.bc.tunnel_for_v6(s),
             IpAddr::V4(s) => self
-                .ha
+                .bc
                 .tunnel_for_v4(s)
-                .filter(|(h, _)| self.ha.binding(*h).is_some())
+                .filter(|(h, _)| self.bc.binding(*h).is_some())
                 .map(|(_, t)| t),
         };
         match tunnel {
@@ -304,7 +287,7 @@ impl HaNode {
         }
     }
 
-    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a> {
+    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a, HaCounter> {
         match up {
             Up::Signal { outer, signal, .. } => {
                 self.signal(now, outer, signal);
@@ -327,7 +310,7 @@ impl HaNode {
         now: Instant,
         from: SocketAddrV4,
         payload: &'a [u8],
-    ) -> Verdict<'a> {
+    ) -> Verdict<'a, HaCounter> {
         self.up(now, tif::from_udp(from, payload))
     }
 
@@ -337,60 +320,79 @@ impl HaNode {
         now: Instant,
         src: IpAddr,
         inner: &'a [u8],
-    ) -> Verdict<'a> {
+    ) -> Verdict<'a, HaCounter> {
         self.up(now, tif::from_ip_in_ip(src, inner))
     }
 
-    /// A whole IPv6 signalling packet captured with its extension headers.
-    pub fn handle_captured(&mut self, now: Instant, pkt: &[u8]) {
+    /// A whole IPv6 signalling packet captured with its extension headers (a BU with a Home
+    /// Address option, RFC 6275 section 6.1.7 and 11.7.1).
+    pub fn handle_captured(&mut self, now: Instant, pkt: &[u8]) -> Verdict<'static, HaCounter> {
         match tif::from_captured(pkt) {
-            Up::Signal { outer, signal, .. } => self.signal(now, outer, signal),
-            Up::Drop(d) => self.counters.bump(tif_drop(d)),
-            Up::Data { .. } => {}
+            Up::Signal { outer, signal, .. } => {
+                self.signal(now, outer, signal);
+                Verdict::Handled
+            }
+            Up::Drop(d) => {
+                let c = tif_drop(d);
+                self.counters.bump(c);
+                Verdict::Drop(c)
+            }
+            // `from_captured` yields signalling or a drop, never data: left to the kernel.
+            Up::Data { .. } => Verdict::Drop(HaCounter::NotSignal),
         }
     }
 
-    /// How to send a packet read from the TUN (from the home network to a home address).
-    pub fn route_from_home(&mut self, pkt: &[u8]) -> Result<Encap, HaCounter> {
+    /// How to send a packet read from the TUN (from the home network to a home address,
+    /// RFC 5555 section 4.1): the tunnel of its destination's binding.
+    pub fn handle_from_tun(&mut self, _now: Instant, pkt: &[u8]) -> Outbound<HaCounter> {
         let t = match tif::addresses(pkt) {
-            Some((_, IpAddr::V6(d))) => self.ha.tunnel_for_v6(d),
-            Some((_, IpAddr::V4(d))) => self.ha.tunnel_for_v4(d).map(|(_, t)| t),
+            Some((_, IpAddr::V6(d))) => self.bc.tunnel_for_v6(d),
+            Some((_, IpAddr::V4(d))) => self.bc.tunnel_for_v4(d).map(|(_, t)| t),
             None => {
                 self.counters.bump(HaCounter::DropBadInner);
-                return Err(HaCounter::DropBadInner);
+                return Outbound::Drop(HaCounter::DropBadInner);
             }
         };
         match t {
             Some(t) => {
                 self.counters.bump(HaCounter::ToMn);
-                Ok(encap_for(t, pkt))
+                Outbound::Send(encap_for(t, pkt))
             }
             None => {
                 self.counters.bump(HaCounter::DropNoBinding);
-                Err(HaCounter::DropNoBinding)
+                Outbound::Drop(HaCounter::DropNoBinding)
             }
         }
     }
 
-    /// The next signalling packet to send.
+    /// The next signalling packet (a Binding Acknowledgement) to send. Call after every
+    /// `handle_*` call until it returns `None`.
+    #[must_use = "a queued packet is lost unless sent"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
-    /// The next binding change.
+    /// The next binding change, for the driver's routes and proxy entries. Call after every
+    /// `handle_*` call (and after construction by [`Self::restore`]) until it returns `None`.
+    #[must_use = "an event not acted on leaves a route missing or stale"]
     pub fn poll_event(&mut self) -> Option<HaEvent> {
         self.events.pop_front()
     }
 
-    /// When the next binding ends.
+    /// When the next binding ends: the driver calls [`Self::handle_timeout`] then. Ask again
+    /// after every `handle_*` call. O(1).
+    #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ha.poll_timeout()
+        self.bc.poll_timeout()
     }
 
-    /// Ends the bindings whose lifetime is over.
+    /// Ends the bindings whose lifetime is over (queues their `Unbound` events).
     pub fn handle_timeout(&mut self, now: Instant) {
-        for h in self.ha.handle_timeout(now) {
+        let mut ended = std::mem::take(&mut self.ended);
+        self.bc.handle_timeout(now, &mut ended);
+        for h in ended.drain(..) {
             self.reconcile(h);
         }
+        self.ended = ended;
     }
 }
