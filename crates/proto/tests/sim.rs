@@ -556,11 +556,12 @@ fn a_dead_path_changes_address_reason_path_dead() {
 /// The 1000-MN scenario of [`two_hours_of_keepalives_keep_a_thousand_mns_reachable`] and
 /// its log.
 fn thousand_mn_log(seed: u64) -> String {
-    let mut sim = Sim::with_seed(seed, 1000, 10, Duration::from_secs(60), 0);
+    // 5 % loss, so the seeded loss decisions are part of what must repeat.
+    let mut sim = Sim::with_seed(seed, 1000, 10, Duration::from_secs(60), 5);
     let end = sim.at(Duration::from_secs(2 * 3600));
     sim.run_until(end);
-    assert_eq!(sim.ha_reaches_all(), 1000);
-    sim.log_with_counters()
+    let reached = sim.ha_reaches_all();
+    format!("{}reached {reached}\n", sim.log_with_counters())
 }
 
 #[test]

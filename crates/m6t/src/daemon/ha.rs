@@ -252,13 +252,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     let mut tun_tx = tun.writer();
     let mut buf = vec![0u8; 65536];
     // Bindings restored from the file: their routes go in before the first packet.
-    after(&mut node, &socks, &home, &mut file, &failures, now);
+    let mut next = after(&mut node, &socks, &home, &mut file, &failures, now);
     while !rt.stopping() {
-        let deadline = earliest(
-            node.poll_timeout(),
-            file.as_ref().and_then(CacheFile::deadline),
-        );
-        let ready = rt.wait(deadline).map_err(io("epoll"))?;
+        let ready = rt.wait(next).map_err(io("epoll"))?;
         let now = Instant::now();
         for &source in ready {
             match source {
@@ -275,7 +271,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
             }
         }
         failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
-        after(&mut node, &socks, &home, &mut file, &failures, now);
+        next = after(&mut node, &socks, &home, &mut file, &failures, now);
     }
     // The cache is saved with lifetimes left, and the routes stay consistent with it: a
     // restarted home agent installs them again from the file.
@@ -304,7 +300,8 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// What the node asked once the sources are handled: lifetimes that ended, BAs to send,
-/// routes and proxy entries to change, and a save of the cache when one is due.
+/// routes and proxy entries to change, and a save of the cache when one is due. Returns
+/// when the loop must wake next (a binding's end or a pending save).
 fn after(
     node: &mut HomeAgent,
     socks: &TifSockets,
@@ -312,9 +309,11 @@ fn after(
     file: &mut Option<CacheFile>,
     failures: &Failures,
     now: Instant,
-) {
-    if node.poll_timeout().is_some_and(|t| t <= now) {
+) -> Option<Instant> {
+    let mut next = node.poll_timeout();
+    if next.is_some_and(|t| t <= now) {
         node.handle_timeout(now);
+        next = node.poll_timeout();
     }
     while let Some(t) = node.poll_transmit() {
         failures.check(Failure::SignalSend, "sending a BA", send_signal(socks, &t));
@@ -328,6 +327,7 @@ fn after(
     if let Some(f) = file.as_mut() {
         f.save_if_due(node, now);
     }
+    earliest(next, file.as_ref().and_then(CacheFile::deadline))
 }
 
 fn warn_unprotected(cfg: &Ha) {

@@ -226,10 +226,10 @@ impl Driver {
         let mut ready = Vec::new();
         let now = Instant::now();
         self.movement(node, now);
-        self.after(node, now);
+        let mut next = self.after(node, now);
         while !self.rt.stopping() {
             ready.clear();
-            ready.extend_from_slice(self.rt.wait(node.poll_timeout()).map_err(io("epoll"))?);
+            ready.extend_from_slice(self.rt.wait(next).map_err(io("epoll"))?);
             let now = Instant::now();
             for &source in &ready {
                 match source {
@@ -260,7 +260,7 @@ impl Driver {
                 .record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
             // Right after the inputs, before sleeping again: a BU the node queued leaves
             // now, so the registration time it reports is the one on the wire.
-            self.after(node, now);
+            next = self.after(node, now);
         }
         Ok(())
     }
@@ -272,10 +272,13 @@ impl Driver {
         node.handle_coas(now, v6, v4);
     }
 
-    /// What the node asked: timers, BUs to send, registrations to install.
-    fn after(&mut self, node: &mut MobileNode, now: Instant) {
-        if node.poll_timeout().is_some_and(|t| t <= now) {
+    /// What the node asked: timers, BUs to send, registrations to install. Returns the
+    /// node's next deadline.
+    fn after(&mut self, node: &mut MobileNode, now: Instant) -> Option<Instant> {
+        let mut next = node.poll_timeout();
+        if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
+            next = node.poll_timeout();
         }
         while let Some(t) = node.poll_transmit() {
             self.transmit(&t);
@@ -290,6 +293,7 @@ impl Driver {
                 }
             }
         }
+        next
     }
 
     /// Sends a BU from its care-of address (a new IPv4 one gets a new UDP socket).

@@ -8,7 +8,7 @@
 
 use m6t_wire::mh::NEXT_HEADER_MH;
 use m6t_wire::mip6::{self, Signal};
-use m6t_wire::{tlv, Ipv6Packet};
+use m6t_wire::{tlv, Ipv4Packet, Ipv6Packet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 /// The DSMIPv6 UDP port (RFC 5555 section 4.1, IANA "dsmipv6").
@@ -78,17 +78,12 @@ pub fn addresses(p: &[u8]) -> Option<(IpAddr, IpAddr)> {
             Some((v.src_addr().into(), v.dst_addr().into()))
         }
         4 => {
-            if p.len() < 20 {
+            let v = Ipv4Packet::new_checked(p).ok()?;
+            // An inner packet is exactly one datagram: no trailing bytes to smuggle.
+            if usize::from(v.total_len()) != p.len() {
                 return None;
             }
-            let ihl = usize::from(p[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-            if ihl < 20 || total < ihl || total != p.len() {
-                return None;
-            }
-            let s = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-            let d = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-            Some((s.into(), d.into()))
+            Some((v.src_addr().into(), v.dst_addr().into()))
         }
         _ => None,
     }
