@@ -77,6 +77,8 @@ pub struct Runtime<T> {
     events: Vec<libc::epoll_event>,
     ready: Vec<T>,
     signals: UnixStream,
+    /// The signal handlers writing into the pipe, removed on drop.
+    handlers: Vec<signal_hook::SigId>,
     shutdown: Shutdown,
     /// When the stop flag is next looked at if nothing else wakes the loop; it stays put
     /// between wake-ups so the timer is re-armed only when the machine's deadline moves.
@@ -111,9 +113,13 @@ impl<T: Copy + Eq + Debug> Runtime<T> {
         rd.set_nonblocking(true)?;
         wr.set_nonblocking(true)?;
         // The handler writes one byte per signal into `wr` (a full pipe loses bytes, not
-        // the wake-up); it owns `wr` from now on.
+        // the wake-up); it owns `wr` until the runtime is dropped.
+        let mut handlers = Vec::with_capacity(2);
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::low_level::pipe::register(sig, wr.try_clone()?)?;
+            handlers.push(signal_hook::low_level::pipe::register(
+                sig,
+                wr.try_clone()?,
+            )?);
         }
         let rt = Runtime {
             ep,
@@ -124,6 +130,7 @@ impl<T: Copy + Eq + Debug> Runtime<T> {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 2],
             ready: Vec::new(),
             signals: rd,
+            handlers,
             shutdown: shutdown.clone(),
             check_by: Instant::now() + STOP_CHECK,
         };
@@ -276,6 +283,14 @@ impl<T: Copy + Eq + Debug> Runtime<T> {
         })?;
         self.armed = Some(deadline);
         Ok(())
+    }
+}
+
+impl<T> Drop for Runtime<T> {
+    fn drop(&mut self) {
+        for h in self.handlers.drain(..) {
+            signal_hook::low_level::unregister(h);
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! Micro-benchmarks of the per-packet work: encapsulation (client, TUN -> UDP), decapsulation
 //! (client, UDP -> TUN), and the gateway's state lookup both ways with 1 k and 1 M states.
-//! `copy 1400 B` is the baseline measured in the same run: the memcpy every forwarder pays.
+//! `copy 1400 B` is the baseline measured in the same run: the memcpy every forwarder pays;
+//! std's `RandomState` is the baseline of the seeded hasher.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use m6t_proto::hash::SeededState;
 use m6t_proto::m6t::client::{Client, ClientConfig};
 use m6t_proto::m6t::gateway::{Gateway, GatewayConfig};
 use m6t_wire::Ipv6Repr;
+use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -63,6 +66,24 @@ fn benches(c: &mut Criterion) {
     let mut dst = vec![0u8; 1400];
     c.bench_function("copy 1400 B (baseline)", |b| {
         b.iter(|| dst.copy_from_slice(black_box(&src)))
+    });
+
+    // The gateway's index keys SipHash-1-3 from its seed (m6t_proto::hash) instead of
+    // std's OS-keyed RandomState: the same algorithm, measured against it in the same run.
+    let std_state = std::collections::hash_map::RandomState::new();
+    let [seeded] = SeededState::derive::<1>([0x5a; 32]);
+    let mut a: u128 = 0xfd00_6d36_7400_0008_0000_0000_0000_0000;
+    c.bench_function("hash an address, std RandomState (baseline)", |b| {
+        b.iter(|| {
+            a = a.wrapping_add(1);
+            std_state.hash_one(black_box(a))
+        })
+    });
+    c.bench_function("hash an address, SeededState", |b| {
+        b.iter(|| {
+            a = a.wrapping_add(1);
+            seeded.hash_one(black_box(a))
+        })
     });
 
     let mut client = Client::new(

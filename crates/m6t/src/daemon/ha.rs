@@ -8,6 +8,7 @@ use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
 use crate::dsmip_config::Ha;
 use crate::status::Report;
+use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::Netlink;
 use m6t_linux::raw;
@@ -117,22 +118,35 @@ impl CacheFile {
         self.dirty_since.map(|t| t + SAVE_DELAY)
     }
 
-    fn save_if_due(&mut self, node: &HomeAgent, now: Instant) {
+    fn save_if_due(&mut self, node: &HomeAgent, now: Instant, failures: &Failures) {
         if self.deadline().is_some_and(|d| d <= now) {
-            self.dirty_since = None;
-            if let (Some(tx), Ok(bytes)) = (&self.tx, serde_json::to_vec(&node.snapshot(now))) {
-                let _ = tx.send(bytes);
-            }
+            self.save(node, now, failures);
         }
     }
 
-    /// The last write, at exit, waited for.
-    fn close(mut self, node: &HomeAgent, now: Instant) {
-        self.dirty_since = Some(now - SAVE_DELAY);
-        self.save_if_due(node, now);
+    fn save(&mut self, node: &HomeAgent, now: Instant, failures: &Failures) {
+        self.dirty_since = None;
+        let r = serde_json::to_vec(&node.snapshot(now))
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let tx = self.tx.as_ref().ok_or(ErrorKind::BrokenPipe)?;
+                tx.send(bytes).map_err(|_| ErrorKind::BrokenPipe.into())
+            });
+        failures.check(
+            Failure::StateFile,
+            "handing the binding cache to its writer",
+            r,
+        );
+    }
+
+    /// The last write, at exit, waited for: a clean stop loses nothing.
+    fn close(mut self, node: &HomeAgent, now: Instant, failures: &Failures) {
+        self.save(node, now, failures);
         drop(self.tx.take());
         if let Some(w) = self.writer.take() {
-            let _ = w.join();
+            if w.join().is_err() {
+                failures.record(Failure::StateFile, 1, "the binding cache writer panicked");
+            }
         }
         tracing::info!("binding cache saved to {}", self.path.display());
     }
@@ -221,22 +235,15 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         }
     }
     rt.add(&control, Source::Control).map_err(io("epoll"))?;
-    let home = HomeLink {
-        nl,
-        tun: tun.index(),
-        link,
-        metric: cfg.route_metric,
-    };
     let failures = Arc::new(Failures::default());
-    let mut file = match &cfg.state_file {
+    let file = match &cfg.state_file {
         Some(p) => Some(CacheFile::new(p.clone(), Arc::clone(&failures))?),
         None => None,
     };
-    let now = Instant::now();
     let mut node = match cfg.state_file.as_deref().and_then(load_snapshot) {
         Some(s) => {
             tracing::info!("binding cache restored: {} bindings", s.bindings.len());
-            HomeAgent::restore(cfg.machine.clone(), cfg.address6, &s, now)
+            HomeAgent::restore(cfg.machine.clone(), cfg.address6, &s, Instant::now())
         }
         None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
@@ -247,49 +254,108 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.address4,
         cfg.machine.home_prefix
     );
+    let mut d = Driver {
+        home: HomeLink {
+            nl,
+            tun: tun.index(),
+            link,
+            metric: cfg.route_metric,
+        },
+        tun,
+        socks,
+        rt,
+        file,
+        failures,
+    };
+    let r = d.run(&mut node, &control);
+    d.stop(&node);
+    tracing::info!("home agent stopped");
+    r
+}
 
-    let mut tun_rx = tun.reader();
-    let mut tun_tx = tun.writer();
-    let mut buf = vec![0u8; 65536];
-    // Bindings restored from the file: their routes go in before the first packet.
-    let mut next = after(&mut node, &socks, &home, &mut file, &failures, now);
-    while !rt.stopping() {
-        let ready = rt.wait(next).map_err(io("epoll"))?;
-        let now = Instant::now();
-        for &source in ready {
-            match source {
-                Source::Tun => to_tunnel(&mut tun_rx, &socks, &mut node, &failures, now)
-                    .map_err(io("TUN read"))?,
-                Source::Tif(s) => {
-                    from_tunnel(&socks, s, &mut buf, &mut node, &mut tun_tx, &failures, now)
+/// The daemon's side of the home agent: its interfaces and sockets, the home link it keeps
+/// in step with the binding cache, and the cache's file.
+struct Driver {
+    tun: Tun,
+    socks: TifSockets,
+    rt: Runtime<Source>,
+    home: HomeLink,
+    file: Option<CacheFile>,
+    failures: Arc<Failures>,
+}
+
+impl Driver {
+    fn run(&mut self, node: &mut HomeAgent, control: &ControlServer) -> Result<(), DaemonError> {
+        let mut tun_rx = self.tun.reader();
+        let mut tun_tx = self.tun.writer();
+        let mut buf = vec![0u8; 65536];
+        // Bindings restored from the file: their routes go in before the first packet.
+        let mut next = self.after(node, Instant::now());
+        while !self.rt.stopping() {
+            let ready = self.rt.wait(next).map_err(io("epoll"))?;
+            let now = Instant::now();
+            let (socks, failures) = (&self.socks, &*self.failures);
+            for &source in ready {
+                match source {
+                    Source::Tun => to_tunnel(&mut tun_rx, socks, node, failures, now)
+                        .map_err(io("TUN read"))?,
+                    Source::Tif(s) => {
+                        from_tunnel(socks, s, &mut buf, node, &mut tun_tx, failures, now)
+                    }
+                    Source::Control => serve_reports(control, |_| Report::HomeAgent {
+                        interface: self.tun.name().to_string(),
+                        bindings: node.snapshot(Instant::now()).bindings,
+                        counters: counters_with(node.counters().snapshot(), failures, &[]),
+                    }),
                 }
-                Source::Control => serve_reports(&control, |_| Report::HomeAgent {
-                    interface: tun.name().to_string(),
-                    bindings: node.snapshot(Instant::now()).bindings,
-                    counters: counters_with(node.counters().snapshot(), &failures, &[]),
-                }),
+            }
+            failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
+            next = self.after(node, now);
+        }
+        Ok(())
+    }
+
+    /// What the node asked once the sources are handled: lifetimes that ended, BAs to
+    /// send, routes and proxy entries to change, and a save of the cache when one is due.
+    /// Returns when the loop must wake next (a binding's end or a pending save).
+    fn after(&mut self, node: &mut HomeAgent, now: Instant) -> Option<Instant> {
+        let mut next = node.poll_timeout();
+        if next.is_some_and(|t| t <= now) {
+            node.handle_timeout(now);
+            next = node.poll_timeout();
+        }
+        while let Some(t) = node.poll_transmit() {
+            let r = send_signal(&self.socks, &t);
+            self.failures.check(Failure::SignalSend, "sending a BA", r);
+        }
+        while let Some(e) = node.poll_event() {
+            self.home.apply(&e, &self.failures);
+            if let Some(f) = self.file.as_mut() {
+                f.changed(now);
             }
         }
-        failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
-        next = after(&mut node, &socks, &home, &mut file, &failures, now);
+        let Some(f) = self.file.as_mut() else {
+            return next;
+        };
+        f.save_if_due(node, now, &self.failures);
+        earliest(next, f.deadline())
     }
-    // The cache is saved with lifetimes left, and the routes stay consistent with it: a
-    // restarted home agent installs them again from the file.
-    let now = Instant::now();
-    if let Some(f) = file {
-        f.close(&node, now);
-    }
-    for b in node.snapshot(now).bindings {
-        home.apply(
-            &HaEvent::Unbound {
+
+    /// The cache is saved with lifetimes left, and the routes stay consistent with it: a
+    /// restarted home agent installs them again from the file.
+    fn stop(&mut self, node: &HomeAgent) {
+        let now = Instant::now();
+        if let Some(f) = self.file.take() {
+            f.close(node, now, &self.failures);
+        }
+        for b in node.snapshot(now).bindings {
+            let unbound = HaEvent::Unbound {
                 hoa: b.hoa,
                 ipv4: b.ipv4,
-            },
-            &failures,
-        );
+            };
+            self.home.apply(&unbound, &self.failures);
+        }
     }
-    tracing::info!("home agent stopped");
-    Ok(())
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -297,37 +363,6 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// What the node asked once the sources are handled: lifetimes that ended, BAs to send,
-/// routes and proxy entries to change, and a save of the cache when one is due. Returns
-/// when the loop must wake next (a binding's end or a pending save).
-fn after(
-    node: &mut HomeAgent,
-    socks: &TifSockets,
-    home: &HomeLink,
-    file: &mut Option<CacheFile>,
-    failures: &Failures,
-    now: Instant,
-) -> Option<Instant> {
-    let mut next = node.poll_timeout();
-    if next.is_some_and(|t| t <= now) {
-        node.handle_timeout(now);
-        next = node.poll_timeout();
-    }
-    while let Some(t) = node.poll_transmit() {
-        failures.check(Failure::SignalSend, "sending a BA", send_signal(socks, &t));
-    }
-    while let Some(e) = node.poll_event() {
-        home.apply(&e, failures);
-        if let Some(f) = file.as_mut() {
-            f.changed(now);
-        }
-    }
-    if let Some(f) = file.as_mut() {
-        f.save_if_due(node, now);
-    }
-    earliest(next, file.as_ref().and_then(CacheFile::deadline))
 }
 
 fn warn_unprotected(cfg: &Ha) {
