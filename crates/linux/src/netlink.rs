@@ -156,8 +156,8 @@ impl Netlink {
     }
 }
 
-/// The main routing table.
-const MAIN_TABLE: u32 = 254;
+/// The main routing table (`ip route` without `table`).
+pub const MAIN_TABLE: u32 = 254;
 
 /// An address as the kernel lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,12 +499,11 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-const RT_TABLE_MAIN: u8 = 254;
 
 fn is_default_v4(h: &RouteHeader) -> bool {
     h.address_family == AddressFamily::Inet
         && h.destination_prefix_length == 0
-        && h.table == RT_TABLE_MAIN
+        && h.table == MAIN_TABLE as u8
 }
 
 impl Monitor {

@@ -10,7 +10,7 @@ use crate::dsmip_config::Ha;
 use crate::status::Report;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
-use m6t_linux::netlink::Netlink;
+use m6t_linux::netlink::{Netlink, MAIN_TABLE};
 use m6t_linux::raw;
 use m6t_linux::runtime::Runtime;
 use m6t_linux::tif::{TifSockets, TifSource};
@@ -24,8 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const MAIN_TABLE: u32 = 254;
 
 /// Longest a binding change waits before the cache is written: a burst of registrations
 /// (a train of mobile nodes moving at once, a restart restoring thousands) costs one write,

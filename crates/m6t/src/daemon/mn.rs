@@ -11,7 +11,7 @@ use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{MnInfo, Report};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
-use m6t_linux::netlink::{Monitor, Netlink};
+use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource};
 use m6t_linux::{caps, raw, tun::Tun};
@@ -20,8 +20,6 @@ use m6t_proto::dsmip::update_list::{Coa, Registration, TunnelMode};
 use m6t_proto::dsmip::Transmit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-
-const MAIN_TABLE: u32 = 254;
 
 /// The mobile node's event sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
