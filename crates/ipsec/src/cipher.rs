@@ -7,13 +7,14 @@
 
 use crate::sa::{Algorithm, SaError};
 use aes::cipher::generic_array::GenericArray;
+use aes::cipher::KeyInit;
 use aes::cipher::{BlockEncrypt, InnerIvInit};
 use aes::{Aes128, Aes256};
-use aes_gcm::{AeadInPlace, Aes128Gcm, Aes256Gcm, KeyInit};
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut};
 use hmac::{Hmac, Mac};
 use m6t_wire::esp::ESP_HEADER_LEN;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM, AES_256_GCM};
 use sha2::Sha256;
 
 /// Length of the ICV of every algorithm here: the full GCM tag (RFC 4106 section 6) and
@@ -28,12 +29,9 @@ const HMAC_KEY_LEN: usize = 32;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// An expanded AES-GCM key.
+/// An expanded AES-GCM key (128 or 256 bits: ring's key knows which).
 #[derive(Clone)]
-pub(crate) enum Gcm {
-    A128(Box<Aes128Gcm>),
-    A256(Box<Aes256Gcm>),
-}
+pub(crate) struct Gcm(Box<LessSafeKey>);
 
 /// An expanded AES key for CBC.
 #[derive(Clone)]
@@ -77,7 +75,7 @@ impl Cipher {
                 got: keymat.len(),
             });
         }
-        let bad = |_| SaError::KeyLength {
+        let bad = |_: ()| SaError::KeyLength {
             algorithm,
             expected,
             got: keymat.len(),
@@ -85,11 +83,13 @@ impl Cipher {
         Ok(match algorithm {
             Algorithm::AesGcm128 | Algorithm::AesGcm256 => {
                 let (key, salt) = keymat.split_at(keymat.len() - SALT_LEN);
-                let aead = if algorithm == Algorithm::AesGcm128 {
-                    Gcm::A128(Box::new(Aes128Gcm::new_from_slice(key).map_err(bad)?))
+                let alg = if algorithm == Algorithm::AesGcm128 {
+                    &AES_128_GCM
                 } else {
-                    Gcm::A256(Box::new(Aes256Gcm::new_from_slice(key).map_err(bad)?))
+                    &AES_256_GCM
                 };
+                let key = UnboundKey::new(alg, key).map_err(|_| bad(()))?;
+                let aead = Gcm(Box::new(LessSafeKey::new(key)));
                 let mut s = [0; SALT_LEN];
                 s.copy_from_slice(salt);
                 Cipher::Gcm { aead, salt: s }
@@ -97,11 +97,11 @@ impl Cipher {
             Algorithm::AesCbc128HmacSha256 | Algorithm::AesCbc256HmacSha256 => {
                 let (key, auth) = keymat.split_at(keymat.len() - HMAC_KEY_LEN);
                 let aes = if algorithm == Algorithm::AesCbc128HmacSha256 {
-                    Aes::A128(Box::new(Aes128::new_from_slice(key).map_err(bad)?))
+                    Aes::A128(Box::new(Aes128::new_from_slice(key).map_err(|_| bad(()))?))
                 } else {
-                    Aes::A256(Box::new(Aes256::new_from_slice(key).map_err(bad)?))
+                    Aes::A256(Box::new(Aes256::new_from_slice(key).map_err(|_| bad(()))?))
                 };
-                let mac = <HmacSha256 as Mac>::new_from_slice(auth).map_err(bad)?;
+                let mac = <HmacSha256 as Mac>::new_from_slice(auth).map_err(|_| bad(()))?;
                 Cipher::Cbc {
                     aes,
                     mac: Box::new(mac),
@@ -159,9 +159,11 @@ impl Cipher {
         }
     }
 
-    /// Verifies the ICV at the end of `packet` and, only if it verifies, decrypts the
-    /// ciphertext in place (RFC 4303 section 3.4.4: no byte of the packet is trusted before
-    /// the ICV). On [`BadIcv`] the buffer is unchanged.
+    /// Verifies the ICV at the end of `packet` and decrypts the ciphertext in place; no byte
+    /// of the plaintext is handed out unless the ICV verified (RFC 4303 section 3.4.4). CBC
+    /// checks the HMAC before it decrypts (section 3.4.4.1), so on [`BadIcv`] the buffer is
+    /// unchanged; GCM decrypts and authenticates in one pass (section 3.4.4.2), and ring then
+    /// zeroes the ciphertext it decrypted.
     ///
     /// `packet` is `SPI | Sequence Number | IV | ciphertext | ICV`, with a ciphertext length
     /// the caller checked against the algorithm's block.
@@ -240,29 +242,27 @@ fn hmac_icv(mac: &HmacSha256, parts: &[&[u8]]) -> [u8; ICV_LEN] {
 
 impl Gcm {
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
-        let nonce = GenericArray::from_slice(nonce);
+        let nonce = Nonce::assume_unique_for_key(*nonce);
         // Fails only past GCM's 2^36-byte message limit, which a caller that kept the ESP
         // packet within 65535 bytes cannot reach; a zero tag would then fail at the peer.
-        let tag = match self {
-            Gcm::A128(k) => k.encrypt_in_place_detached(nonce, aad, buf),
-            Gcm::A256(k) => k.encrypt_in_place_detached(nonce, aad, buf),
-        };
         let mut icv = [0; ICV_LEN];
-        if let Ok(t) = tag {
-            icv.copy_from_slice(&t);
+        if let Ok(t) = self
+            .0
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
+        {
+            icv.copy_from_slice(t.as_ref());
         }
         icv
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], icv: &[u8]) -> Result<(), BadIcv> {
-        let nonce = GenericArray::from_slice(nonce);
-        let tag = GenericArray::from_slice(icv);
-        // aes-gcm computes and compares the tag (in constant time) before it decrypts.
-        match self {
-            Gcm::A128(k) => k.decrypt_in_place_detached(nonce, aad, buf, tag),
-            Gcm::A256(k) => k.decrypt_in_place_detached(nonce, aad, buf, tag),
-        }
-        .map_err(|_| BadIcv)
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        let tag = Tag::try_from(icv).map_err(|_| BadIcv)?;
+        // ring compares the tag in constant time and zeroes the output if it differs.
+        self.0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, 0..)
+            .map(|_| ())
+            .map_err(|_| BadIcv)
     }
 }
 
@@ -333,12 +333,12 @@ mod tests {
         assert_eq!(tag.to_vec(), hex("5bc94fbc3221a5db94fae95ae7121a47"));
         aead.open(&nonce, &aad, &mut buf, &tag).unwrap();
         assert_eq!(buf, hex(GCM_P));
-        // One bit of the AAD changed: refused, and the buffer is left as it was.
+        // One bit of the AAD changed: refused, and no plaintext is left in the buffer.
         let mut bad = aad.clone();
         bad[0] ^= 1;
         let mut c = hex(GCM_C);
         assert_eq!(aead.open(&nonce, &bad, &mut c, &tag), Err(BadIcv));
-        assert_eq!(c, hex(GCM_C));
+        assert_ne!(c, hex(GCM_P));
     }
 
     /// RFC 4231 section 4.3, test case 2 (key "Jefe"), HMAC-SHA-256 truncated to the 128 bits

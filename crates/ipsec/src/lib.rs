@@ -21,27 +21,36 @@
 //! Outbound, the ESP packet is appended to a `Vec` the caller reuses; inbound, it is opened in
 //! place. No allocation per packet.
 //!
-//! # Crypto: RustCrypto
+//! # Crypto: ring for AES-GCM, RustCrypto for AES-CBC and HMAC-SHA-256
 //!
-//! The primitives are RustCrypto's `aes-gcm` 0.10, `aes` 0.8, `cbc` 0.1, `hmac` 0.12 and
-//! `sha2` 0.10, each pinned to its minor version (`~`) since a 0.x minor is a breaking
-//! release. Why these and not `ring` or `aws-lc-rs`:
+//! Chosen by measuring the three candidates here (x86-64 with AES-NI, VAES, PCLMULQDQ and
+//! the SHA extensions; 2 cores; release builds, one core, niced, beside other benchmarks):
 //!
-//! - they cover both transforms the issue asks for. `ring` has AES-GCM and HMAC but no
-//!   AES-CBC at all, so it could not do RFC 3602 alone; `aws-lc-rs` exposes CBC only with
-//!   PKCS#7 padding, while ESP needs raw CBC over its own padding (RFC 4303 section 2.4);
-//! - they are pure Rust: no C or assembly build, no `cmake`, nothing for this workspace's
-//!   two-core machines and CI to compile beyond Rust, and they work in place on a `&mut [u8]`
-//!   with a detached tag, as ESP lays out its ICV;
-//! - they still use the hardware: AES-NI for AES and PCLMULQDQ for GHASH (through
-//!   `cpufeatures`, detected at run time, with a constant-time software fallback), and the
-//!   SHA extensions for SHA-256 where the CPU has them;
-//! - tags are compared in constant time (`subtle` in `aes-gcm`, `verify_truncated_left` in
-//!   `hmac`), and `aes-gcm` checks the tag before it decrypts.
+//! | AES-128-GCM seal, 1400 B | per packet | per core | clean build of the crate |
+//! |---|---|---|---|
+//! | RustCrypto `aes-gcm` 0.10.3 | 990 ns | 1.4 GB/s | pure Rust, no C compiler |
+//! | `ring` 0.17.14 | 252 ns | 5.6 GB/s | 12 s (C and assembly, `cc`) |
+//! | `aws-lc-rs` 1.19 (`aws-lc-sys` 0.47) | 256 ns | 5.5 GB/s | 75 s (builds AWS-LC) |
 //!
-//! What it costs: `ring` and `aws-lc-rs` have hand-written AES-GCM assembly (AVX2 / VAES) that
-//! is faster per byte; the bench `benches/esp.rs` measures what we get, and the primitives sit
-//! behind the private `cipher` module, so a change of library touches that file only.
+//! - AES-GCM is `ring` 0.17: as fast as `aws-lc-rs` (the same hand-written AVX2/VAES code
+//!   lineage), four times RustCrypto's `aes-gcm` 0.10 (which runs AES-NI and PCLMULQDQ but in
+//!   two passes), and a sixth of `aws-lc-rs`'s build time on our two-core machines and CI.
+//!   It authenticates in the same pass as it decrypts (RFC 4303 section 3.4.4.2 allows that
+//!   for combined modes), compares tags in constant time and zeroes what it decrypted when the
+//!   tag is wrong.
+//! - AES-CBC and HMAC-SHA-256 are RustCrypto's `aes` 0.8, `cbc` 0.1, `hmac` 0.12 and `sha2`
+//!   0.10 (pure Rust, AES-NI and SHA-NI detected at run time through `cpufeatures`): `ring`
+//!   has no AES-CBC at all, and `aws-lc-rs` exposes CBC only with PKCS#7 padding where ESP
+//!   needs raw CBC over its own padding (RFC 4303 section 2.4). CBC encryption is serial and
+//!   HMAC runs on SHA-NI, so a faster library would gain little there. The HMAC is checked
+//!   (`verify_truncated_left`, constant time) before anything is decrypted.
+//! - Each is pinned to its minor version (`~`): a 0.x minor is a breaking release. The
+//!   newer RustCrypto generation (`cipher` 0.5: `aes` 0.9, `cbc` 0.2, `aes-gcm` 0.11) is left
+//!   for a later move; the 0.4 generation is the one most of the ecosystem still uses.
+//! - All of it sits behind the private `cipher` module: changing a library touches that file
+//!   only. `ring` can draw random numbers, but this crate never asks it to.
+//!
+//! `benches/esp.rs` measures the whole ESP path (criterion; figures in the commit message).
 //!
 //! # IVs
 //!
