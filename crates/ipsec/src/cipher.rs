@@ -7,8 +7,7 @@
 
 use crate::sa::{Algorithm, SaError};
 use aes::cipher::generic_array::GenericArray;
-use aes::cipher::KeyInit;
-use aes::cipher::{BlockEncrypt, InnerIvInit};
+use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit};
 use aes::{Aes128, Aes256};
 use cbc::cipher::block_padding::NoPadding;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut};
@@ -40,7 +39,8 @@ pub(crate) enum Aes {
     A256(Box<Aes256>),
 }
 
-/// The keys of one SA, expanded.
+/// The keys of one SA, expanded. The expanded keys are boxed (once, when the SA is made) so
+/// that an `Sa` stays a few dozen bytes when the SAD moves it around.
 #[derive(Clone)]
 pub(crate) enum Cipher {
     /// RFC 4106: AES-GCM, salt from the last four bytes of the key material.
