@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod checksum;
+pub mod esp;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
