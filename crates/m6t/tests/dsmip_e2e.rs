@@ -24,6 +24,36 @@ fn lab(tag: &str, o: &DsmipOptions) -> Lab {
     l
 }
 
+/// Starts tcpdump on `role`'s eth0 for UDP port 4191 into `file` and waits until it listens.
+fn capture_4191(l: &mut Lab, role: &str, file: &str, extra: &[&str]) -> std::path::PathBuf {
+    let pcap = l.net.dir.join(file);
+    let path = pcap.display().to_string();
+    let mut args = vec!["tcpdump", "-n", "-U"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-i", "eth0", "-w", &path, "udp port 4191"]);
+    l.net.spawn(role, "tcpdump", &args).unwrap();
+    let t = std::time::Instant::now();
+    while !l.net.log("tcpdump").contains("listening on") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pcap
+}
+
+/// Stops the capture once `pcap` holds `bytes` (or after 5 s).
+fn stop_capture(l: &mut Lab, pcap: &Path, bytes: u64) {
+    let t = std::time::Instant::now();
+    while std::fs::metadata(pcap).map(|m| m.len()).unwrap_or(0) < bytes
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    l.net.stop("tcpdump");
+}
+
 fn counter(r: &Report, name: &str) -> u64 {
     r.counter(name)
 }
@@ -273,41 +303,11 @@ fn tshark_decodes_the_signalling_with_the_configured_values() {
     let mut l = Lab::build(bin(), &LabOptions::new("d6shark")).unwrap();
     l.write_dsmip_configs(&DsmipOptions::default()).unwrap();
     l.start_ha().unwrap();
-    let pcap = l.net.dir.join("sig.pcap");
-    l.net
-        .spawn(
-            "ha",
-            "tcpdump",
-            &[
-                "tcpdump",
-                "-n",
-                "-U",
-                "-i",
-                "eth0",
-                "-w",
-                &pcap.display().to_string(),
-                "udp port 4191",
-            ],
-        )
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !l.net.log("tcpdump").contains("listening on") {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "tcpdump did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pcap = capture_4191(&mut l, "ha", "sig.pcap", &[]);
     l.start_mn().unwrap();
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
     // Both packets (BU and BA, ~150 bytes each with headers) written before stopping.
-    let t = std::time::Instant::now();
-    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) < 300
-        && t.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    l.net.stop("tcpdump");
+    stop_capture(&mut l, &pcap, 300);
     let json = l
         .net
         .sh(
@@ -509,45 +509,14 @@ fn the_reported_registration_time_is_the_one_on_the_wire_and_sigterm_stops_at_on
     let mut l = Lab::build(bin(), &LabOptions::new("d6time")).unwrap();
     l.write_dsmip_configs(&DsmipOptions::default()).unwrap();
     l.start_ha().unwrap();
-    let pcap = l.net.dir.join("mn.pcap");
-    l.net
-        .spawn(
-            "mn",
-            "tcpdump",
-            &[
-                "tcpdump",
-                "-n",
-                "-U",
-                "-j",
-                "adapter_unsynced",
-                "-i",
-                "eth0",
-                "-w",
-                &pcap.display().to_string(),
-                "udp port 4191",
-            ],
-        )
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !l.net.log("tcpdump").contains("listening on") {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "tcpdump did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Timestamps from the kernel's clock, as the MN's own reading is.
+    let pcap = capture_4191(&mut l, "mn", "mn.pcap", &["-j", "adapter_unsynced"]);
     l.start_mn().unwrap();
     let m1 = l.wait_registered("udp", MN4[0], 0).unwrap();
     // A move: the BU leaves on a netlink notification, with nothing else to wake the loop.
     l.mn_renumber_v4(MN4[0], MN4[1]).unwrap();
     let m2 = l.wait_registered("udp", MN4[1], m1.registrations).unwrap();
-    let t = std::time::Instant::now();
-    while std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) < 600
-        && t.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    l.net.stop("tcpdump");
+    stop_capture(&mut l, &pcap, 600);
     // MH type 5 is the BU, 6 the BA (RFC 6275 section 6.1).
     let fields = l
         .net
