@@ -64,14 +64,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bits;
+pub mod chain;
 mod cipher;
 pub mod esp;
 pub mod replay;
 pub mod sa;
+pub mod sad;
+pub mod spd;
 
+pub use bits::{ConfigError, Inbound, Ipsec, IpsecDrop, Outbound};
 pub use esp::{EspDrop, Opened};
 pub use replay::{ReplayDrop, ReplayWindow};
 pub use sa::{Algorithm, Mode, Sa, SaError, SaParams};
+pub use sad::{SaConfig, SadEntry, TunnelEnds};
+pub use spd::{Action, AddrSel, Direction, Policy, Selectors, Spd, Traffic};
 
 /// Length of the ICV of every algorithm here (RFC 4106 section 6, RFC 4868 section 2.3).
 pub const ICV_LEN: usize = cipher::ICV_LEN;

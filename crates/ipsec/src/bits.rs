@@ -1,0 +1,587 @@
+//! The IPsec implementation as a bump in the stack (RFC 4301 sections 5.1 and 5.2; seed 001
+//! figure 2): [`Ipsec`] takes a packet on its way out or in, looks it up in the SPD, applies
+//! ESP with the SA the policy names, and says what became of it. The Mobile IPv6 modules
+//! above and below reach it only through this type and its look-ups; it knows nothing of
+//! bindings, care-of addresses or tunnels.
+//!
+//! Outbound (section 5.1): the packet's selectors ([`Traffic`], home addresses in place of
+//! care-of addresses) pick the first matching policy; PROTECT with a transport-mode SA inserts
+//! ESP after the Hop-by-Hop, Routing and Destination Options headers (RFC 4303 section 3.1.1,
+//! RFC 3776 sections 3.1-3.2: after the Home Address option of a BU, after the type 2 Routing
+//! Header of a BA); with a tunnel-mode SA it wraps the whole packet and leaves the outer
+//! header to the tunnel-interface module, which addresses it to the current care-of address
+//! (seed 001 req. #1).
+//!
+//! Inbound (section 5.2): ESP is opened with the SA its SPI names, and the packet that comes
+//! out must match a policy that names that SA (step 4: a mobile node's SA cannot carry a BU
+//! for another node's home address, RFC 4877 section 4.2). A packet without ESP is looked up
+//! too, and dropped if its policy says PROTECT: an unprotected BU never reaches the protocol
+//! module.
+//!
+//! Every drop is an [`IpsecDrop`], counted here.
+
+use crate::chain::{self, Chain, ChainError};
+use crate::esp::EspDrop;
+use crate::sa::{Mode, SaError};
+use crate::sad::{SaConfig, SadEntry, TunnelEnds};
+use crate::spd::{Action, Direction, Policy, Spd, Traffic};
+use m6t_wire::esp::{EspPacket, IPPROTO_ESP};
+use m6t_wire::Ipv4Packet;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Why IPsec dropped a packet. Each is a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpsecDrop {
+    /// ESP refused it (no SA for the SPI, bad ICV, replay, bad padding...).
+    Esp(EspDrop),
+    /// Received without ESP, but its policy says PROTECT (RFC 4301 section 5.2 step 3).
+    Unprotected,
+    /// Its policy says DISCARD (or no policy and the SPD's default does).
+    Discarded,
+    /// Opened with an SA whose policy does not select what was inside (RFC 4301 section
+    /// 5.2 step 4): e.g. a BU for another home address.
+    PolicyMismatch,
+    /// Its policy says PROTECT but names no SA in that direction.
+    NoSaInPolicy,
+    /// Not a well-formed IP packet, or a malformed extension header.
+    Malformed,
+    /// A fragment: IPsec needs whole packets.
+    Fragment,
+    /// Transport mode asked for an IPv4 packet (only IPv6 carries signalling here).
+    TransportIpv4,
+}
+
+impl IpsecDrop {
+    /// Every reason, in the order status shows them.
+    pub const ALL: &'static [IpsecDrop] = &[
+        IpsecDrop::Esp(EspDrop::NoSa),
+        IpsecDrop::Esp(EspDrop::Truncated),
+        IpsecDrop::Esp(EspDrop::BadLength),
+        IpsecDrop::Esp(EspDrop::Replay),
+        IpsecDrop::Esp(EspDrop::TooOld),
+        IpsecDrop::Esp(EspDrop::BadIcv),
+        IpsecDrop::Esp(EspDrop::BadPad),
+        IpsecDrop::Esp(EspDrop::Dummy),
+        IpsecDrop::Esp(EspDrop::BadInner),
+        IpsecDrop::Esp(EspDrop::WrongMode),
+        IpsecDrop::Esp(EspDrop::TooLong),
+        IpsecDrop::Esp(EspDrop::SeqExhausted),
+        IpsecDrop::Unprotected,
+        IpsecDrop::Discarded,
+        IpsecDrop::PolicyMismatch,
+        IpsecDrop::NoSaInPolicy,
+        IpsecDrop::Malformed,
+        IpsecDrop::Fragment,
+        IpsecDrop::TransportIpv4,
+    ];
+
+    /// A stable snake_case name for counters and logs (`esp_` before ESP's own reasons).
+    pub fn name(self) -> &'static str {
+        match self {
+            IpsecDrop::Esp(e) => match e {
+                EspDrop::NoSa => "esp_no_sa",
+                EspDrop::Truncated => "esp_truncated",
+                EspDrop::BadLength => "esp_bad_length",
+                EspDrop::Replay => "esp_replay",
+                EspDrop::TooOld => "esp_too_old",
+                EspDrop::BadIcv => "esp_bad_icv",
+                EspDrop::BadPad => "esp_bad_pad",
+                EspDrop::Dummy => "esp_dummy",
+                EspDrop::BadInner => "esp_bad_inner",
+                EspDrop::WrongMode => "esp_wrong_mode",
+                EspDrop::TooLong => "esp_too_long",
+                EspDrop::SeqExhausted => "esp_seq_exhausted",
+            },
+            IpsecDrop::Unprotected => "unprotected",
+            IpsecDrop::Discarded => "discarded",
+            IpsecDrop::PolicyMismatch => "policy_mismatch",
+            IpsecDrop::NoSaInPolicy => "no_sa_in_policy",
+            IpsecDrop::Malformed => "malformed",
+            IpsecDrop::Fragment => "fragment",
+            IpsecDrop::TransportIpv4 => "transport_ipv4",
+        }
+    }
+
+    fn index(self) -> usize {
+        // ALL is short; a linear search keeps the list the single source of truth.
+        IpsecDrop::ALL
+            .iter()
+            .position(|d| *d == self)
+            .unwrap_or(IpsecDrop::ALL.len() - 1)
+    }
+}
+
+impl From<ChainError> for IpsecDrop {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Malformed => IpsecDrop::Malformed,
+            ChainError::Fragment => IpsecDrop::Fragment,
+        }
+    }
+}
+
+/// Why a configuration could not be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An SA's parameters or keys were refused.
+    #[error("SA {name}: {err}")]
+    Sa {
+        /// The SA's name.
+        name: String,
+        /// Why.
+        err: SaError,
+    },
+    /// Two inbound SAs have the same SPI (RFC 4301 section 4.1: the receiver's SPI names
+    /// one SA).
+    #[error("SAs {first} and {second} are both inbound with SPI {spi:#x}")]
+    DuplicateSpi {
+        /// The SPI.
+        spi: u32,
+        /// One SA.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A policy names an SA that does not exist or goes the other way.
+    #[error("policy {policy}: {why}")]
+    BadReference {
+        /// The policy's name.
+        policy: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A tunnel-mode SA without its outer addresses, or a transport one with them.
+    #[error("SA {0}: a tunnel-mode SA needs its tunnel ends, a transport-mode one has none")]
+    TunnelEnds(String),
+}
+
+/// What became of an outbound packet ([`Ipsec::outbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the verdict says which bytes to send"]
+pub enum Outbound {
+    /// Send the packet as it was (BYPASS).
+    Bypass,
+    /// Send `out`: the packet with ESP inserted (transport mode).
+    Transport {
+        /// The SAD index of the SA used.
+        sa: usize,
+    },
+    /// `out` holds the ESP packet (SPI to ICV) around the whole packet (tunnel mode): the
+    /// caller puts it behind an outer header (protocol 50, or UDP 4500 after a NAT).
+    Tunnel {
+        /// The SAD index of the SA used.
+        sa: usize,
+        /// The SA's outer addresses.
+        ends: TunnelEnds,
+    },
+    /// Dropped, counted.
+    Drop(IpsecDrop),
+}
+
+/// What became of an inbound packet ([`Ipsec::inbound_ipv6`], [`Ipsec::inbound_esp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the verdict says which bytes were accepted"]
+pub enum Inbound {
+    /// No ESP, and its policy lets it through (BYPASS): the packet is unchanged.
+    Clear,
+    /// Transport mode: the buffer's first `len` bytes are the packet without ESP, its
+    /// Next Header and Payload Length fixed.
+    Transport {
+        /// Length of the opened packet.
+        len: usize,
+        /// The SAD index of the SA it came through.
+        sa: usize,
+        /// The policy that selected it.
+        policy: usize,
+    },
+    /// Tunnel mode: the inner packet is at `inner` in the buffer.
+    Tunnel {
+        /// Where the inner packet is.
+        inner: Range<usize>,
+        /// The SAD index of the SA it came through.
+        sa: usize,
+        /// The policy that selected it.
+        policy: usize,
+    },
+    /// Dropped, counted.
+    Drop(IpsecDrop),
+}
+
+/// The SPD and SAD with the processing of RFC 4301 section 5. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Ipsec {
+    spd: Spd,
+    sad: Vec<SadEntry>,
+    /// Inbound SAs by SPI (ordered, so a run is the same on every machine).
+    by_spi: BTreeMap<u32, usize>,
+    /// For each SA, the policies that name it in its direction.
+    policies_of: Vec<Vec<usize>>,
+    drops: Vec<u64>,
+}
+
+impl Ipsec {
+    /// Installs a configuration: the SPD, whose PROTECT actions index `sas`, and the SAs,
+    /// each seeded from `iv_seed` (see [`crate::Sa::new`]).
+    pub fn new(spd: Spd, sas: &[SaConfig], iv_seed: u64) -> Result<Ipsec, ConfigError> {
+        let mut sad = Vec::with_capacity(sas.len());
+        let mut by_spi = BTreeMap::new();
+        for (i, c) in sas.iter().enumerate() {
+            if (c.params.mode == Mode::Tunnel) != c.tunnel.is_some() {
+                return Err(ConfigError::TunnelEnds(c.name.clone()));
+            }
+            // Distinct seeds per SA: two SAs with one key would otherwise share IVs.
+            let seed = iv_seed.wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let e = SadEntry::new(c, seed).map_err(|err| ConfigError::Sa {
+                name: c.name.clone(),
+                err,
+            })?;
+            if c.direction == Direction::In {
+                if let Some(j) = by_spi.insert(c.params.spi, i) {
+                    return Err(ConfigError::DuplicateSpi {
+                        spi: c.params.spi,
+                        first: sas[j].name.clone(),
+                        second: c.name.clone(),
+                    });
+                }
+            }
+            sad.push(e);
+        }
+        let mut policies_of = vec![Vec::new(); sad.len()];
+        for (pi, p) in spd.policies.iter().enumerate() {
+            let Action::Protect { out, inbound } = p.action else {
+                continue;
+            };
+            for (want, idx) in [(Direction::Out, out), (Direction::In, inbound)] {
+                let Some(i) = idx else { continue };
+                let bad = |why: String| ConfigError::BadReference {
+                    policy: p.name.clone(),
+                    why,
+                };
+                let e = sad.get(i).ok_or_else(|| bad(format!("no SA number {i}")))?;
+                if e.direction != want {
+                    return Err(bad(format!(
+                        "SA {} is {:?}bound, named for {:?}bound traffic",
+                        e.name, e.direction, want
+                    )));
+                }
+                policies_of[i].push(pi);
+            }
+        }
+        Ok(Ipsec {
+            spd,
+            sad,
+            by_spi,
+            policies_of,
+            drops: vec![0; IpsecDrop::ALL.len()],
+        })
+    }
+
+    /// The SPD.
+    pub fn spd(&self) -> &Spd {
+        &self.spd
+    }
+
+    /// The SAD entries, in configuration order.
+    pub fn sad(&self) -> &[SadEntry] {
+        &self.sad
+    }
+
+    /// Drops so far, by reason.
+    pub fn drops(&self) -> impl Iterator<Item = (IpsecDrop, u64)> + '_ {
+        IpsecDrop::ALL
+            .iter()
+            .copied()
+            .zip(self.drops.iter().copied())
+    }
+
+    /// The count for one reason.
+    pub fn dropped(&self, d: IpsecDrop) -> u64 {
+        self.drops[d.index()]
+    }
+
+    fn drop_with<T>(&mut self, d: IpsecDrop, v: T) -> T {
+        self.drops[d.index()] += 1;
+        v
+    }
+
+    /// The inbound SA an SPI names (the look-up of RFC 4301 section 4.4.2; seed 001 section
+    /// 4.4.2's "DSMIPv6-IPsec API": the tunnel module asks whether an ESP packet is a BU
+    /// before IPsec opens it).
+    pub fn inbound_sa(&self, spi: u32) -> Option<usize> {
+        self.by_spi.get(&spi).copied()
+    }
+
+    /// The policies that name SA `sa` for its direction.
+    pub fn policies_of(&self, sa: usize) -> &[usize] {
+        self.policies_of.get(sa).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether SA `sa` carries Mobility Header messages of type `mh_type` (what a policy
+    /// naming it selects in the SA's direction): how the tunnel module tells a BU's SPI from
+    /// payload's (seed 001 sections 4.3.2 and 4.4.2).
+    pub fn sa_selects_mh_type(&self, sa: usize, mh_type: u8) -> bool {
+        let Some(e) = self.sad.get(sa) else {
+            return false;
+        };
+        self.policies_of(sa).iter().any(|&p| {
+            let s = &self.spd.policies[p].selectors;
+            let t = match e.direction {
+                Direction::Out => s.local_type,
+                Direction::In => s.remote_type,
+            };
+            s.proto == Some(crate::spd::PROTO_MH) && (t.is_none() || t == Some(mh_type))
+        })
+    }
+
+    /// The SPI of the SA that would protect outbound traffic `t`, if its policy says PROTECT
+    /// (RFC 4301 section 4.4.2: "each SAD entry is pointed to by entries in the SPD-S";
+    /// seed 001 section 4.3.2).
+    pub fn outbound_spi(&self, t: &Traffic) -> Option<u32> {
+        match self.spd.decide(Direction::Out, t).1 {
+            Action::Protect { out: Some(i), .. } => Some(self.sad[i].sa.spi()),
+            _ => None,
+        }
+    }
+
+    /// The policy at an index.
+    pub fn policy(&self, i: usize) -> Option<&Policy> {
+        self.spd.policies.get(i)
+    }
+
+    /// Outbound processing of an IPv6 or IPv4 packet (RFC 4301 section 5.1). `out` is
+    /// cleared and receives what to send for [`Outbound::Transport`] and
+    /// [`Outbound::Tunnel`]; it does not allocate once it has grown to the largest packet.
+    pub fn outbound(&mut self, pkt: &[u8], out: &mut Vec<u8>) -> Outbound {
+        out.clear();
+        let (t, chain) = match pkt.first().map(|b| b >> 4) {
+            Some(6) => match Chain::walk(pkt) {
+                Ok(c) => (c.traffic(pkt), Some(c)),
+                Err(e) => return self.drop_with(e.into(), Outbound::Drop(e.into())),
+            },
+            Some(4) => match ipv4_traffic(pkt) {
+                Some(t) => (t, None),
+                None => {
+                    return self
+                        .drop_with(IpsecDrop::Malformed, Outbound::Drop(IpsecDrop::Malformed))
+                }
+            },
+            _ => return self.drop_with(IpsecDrop::Malformed, Outbound::Drop(IpsecDrop::Malformed)),
+        };
+        let i = match self.spd.decide(Direction::Out, &t).1 {
+            Action::Bypass => return Outbound::Bypass,
+            Action::Discard => {
+                return self.drop_with(IpsecDrop::Discarded, Outbound::Drop(IpsecDrop::Discarded))
+            }
+            Action::Protect { out: None, .. } => {
+                return self.drop_with(
+                    IpsecDrop::NoSaInPolicy,
+                    Outbound::Drop(IpsecDrop::NoSaInPolicy),
+                )
+            }
+            Action::Protect { out: Some(i), .. } => i,
+        };
+        let e = &mut self.sad[i];
+        let r = match (e.sa.params().mode, chain) {
+            (Mode::Tunnel, _) => e.sa.encapsulate_tunnel(pkt, out).map(|_| Outbound::Tunnel {
+                sa: i,
+                // `new` refused tunnel-mode SAs without ends.
+                ends: e.tunnel.unwrap_or(TunnelEnds {
+                    local: t.src,
+                    remote: t.dst,
+                }),
+            }),
+            (Mode::Transport, None) => {
+                return self.drop_with(
+                    IpsecDrop::TransportIpv4,
+                    Outbound::Drop(IpsecDrop::TransportIpv4),
+                )
+            }
+            (Mode::Transport, Some(c)) => {
+                out.extend_from_slice(&pkt[..c.upper_at]);
+                out[c.next_header_at] = IPPROTO_ESP;
+                e.sa.encapsulate_transport(c.next_header, &pkt[c.upper_at..], out)
+                    .and_then(|_| {
+                        let payload_len =
+                            u16::try_from(out.len() - 40).map_err(|_| EspDrop::TooLong)?;
+                        out[4..6].copy_from_slice(&payload_len.to_be_bytes());
+                        Ok(Outbound::Transport { sa: i })
+                    })
+            }
+        };
+        match r {
+            Ok(v) => {
+                e.packets += 1;
+                e.bytes += pkt.len() as u64;
+                v
+            }
+            Err(d) => {
+                out.clear();
+                self.drop_with(IpsecDrop::Esp(d), Outbound::Drop(IpsecDrop::Esp(d)))
+            }
+        }
+    }
+
+    /// Inbound processing of an IPv6 packet (RFC 4301 section 5.2), in place: ESP after the
+    /// Hop-by-Hop, Routing and Destination Options headers is opened (transport mode: the
+    /// packet is rebuilt without it; tunnel mode: the inner packet is found), a packet
+    /// without ESP is checked against the SPD.
+    pub fn inbound_ipv6(&mut self, buf: &mut [u8]) -> Inbound {
+        let c = match Chain::walk(buf) {
+            Ok(c) => c,
+            Err(e) => return self.drop_with(e.into(), Inbound::Drop(e.into())),
+        };
+        if !c.is_esp() {
+            return self.clear(c.traffic(buf));
+        }
+        let (sa, opened) = match self.open(&mut buf[c.upper_at..]) {
+            Ok(v) => v,
+            Err(d) => return self.drop_with(d, Inbound::Drop(d)),
+        };
+        match self.sad[sa].sa.params().mode {
+            Mode::Tunnel => {
+                let inner = c.upper_at + opened.payload.start..c.upper_at + opened.payload.end;
+                self.check_inner(sa, buf, inner)
+            }
+            Mode::Transport => {
+                let from = c.upper_at + opened.payload.start..c.upper_at + opened.payload.end;
+                let len = c.upper_at + from.len();
+                buf.copy_within(from, c.upper_at);
+                buf[c.next_header_at] = opened.next_header;
+                // The opened packet is shorter than the one received, whose length fit.
+                let payload_len = (len - 40) as u16;
+                buf[4..6].copy_from_slice(&payload_len.to_be_bytes());
+                let t = match Chain::walk(&buf[..len]) {
+                    Ok(c2) => c2.traffic(&buf[..len]),
+                    Err(e) => return self.drop_with(e.into(), Inbound::Drop(e.into())),
+                };
+                match self.matching_policy(sa, &t) {
+                    Some(policy) => {
+                        self.count_in(sa, len);
+                        Inbound::Transport { len, sa, policy }
+                    }
+                    None => self.drop_with(
+                        IpsecDrop::PolicyMismatch,
+                        Inbound::Drop(IpsecDrop::PolicyMismatch),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Inbound processing of a bare ESP packet (SPI to ICV), as it arrives after an IPv4
+    /// header with protocol 50 or in UDP on port 4500 (RFC 3948): tunnel mode only.
+    pub fn inbound_esp(&mut self, esp: &mut [u8]) -> Inbound {
+        let (sa, opened) = match self.open(esp) {
+            Ok(v) => v,
+            Err(d) => return self.drop_with(d, Inbound::Drop(d)),
+        };
+        if self.sad[sa].sa.params().mode != Mode::Tunnel {
+            let d = IpsecDrop::Esp(EspDrop::WrongMode);
+            return self.drop_with(d, Inbound::Drop(d));
+        }
+        self.check_inner(sa, esp, opened.payload)
+    }
+
+    /// An inbound packet without ESP (RFC 4301 section 5.2 step 3): its policy decides.
+    /// For callers whose packets never reach [`Self::inbound_ipv6`] (an IPv4 packet from a
+    /// tunnel), as [`Inbound::Clear`] or a drop.
+    pub fn inbound_clear(&mut self, pkt: &[u8]) -> Inbound {
+        let t = match pkt.first().map(|b| b >> 4) {
+            Some(6) => match Chain::walk(pkt) {
+                Ok(c) if c.is_esp() => {
+                    // ESP here was to be opened by inbound_ipv6; as clear it is unprotected.
+                    return self.drop_with(
+                        IpsecDrop::Unprotected,
+                        Inbound::Drop(IpsecDrop::Unprotected),
+                    );
+                }
+                Ok(c) => c.traffic(pkt),
+                Err(e) => return self.drop_with(e.into(), Inbound::Drop(e.into())),
+            },
+            Some(4) => match ipv4_traffic(pkt) {
+                Some(t) => t,
+                None => {
+                    return self
+                        .drop_with(IpsecDrop::Malformed, Inbound::Drop(IpsecDrop::Malformed))
+                }
+            },
+            _ => return self.drop_with(IpsecDrop::Malformed, Inbound::Drop(IpsecDrop::Malformed)),
+        };
+        self.clear(t)
+    }
+
+    fn clear(&mut self, t: Traffic) -> Inbound {
+        match self.spd.decide(Direction::In, &t).1 {
+            Action::Bypass => Inbound::Clear,
+            Action::Discard => {
+                self.drop_with(IpsecDrop::Discarded, Inbound::Drop(IpsecDrop::Discarded))
+            }
+            Action::Protect { .. } => self.drop_with(
+                IpsecDrop::Unprotected,
+                Inbound::Drop(IpsecDrop::Unprotected),
+            ),
+        }
+    }
+
+    /// Finds the SA by SPI and opens the ESP packet with it.
+    fn open(&mut self, esp: &mut [u8]) -> Result<(usize, crate::Opened), IpsecDrop> {
+        let spi = EspPacket::new_checked(&esp[..])
+            .map_err(|_| IpsecDrop::Esp(EspDrop::Truncated))?
+            .spi();
+        let sa = self.inbound_sa(spi).ok_or(IpsecDrop::Esp(EspDrop::NoSa))?;
+        let opened = self.sad[sa].sa.decapsulate(esp).map_err(IpsecDrop::Esp)?;
+        Ok((sa, opened))
+    }
+
+    fn check_inner(&mut self, sa: usize, buf: &[u8], inner: Range<usize>) -> Inbound {
+        let p = &buf[inner.clone()];
+        let t = match p.first().map(|b| b >> 4) {
+            Some(6) => Chain::walk(p).map(|c| c.traffic(p)).ok(),
+            Some(4) => ipv4_traffic(p),
+            _ => None,
+        };
+        let Some(t) = t else {
+            return self.drop_with(IpsecDrop::Malformed, Inbound::Drop(IpsecDrop::Malformed));
+        };
+        match self.matching_policy(sa, &t) {
+            Some(policy) => {
+                self.count_in(sa, inner.len());
+                Inbound::Tunnel { inner, sa, policy }
+            }
+            None => self.drop_with(
+                IpsecDrop::PolicyMismatch,
+                Inbound::Drop(IpsecDrop::PolicyMismatch),
+            ),
+        }
+    }
+
+    /// The first policy naming inbound SA `sa` whose selectors match `t` (RFC 4301 section
+    /// 5.2 step 4).
+    fn matching_policy(&self, sa: usize, t: &Traffic) -> Option<usize> {
+        self.policies_of(sa)
+            .iter()
+            .copied()
+            .find(|&p| self.spd.policies[p].selectors.matches(Direction::In, t))
+    }
+
+    fn count_in(&mut self, sa: usize, len: usize) {
+        let e = &mut self.sad[sa];
+        e.packets += 1;
+        e.bytes += len as u64;
+    }
+}
+
+/// Selector values of a checked IPv4 packet (tunnel-mode payload of an IPv4 home address).
+fn ipv4_traffic(pkt: &[u8]) -> Option<Traffic> {
+    let p = Ipv4Packet::new_checked(pkt).ok()?;
+    let upper = pkt
+        .get(p.header_len()..usize::from(p.total_len()))
+        .unwrap_or(&[]);
+    Some(chain::traffic(
+        p.src_addr().into(),
+        p.dst_addr().into(),
+        p.protocol(),
+        upper,
+    ))
+}
