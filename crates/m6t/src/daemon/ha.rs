@@ -5,9 +5,9 @@
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
-use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
+use super::{bind_control, counters_with, io, serve_reports, shutdown, with_ipsec, DaemonError};
 use crate::dsmip_config::Ha;
-use crate::status::Report;
+use crate::status::{IpsecInfo, Report};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};
@@ -303,7 +303,11 @@ impl Driver {
                     Source::Control => serve_reports(control, |_| Report::HomeAgent {
                         interface: self.tun.name().to_string(),
                         bindings: node.snapshot(Instant::now()).bindings,
-                        counters: counters_with(node.counters().snapshot(), failures, &[]),
+                        ipsec: node.ipsec().map(IpsecInfo::of),
+                        counters: with_ipsec(
+                            counters_with(node.counters().snapshot(), failures, &[]),
+                            node.ipsec(),
+                        ),
                     }),
                 }
             }

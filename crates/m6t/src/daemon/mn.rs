@@ -6,9 +6,9 @@
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
-use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
+use super::{bind_control, counters_with, io, serve_reports, shutdown, with_ipsec, DaemonError};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
-use crate::status::{MnInfo, Report};
+use crate::status::{IpsecInfo, MnInfo, Report};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
@@ -249,8 +249,15 @@ impl Driver {
                     ),
                     Source::Control => serve_reports(control, |_| Report::MobileNode {
                         interface: self.tun.name().to_string(),
-                        mn: self.info.clone(),
-                        counters: counters_with(node.counters().snapshot(), &self.failures, &[]),
+                        mn: MnInfo {
+                            unanswered_bus: node.unanswered_bus(),
+                            ..self.info.clone()
+                        },
+                        ipsec: node.ipsec().map(IpsecInfo::of),
+                        counters: with_ipsec(
+                            counters_with(node.counters().snapshot(), &self.failures, &[]),
+                            node.ipsec(),
+                        ),
                     }),
                 }
             }

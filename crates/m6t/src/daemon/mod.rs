@@ -94,3 +94,14 @@ pub(crate) fn counters_with(
     );
     counters
 }
+
+/// `counters` followed by IPsec's drops by reason (`ipsec_<reason>`), when configured.
+pub(crate) fn with_ipsec(
+    mut counters: Vec<m6t_proto::stats::Counter>,
+    ipsec: Option<&m6t_ipsec::Ipsec>,
+) -> Vec<m6t_proto::stats::Counter> {
+    if let Some(i) = ipsec {
+        counters.extend(crate::status::IpsecInfo::counters(i));
+    }
+    counters
+}
