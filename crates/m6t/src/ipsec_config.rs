@@ -1365,6 +1365,60 @@ key_file = "cbc.key"
         assert_eq!(ok(&xxd), Ok(keymat(4)));
     }
 
+    /// The two examples of the README's "IPsec with manual keys" parse into the RFC 4877
+    /// section 6.1 setups above, with keys as `xxd -p` and `od -An -v -tx1` write them.
+    #[test]
+    fn the_readme_examples_are_the_rfc_example() {
+        let readme = include_str!("../../../README.md");
+        let at = readme
+            .find("### IPsec with manual keys")
+            .expect("README section");
+        let blocks: Vec<&str> = readme[at..]
+            .split("```toml\n")
+            .skip(1)
+            .take(2)
+            .map(|b| b.split("```").next().unwrap_or(""))
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        let d = TempDir::new("readme");
+        d.key("sa1.key", &format!("{}\n", hex(&keymat(1))), 0o600);
+        let od: String = keymat(2)
+            .chunks(16)
+            .map(|l| l.iter().map(|b| format!(" {b:02x}")).collect::<String>() + "\n")
+            .collect();
+        d.key("sa2.key", &od, 0o600);
+        let keys = format!("{}/", d.0.display());
+        let m = mn_from_str(
+            &d.conf("mn.toml"),
+            &format!("{MN_BASE}{}", blocks[0].replace("/etc/m6t/keys/", &keys)),
+        )
+        .unwrap();
+        let h = ha_from_str(
+            &d.conf("ha.toml"),
+            &format!("{HA_BASE}{}", blocks[1].replace("/etc/m6t/keys/", &keys)),
+        )
+        .unwrap();
+        let mn = m.ipsec.unwrap();
+        let ha = h.ipsec.unwrap();
+        assert_eq!(mn.spd.policies, vec![bu_policy(HOA, HA, 5, 6)]);
+        assert_eq!(ha.spd.policies, vec![bu_policy(HA, HOA, 6, 5)]);
+        assert_eq!(
+            mn.sas,
+            vec![
+                sa("SA1", Direction::Out, 0x1001, 1),
+                sa("SA2", Direction::In, 0x1002, 2)
+            ]
+        );
+        assert_eq!(
+            ha.sas,
+            vec![
+                sa("SA2", Direction::Out, 0x1002, 2),
+                sa("SA1", Direction::In, 0x1001, 1)
+            ]
+        );
+        assert!(mn.warnings.is_empty() && ha.warnings.is_empty());
+    }
+
     #[test]
     fn debug_output_shows_no_key() {
         let d = TempDir::new("debug");
