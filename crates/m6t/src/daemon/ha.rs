@@ -245,6 +245,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         }
         None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
+    if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &super::os_seed()?)? {
+        node = node.with_ipsec(i);
+    }
     tracing::info!(
         "home agent up: {} {} / {} port {DSMIP_PORT}, home prefix {}",
         tun.name(),
@@ -374,10 +377,12 @@ fn warn_unprotected(cfg: &Ha) {
              Anyone who can send a packet to this home agent can redirect a home address's \
              traffic. RFC 5555 section 5 requires ESP; use this only in a lab. !!!"
         );
+    } else if cfg.ipsec.is_some() {
+        tracing::info!("Binding Updates without ESP are discarded (RFC 4877 section 4.1)");
     } else {
         tracing::info!(
-            "Binding Updates without ESP are refused (status 129); set accept_unprotected = \
-             true only in a lab until IPsec is configured"
+            "Binding Updates without ESP are refused (status 129): configure [ipsec] (see \
+             the README), or set accept_unprotected = true in a lab"
         );
     }
 }

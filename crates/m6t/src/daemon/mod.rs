@@ -38,6 +38,9 @@ pub enum DaemonError {
     /// A netlink request failed.
     #[error("{0}")]
     Netlink(#[from] m6t_linux::netlink::NetlinkError),
+    /// The IPsec configuration could not be installed.
+    #[error("[ipsec]: {0}")]
+    Ipsec(#[from] m6t_ipsec::ConfigError),
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -104,4 +107,28 @@ pub(crate) fn with_ipsec(
         counters.extend(crate::status::IpsecInfo::counters(i));
     }
     counters
+}
+
+/// Installs the `[ipsec]` section, if any: its warnings logged, its SAs' IVs seeded from
+/// `seed` (random per start, so a manually keyed GCM SA does not repeat IVs after a restart
+/// unless its counter does, RFC 4106 section 2 and the README).
+pub(crate) fn install_ipsec(
+    setup: Option<&crate::ipsec_config::IpsecSetup>,
+    seed: &[u8; 32],
+) -> Result<Option<m6t_ipsec::Ipsec>, DaemonError> {
+    let Some(s) = setup else {
+        return Ok(None);
+    };
+    for w in &s.warnings {
+        tracing::warn!("[ipsec]: {w}");
+    }
+    let mut iv = [0u8; 8];
+    iv.copy_from_slice(&seed[8..16]);
+    let i = s.install(u64::from_le_bytes(iv))?;
+    tracing::info!(
+        "IPsec: {} policies, {} SAs with manual keys",
+        i.spd().policies.len(),
+        i.sad().len()
+    );
+    Ok(Some(i))
 }
