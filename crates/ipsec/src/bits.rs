@@ -50,6 +50,9 @@ pub enum IpsecDrop {
     Fragment,
     /// Transport mode asked for an IPv4 packet (only IPv6 carries signalling here).
     TransportIpv4,
+    /// Outbound: the next sequence number is beyond what the driver reserved on stable
+    /// storage ([`Ipsec::reserved`]), so sending could reuse it after a restart.
+    Unreserved,
 }
 
 impl IpsecDrop {
@@ -74,6 +77,7 @@ impl IpsecDrop {
         IpsecDrop::Malformed,
         IpsecDrop::Fragment,
         IpsecDrop::TransportIpv4,
+        IpsecDrop::Unreserved,
     ];
 
     /// A stable snake_case name for counters and logs (`esp_` before ESP's own reasons).
@@ -100,6 +104,7 @@ impl IpsecDrop {
             IpsecDrop::Malformed => "malformed",
             IpsecDrop::Fragment => "fragment",
             IpsecDrop::TransportIpv4 => "transport_ipv4",
+            IpsecDrop::Unreserved => "unreserved",
         }
     }
 
@@ -155,6 +160,24 @@ pub enum ConfigError {
     #[error("SA {0}: a tunnel-mode SA needs its tunnel ends, a transport-mode one has none")]
     TunnelEnds(String),
 }
+
+/// Outbound sequence numbers of one SA reserved on stable storage: with manual keys and
+/// anti-replay, "the sequence number counter at the sender MUST be correctly maintained
+/// across local reboots" (RFC 4303 section 3.3.3). The driver saves `upto` before the SA
+/// may use it; after a restart the SA continues from the saved value, skipping what the
+/// last run did not use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reservation {
+    /// The SA's name.
+    pub name: String,
+    /// Its SPI: a saved value applies only to the same name and SPI.
+    pub spi: u32,
+    /// The highest sequence number it may send.
+    pub upto: u64,
+}
+
+/// How far ahead numbers are reserved: one write per this many packets on an SA.
+pub const RESERVE_STEP: u64 = 1 << 16;
 
 /// What became of an outbound packet ([`Ipsec::outbound`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +372,67 @@ impl Ipsec {
         self.spd.policies.get(i)
     }
 
+    /// Continues the outbound SAs from what an earlier run reserved (entries for other
+    /// names or SPIs are ignored): each sends from `upto + 1` on. Call before anything is
+    /// sent, then reserve ([`Self::reservations`], [`Self::reserved`]).
+    pub fn resume(&mut self, saved: &[Reservation]) {
+        for r in saved {
+            let found = self
+                .sad
+                .iter_mut()
+                .find(|e| e.direction == Direction::Out && e.name == r.name && e.sa.spi() == r.spi);
+            if let Some(e) = found {
+                e.sa.resume_outbound(r.upto.max(e.sa.last_sent()));
+            }
+        }
+    }
+
+    /// Whether an outbound SA is within half a step of what is reserved for it: the driver
+    /// then saves [`Self::reservations`] and reports them with [`Self::reserved`].
+    pub fn wants_reservation(&self) -> bool {
+        self.sad.iter().any(|e| {
+            e.direction == Direction::Out
+                && e.sa.last_sent().saturating_add(RESERVE_STEP / 2) >= e.reserved
+        })
+    }
+
+    /// The reservations to save now: every outbound SA up to [`RESERVE_STEP`] beyond what it
+    /// sent.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        self.sad
+            .iter()
+            .filter(|e| e.direction == Direction::Out)
+            .map(|e| Reservation {
+                name: e.name.clone(),
+                spi: e.sa.spi(),
+                upto: e.sa.last_sent().saturating_add(RESERVE_STEP),
+            })
+            .collect()
+    }
+
+    /// The driver saved these reservations (or, with no storage configured, passes
+    /// `u64::MAX` for each SA and accepts that a restart reuses numbers): the SAs may send up
+    /// to them.
+    pub fn reserved(&mut self, saved: &[Reservation]) {
+        for r in saved {
+            let found = self
+                .sad
+                .iter_mut()
+                .find(|e| e.direction == Direction::Out && e.name == r.name && e.sa.spi() == r.spi);
+            if let Some(e) = found {
+                e.reserved = e.reserved.max(r.upto);
+            }
+        }
+    }
+
+    /// Lifts the reservation limit of every outbound SA: for a driver without stable
+    /// storage (tests, labs), which accepts that a restart reuses sequence numbers.
+    pub fn reserve_unlimited(&mut self) {
+        for e in self.sad.iter_mut() {
+            e.reserved = u64::MAX;
+        }
+    }
+
     /// Outbound processing of an IPv6 or IPv4 packet (RFC 4301 section 5.1). `out` is
     /// cleared and receives what to send for [`Outbound::Transport`] and
     /// [`Outbound::Tunnel`]; it does not allocate once it has grown to the largest packet.
@@ -381,6 +465,10 @@ impl Ipsec {
             }
             Action::Protect { out: Some(i), .. } => i,
         };
+        let e = &mut self.sad[i];
+        if e.sa.last_sent() >= e.reserved {
+            return self.drop_with(IpsecDrop::Unreserved, Outbound::Drop(IpsecDrop::Unreserved));
+        }
         let e = &mut self.sad[i];
         let r = match (e.sa.params().mode, chain) {
             (Mode::Tunnel, _) => e.sa.encapsulate_tunnel(pkt, out).map(|_| Outbound::Tunnel {
@@ -606,6 +694,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Installed, with no stable storage to reserve sequence numbers on.
+    fn unlimited(spd: Spd, sas: &[SaConfig], seed: u64) -> Ipsec {
+        let mut i = Ipsec::new(spd, sas, seed).unwrap();
+        i.reserve_unlimited();
+        i
+    }
+
     fn key(fill: u8, alg: Algorithm) -> Vec<u8> {
         (0..alg.keymat_len()).map(|i| fill ^ i as u8).collect()
     }
@@ -667,9 +762,9 @@ mod tests {
 
     fn pair() -> (Ipsec, Ipsec) {
         let (s, c) = rfc4877(true, HOA, 0x1001, 0x2002);
-        let mn = Ipsec::new(s, &c, 7).unwrap();
+        let mn = unlimited(s, &c, 7);
         let (s, c) = rfc4877(false, HOA, 0x1001, 0x2002);
-        (mn, Ipsec::new(s, &c, 9).unwrap())
+        (mn, unlimited(s, &c, 9))
     }
 
     fn signal(src: &str, dst: &str, home: HomeIn, msg: MhMessage) -> Vec<u8> {
@@ -786,7 +881,7 @@ mod tests {
         // SA with a policy that selects any home address, as a hostile node would.
         let (mut spd, sas) = rfc4877(true, HOA, 0x1001, 0x2002);
         spd.policies[0].selectors.local = AddrSel::Any;
-        let mut evil = Ipsec::new(spd, &sas, 3).unwrap();
+        let mut evil = unlimited(spd, &sas, 3);
         let mut out = Vec::new();
         let victim = bu(hao("2001:db8:1::200"), COA);
         assert_eq!(mn.outbound(&victim, &mut out), Outbound::Bypass);
@@ -818,7 +913,7 @@ mod tests {
         );
         let (s, mut c) = rfc4877(true, HOA, 0x1001, 0x2002);
         c[0].keymat = key(0x55, Algorithm::AesCbc128HmacSha256);
-        let mut wrong = Ipsec::new(s, &c, 1).unwrap();
+        let mut wrong = unlimited(s, &c, 1);
         // Its first packet reuses a number already seen: refused as a replay before its ICV
         // is even computed (RFC 4303 section 3.4.3); the second is new and fails the ICV.
         let _ = wrong.outbound(&bu(hao(HOA), COA), &mut out);
@@ -876,7 +971,7 @@ mod tests {
                     inbound: Some(3),
                 },
             });
-            Ipsec::new(spd, &sas, 5).unwrap()
+            unlimited(spd, &sas, 5)
         };
         let (mut mn, mut ha) = (mk(true), mk(false));
         let mut data = bu(HomeIn::Source, "2001:db8:9::9");
@@ -956,6 +1051,50 @@ mod tests {
             Ipsec::new(s4, &c, 0),
             Err(ConfigError::TunnelEnds(_))
         ));
+    }
+
+    /// RFC 4303 section 3.3.3: numbers are used only once reserved, and a restart continues
+    /// after the reservation, never below it.
+    #[test]
+    fn sequence_numbers_are_sent_only_once_reserved_and_survive_a_restart() {
+        let (s, c) = rfc4877(true, HOA, 0x1001, 0x2002);
+        let mut mn = Ipsec::new(s.clone(), &c, 1).unwrap();
+        let mut out = Vec::new();
+        let p = bu(hao(HOA), COA);
+        assert!(mn.wants_reservation());
+        assert_eq!(
+            mn.outbound(&p, &mut out),
+            Outbound::Drop(IpsecDrop::Unreserved)
+        );
+        let r = mn.reservations();
+        assert_eq!(r.len(), 1, "one outbound SA");
+        assert_eq!(
+            (r[0].name.as_str(), r[0].spi, r[0].upto),
+            ("sa1", 0x1001, RESERVE_STEP)
+        );
+        mn.reserved(&r);
+        assert!(!mn.wants_reservation());
+        for _ in 0..3 {
+            assert_eq!(mn.outbound(&p, &mut out), Outbound::Transport { sa: 0 });
+        }
+        // Restarted: the saved reservation, not what was sent, is where it continues.
+        let mut again = Ipsec::new(s.clone(), &c, 2).unwrap();
+        again.resume(&r);
+        again.reserved(&again.reservations());
+        assert_eq!(again.outbound(&p, &mut out), Outbound::Transport { sa: 0 });
+        assert_eq!(
+            u32::from_be_bytes(out[68..72].try_into().unwrap()) as u64,
+            RESERVE_STEP + 1
+        );
+        // Another SPI under the same name does not take the saved value.
+        let mut other = r.clone();
+        other[0].spi = 0x9999;
+        let mut fresh = Ipsec::new(s, &c, 3).unwrap();
+        fresh.resume(&other);
+        assert_eq!(fresh.sad()[0].sa.last_sent(), 0);
+        // Near the end of a reservation the driver is asked for the next one.
+        again.sad[0].sa.resume_outbound(RESERVE_STEP * 2 - 10);
+        assert!(again.wants_reservation());
     }
 
     #[test]

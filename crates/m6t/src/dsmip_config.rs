@@ -261,7 +261,11 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     machine.ipv4_pool = pool;
     machine.static_ipv4 = statics;
     machine.prefix_holders = holders;
-    let ipsec = f.ipsec.as_ref().map(|i| ipsec_setup(path, i)).transpose()?;
+    let ipsec = f
+        .ipsec
+        .as_ref()
+        .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/ha-ipsec-seq.json")))
+        .transpose()?;
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -461,7 +465,11 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
-    let ipsec = f.ipsec.as_ref().map(|i| ipsec_setup(path, i)).transpose()?;
+    let ipsec = f
+        .ipsec
+        .as_ref()
+        .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/mn-ipsec-seq.json")))
+        .transpose()?;
     Ok(Mn {
         machine,
         ha,

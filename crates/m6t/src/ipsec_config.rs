@@ -87,6 +87,11 @@ pub struct IpsecFile {
     /// The SAs the policies name.
     #[serde(default)]
     pub sa: Vec<SaFile>,
+    /// Where the outbound SAs' sequence numbers are reserved ahead, so that a restart
+    /// continues them (RFC 4303 section 3.3.3 with manual keys); relative to the file's
+    /// directory; `""` keeps them in memory only. Default: the daemon's (under
+    /// /var/lib/m6t).
+    pub sequence_file: Option<PathBuf>,
 }
 
 /// One `[[ipsec.policy]]`: an SPD entry written as RFC 4877 section 6 writes them
@@ -165,8 +170,10 @@ pub struct IpsecSetup {
     /// The SAD, in the file's order, keys included (`SaConfig`'s `Debug` hides them).
     pub sas: Vec<SaConfig>,
     /// Things that work but should not be so, one line each (AES-GCM with manual keys, RFC
-    /// 4106 section 2; reserved SPIs; SAs no policy uses).
+    /// 4106 section 2; reserved SPIs; SAs no policy uses; no sequence file).
     pub warnings: Vec<String>,
+    /// Where sequence numbers are reserved; `None`: in memory only.
+    pub sequence_file: Option<PathBuf>,
 }
 
 impl IpsecSetup {
@@ -200,8 +207,13 @@ impl fmt::Debug for Secret {
 const MAX_KEY_FILE: u64 = 4096;
 
 /// Validates the `[ipsec]` section of the file at `path` (named in errors; relative key
-/// files are read from its directory).
-pub fn ipsec_setup(path: &Path, f: &IpsecFile) -> Result<IpsecSetup, ConfigError> {
+/// files are read from its directory); `sequence_file` is the daemon's default for the key
+/// of that name.
+pub fn ipsec_setup(
+    path: &Path,
+    f: &IpsecFile,
+    sequence_file: &Path,
+) -> Result<IpsecSetup, ConfigError> {
     let v = V { path };
     let mut warnings = Vec::new();
     let unmatched = match f.unmatched.to_ascii_lowercase().as_str() {
@@ -485,7 +497,25 @@ pub fn ipsec_setup(path: &Path, f: &IpsecFile) -> Result<IpsecSetup, ConfigError
     if let Err(e) = Ipsec::new(spd.clone(), &sas, 0) {
         return Err(v.bad("ipsec", e.to_string()));
     }
-    Ok(IpsecSetup { spd, sas, warnings })
+    let sequence_file = match &f.sequence_file {
+        None => Some(sequence_file.to_path_buf()),
+        Some(p) if p.as_os_str().is_empty() => {
+            warnings.push(
+                "sequence_file = \"\": outbound sequence numbers restart at 1 with the \
+                 daemon, and the peer drops them as replays until they pass what it saw \
+                 (RFC 4303 section 3.3.3)"
+                    .to_string(),
+            );
+            None
+        }
+        Some(p) => Some(dir.join(p)),
+    };
+    Ok(IpsecSetup {
+        spd,
+        sas,
+        warnings,
+        sequence_file,
+    })
 }
 
 /// `"any"`, an address, or a prefix with no bits set past its length.
@@ -864,6 +894,7 @@ key_file = "sa1.key"
                 sa("SA2", Direction::In, 0x1002, 2),
             ],
             warnings: vec![],
+            sequence_file: Some("/var/lib/m6t/mn-ipsec-seq.json".into()),
         };
         assert_eq!(m.ipsec, Some(want));
     }
@@ -883,6 +914,7 @@ key_file = "sa1.key"
                 sa("SA1", Direction::In, 0x1001, 1),
             ],
             warnings: vec![],
+            sequence_file: Some("/var/lib/m6t/ha-ipsec-seq.json".into()),
         };
         assert_eq!(h.ipsec, Some(want));
     }
@@ -911,6 +943,9 @@ key_file = "sa1.key"
         let h = ha_from_str(&d.conf("ha.toml"), &format!("{HA_BASE}{HA_IPSEC}")).unwrap();
         let mut mn = m.ipsec.unwrap().install(1).unwrap();
         let mut ha = h.ipsec.unwrap().install(2).unwrap();
+        // No sequence file in a unit test: numbers are not reserved on disk.
+        mn.reserve_unlimited();
+        ha.reserve_unlimited();
         let mut out = Vec::new();
 
         let bu = mh_packet(HOA, HA, 5);

@@ -154,7 +154,10 @@ fn bu_and_ba_travel_in_esp_that_tshark_decrypts_and_authenticates() {
         "SPIs on the wire: {spis:?}\ncapture: {}\n{}",
         l.net.log("tcpdump"),
         l.net
-            .sh("ha", &format!("tshark -r {} -d udp.port==4191,ipv6 2>&1", pcap.display()))
+            .sh(
+                "ha",
+                &format!("tshark -r {} -d udp.port==4191,ipv6 2>&1", pcap.display())
+            )
             .unwrap_or_default()
     );
     assert!(

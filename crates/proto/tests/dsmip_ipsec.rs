@@ -94,7 +94,9 @@ fn ipsec(mn: bool, hoas: &[&str], key: u8) -> Ipsec {
         policies,
         unmatched: Action::Bypass,
     };
-    Ipsec::new(spd, &sas, 42).unwrap()
+    let mut i = Ipsec::new(spd, &sas, 42).unwrap();
+    i.reserve_unlimited();
+    i
 }
 
 fn ha() -> HomeAgent {
@@ -294,8 +296,11 @@ fn a_bu_for_another_home_address_through_my_sa_is_refused() {
         }],
         unmatched: Action::Bypass,
     };
-    let mut hostile = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 9000)
-        .with_ipsec(Ipsec::new(spd, &hostile_sas, 5).unwrap());
+    let mut hostile = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 9000).with_ipsec({
+        let mut i = Ipsec::new(spd, &hostile_sas, 5).unwrap();
+        i.reserve_unlimited();
+        i
+    });
     hostile.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 66)));
     let w = exchange(&mut hostile, &mut h, t0, true);
     assert_eq!(w.bas.len(), 0);

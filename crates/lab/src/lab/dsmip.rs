@@ -73,35 +73,17 @@ impl LabIpsec {
         };
         let sa = |name: &str, dir: &str, spi: u32, file: &str| {
             format!(
-                "[[ipsec.sa]]
-name = \"{name}\"
-direction = \"{dir}\"
-spi = {spi:#x}
-\
-                 mode = \"transport\"
-algorithm = \"{}\"
-key_file = \"{prefix}{file}\"
-",
+                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\nspi = {spi:#x}\n\
+                 mode = \"transport\"\nalgorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n",
                 self.algorithm
             )
         };
         let (sa1_dir, sa2_dir) = if mn { ("out", "in") } else { ("in", "out") };
         format!(
-            "[ipsec]
-unmatched = \"bypass\"
-[[ipsec.policy]]
-name = \"bu-back\"
-\
-             local_address = \"{local}\"
-remote_address = \"{remote}\"
-proto = \"mh\"
-\
-             local_mh_type = \"{lt}\"
-remote_mh_type = \"{rt}\"
-out_sa = \"{out_sa}\"
-\
-             in_sa = \"{in_sa}\"
-{}{}",
+            "[ipsec]\nunmatched = \"bypass\"\nsequence_file = \"{prefix}ipsec-seq.json\"\n\
+             [[ipsec.policy]]\nname = \"bu-back\"\nlocal_address = \"{local}\"\n\
+             remote_address = \"{remote}\"\nproto = \"mh\"\nlocal_mh_type = \"{lt}\"\n\
+             remote_mh_type = \"{rt}\"\nout_sa = \"{out_sa}\"\nin_sa = \"{in_sa}\"\n{}{}",
             sa("SA1", sa1_dir, SPI_A, "sa1.key"),
             sa("SA2", sa2_dir, SPI_B, "sa2.key")
         )

@@ -6,7 +6,10 @@
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
-use super::{bind_control, counters_with, io, serve_reports, shutdown, with_ipsec, DaemonError};
+use super::{
+    bind_control, counters_with, io, reserve_sequence, serve_reports, shutdown, with_ipsec,
+    DaemonError,
+};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
 use m6t_linux::control::ControlServer;
@@ -280,6 +283,12 @@ impl Driver {
     /// What the node asked: timers, BUs to send, registrations to install. Returns the
     /// node's next deadline.
     fn after(&mut self, node: &mut MobileNode, now: Instant) -> Option<Instant> {
+        let seq_file = self
+            .cfg
+            .ipsec
+            .as_ref()
+            .and_then(|i| i.sequence_file.as_deref());
+        reserve_sequence(node.ipsec_mut(), seq_file, &self.failures);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);

@@ -179,6 +179,12 @@ impl HomeAgent {
         self.ipsec.as_ref()
     }
 
+    /// The IPsec SPD and SAD, for the driver's sequence-number reservations
+    /// ([`Ipsec::wants_reservation`]).
+    pub fn ipsec_mut(&mut self) -> Option<&mut Ipsec> {
+        self.ipsec.as_mut()
+    }
+
     /// The protocol module: the binding cache.
     pub fn binding_cache(&self) -> &BindingCache {
         &self.bc

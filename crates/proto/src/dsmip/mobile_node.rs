@@ -136,6 +136,12 @@ impl MobileNode {
         self.ipsec.as_ref()
     }
 
+    /// The IPsec SPD and SAD, for the driver's sequence-number reservations
+    /// ([`Ipsec::wants_reservation`]).
+    pub fn ipsec_mut(&mut self) -> Option<&mut Ipsec> {
+        self.ipsec.as_mut()
+    }
+
     /// BUs sent since the last Binding Acknowledgement was taken: a registration that
     /// fails shows here (the home agent drops them, e.g. their ESP does not verify, or
     /// cannot be reached).
