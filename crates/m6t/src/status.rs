@@ -168,9 +168,15 @@ impl IpsecInfo {
                     };
                     let _ = write!(sel, " & proto = {name}");
                 }
-                for (k, v) in [("local_type", s.local_type), ("remote_type", s.remote_type)] {
+                // As RFC 4877 section 6 writes them: `local_mh_type = BU`.
+                let kind = match s.proto {
+                    Some(m6t_ipsec::spd::PROTO_MH) => "mh",
+                    Some(m6t_ipsec::spd::PROTO_ICMPV6) => "icmp6",
+                    _ => "msg",
+                };
+                for (side, v) in [("local", s.local_type), ("remote", s.remote_type)] {
                     if let Some(v) = v {
-                        let _ = write!(sel, " & {k} = {v}");
+                        let _ = write!(sel, " & {side}_{kind}_type = {}", mh_type_name(kind, v));
                     }
                 }
                 for (k, v) in [("local_port", s.local_port), ("remote_port", s.remote_port)] {
@@ -232,6 +238,22 @@ impl IpsecInfo {
             })
             .collect()
     }
+}
+
+/// A Mobility Header type by its RFC 6275 name (section 6.1.2), other types as numbers.
+fn mh_type_name(kind: &str, t: u8) -> String {
+    let name = match (kind, t) {
+        ("mh", 0) => "BRR",
+        ("mh", 1) => "HoTI",
+        ("mh", 2) => "CoTI",
+        ("mh", 3) => "HoT",
+        ("mh", 4) => "CoT",
+        ("mh", 5) => "BU",
+        ("mh", 6) => "BAck",
+        ("mh", 7) => "BE",
+        _ => return t.to_string(),
+    };
+    name.to_string()
 }
 
 fn render_ipsec(o: &mut String, ipsec: &IpsecInfo) {
