@@ -28,6 +28,7 @@ use crate::spd::{Action, Direction, Policy, Spd, Traffic};
 use m6t_wire::esp::{EspPacket, IPPROTO_ESP};
 use m6t_wire::Ipv4Packet;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::ops::Range;
 
 /// Why IPsec dropped a packet. Each is a counter.
@@ -218,6 +219,12 @@ pub enum Inbound {
         /// The policy that selected it.
         policy: usize,
     },
+    /// A dummy packet (RFC 4303 section 2.6) that verified: nothing to deliver, but proof
+    /// that the holder of SA `sa`'s key sent it (an authenticated keep-alive).
+    Dummy {
+        /// The SAD index of the SA it came through.
+        sa: usize,
+    },
     /// Tunnel mode: the inner packet is at `inner` in the buffer.
     Tunnel {
         /// Where the inner packet is.
@@ -355,6 +362,32 @@ impl Ipsec {
             };
             s.proto == Some(crate::spd::PROTO_MH) && (t.is_none() || t == Some(mh_type))
         })
+    }
+
+    /// Whether SA `sa` is named, for its direction, by a policy whose remote selector holds
+    /// `remote`: how a home agent checks that the SA a mobile node's IPv4 payload came
+    /// through is one of that node's (RFC 5555 section 5: the IPv4 home address is
+    /// authorised through the IPv6 one).
+    pub fn sa_selects_remote(&self, sa: usize, remote: IpAddr) -> bool {
+        self.policies_of(sa)
+            .iter()
+            .any(|&p| self.spd.policies[p].selectors.remote.matches(remote))
+    }
+
+    /// A dummy packet (RFC 4303 section 2.6) on the SA that would protect outbound traffic
+    /// `t` in tunnel mode, into `out`: the authenticated keep-alive a mobile node sends so its
+    /// home agent learns and keeps the NAT's mapping for UDP port 4500. `None` when no
+    /// tunnel-mode SA would protect `t`.
+    pub fn outbound_dummy(&mut self, t: &Traffic, out: &mut Vec<u8>) -> Option<usize> {
+        out.clear();
+        let Action::Protect { out: Some(i), .. } = self.spd.decide(Direction::Out, t).1 else {
+            return None;
+        };
+        let e = &mut self.sad[i];
+        if e.sa.params().mode != Mode::Tunnel || e.sa.last_sent() >= e.reserved {
+            return None;
+        }
+        e.sa.encapsulate_dummy(out).ok().map(|_| i)
     }
 
     /// The SPI of the SA that would protect outbound traffic `t`, if its policy says PROTECT
@@ -562,6 +595,16 @@ impl Ipsec {
     pub fn inbound_esp(&mut self, esp: &mut [u8]) -> Inbound {
         let (sa, opened) = match self.open(esp) {
             Ok(v) => v,
+            // Verified, then discarded by ESP: not a drop for the counters' purpose.
+            Err(IpsecDrop::Esp(EspDrop::Dummy)) => {
+                let sa = EspPacket::new_checked(&esp[..])
+                    .ok()
+                    .and_then(|p| self.inbound_sa(p.spi()));
+                return match sa {
+                    Some(sa) => Inbound::Dummy { sa },
+                    None => Inbound::Drop(IpsecDrop::Esp(EspDrop::NoSa)),
+                };
+            }
             Err(d) => return self.drop_with(d, Inbound::Drop(d)),
         };
         if self.sad[sa].sa.params().mode != Mode::Tunnel {

@@ -171,6 +171,12 @@ impl Sa {
         self.encapsulate(next_header, payload_of(inner), out)
     }
 
+    /// A dummy packet (RFC 4303 section 2.6: Next Header 59, no payload), which the receiver
+    /// authenticates and discards: an authenticated keep-alive. Either mode.
+    pub fn encapsulate_dummy(&mut self, out: &mut Vec<u8>) -> Result<u64, EspDrop> {
+        self.encapsulate(NEXT_HEADER_DUMMY, &[], out)
+    }
+
     /// RFC 4303 section 3.3: sequence number, IV, padding, encryption, ICV.
     fn encapsulate(
         &mut self,

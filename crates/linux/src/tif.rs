@@ -1,10 +1,14 @@
 //! The sockets of the DSMIPv6 tunnel-interface module, for the home agent and the mobile
 //! node alike: UDP port 4191 (vanilla or TLV format), raw IPv4 and IPv6 sockets per inner
-//! protocol for IP-in-IP, the IPPROTO_RAW sender for signalling with extension headers,
-//! and the capture of signalling the kernel would discard (see [`crate::raw`]).
+//! protocol for IP-in-IP and for ESP (protocol 50), UDP port 4500 for ESP through NATs (RFC
+//! 3948), the IPPROTO_RAW sender for signalling with extension headers, and the capture of
+//! signalling the kernel would discard (see [`crate::raw`]).
 
 use crate::raw::{Capture, DsmipUdp, RawIp, RawIpv6Sender};
-use m6t_proto::dsmip::tif::{tlv_header, Encap, DSMIP_PORT, PROTO_IPV4, PROTO_IPV6};
+use m6t_proto::dsmip::tif::{
+    tlv_header, Encap, Outer, DSMIP_PORT, ESP_UDP_PORT, PROTO_ESP, PROTO_IPV4, PROTO_IPV6,
+};
+use m6t_wire::esp::{classify_udp_4500, Udp4500};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::ops::Range;
@@ -15,22 +19,30 @@ use std::os::fd::{AsRawFd, RawFd};
 pub enum TifSource {
     /// UDP port 4191 (the mobile node's ephemeral port toward it).
     Udp,
-    /// Raw IPv4 socket for inner protocol 4 (`false`) or 41 (`true`).
-    Ipv4(bool),
-    /// Raw IPv6 socket for inner Next Header 4 (`false`) or 41 (`true`).
-    Ipv6(bool),
+    /// UDP port 4500: ESP through NATs (RFC 3948), when payload may be protected.
+    EspUdp,
+    /// Raw IPv4 socket for protocol 4, 41 or 50 (the number held).
+    Ipv4(u8),
+    /// Raw IPv6 socket for Next Header 4, 41 or 50.
+    Ipv6(u8),
     /// The signalling capture.
     Capture,
 }
 
+/// The protocols with a raw socket each: IPv4 and IPv6 inside IP, and ESP.
+pub const RAW_PROTOCOLS: [u8; 3] = [PROTO_IPV4, PROTO_IPV6, PROTO_ESP];
+
 impl TifSource {
     /// Every source, for registration.
-    pub const ALL: [TifSource; 6] = [
+    pub const ALL: [TifSource; 9] = [
         TifSource::Udp,
-        TifSource::Ipv4(false),
-        TifSource::Ipv4(true),
-        TifSource::Ipv6(false),
-        TifSource::Ipv6(true),
+        TifSource::EspUdp,
+        TifSource::Ipv4(PROTO_IPV4),
+        TifSource::Ipv4(PROTO_IPV6),
+        TifSource::Ipv4(PROTO_ESP),
+        TifSource::Ipv6(PROTO_IPV4),
+        TifSource::Ipv6(PROTO_IPV6),
+        TifSource::Ipv6(PROTO_ESP),
         TifSource::Capture,
     ];
 }
@@ -57,17 +69,32 @@ pub enum TifPacket {
         /// Length.
         len: usize,
     },
+    /// A bare ESP packet at `range` (after protocol 50, or in UDP port 4500).
+    Esp {
+        /// How it arrived: the outer source (with the NAT's port for UDP).
+        outer: Outer,
+        /// Where the ESP packet lies.
+        range: Range<usize>,
+    },
+    /// Something on port 4500 that is not ESP (an IKE message behind the Non-ESP Marker, a
+    /// NAT-keepalive byte): not for the tunnel (RFC 3948 section 2).
+    NotEsp,
 }
 
-fn pair(local: IpAddr) -> io::Result<[RawIp; 2]> {
+fn trio(local: IpAddr) -> io::Result<[RawIp; 3]> {
     Ok([
         RawIp::open(local, PROTO_IPV4)?,
         RawIp::open(local, PROTO_IPV6)?,
+        RawIp::open(local, PROTO_ESP)?,
     ])
 }
 
 fn idx(proto: u8) -> usize {
-    usize::from(proto == PROTO_IPV6)
+    match proto {
+        PROTO_IPV4 => 0,
+        PROTO_IPV6 => 1,
+        _ => 2,
+    }
 }
 
 /// The tunnel-interface module's sockets. The IP-in-IP senders are bound to the local
@@ -75,36 +102,56 @@ fn idx(proto: u8) -> usize {
 /// address); the mobile node's UDP socket follows its IPv4 care-of address.
 pub struct TifSockets {
     udp: Option<DsmipUdp>,
-    ip4: [RawIp; 2],
-    ip6: [RawIp; 2],
+    /// UDP port 4500, when ESP is configured.
+    esp_udp: Option<DsmipUdp>,
+    esp: bool,
+    ip4: [RawIp; 3],
+    ip6: [RawIp; 3],
     sender6: RawIpv6Sender,
     capture: Capture,
 }
 
 impl TifSockets {
-    /// The home agent's: UDP 4191 on `addr4`, IP-in-IP from `addr4` / `addr6`.
-    pub fn home_agent(addr4: Ipv4Addr, addr6: Ipv6Addr) -> Result<TifSockets, (String, io::Error)> {
+    /// The home agent's: UDP 4191 on `addr4` (and 4500 with `esp`), IP-in-IP and ESP from
+    /// `addr4` / `addr6`.
+    pub fn home_agent(
+        addr4: Ipv4Addr,
+        addr6: Ipv6Addr,
+        esp: bool,
+    ) -> Result<TifSockets, (String, io::Error)> {
         let ctx = |what: String| move |e| (what, e);
+        let esp_udp = if esp {
+            Some(
+                DsmipUdp::bind(SocketAddrV4::new(addr4, ESP_UDP_PORT))
+                    .map_err(ctx(format!("UDP {addr4}:{ESP_UDP_PORT}")))?,
+            )
+        } else {
+            None
+        };
         Ok(TifSockets {
             udp: Some(
                 DsmipUdp::bind(SocketAddrV4::new(addr4, DSMIP_PORT))
                     .map_err(ctx(format!("UDP {addr4}:{DSMIP_PORT}")))?,
             ),
-            ip4: pair(IpAddr::V4(addr4)).map_err(ctx("raw IPv4 sockets (4, 41)".into()))?,
-            ip6: pair(IpAddr::V6(addr6)).map_err(ctx("raw IPv6 sockets (4, 41)".into()))?,
+            esp_udp,
+            esp,
+            ip4: trio(IpAddr::V4(addr4)).map_err(ctx("raw IPv4 sockets (4, 41, 50)".into()))?,
+            ip6: trio(IpAddr::V6(addr6)).map_err(ctx("raw IPv6 sockets (4, 41, 50)".into()))?,
             sender6: RawIpv6Sender::open().map_err(ctx("IPPROTO_RAW IPv6 socket".into()))?,
             capture: Capture::open().map_err(ctx("packet capture socket".into()))?,
         })
     }
 
-    /// The mobile node's: no UDP socket until a care-of address is registered, IP-in-IP
-    /// from any address until then.
-    pub fn mobile_node() -> Result<TifSockets, (String, io::Error)> {
+    /// The mobile node's: no UDP socket until a care-of address is registered (then port
+    /// 4500 too with `esp`), IP-in-IP and ESP from any address until then.
+    pub fn mobile_node(esp: bool) -> Result<TifSockets, (String, io::Error)> {
         let ctx = |what: &'static str| move |e| (what.to_string(), e);
         Ok(TifSockets {
             udp: None,
-            ip4: pair(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(ctx("raw IPv4 sockets"))?,
-            ip6: pair(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).map_err(ctx("raw IPv6 sockets"))?,
+            esp_udp: None,
+            esp,
+            ip4: trio(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(ctx("raw IPv4 sockets"))?,
+            ip6: trio(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).map_err(ctx("raw IPv6 sockets"))?,
             sender6: RawIpv6Sender::open().map_err(ctx("IPPROTO_RAW IPv6 socket"))?,
             capture: Capture::open().map_err(ctx("packet capture socket"))?,
         })
@@ -115,8 +162,9 @@ impl TifSockets {
     pub fn fd(&self, s: TifSource) -> Option<RawFd> {
         Some(match s {
             TifSource::Udp => self.udp.as_ref()?.as_raw_fd(),
-            TifSource::Ipv4(b) => self.ip4[usize::from(b)].as_raw_fd(),
-            TifSource::Ipv6(b) => self.ip6[usize::from(b)].as_raw_fd(),
+            TifSource::EspUdp => self.esp_udp.as_ref()?.as_raw_fd(),
+            TifSource::Ipv4(p) => self.ip4[idx(p)].as_raw_fd(),
+            TifSource::Ipv6(p) => self.ip6[idx(p)].as_raw_fd(),
             TifSource::Capture => self.capture.as_raw_fd(),
         })
     }
@@ -129,12 +177,30 @@ impl TifSockets {
                 let (len, from) = u.recv(buf)?;
                 Ok(TifPacket::Udp { from, len })
             }
-            TifSource::Ipv4(b) | TifSource::Ipv6(b) => {
+            TifSource::EspUdp => {
+                let u = self.esp_udp.as_ref().ok_or(io::ErrorKind::WouldBlock)?;
+                let (len, from) = u.recv(buf)?;
+                Ok(match classify_udp_4500(&buf[..len]) {
+                    Ok(Udp4500::Esp(_)) => TifPacket::Esp {
+                        outer: Outer::Udp(from),
+                        range: 0..len,
+                    },
+                    _ => TifPacket::NotEsp,
+                })
+            }
+            TifSource::Ipv4(p) | TifSource::Ipv6(p) => {
                 let sock = match s {
-                    TifSource::Ipv4(_) => &self.ip4[usize::from(b)],
-                    _ => &self.ip6[usize::from(b)],
+                    TifSource::Ipv4(_) => &self.ip4[idx(p)],
+                    _ => &self.ip6[idx(p)],
                 };
                 let (src, range) = sock.recv(buf)?;
+                if p == PROTO_ESP {
+                    let outer = match src {
+                        IpAddr::V4(a) => Outer::Ipv4(a),
+                        IpAddr::V6(a) => Outer::Ipv6(a),
+                    };
+                    return Ok(TifPacket::Esp { outer, range });
+                }
                 Ok(TifPacket::IpInIp { src, range })
             }
             TifSource::Capture => Ok(TifPacket::Captured {
@@ -156,7 +222,18 @@ impl TifSockets {
             }
             Encap::Ipv4 { to, proto } => self.ip4[idx(proto)].send(IpAddr::V4(to), pkt),
             Encap::Ipv6 { to, proto } => self.ip6[idx(proto)].send(IpAddr::V6(to), pkt),
+            Encap::EspIp { to } => match to {
+                IpAddr::V4(_) => self.ip4[idx(PROTO_ESP)].send(to, pkt),
+                IpAddr::V6(_) => self.ip6[idx(PROTO_ESP)].send(to, pkt),
+            },
+            Encap::EspUdp { to } => self.send_esp_udp(to, pkt),
         }
+    }
+
+    /// Sends an ESP packet in UDP from port 4500 (RFC 3948).
+    pub fn send_esp_udp(&self, to: SocketAddrV4, data: &[u8]) -> io::Result<usize> {
+        let u = self.esp_udp.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        u.send(to, data)
     }
 
     /// Sends a signalling packet inside UDP (from the UDP socket as it is bound).
@@ -184,6 +261,11 @@ impl TifSockets {
         }
         self.udp = None;
         self.udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, 0))?);
+        if self.esp {
+            // Port 4500 on both ends (RFC 3948 section 2.1), from the same address.
+            self.esp_udp = None;
+            self.esp_udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, ESP_UDP_PORT))?);
+        }
         Ok(true)
     }
 
@@ -192,8 +274,8 @@ impl TifSockets {
     /// again.
     pub fn bind_ip_in_ip(&mut self, local: IpAddr) -> io::Result<()> {
         match local {
-            IpAddr::V4(_) => self.ip4 = pair(local)?,
-            IpAddr::V6(_) => self.ip6 = pair(local)?,
+            IpAddr::V4(_) => self.ip4 = trio(local)?,
+            IpAddr::V6(_) => self.ip6 = trio(local)?,
         }
         Ok(())
     }

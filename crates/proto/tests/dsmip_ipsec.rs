@@ -134,10 +134,17 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) -> W
                 w.bus.push(data.clone());
                 let _ = h.handle_captured(now, &mut data.clone());
             }
+            Transmit::EspUdp { data, .. } => {
+                let from = "203.0.113.2:40001".parse().unwrap();
+                let outer = m6t_proto::dsmip::tif::Outer::Udp(from);
+                let _ = h.handle_esp(now, outer, &mut data.clone());
+            }
         }
     }
     while let Some(t) = h.poll_transmit() {
-        let (Transmit::Udp { data, .. } | Transmit::Ipv6 { data, .. }) = &t;
+        let (Transmit::Udp { data, .. }
+        | Transmit::Ipv6 { data, .. }
+        | Transmit::EspUdp { data, .. }) = &t;
         w.bas.push(data.clone());
         match t {
             Transmit::Udp { data, .. } => {
@@ -146,6 +153,7 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) -> W
             Transmit::Ipv6 { data, .. } => {
                 let _ = m.handle_captured(now, &mut data.clone());
             }
+            Transmit::EspUdp { .. } => panic!("the home agent sends no keep-alive"),
         }
     }
     w
@@ -310,4 +318,236 @@ fn a_bu_for_another_home_address_through_my_sa_is_refused() {
         "the first node's binding did not move"
     );
     assert_eq!(hostile.counters().get(MnCounter::BaReceived), 0);
+}
+
+/// A tunnel-mode SA for payload (RFC 4877 section 6.4, RFC 5555 section 5).
+fn tunnel_sa(
+    name: &str,
+    direction: Direction,
+    spi: u32,
+    key: u8,
+    local: &str,
+    remote: &str,
+) -> SaConfig {
+    let mut s = sa(name, direction, spi, key);
+    s.params.mode = Mode::Tunnel;
+    s.tunnel = Some(m6t_ipsec::TunnelEnds {
+        local: local.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+    });
+    s
+}
+
+/// One mobile node's signalling SAs (as [`ipsec`]) and payload SAs: tunnel mode, selected
+/// last on the home addresses alone (seed 001 section 4.2.2), IPv6 and IPv4.
+fn with_payload(mn: bool, v4hoa: &str) -> Ipsec {
+    let base = ipsec(mn, &[HOA], 1);
+    let mut policies = base.spd().policies.clone();
+    let ha = HA6;
+    let mut sas = vec![
+        if mn {
+            sa("sa1", Direction::Out, 0x100, 1)
+        } else {
+            sa("sa2", Direction::Out, 0x101, 2)
+        },
+        if mn {
+            sa("sa2", Direction::In, 0x101, 2)
+        } else {
+            sa("sa1", Direction::In, 0x100, 1)
+        },
+    ];
+    let (out, inb) = if mn {
+        (
+            tunnel_sa("sa3", Direction::Out, 0x300, 3, HOA, ha),
+            tunnel_sa("sa4", Direction::In, 0x301, 4, ha, HOA),
+        )
+    } else {
+        (
+            tunnel_sa("sa4", Direction::Out, 0x301, 4, ha, HOA),
+            tunnel_sa("sa3", Direction::In, 0x300, 3, HOA, ha),
+        )
+    };
+    sas.push(out);
+    sas.push(inb);
+    for home in [HOA, v4hoa] {
+        let home = AddrSel::addr(home.parse().unwrap());
+        policies.push(Policy {
+            name: format!("payload {home:?}"),
+            selectors: Selectors {
+                local: if mn { home } else { AddrSel::Any },
+                remote: if mn { AddrSel::Any } else { home },
+                ..Selectors::ANY
+            },
+            action: Action::Protect {
+                out: Some(2),
+                inbound: Some(3),
+            },
+        });
+    }
+    let spd = Spd {
+        policies,
+        unmatched: Action::Bypass,
+    };
+    let mut i = Ipsec::new(spd, &sas, 7).unwrap();
+    i.reserve_unlimited();
+    i
+}
+
+fn packet(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut b = vec![0u8; 48];
+            m6t_wire::Ipv6Repr {
+                src: s,
+                dst: d,
+                next_header: 59,
+                payload_len: 8,
+                hop_limit: 64,
+            }
+            .emit(&mut b)
+            .unwrap();
+            b
+        }
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = vec![0u8; 28];
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&28u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 17;
+            p[12..16].copy_from_slice(&s.octets());
+            p[16..20].copy_from_slice(&d.octets());
+            p
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// RFC 5555 section 5 behind a NAT: payload in tunnel-mode ESP over UDP 4500 both ways, for
+/// both home addresses; the home agent learns the NAT's 4500 mapping from the mobile node's
+/// authenticated keep-alive; cleartext payload from the home address is refused.
+#[test]
+fn payload_goes_in_tunnel_mode_esp_over_udp_4500_behind_a_nat() {
+    use m6t_proto::dsmip::tif::Outer;
+    use m6t_proto::dsmip::{Encap, Outbound};
+    let t0 = Instant::now();
+    let v4hoa = "198.51.100.10";
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![v4hoa.parse().unwrap()];
+    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(with_payload(false, v4hoa));
+    let mut mc = MnConfig::new(a6(HOA), a6(HA6), HA4);
+    mc.ipv4_hoa = m6t_proto::dsmip::update_list::Ipv4HoaRequest::Dynamic;
+    let mut m = MobileNode::new(mc, 100).with_ipsec(with_payload(true, v4hoa));
+    m.handle_coas(t0, None, Some(COA4));
+    // The BU goes to port 4191; the keep-alive queued at registration goes to 4500 and
+    // comes out of the NAT from another port.
+    let nat_esp: SocketAddrV4 = "203.0.113.2:40001".parse().unwrap();
+    let w = exchange(&mut m, &mut h, t0, true);
+    assert_eq!(w.bas.len(), 1);
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+    let Some(Transmit::EspUdp { to, data, .. }) = m.poll_transmit() else {
+        panic!("no ESP keep-alive after registration");
+    };
+    assert_eq!(to, SocketAddrV4::new(HA4, 4500));
+    assert_eq!(&data[..4], &0x300u32.to_be_bytes());
+    assert_eq!(
+        h.handle_esp(t0, Outer::Udp(nat_esp), &mut data.clone()),
+        Verdict::Handled
+    );
+    assert_eq!(h.counters().get(HaCounter::EspKeepalives), 1);
+
+    for (src, cn) in [
+        (IpAddr::from(a6(HOA)), IpAddr::from(a6("2001:db8:2::10"))),
+        (v4hoa.parse().unwrap(), "198.51.100.130".parse().unwrap()),
+    ] {
+        // Up: ESP to the home agent's port 4500, opened there into the very packet.
+        let up = packet(src, cn);
+        assert_eq!(
+            m.handle_from_tun(t0, &up),
+            Outbound::Protected(Encap::EspUdp {
+                to: SocketAddrV4::new(HA4, 4500)
+            })
+        );
+        let mut esp = m.protected().to_vec();
+        assert_ne!(esp, up);
+        assert_eq!(
+            h.handle_esp(t0, Outer::Udp(nat_esp), &mut esp),
+            Verdict::ToTun(&up[..])
+        );
+        // Down: to the learned mapping, not to the BU's 4191 one (seed 001 req. #1: the SA's
+        // tunnel end is the home address; the tunnel module sends to the care-of address).
+        let down = packet(cn, src);
+        assert_eq!(
+            h.handle_from_tun(t0, &down),
+            Outbound::Protected(Encap::EspUdp { to: nat_esp })
+        );
+        let mut esp = h.protected().to_vec();
+        let from_ha = Outer::Udp(SocketAddrV4::new(HA4, 4500));
+        assert_eq!(
+            m.handle_esp(t0, from_ha, &mut esp),
+            Verdict::ToTun(&down[..])
+        );
+    }
+    // Cleartext payload from the home address through the 4191 tunnel: its policy says
+    // protect, so it is refused.
+    let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
+    let plain = packet(a6(HOA).into(), a6("2001:db8:2::10").into());
+    assert_eq!(
+        h.handle_udp(t0, nat, &mut plain.clone()),
+        Verdict::Drop(HaCounter::DropIpsec)
+    );
+    assert!(h.ipsec().unwrap().dropped(IpsecDrop::Unprotected) >= 1);
+    // A keep-alive is due again 20 s later.
+    let due = m.poll_timeout().unwrap();
+    assert!(due <= t0 + std::time::Duration::from_secs(20));
+}
+
+/// From an IPv6 care-of address and without a NAT, payload goes as IP/ESP (protocol 50).
+#[test]
+fn payload_goes_as_protocol_50_without_a_nat_and_from_an_ipv6_care_of_address() {
+    use m6t_proto::dsmip::tif::Outer;
+    use m6t_proto::dsmip::{Encap, Outbound};
+    for v6 in [false, true] {
+        let t0 = Instant::now();
+        let mut h = ha();
+        h = h.with_ipsec(with_payload(false, "198.51.100.10"));
+        let mut m = mn(HOA, 1).with_ipsec(with_payload(true, "198.51.100.10"));
+        let coa6 = a6("2001:db8:5::10");
+        if v6 {
+            m.handle_coas(t0, Some(coa6), None);
+        } else {
+            m.handle_coas(t0, None, Some(COA4));
+        }
+        exchange(&mut m, &mut h, t0, false);
+        assert!(registered(&mut m).is_some());
+        let up = packet(a6(HOA).into(), a6("2001:db8:2::10").into());
+        let (to, outer): (IpAddr, Outer) = if v6 {
+            (a6(HA6).into(), Outer::Ipv6(coa6))
+        } else {
+            (HA4.into(), Outer::Ipv4(COA4))
+        };
+        assert_eq!(
+            m.handle_from_tun(t0, &up),
+            Outbound::Protected(Encap::EspIp { to })
+        );
+        let mut esp = m.protected().to_vec();
+        assert_eq!(h.handle_esp(t0, outer, &mut esp), Verdict::ToTun(&up[..]));
+        let down = packet(a6("2001:db8:2::10").into(), a6(HOA).into());
+        let coa: IpAddr = if v6 { coa6.into() } else { COA4.into() };
+        assert_eq!(
+            h.handle_from_tun(t0, &down),
+            Outbound::Protected(Encap::EspIp { to: coa })
+        );
+        // Only one SA's holder: the other mobile node's keys cannot inject for this one.
+        let mut forged = h.protected().to_vec();
+        forged[20] ^= 1;
+        let from_ha = if v6 {
+            Outer::Ipv6(a6(HA6))
+        } else {
+            Outer::Ipv4(HA4)
+        };
+        assert_eq!(
+            m.handle_esp(t0, from_ha, &mut forged),
+            Verdict::Drop(MnCounter::DropIpsec)
+        );
+    }
 }

@@ -56,6 +56,7 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) {
                 assert_eq!(to, a6(HA6));
                 let _ = h.handle_captured(now, &mut data.clone());
             }
+            Transmit::EspUdp { .. } => panic!("ESP keep-alive without IPsec"),
         }
     }
     while let Some(t) = h.poll_transmit() {
@@ -72,6 +73,7 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) {
             Transmit::Ipv6 { data, .. } => {
                 let _ = m.handle_captured(now, &mut data.clone());
             }
+            Transmit::EspUdp { .. } => panic!("ESP keep-alive from the home agent"),
         }
     }
 }

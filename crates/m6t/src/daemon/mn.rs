@@ -16,7 +16,7 @@ use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
-use m6t_linux::tif::{TifSockets, TifSource};
+use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
 use m6t_linux::{caps, raw, tun::Tun};
 use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
 use m6t_proto::dsmip::update_list::{Coa, Registration, TunnelMode};
@@ -162,7 +162,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let hoa = cfg.machine.hoa;
     home_routing(&nl, &tun, &cfg)?;
     let monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
-    let socks = TifSockets::mobile_node().map_err(|(what, e)| io(what)(e))?;
+    let socks = TifSockets::mobile_node(cfg.ipsec.is_some()).map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
@@ -332,18 +332,21 @@ impl Driver {
     /// A BU inside UDP leaves from its IPv4 care-of address: a new one gets a new socket
     /// (so the NAT makes a new mapping), registered in place of the old one.
     fn source_for(&mut self, t: &Transmit) -> std::io::Result<()> {
-        let Transmit::Udp {
+        let (Transmit::Udp {
             from: Some(from), ..
-        } = t
+        }
+        | Transmit::EspUdp {
+            from: Some(from), ..
+        }) = t
         else {
             return Ok(());
         };
         if self.socks.bind_udp(*from)? {
-            let fd = self
-                .socks
-                .fd(TifSource::Udp)
-                .ok_or(std::io::ErrorKind::NotConnected)?;
-            self.rt.replace(&fd, Source::Tif(TifSource::Udp))?;
+            for s in [TifSource::Udp, TifSource::EspUdp] {
+                if let Some(fd) = self.socks.fd(s) {
+                    self.rt.replace(&fd, Source::Tif(s))?;
+                }
+            }
         }
         Ok(())
     }
@@ -397,10 +400,10 @@ impl Driver {
     }
 
     fn register_ip_in_ip(&mut self, coa: IpAddr) -> std::io::Result<()> {
-        for b in [false, true] {
+        for p in RAW_PROTOCOLS {
             let s = match coa {
-                IpAddr::V4(_) => TifSource::Ipv4(b),
-                IpAddr::V6(_) => TifSource::Ipv6(b),
+                IpAddr::V4(_) => TifSource::Ipv4(p),
+                IpAddr::V6(_) => TifSource::Ipv6(p),
             };
             if let Some(fd) = self.socks.fd(s) {
                 self.rt.replace(&fd, Source::Tif(s))?;

@@ -9,6 +9,7 @@ use m6t_linux::tif::{TifPacket, TifSockets, TifSource};
 use m6t_linux::tun::{TunRx, TunTx};
 use m6t_proto::dsmip::home_agent::{HaCounter, HomeAgent};
 use m6t_proto::dsmip::mobile_node::{MnCounter, MobileNode};
+use m6t_proto::dsmip::tif::Outer;
 use m6t_proto::dsmip::{Encap, Outbound, Transmit, Verdict};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddrV4};
@@ -36,8 +37,13 @@ pub(crate) trait TunnelEnd {
     ) -> Verdict<'a, Self::Reason>;
     /// A captured signalling packet.
     fn captured<'a>(&mut self, now: Instant, p: &'a mut [u8]) -> Verdict<'a, Self::Reason>;
+    /// A bare ESP packet (protocol 50 or UDP 4500).
+    fn esp<'a>(&mut self, now: Instant, outer: Outer, p: &'a mut [u8])
+        -> Verdict<'a, Self::Reason>;
     /// A packet read from the TUN.
     fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<Self::Reason>;
+    /// The bytes of the last [`Outbound::Protected`].
+    fn protected(&self) -> &[u8];
 }
 
 macro_rules! tunnel_end {
@@ -63,8 +69,19 @@ macro_rules! tunnel_end {
             fn captured<'a>(&mut self, now: Instant, p: &'a mut [u8]) -> Verdict<'a, $reason> {
                 self.handle_captured(now, p)
             }
+            fn esp<'a>(
+                &mut self,
+                now: Instant,
+                outer: Outer,
+                p: &'a mut [u8],
+            ) -> Verdict<'a, $reason> {
+                self.handle_esp(now, outer, p)
+            }
             fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<$reason> {
                 self.handle_from_tun(now, p)
+            }
+            fn protected(&self) -> &[u8] {
+                <$node>::protected(self)
             }
         }
     };
@@ -90,6 +107,9 @@ pub(crate) fn from_tunnel(
             Ok(TifPacket::Udp { from, len }) => node.udp(now, from, &mut buf[..len]),
             Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &mut buf[range]),
             Ok(TifPacket::Captured { len }) => node.captured(now, &mut buf[..len]),
+            Ok(TifPacket::Esp { outer, range }) => node.esp(now, outer, &mut buf[range]),
+            // IKE and NAT-keepalives on port 4500 are not the tunnel's.
+            Ok(TifPacket::NotEsp) => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             // ICMP errors of earlier sends surface here.
             Err(e) => {
@@ -113,14 +133,17 @@ pub(crate) fn to_tunnel(
     now: Instant,
 ) -> std::io::Result<()> {
     tun_rx.drain(BURST, |pkt| {
-        if let Outbound::Send(e) = node.tun(now, pkt) {
-            let reason = match e {
-                Encap::Udp { .. } => Failure::UdpSend,
-                _ => Failure::RawSend,
-            };
-            if let Err(err) = socks.encap(e, pkt) {
-                failures.record(reason, 1, format_args!("sending to {e:?}: {err}"));
-            }
+        let (e, bytes) = match node.tun(now, pkt) {
+            Outbound::Send(e) => (e, pkt),
+            Outbound::Protected(e) => (e, node.protected()),
+            Outbound::Drop(_) => return,
+        };
+        let reason = match e {
+            Encap::Udp { .. } | Encap::EspUdp { .. } => Failure::UdpSend,
+            _ => Failure::RawSend,
+        };
+        if let Err(err) = socks.encap(e, bytes) {
+            failures.record(reason, 1, format_args!("sending to {e:?}: {err}"));
         }
     })
 }
@@ -131,5 +154,6 @@ pub(crate) fn send_signal(socks: &TifSockets, t: &Transmit) -> std::io::Result<u
     match t {
         Transmit::Udp { to, data, .. } => socks.send_udp(*to, data),
         Transmit::Ipv6 { to, data, .. } => socks.send_ipv6(*to, data),
+        Transmit::EspUdp { to, data, .. } => socks.send_esp_udp(*to, data),
     }
 }

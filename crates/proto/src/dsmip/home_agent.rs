@@ -8,11 +8,11 @@
 
 use crate::dsmip::binding_cache::{status, Arrival, BindingCache, HaConfig, Snapshot, Tunnel};
 use crate::dsmip::protect::{self, Through};
-use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
+use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT, ESP_UDP_PORT};
 use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
-use m6t_ipsec::Ipsec;
+use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut};
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +31,10 @@ reasons! {
         BuUnprotected => "bu_unprotected",
         /// Dropped by IPsec (the reason is in IPsec's own counters).
         DropIpsec => "drop_ipsec",
+        /// ESP arrived while IPsec is not configured.
+        DropEspWithoutIpsec => "drop_esp_without_ipsec",
+        /// Authenticated ESP keep-alives (dummy packets, RFC 4303 section 2.6) taken.
+        EspKeepalives => "esp_keepalives",
         /// Binding Acknowledgements sent.
         BaSent => "ba_sent",
         /// Data packets from mobile nodes written to the TUN.
@@ -93,6 +97,9 @@ pub struct HomeAgent {
     ipsec: Option<Ipsec>,
     /// IPsec's output, reused.
     scratch: Vec<u8>,
+    /// Where each mobile node's UDP-encapsulated ESP comes from (the NAT's mapping for port
+    /// 4500, which is not its mapping for 4191): learned from authenticated packets only.
+    esp_peer: BTreeMap<Ipv6Addr, SocketAddrV4>,
 }
 
 fn tif_drop(d: TifDrop) -> HaCounter {
@@ -162,7 +169,13 @@ impl HomeAgent {
             ended: Vec::new(),
             ipsec: None,
             scratch: Vec::new(),
+            esp_peer: BTreeMap::new(),
         }
+    }
+
+    /// The bytes of the last [`Outbound::Protected`]: the ESP packet to send.
+    pub fn protected(&self) -> &[u8] {
+        &self.scratch
     }
 
     /// Puts IPsec between the tunnel-interface module and the binding cache (seed 001
@@ -211,6 +224,8 @@ impl HomeAgent {
         if now_bound == before {
             return;
         }
+        // A new tunnel or none: the NAT mapping for ESP is learned again from the node.
+        self.esp_peer.remove(&hoa);
         if let Some((ipv4, _)) = before {
             // An IPv4 home address that stays is not withdrawn and re-added.
             let keep_v4 = now_bound.is_some_and(|(v, _)| v == ipv4);
@@ -413,30 +428,122 @@ impl HomeAgent {
     }
 
     /// How to send a packet read from the TUN (from the home network to a home address,
-    /// RFC 5555 section 4.1): the tunnel of its destination's binding.
+    /// RFC 5555 section 4.1): the tunnel of its destination's binding. When a policy protects
+    /// it, IPsec wraps it in tunnel-mode ESP whose outer destination is the home address, and
+    /// the tunnel-interface module sends it to the care-of address instead (seed 001 req. #1:
+    /// a move changes no SA): [`Outbound::Protected`], the bytes in [`Self::protected`].
     pub fn handle_from_tun(&mut self, _now: Instant, pkt: &[u8]) -> Outbound<HaCounter> {
-        let t = match tif::addresses(pkt) {
-            Some((_, IpAddr::V6(d))) => self.bc.tunnel_for_v6(d),
-            Some((_, IpAddr::V4(d))) => self.bc.tunnel_for_v4(d).map(|(_, t)| t),
+        let found = match tif::addresses(pkt) {
+            Some((_, IpAddr::V6(d))) => self.bc.tunnel_for_v6(d).map(|t| (d, t)),
+            Some((_, IpAddr::V4(d))) => self.bc.tunnel_for_v4(d),
             None => {
                 self.counters.bump(HaCounter::DropBadInner);
                 return Outbound::Drop(HaCounter::DropBadInner);
             }
         };
-        if !protect::outbound_data(self.ipsec.as_mut(), pkt, &mut self.scratch) {
-            self.counters.bump(HaCounter::DropIpsec);
-            return Outbound::Drop(HaCounter::DropIpsec);
-        }
-        match t {
-            Some(t) => {
+        let Some((hoa, t)) = found else {
+            self.counters.bump(HaCounter::DropNoBinding);
+            return Outbound::Drop(HaCounter::DropNoBinding);
+        };
+        let Some(ipsec) = self.ipsec.as_mut() else {
+            self.counters.bump(HaCounter::ToMn);
+            return Outbound::Send(encap_for(t, pkt));
+        };
+        match ipsec.outbound(pkt, &mut self.scratch) {
+            IpsecOut::Bypass => {
                 self.counters.bump(HaCounter::ToMn);
                 Outbound::Send(encap_for(t, pkt))
             }
-            None => {
-                self.counters.bump(HaCounter::DropNoBinding);
-                Outbound::Drop(HaCounter::DropNoBinding)
+            IpsecOut::Tunnel { .. } => {
+                self.counters.bump(HaCounter::ToMn);
+                Outbound::Protected(match t {
+                    Tunnel::Ipv6 { coa } => Encap::EspIp { to: coa.into() },
+                    Tunnel::Ipv4 { coa } => Encap::EspIp { to: coa.into() },
+                    Tunnel::Udp { peer } | Tunnel::Tlv { peer } => Encap::EspUdp {
+                        to: self
+                            .esp_peer
+                            .get(&hoa)
+                            .copied()
+                            .unwrap_or(SocketAddrV4::new(*peer.ip(), ESP_UDP_PORT)),
+                    },
+                })
+            }
+            // Payload in transport mode is not a DSMIPv6 format (RFC 5555 section 5 tunnels
+            // it); the loader refuses such policies, this is the backstop.
+            IpsecOut::Transport { .. } | IpsecOut::Drop(_) => {
+                self.counters.bump(HaCounter::DropIpsec);
+                Outbound::Drop(HaCounter::DropIpsec)
             }
         }
+    }
+
+    /// A bare ESP packet (protocol 50 after an IPv4 or IPv6 header, or UDP port 4500, RFC
+    /// 3948), opened in place: payload from a mobile node in tunnel mode (RFC 5555 section 5).
+    /// It is accepted when IPsec verified it, its policy matched what was inside, a binding
+    /// exists for its source, and the SA it came through is that home address's (an IPv4
+    /// home address through its IPv6 one, RFC 5555 section 5). The outer address is not
+    /// checked (RFC 4877 section 5: the originator is authenticated); from UDP it teaches the
+    /// home agent where to send ESP back.
+    pub fn handle_esp<'a>(
+        &mut self,
+        _now: Instant,
+        outer: Outer,
+        esp: &'a mut [u8],
+    ) -> Verdict<'a, HaCounter> {
+        let Some(ipsec) = self.ipsec.as_mut() else {
+            self.counters.bump(HaCounter::DropEspWithoutIpsec);
+            return Verdict::Drop(HaCounter::DropEspWithoutIpsec);
+        };
+        let (range, sa) = match ipsec.inbound_esp(esp) {
+            Inbound::Tunnel { inner, sa, .. } => (inner, sa),
+            Inbound::Dummy { sa } => {
+                // A keep-alive proves only the SA: learn the mapping for its home address.
+                let hoa = self.hoa_of_sa(sa);
+                if let (Some(h), Outer::Udp(from)) = (hoa, outer) {
+                    self.esp_peer.insert(h, from);
+                }
+                self.counters.bump(HaCounter::EspKeepalives);
+                return Verdict::Handled;
+            }
+            _ => {
+                self.counters.bump(HaCounter::DropIpsec);
+                return Verdict::Drop(HaCounter::DropIpsec);
+            }
+        };
+        let inner: &'a [u8] = &esp[range];
+        let hoa = match tif::addresses(inner) {
+            Some((IpAddr::V6(s), _)) => Some(s),
+            Some((IpAddr::V4(s), _)) => self.bc.tunnel_for_v4(s).map(|(h, _)| h),
+            None => {
+                self.counters.bump(HaCounter::DropBadInner);
+                return Verdict::Drop(HaCounter::DropBadInner);
+            }
+        };
+        let owned = hoa.filter(|h| {
+            self.bc.binding(*h).is_some()
+                && self
+                    .ipsec
+                    .as_ref()
+                    .is_some_and(|i| i.sa_selects_remote(sa, IpAddr::V6(*h)))
+        });
+        let Some(h) = owned else {
+            self.counters.bump(HaCounter::DropNotBound);
+            return Verdict::Drop(HaCounter::DropNotBound);
+        };
+        if let Outer::Udp(from) = outer {
+            self.esp_peer.insert(h, from);
+        }
+        self.counters.bump(HaCounter::ToHome);
+        Verdict::ToTun(inner)
+    }
+
+    /// The bound home address whose policy names inbound SA `sa`.
+    fn hoa_of_sa(&self, sa: usize) -> Option<Ipv6Addr> {
+        let ipsec = self.ipsec.as_ref()?;
+        self.installed
+            .keys()
+            .copied()
+            .find(|h| ipsec.sa_selects_remote(sa, IpAddr::V6(*h)))
     }
 
     /// The next signalling packet (a Binding Acknowledgement) to send. Call after every

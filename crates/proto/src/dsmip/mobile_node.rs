@@ -8,12 +8,12 @@
 //! section 4.1: from the home address inside UDP/IPv4), and reports registrations.
 
 use crate::dsmip::protect::{self, Through};
-use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
+use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT, ESP_UDP_PORT};
 use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, TunnelMode};
 use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
-use m6t_ipsec::Ipsec;
+use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut, Traffic};
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
 use std::collections::VecDeque;
@@ -55,6 +55,11 @@ reasons! {
         /// A Binding Acknowledgement without ESP while IPsec is configured (RFC 4877
         /// section 4.1: discarded).
         BaUnprotected => "ba_unprotected",
+        /// ESP arrived while IPsec is not configured.
+        DropEspWithoutIpsec => "drop_esp_without_ipsec",
+        /// Authenticated ESP keep-alives sent on UDP port 4500 (RFC 4303 section 2.6 dummy
+        /// packets: they keep the NAT's mapping and tell the home agent where it is).
+        EspKeepalives => "esp_keepalives",
     }
 }
 
@@ -93,7 +98,13 @@ pub struct MobileNode {
     scratch: Vec<u8>,
     /// BUs sent since the last BA was taken: what status reports when registration fails.
     unanswered: u32,
+    /// When the next ESP keep-alive is due (registered in UDP with payload protection).
+    esp_keepalive: Option<Instant>,
 }
+
+/// How often a mobile node behind a NAT sends an ESP keep-alive on port 4500: RFC 3948
+/// section 2.3's NAT-keepalive period.
+pub const ESP_KEEPALIVE: Duration = Duration::from_secs(20);
 
 fn tif_drop(d: TifDrop) -> MnCounter {
     match d {
@@ -120,7 +131,44 @@ impl MobileNode {
             ipsec: None,
             scratch: Vec::new(),
             unanswered: 0,
+            esp_keepalive: None,
         }
+    }
+
+    /// The bytes of the last [`Outbound::Protected`]: the ESP packet to send.
+    pub fn protected(&self) -> &[u8] {
+        &self.scratch
+    }
+
+    /// Sends an ESP keep-alive now if registered in UDP and payload is protected, and says
+    /// when the next is due.
+    fn esp_keepalive(&mut self, now: Instant) {
+        self.esp_keepalive = None;
+        let Some(r) = &self.registered else { return };
+        let (TunnelMode::Udp | TunnelMode::Tlv, Coa::V4(coa)) = (r.mode, r.coa) else {
+            return;
+        };
+        let Some(ipsec) = self.ipsec.as_mut() else {
+            return;
+        };
+        // What the payload policy would protect: the home address to the home agent.
+        let t = Traffic {
+            src: self.hoa.into(),
+            dst: self.ha6.into(),
+            proto: m6t_wire::mh::PAYLOAD_PROTO_NONE,
+            ports: None,
+            msg_type: None,
+        };
+        if ipsec.outbound_dummy(&t, &mut self.scratch).is_none() {
+            return;
+        }
+        self.out.push_back(Transmit::EspUdp {
+            from: Some(coa),
+            to: SocketAddrV4::new(self.ha4, ESP_UDP_PORT),
+            data: std::mem::take(&mut self.scratch),
+        });
+        self.counters.bump(MnCounter::EspKeepalives);
+        self.esp_keepalive = Some(now + ESP_KEEPALIVE);
     }
 
     /// Puts IPsec between the tunnel-interface module and the binding update list (seed 001
@@ -222,13 +270,18 @@ impl MobileNode {
                 None => self.events.push_back(MnEvent::Unregistered),
             }
             self.registered = now_reg;
+            // At once on a new registration: the home agent learns the NAT's mapping for
+            // port 4500 before it has anything to send.
+            self.esp_keepalive(now);
         }
     }
 
     /// A BU through IPsec (ESP in transport mode after its Home Address option, RFC 3776
     /// section 3.1); a drop is counted.
     fn protect(&mut self, mut t: Transmit) -> Result<Transmit, ()> {
-        let (Transmit::Udp { data, .. } | Transmit::Ipv6 { data, .. }) = &mut t;
+        let (Transmit::Udp { data, .. }
+        | Transmit::Ipv6 { data, .. }
+        | Transmit::EspUdp { data, .. }) = &mut t;
         let bytes = std::mem::take(data);
         match protect::outbound_signal(self.ipsec.as_mut(), bytes, &mut self.scratch) {
             Ok(bytes) => {
@@ -396,13 +449,33 @@ impl MobileNode {
             self.counters.bump(MnCounter::DropWrongSource);
             return Outbound::Drop(MnCounter::DropWrongSource);
         }
-        if !protect::outbound_data(self.ipsec.as_mut(), pkt, &mut self.scratch) {
-            self.counters.bump(MnCounter::DropIpsec);
-            return Outbound::Drop(MnCounter::DropIpsec);
+        let mode = r.mode;
+        if let Some(ipsec) = self.ipsec.as_mut() {
+            match ipsec.outbound(pkt, &mut self.scratch) {
+                IpsecOut::Bypass => {}
+                IpsecOut::Tunnel { .. } => {
+                    self.counters.bump(MnCounter::ToHa);
+                    return Outbound::Protected(match mode {
+                        TunnelMode::Ipv6 => Encap::EspIp {
+                            to: self.ha6.into(),
+                        },
+                        TunnelMode::Ipv4 => Encap::EspIp {
+                            to: self.ha4.into(),
+                        },
+                        TunnelMode::Udp | TunnelMode::Tlv => Encap::EspUdp {
+                            to: SocketAddrV4::new(self.ha4, ESP_UDP_PORT),
+                        },
+                    });
+                }
+                IpsecOut::Transport { .. } | IpsecOut::Drop(_) => {
+                    self.counters.bump(MnCounter::DropIpsec);
+                    return Outbound::Drop(MnCounter::DropIpsec);
+                }
+            }
         }
         let proto = tif::proto_of(pkt);
         self.counters.bump(MnCounter::ToHa);
-        Outbound::Send(match r.mode {
+        Outbound::Send(match mode {
             TunnelMode::Ipv6 => Encap::Ipv6 {
                 to: self.ha6,
                 proto,
@@ -436,16 +509,62 @@ impl MobileNode {
         self.events.pop_front()
     }
 
-    /// When the node next wants [`Self::handle_timeout`] (retransmission or refresh). Ask
-    /// again after every `handle_*` call.
+    /// When the node next wants [`Self::handle_timeout`] (retransmission, refresh, ESP
+    /// keep-alive). Ask again after every `handle_*` call.
     #[must_use = "the deadline must be armed on the driver's timer"]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.bul.poll_timeout()
+        match (self.bul.poll_timeout(), self.esp_keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Retransmissions and refreshes.
+    /// Retransmissions, refreshes and ESP keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.bul.handle_timeout(now);
         self.pump(now);
+        if self.esp_keepalive.is_some_and(|t| t <= now) {
+            self.esp_keepalive(now);
+        }
+    }
+
+    /// A bare ESP packet from the home agent (protocol 50 after an IPv4 or IPv6 header, or
+    /// UDP port 4500), opened in place: payload in tunnel mode (RFC 5555 section 5) for a
+    /// home address.
+    pub fn handle_esp<'a>(
+        &mut self,
+        _now: Instant,
+        outer: Outer,
+        esp: &'a mut [u8],
+    ) -> Verdict<'a, MnCounter> {
+        let from_ha = match outer {
+            Outer::Udp(s) => *s.ip() == self.ha4,
+            Outer::Ipv4(s) => s == self.ha4,
+            Outer::Ipv6(s) => s == self.ha6,
+        };
+        if !from_ha {
+            self.counters.bump(MnCounter::DropNotFromHa);
+            return Verdict::Drop(MnCounter::DropNotFromHa);
+        }
+        let Some(ipsec) = self.ipsec.as_mut() else {
+            self.counters.bump(MnCounter::DropEspWithoutIpsec);
+            return Verdict::Drop(MnCounter::DropEspWithoutIpsec);
+        };
+        let range = match ipsec.inbound_esp(esp) {
+            Inbound::Tunnel { inner, .. } => inner,
+            Inbound::Dummy { .. } => return Verdict::Handled,
+            _ => {
+                self.counters.bump(MnCounter::DropIpsec);
+                return Verdict::Drop(MnCounter::DropIpsec);
+            }
+        };
+        let inner: &'a [u8] = &esp[range];
+        match tif::addresses(inner) {
+            Some((_, dst)) => self.data(inner, dst),
+            None => {
+                self.counters.bump(MnCounter::DropBadInner);
+                Verdict::Drop(MnCounter::DropBadInner)
+            }
+        }
     }
 }

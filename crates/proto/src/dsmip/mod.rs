@@ -45,6 +45,9 @@ pub enum Verdict<'a, R> {
 pub enum Outbound<R> {
     /// Send the packet with this encapsulation.
     Send(Encap),
+    /// Send the node's protected bytes (`protected()`: the ESP packet IPsec made of the
+    /// packet) with this encapsulation.
+    Protected(Encap),
     /// Dropped, counted under this reason.
     Drop(R),
 }
@@ -60,6 +63,15 @@ pub enum Transmit {
         /// Destination (the NAT's address and port when there is one).
         to: SocketAddrV4,
         /// The IPv6 packet.
+        data: Vec<u8>,
+    },
+    /// An ESP packet (an authenticated keep-alive) in UDP from port 4500 (RFC 3948).
+    EspUdp {
+        /// Local IPv4 address to send from: the mobile node's care-of address.
+        from: Option<Ipv4Addr>,
+        /// Destination.
+        to: SocketAddrV4,
+        /// The ESP packet.
         data: Vec<u8>,
     },
     /// A whole IPv6 packet, extension headers included, to send as it is.

@@ -10,7 +10,7 @@
 //! Neither module reaches into IPsec beyond [`Ipsec`]'s processing and look-ups.
 
 use crate::dsmip::tif::{self, Outer, Up};
-use m6t_ipsec::{Inbound, Ipsec, IpsecDrop, Outbound as IpsecOut};
+use m6t_ipsec::{EspDrop, Inbound, Ipsec, IpsecDrop, Outbound as IpsecOut};
 
 /// What came out of IPsec for the modules above.
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub fn inbound<'a>(
         Inbound::Transport { len, .. } => (&inner[..len], true),
         Inbound::Tunnel { inner: range, .. } => (&inner[range], true),
         Inbound::Drop(d) => return Through::Dropped(d),
+        // Dummies come only from bare ESP (`inbound_esp`); here one is nothing to deliver.
+        Inbound::Dummy { .. } => return Through::Dropped(IpsecDrop::Esp(EspDrop::Dummy)),
     };
     Through::Up {
         up: tif::inner_up(outer, p, tlv),
@@ -79,6 +81,7 @@ pub fn inbound_captured<'a>(ipsec: Option<&mut Ipsec>, pkt: &'a mut [u8]) -> Thr
             }
         }
         Inbound::Drop(d) => return Through::Dropped(d),
+        Inbound::Dummy { .. } => return Through::Dropped(IpsecDrop::Esp(EspDrop::Dummy)),
     };
     Through::Up {
         up: tif::from_captured(p),
@@ -103,15 +106,5 @@ pub fn outbound_signal(
         // 6.1); a tunnel-mode SA selected for it is a configuration the loader refuses.
         IpsecOut::Tunnel { .. } => Err(IpsecDrop::Esp(m6t_ipsec::EspDrop::WrongMode)),
         IpsecOut::Drop(d) => Err(d),
-    }
-}
-
-/// A data packet from the TUN checked against the SPD on its way out: `true` if it may go
-/// (BYPASS). Payload protection (tunnel mode) is not carried by the nodes yet, so the
-/// loader refuses policies that would PROTECT data; one that does anyway is dropped.
-pub fn outbound_data(ipsec: Option<&mut Ipsec>, pkt: &[u8], scratch: &mut Vec<u8>) -> bool {
-    match ipsec {
-        None => true,
-        Some(i) => matches!(i.outbound(pkt, scratch), IpsecOut::Bypass),
     }
 }

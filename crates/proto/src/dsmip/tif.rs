@@ -17,6 +17,11 @@ pub const DSMIP_PORT: u16 = 4191;
 pub const PROTO_IPV4: u8 = 4;
 /// IP protocol number of IPv6 inside IP.
 pub const PROTO_IPV6: u8 = 41;
+/// IP protocol number of ESP (payload protected in tunnel mode, RFC 5555 section 5).
+pub const PROTO_ESP: u8 = 50;
+/// The UDP port of ESP through NATs (RFC 3948; RFC 5555 section 5: payload protection from
+/// an IPv4 network).
+pub const ESP_UDP_PORT: u16 = m6t_wire::esp::NAT_T_PORT;
 
 /// Where a packet came from, as the outermost header said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +194,19 @@ pub enum Encap {
         to: Ipv6Addr,
         /// Next Header of the outer header.
         proto: u8,
+    },
+    /// ESP after an IPv4 or IPv6 header with protocol 50 to this address (IPv4/ESP/IP
+    /// without a NAT, IPv6/ESP/IP from an IPv6 care-of address).
+    EspIp {
+        /// Destination: the care-of address (seed 001 req. #1: the SA's own tunnel end is the
+        /// home address, replaced here after IPsec).
+        to: IpAddr,
+    },
+    /// ESP in UDP between ports 4500 (RFC 3948 section 2.1): IPv4/UDP 4500/ESP/IP behind a
+    /// NAT.
+    EspUdp {
+        /// Destination (the NAT's address and port when there is one).
+        to: SocketAddrV4,
     },
 }
 
