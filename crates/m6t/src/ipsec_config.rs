@@ -475,6 +475,34 @@ pub fn ipsec_setup(
                 ))
             }
         };
+        // Signalling (BU/BA, MPS/MPA) is protected in transport mode (RFC 4877 sections 6.1
+        // and 6.3), payload in tunnel mode (section 6.4, RFC 5555 section 5): the nodes
+        // carry no other combination.
+        if let Action::Protect { out, inbound } = action {
+            let signalling = matches!(sel.proto, Some(PROTO_MH) | Some(PROTO_ICMPV6));
+            for (k, idx) in [("out_sa", out), ("in_sa", inbound)] {
+                let Some(j) = idx else { continue };
+                let mode = sas[j].params.mode;
+                let want = if signalling { Mode::Transport } else { Mode::Tunnel };
+                if mode != want {
+                    return Err(v.bad(
+                        key(k),
+                        format!(
+                            "SA `{}` is in {} mode, but {} is protected in {} mode (RFC 4877 \
+                             section 6)",
+                            sas[j].name,
+                            mode_name(mode),
+                            if signalling {
+                                "signalling (proto mh or icmpv6)"
+                            } else {
+                                "payload (any other proto)"
+                            },
+                            mode_name(want)
+                        ),
+                    ));
+                }
+            }
+        }
         policies.push(Policy {
             name,
             selectors: sel,
@@ -516,6 +544,13 @@ pub fn ipsec_setup(
         warnings,
         sequence_file,
     })
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Transport => "transport",
+        Mode::Tunnel => "tunnel",
+    }
 }
 
 /// `"any"`, an address, or a prefix with no bits set past its length.
@@ -1140,6 +1175,15 @@ key_file = "cbc.key"
                 "only with proto = \"mh\"",
             ),
             (
+                // Signalling in tunnel mode: the nodes protect BU/BA in transport mode only.
+                good.replace(
+                    "spi = 0x1001\n",
+                    "spi = 0x1001\nmode = \"tunnel\"\ntunnel_local = \"2001:db8:1::100\"\ntunnel_remote = \"2001:db8:1::1\"\n",
+                ),
+                "ipsec.policy[0].out_sa",
+                "in tunnel mode, but signalling",
+            ),
+            (
                 good.replace("proto = \"mh\"\n", ""),
                 "ipsec.policy[0].local_mh_type",
                 "only with proto = \"mh\"",
@@ -1331,7 +1375,7 @@ key_file = "cbc.key"
         }
         d.key("sa1.key", &hex(&keymat(1)), 0o644);
         let text = format!(
-            "{HA_BASE}[ipsec]\n[[ipsec.policy]]\nin_sa = \"SA1\"\n[[ipsec.sa]]\nname = \"SA1\"\ndirection = \"in\"\nspi = 0x1001\nalgorithm = \"aes128-sha256\"\nkey_file = \"sa1.key\"\n"
+            "{HA_BASE}[ipsec]\n[[ipsec.policy]]\nproto = \"mh\"\nin_sa = \"SA1\"\n[[ipsec.sa]]\nname = \"SA1\"\ndirection = \"in\"\nspi = 0x1001\nalgorithm = \"aes128-sha256\"\nkey_file = \"sa1.key\"\n"
         );
         let e = ha_from_str(&conf, &text).unwrap_err().to_string();
         assert_eq!(
