@@ -483,7 +483,11 @@ pub fn ipsec_setup(
             for (k, idx) in [("out_sa", out), ("in_sa", inbound)] {
                 let Some(j) = idx else { continue };
                 let mode = sas[j].params.mode;
-                let want = if signalling { Mode::Transport } else { Mode::Tunnel };
+                let want = if signalling {
+                    Mode::Transport
+                } else {
+                    Mode::Tunnel
+                };
                 if mode != want {
                     return Err(v.bad(
                         key(k),

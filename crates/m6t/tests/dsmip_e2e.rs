@@ -16,6 +16,11 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_m6t"))
 }
 
+/// A script of `tests/peers`, run with /usr/bin/python3.
+fn peer(name: &str) -> String {
+    format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 fn lab(tag: &str, o: &DsmipOptions) -> Lab {
     let mut l =
         Lab::build(bin(), &LabOptions::new(tag)).unwrap_or_else(|e| panic!("lab {tag}: {e}"));
@@ -90,42 +95,6 @@ fn behind_nat_both_home_addresses_reach_the_correspondent_over_udp() {
     assert!(counter(&r, "to_mn") >= 6);
 }
 
-/// A TCP receiver on the correspondent: reads until EOF, answers the sha256 of what it got.
-const SINK_PY: &str = r#"
-import socket, hashlib, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5001)); s.listen(1)
-c, _ = s.accept()
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b); n += len(b)
-c.sendall(h.hexdigest().encode()); c.close()
-print("received", n, h.hexdigest(), flush=True)
-"#;
-
-/// A TCP sender bound to the home address: paced pseudo-random bytes for `secs` seconds,
-/// then prints the sha256 it sent and the one the receiver answered.
-const SOURCE_PY: &str = r#"
-import socket, hashlib, sys, time, random
-src, dst, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.bind((src, 0)); s.settimeout(60); s.connect((dst, 5001))
-r = random.Random(42); h = hashlib.sha256(); n = 0; t0 = time.time()
-while time.time() - t0 < secs:
-    b = r.randbytes(16384); s.sendall(b); h.update(b); n += len(b)
-    time.sleep(0.01)
-s.shutdown(socket.SHUT_WR)
-got = b""
-while True:
-    b = s.recv(100)
-    if not b: break
-    got += b
-print("sent", n, h.hexdigest(), "peer", got.decode(), flush=True)
-"#;
-
 #[test]
 fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,28 +105,13 @@ fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     };
     let mut l = lab("d6move", &o);
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
-    let sink = l.net.write("sink.py", SINK_PY).unwrap();
-    let source = l.net.write("source.py", SOURCE_PY).unwrap();
+    let (sink, source) = (peer("tcp_sink.py"), peer("tcp_source.py"));
     l.net
-        .spawn(
-            "cn",
-            "sink",
-            &["/usr/bin/python3", &sink.display().to_string(), CN],
-        )
+        .spawn("cn", "sink", &["/usr/bin/python3", &sink, CN])
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     l.net
-        .spawn(
-            "mn",
-            "source",
-            &[
-                "/usr/bin/python3",
-                &source.display().to_string(),
-                HOA,
-                CN,
-                "9",
-            ],
-        )
+        .spawn("mn", "source", &["/usr/bin/python3", &source, HOA, CN, "9"])
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     l.mn_renumber_v4(MN4[0], MN4[1]).unwrap();

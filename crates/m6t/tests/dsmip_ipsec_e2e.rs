@@ -5,8 +5,8 @@
 //! plays a mobile node whose ESP our home agent accepts and which decrypts our BA.
 
 use m6t::status::{self, Report};
-use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, SPI_A, SPI_B};
-use m6t_lab::lab::{Lab, LabOptions, HA, MN4};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, SPI_A, SPI_B, SPI_C, SPI_D};
+use m6t_lab::lab::{Lab, LabOptions, CN, HA, MN4};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -100,21 +100,26 @@ fn tshark_fields(l: &Lab, pcap: &Path, opts: &str, fields: &[&str]) -> Vec<Vec<S
         .collect()
 }
 
-/// tshark's ESP SA table (the `esp_sa` UAT) for the lab's two SAs, any addresses: the
-/// outer addresses of a BU from a care-of address are not the home address.
+/// tshark's ESP SA table (the `esp_sa` UAT) for the lab's SAs, outer IPv4 or IPv6, any
+/// addresses: the outer addresses of a BU from a care-of address are not the home address.
 fn esp_sa_uat(i: &LabIpsec) -> String {
-    let sa = |spi: u32, key: &str| {
-        format!(
-            "-o 'uat:esp_sa:\"IPv6\",\"*\",\"*\",\"{spi:#010x}\",\"AES-CBC [RFC3602]\",\"0x{}\",\"HMAC-SHA-256-128 [RFC4868]\",\"0x{}\"'",
-            &key[..32],
-            &key[32..96]
-        )
-    };
-    format!(
-        "-o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE {} {}",
-        sa(SPI_A, &i.sa1_key),
-        sa(SPI_B, &i.sa2_key)
-    )
+    let mut sas = vec![(SPI_A, &i.sa1_key), (SPI_B, &i.sa2_key)];
+    if let Some((k3, k4)) = &i.payload {
+        sas.extend([(SPI_C, k3), (SPI_D, k4)]);
+    }
+    let mut o = String::from(
+        "-o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE",
+    );
+    for (spi, key) in sas {
+        for ip in ["IPv4", "IPv6"] {
+            o += &format!(
+                " -o 'uat:esp_sa:\"{ip}\",\"*\",\"*\",\"{spi:#010x}\",\"AES-CBC [RFC3602]\",\"0x{}\",\"HMAC-SHA-256-128 [RFC4868]\",\"0x{}\"'",
+                &key[..32],
+                &key[32..96]
+            );
+        }
+    }
+    o
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn bu_and_ba_travel_in_esp_that_tshark_decrypts_and_authenticates() {
     );
     l.start_mn().unwrap();
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
-    assert_eq!(l.ping_from("mn", HOA, m6t_lab::lab::CN, 2).unwrap(), 2);
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
     l.mn_to_ipv6(MN4[0]).unwrap();
     let m2 = l
         .wait_registered("ipv6", "2001:db8:5::", m.registrations)
@@ -373,4 +378,116 @@ fn a_replayed_bu_is_dropped_and_counted() {
     });
     assert_eq!(r.counter("bu_accepted"), before.counter("bu_accepted"));
     assert_eq!(r.counter("ba_sent"), before.counter("ba_sent"));
+}
+
+/// RFC 5555 section 5: payload in tunnel-mode ESP (UDP 4500 behind the NAT, IPv6/ESP from
+/// the IPv6 network). A TCP transfer on the home address survives a renumbering and a move
+/// to IPv6 and back with the sha256 equal; on the mobile node's link not one TCP segment or
+/// Mobility Header crosses in the clear, and tshark, given the keys, decrypts the payload
+/// and finds the transfer inside.
+#[test]
+fn payload_in_esp_carries_tcp_across_moves_and_nothing_crosses_in_the_clear() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::random_with_payload().unwrap()),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6pay")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    let pcap = capture(&mut l, "mn", "mn.pcap", "not arp and not icmp6");
+    l.start_mn().unwrap();
+    let m = l.wait_registered("udp", MN4[0], 0).unwrap();
+    l.net
+        .spawn(
+            "cn",
+            "sink",
+            &["/usr/bin/python3", &peer("tcp_sink.py"), CN],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net
+        .spawn(
+            "mn",
+            "source",
+            &["/usr/bin/python3", &peer("tcp_source.py"), HOA, CN, "8"],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_renumber_v4(MN4[0], MN4[1]).unwrap();
+    let m2 = l.wait_registered("udp", MN4[1], m.registrations).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv6(MN4[1]).unwrap();
+    let m3 = l
+        .wait_registered("ipv6", "2001:db8:5::", m2.registrations)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv4(MN4[0]).unwrap();
+    l.wait_registered("udp", MN4[0], m3.registrations).unwrap();
+    let t = Instant::now();
+    while l.net.running("source") && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    l.net.stop("tcpdump");
+    let out = l.net.log("source");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert!(
+        f.len() >= 5 && f[0] == "sent",
+        "source: {out}\nsink: {}\nmn: {}\nha: {}",
+        l.net.log("sink"),
+        l.net.log("mn"),
+        l.net.log("ha")
+    );
+    assert!(f[1].parse::<u64>().unwrap() > 1_000_000, "{out}");
+    assert_eq!(f[2], f[4], "sha256 differs: {out}");
+
+    // In the clear on the MN's link: nothing of the transfer, no Mobility Header.
+    let clear = tshark_fields(
+        &l,
+        &pcap,
+        "",
+        &["frame.number", "tcp.port", "mip6.mhtype", "esp.spi"],
+    );
+    let leaked: Vec<&Vec<String>> = clear
+        .iter()
+        .filter(|f| f.len() > 2 && (!f[1].is_empty() || !f[2].is_empty()))
+        .collect();
+    assert!(leaked.is_empty(), "in the clear: {leaked:?}");
+    let count = |spi: &str| {
+        clear
+            .iter()
+            .filter(|f| f.get(3).is_some_and(|s| s == spi))
+            .count()
+    };
+    let (up, down) = (count("0x00001003"), count("0x00001004"));
+    assert!(
+        up > 100 && down > 100,
+        "payload SPIs on the wire: {up} up, {down} down"
+    );
+
+    // With the keys tshark opens the payload: the transfer is inside, every ICV good.
+    let i = o.ipsec.as_ref().unwrap();
+    let open = tshark_fields(
+        &l,
+        &pcap,
+        &esp_sa_uat(i),
+        &["esp.spi", "tcp.dstport", "esp.icv_good"],
+    );
+    let inside = open
+        .iter()
+        .filter(|f| f[0] == "0x00001003" && f.get(1).is_some_and(|p| p == "5001"))
+        .count();
+    assert!(
+        inside > 100,
+        "tshark found {inside} TCP segments to port 5001 inside SA3"
+    );
+    assert!(
+        open.iter()
+            .filter(|f| !f[0].is_empty())
+            .all(|f| f.get(2).is_some_and(|g| g == "1" || g == "True")),
+        "an ICV tshark did not verify"
+    );
+    let h = l.ha_report().unwrap();
+    assert!(h.counter("esp_keepalives") >= 2, "{}", status::render(&h));
+    assert_eq!(h.counter("ipsec_unprotected"), 0, "{}", status::render(&h));
 }

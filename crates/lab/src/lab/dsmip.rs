@@ -22,6 +22,10 @@ pub const MN6: &str = "2001:db8:5::10";
 pub const SPI_A: u32 = 0x1001;
 /// The SPI of SA2 (home agent -> mobile node, `spi_b`).
 pub const SPI_B: u32 = 0x1002;
+/// The SPI of SA3, payload in tunnel mode from the mobile node.
+pub const SPI_C: u32 = 0x1003;
+/// The SPI of SA4, payload in tunnel mode to the mobile node.
+pub const SPI_D: u32 = 0x1004;
 
 /// IPsec of the DSMIPv6 scene: the manual SAs of RFC 4877 section 6.1 protecting BU and BA.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,6 +38,9 @@ pub struct LabIpsec {
     pub sa2_key: String,
     /// The mobile node's copy of SA1's key is another one (a misconfiguration to show).
     pub mn_wrong_key: bool,
+    /// Payload protected too, in tunnel mode (RFC 5555 section 5): SA3 and SA4, with these
+    /// keys (hex), selected on the home addresses (the IPv6 one and the IPv4 pool).
+    pub payload: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for LabIpsec {
@@ -60,6 +67,15 @@ impl LabIpsec {
             sa1_key: random_hex(48)?,
             sa2_key: random_hex(48)?,
             mn_wrong_key: false,
+            payload: None,
+        })
+    }
+
+    /// As [`Self::random`], payload protected too.
+    pub fn random_with_payload() -> LabResult<LabIpsec> {
+        Ok(LabIpsec {
+            payload: Some((random_hex(48)?, random_hex(48)?)),
+            ..LabIpsec::random()?
         })
     }
 
@@ -71,22 +87,45 @@ impl LabIpsec {
         } else {
             (HA, HOA, "back", "bu", "SA2", "SA1")
         };
-        let sa = |name: &str, dir: &str, spi: u32, file: &str| {
+        let sa = |name: &str, dir: &str, spi: u32, file: &str, tunnel: &str| {
             format!(
                 "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\nspi = {spi:#x}\n\
-                 mode = \"transport\"\nalgorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n",
+                 algorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n{tunnel}",
                 self.algorithm
             )
         };
         let (sa1_dir, sa2_dir) = if mn { ("out", "in") } else { ("in", "out") };
-        format!(
+        let mut s = format!(
             "[ipsec]\nunmatched = \"bypass\"\nsequence_file = \"{prefix}ipsec-seq.json\"\n\
              [[ipsec.policy]]\nname = \"bu-back\"\nlocal_address = \"{local}\"\n\
              remote_address = \"{remote}\"\nproto = \"mh\"\nlocal_mh_type = \"{lt}\"\n\
-             remote_mh_type = \"{rt}\"\nout_sa = \"{out_sa}\"\nin_sa = \"{in_sa}\"\n{}{}",
-            sa("SA1", sa1_dir, SPI_A, "sa1.key"),
-            sa("SA2", sa2_dir, SPI_B, "sa2.key")
-        )
+             remote_mh_type = \"{rt}\"\nout_sa = \"{out_sa}\"\nin_sa = \"{in_sa}\"\n"
+        );
+        if self.payload.is_some() {
+            // Payload last, on the home addresses alone (seed 001 section 4.2.2): after the
+            // signalling policy, whatever else comes from (or goes to) a home address.
+            let (pout, pin) = if mn { ("SA3", "SA4") } else { ("SA4", "SA3") };
+            for (name, home) in [("payload-v6", HOA), ("payload-v4", POOL)] {
+                let (l, r) = if mn { (home, "any") } else { ("any", home) };
+                s += &format!(
+                    "[[ipsec.policy]]\nname = \"{name}\"\nlocal_address = \"{l}\"\n\
+                     remote_address = \"{r}\"\nout_sa = \"{pout}\"\nin_sa = \"{pin}\"\n"
+                );
+            }
+        }
+        s += &sa("SA1", sa1_dir, SPI_A, "sa1.key", "");
+        s += &sa("SA2", sa2_dir, SPI_B, "sa2.key", "");
+        if self.payload.is_some() {
+            let ends = |from: &str, to: &str| {
+                format!("mode = \"tunnel\"\ntunnel_local = \"{from}\"\ntunnel_remote = \"{to}\"\n")
+            };
+            let (mine, theirs) = if mn { (HOA, HA) } else { (HA, HOA) };
+            let (d3, d4) = if mn { ("out", "in") } else { ("in", "out") };
+            let e = ends(mine, theirs);
+            s += &sa("SA3", d3, SPI_C, "sa3.key", &e);
+            s += &sa("SA4", d4, SPI_D, "sa4.key", &e);
+        }
+        s
     }
 }
 
@@ -181,6 +220,12 @@ impl Lab {
                 };
                 self.write_key("mn-sa1.key", &mn_sa1)?;
                 self.write_key("mn-sa2.key", &i.sa2_key)?;
+                if let Some((k3, k4)) = &i.payload {
+                    for who in ["ha", "mn"] {
+                        self.write_key(&format!("{who}-sa3.key"), k3)?;
+                        self.write_key(&format!("{who}-sa4.key"), k4)?;
+                    }
+                }
                 (i.section(false, "ha-"), i.section(true, "mn-"))
             }
             None => (String::new(), String::new()),
@@ -316,10 +361,12 @@ fn ms(d: Duration) -> String {
 pub fn run(lab: &mut Lab) -> LabResult<bool> {
     println!("\nDSMIPv6 (RFC 5555): mobile node behind the NAT -> home agent -> correspondent");
     let t = Instant::now();
-    let ipsec = LabIpsec::random()?;
+    let ipsec = LabIpsec::random_with_payload()?;
     println!(
-        "  BU and BA protected by ESP in transport mode (RFC 4877 section 6.1 manual SAs, {}): \
-         SA1 SPI {SPI_A:#x} mobile node -> home agent, SA2 SPI {SPI_B:#x} back; payload in the clear",
+        "  IPsec with manual keys ({}): BU and BA in ESP transport mode (RFC 4877 section 6.1; \
+         SA1 SPI {SPI_A:#x} to the home agent, SA2 {SPI_B:#x} back); payload of both home \
+         addresses in ESP tunnel mode (RFC 5555 section 5; SA3 {SPI_C:#x}, SA4 {SPI_D:#x}): \
+         UDP 4500 behind the NAT, IP/ESP from the IPv6 network",
         ipsec.algorithm
     );
     lab.start_dsmip(&DsmipOptions {

@@ -209,8 +209,8 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         None => None,
     };
     router_sysctls(&cfg)?;
-    let socks =
-        TifSockets::home_agent(cfg.address4, cfg.address6, cfg.ipsec.is_some()).map_err(|(what, e)| io(what)(e))?;
+    let socks = TifSockets::home_agent(cfg.address4, cfg.address6, cfg.ipsec.is_some())
+        .map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
