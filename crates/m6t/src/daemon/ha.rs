@@ -252,6 +252,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.address4,
         cfg.machine.home_prefix
     );
+    m6t_linux::notify::ready();
     let mut d = Driver {
         home: HomeLink {
             nl,
@@ -266,6 +267,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         failures,
     };
     let r = d.run(&mut node, &control);
+    m6t_linux::notify::stopping();
     d.stop(&node);
     tracing::info!("home agent stopped");
     r

@@ -174,6 +174,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let seed = super::os_seed()?;
     let mut node = MobileNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    m6t_linux::notify::ready();
     let mut d = Driver {
         info: MnInfo {
             home_address: hoa.to_string(),
@@ -189,6 +190,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         routes_in: false,
     };
     let r = d.run(&mut node, monitor, &control);
+    m6t_linux::notify::stopping();
     d.cleanup();
     tracing::info!("mobile node stopped");
     r
