@@ -28,6 +28,8 @@ have dpkg-shlibdeps  || need+=(dpkg-dev)
 have strip     || need+=(binutils)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || need+=(python3-scapy)
+# scapy's IPsec (the peer that builds ESP for the tests) needs it.
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing packages ${need[*]}; run as root" >&2

@@ -19,15 +19,15 @@ fuzz_target!(|data: &[u8]| {
     c.accept_unprotected = true;
     let mut h = HomeAgent::new(c, ha6);
     let from = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 4000);
-    let _ = h.handle_udp(now, from, data);
-    let _ = h.handle_ip_in_ip(now, IpAddr::V4(*from.ip()), data);
-    let _ = h.handle_captured(now, data);
+    let _ = h.handle_udp(now, from, &mut data.to_vec());
+    let _ = h.handle_ip_in_ip(now, IpAddr::V4(*from.ip()), &mut data.to_vec());
+    let _ = h.handle_captured(now, &mut data.to_vec());
     let _ = h.handle_from_tun(now, data);
     while h.poll_transmit().is_some() {}
     let mut m = MobileNode::new(MnConfig::new("2001:db8:1::a".parse().unwrap(), ha6, ha4), 1);
     m.handle_coas(now, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
-    let _ = m.handle_udp(now, SocketAddrV4::new(ha4, 4191), data);
-    let _ = m.handle_captured(now, data);
+    let _ = m.handle_udp(now, SocketAddrV4::new(ha4, 4191), &mut data.to_vec());
+    let _ = m.handle_captured(now, &mut data.to_vec());
     let _ = m.handle_from_tun(now, data);
     if let Ok(s) = mip6::parse(data) {
         let mut out = [0u8; 4096];

@@ -1,8 +1,16 @@
 //! Sans-IO IPsec for m6t's Mobile IPv6 and DSMIPv6: a bump in the stack between the protocol
 //! module and the tunnel-interface module (seed 001), which neither of them changes.
 //!
-//! This first part is the ESP core of RFC 4303:
-//!
+//! - [`Ipsec`] ([`bits`]): the processing of RFC 4301 section 5 over an ordered [`Spd`]
+//!   ([`spd`]: selectors on addresses, next layer, ports, ICMPv6 and **Mobility Header
+//!   type**, actions PROTECT / BYPASS / DISCARD) and a SAD of manually keyed SAs ([`sad`]).
+//!   Transport mode puts ESP after the Home Address option of a BU and the type 2 Routing
+//!   Header of a BA (RFC 3776 sections 3.1-3.2); selectors see home addresses, not care-of
+//!   addresses ([`chain`]); inbound, what ESP opened must match the policy naming its SA
+//!   (RFC 4877 section 4.2). Its look-ups ([`Ipsec::inbound_sa`],
+//!   [`Ipsec::sa_selects_mh_type`], [`Ipsec::outbound_spi`]) are the "DSMIPv6-IPsec API" of
+//!   seed 001 sections 4.3.2 and 4.4.2: the Mobile IPv6 modules use them, and change nothing
+//!   inside.
 //! - [`Sa`] ([`sa`]): one Security Association (RFC 4301 section 4.4.2.1): SPI, [`Mode`],
 //!   [`Algorithm`] and keys, Extended Sequence Numbers, the outbound counter that refuses to
 //!   cycle, the inbound [`ReplayWindow`];
@@ -11,10 +19,8 @@
 //! - [`ReplayWindow`] ([`replay`]): the sliding window of section 3.4.3 and appendix A2,
 //!   64-bit numbers inferred from the 32 on the wire, O(1) per packet.
 //!
-//! The SPD and SAD of RFC 4301 (selectors on addresses, next layer, Mobility Header type),
-//! UDP encapsulation on the socket side, configuration and the daemons come next and reach
-//! ESP only through these types. The ESP header view and the RFC 3948 port-4500
-//! classification are formats, so they are in [`m6t_wire::esp`].
+//! The ESP header view and the RFC 3948 port-4500 classification are formats, so they are
+//! in [`m6t_wire::esp`]. IKEv2 will install its SAs into the same SAD.
 //!
 //! Like the other machines this crate makes no syscall, reads no clock and draws no random
 //! number: IVs come from the sequence counter and a seed the caller passes to [`Sa::new`].

@@ -52,9 +52,9 @@ impl fmt::Debug for SaConfig {
 impl Drop for SaConfig {
     fn drop(&mut self) {
         // Keys do not outlive their configuration in freed memory (best effort: the
-        // cipher's own key schedule is the crypto library's).
+        // cipher's own key schedule is the crypto library's). black_box keeps the compiler
+        // from dropping writes to memory about to be freed.
         for b in self.keymat.iter_mut() {
-            // SAFETY-free volatile-ish clearing: black_box keeps the writes.
             *b = std::hint::black_box(0);
         }
     }
@@ -75,6 +75,9 @@ pub struct SadEntry {
     pub packets: u64,
     /// Bytes of payload processed.
     pub bytes: u64,
+    /// Outbound: the highest sequence number the driver has put on stable storage as
+    /// reserved ([`crate::Ipsec::reserved`]); the SA sends nothing beyond it.
+    pub reserved: u64,
 }
 
 impl SadEntry {
@@ -87,6 +90,7 @@ impl SadEntry {
             sa: Sa::new(cfg.params, &cfg.keymat, iv_seed)?,
             packets: 0,
             bytes: 0,
+            reserved: 0,
         })
     }
 

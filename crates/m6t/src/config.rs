@@ -33,8 +33,9 @@ pub enum ConfigError {
     Invalid {
         /// File.
         path: String,
-        /// Offending key.
-        key: &'static str,
+        /// Offending key: a dotted path, with indices for array entries
+        /// (`ipsec.sa[1].key_file`).
+        key: String,
         /// What is wrong.
         msg: String,
     },
@@ -243,10 +244,10 @@ pub(crate) struct V<'a> {
 }
 
 impl V<'_> {
-    pub(crate) fn bad(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
+    pub(crate) fn bad(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.display().to_string(),
-            key,
+            key: key.into(),
             msg: msg.into(),
         }
     }

@@ -3,6 +3,7 @@
 //! values the README lists.
 
 use crate::config::{parse, read, ConfigError, V};
+use crate::ipsec_config::{ipsec_setup, IpsecFile, IpsecSetup};
 use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
 use m6t_wire::Ipv6Prefix;
@@ -134,6 +135,8 @@ pub struct HaFile {
     /// Known mobile nodes.
     #[serde(default)]
     pub mobile_node: Vec<MobileNodeEntry>,
+    /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
+    pub ipsec: Option<IpsecFile>,
 }
 
 /// A validated home agent configuration.
@@ -157,6 +160,8 @@ pub struct Ha {
     pub state_file: Option<PathBuf>,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// The `[ipsec]` section, validated (keys read); `None` when absent.
+    pub ipsec: Option<IpsecSetup>,
 }
 
 fn v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -175,7 +180,8 @@ pub fn load_ha(path: &Path) -> Result<Ha, ConfigError> {
     ha_from_str(path, &read(path)?)
 }
 
-/// Validates a home agent file's text.
+/// Validates a home agent file's text. `path` names it in errors, and relative `key_file`s of
+/// its `[ipsec]` section are read from its directory.
 pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     let f: HaFile = parse(path, text)?;
     let v = V { path };
@@ -255,6 +261,11 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     machine.ipv4_pool = pool;
     machine.static_ipv4 = statics;
     machine.prefix_holders = holders;
+    let ipsec = f
+        .ipsec
+        .as_ref()
+        .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/ha-ipsec-seq.json")))
+        .transpose()?;
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -273,6 +284,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         route_metric: f.route_metric,
         state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
         control_socket: f.control_socket,
+        ipsec,
     })
 }
 
@@ -346,6 +358,8 @@ pub struct MnFile {
     pub control_socket: PathBuf,
     /// Interfaces for care-of addresses, with preferences.
     pub interfaces: Vec<MnInterface>,
+    /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
+    pub ipsec: Option<IpsecFile>,
 }
 
 /// Where the mobile node gets its home agent's addresses.
@@ -379,6 +393,8 @@ pub struct Mn {
     pub control_socket: PathBuf,
     /// Interfaces, most preferred first.
     pub interfaces: Vec<MnInterface>,
+    /// The `[ipsec]` section, validated (keys read); `None` when absent.
+    pub ipsec: Option<IpsecSetup>,
 }
 
 /// Reads and validates a mobile node file.
@@ -386,7 +402,8 @@ pub fn load_mn(path: &Path) -> Result<Mn, ConfigError> {
     mn_from_str(path, &read(path)?)
 }
 
-/// Validates a mobile node file's text.
+/// Validates a mobile node file's text. `path` names it in errors, and relative `key_file`s of
+/// its `[ipsec]` section are read from its directory.
 pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     let f: MnFile = parse(path, text)?;
     let v = V { path };
@@ -448,6 +465,11 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
+    let ipsec = f
+        .ipsec
+        .as_ref()
+        .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/mn-ipsec-seq.json")))
+        .transpose()?;
     Ok(Mn {
         machine,
         ha,
@@ -458,6 +480,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         routes,
         control_socket: f.control_socket,
         interfaces: ifs,
+        ipsec,
     })
 }
 

@@ -43,6 +43,9 @@ pub enum Report {
         interface: String,
         /// The binding cache (lifetimes left).
         bindings: Vec<SavedBinding>,
+        /// IPsec, when configured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipsec: Option<IpsecInfo>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -53,6 +56,9 @@ pub enum Report {
         interface: String,
         /// Registration.
         mn: MnInfo,
+        /// IPsec, when configured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipsec: Option<IpsecInfo>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -77,6 +83,197 @@ pub struct MnInfo {
     pub registrations: u64,
     /// BU sent -> BA received of the last registration, milliseconds.
     pub last_registration_ms: Option<f64>,
+    /// BUs sent since the last BA was taken: a registration that fails shows here.
+    #[serde(default)]
+    pub unanswered_bus: u32,
+}
+
+/// Unanswered BUs from which the mobile node says its registration fails (the first BU
+/// and two retransmissions, RFC 6275 section 11.8: about 3 s).
+pub const FAILING_AFTER: u32 = 3;
+
+/// IPsec as `m6t status` shows it: the SPD in order, the SAD with what each SA carried.
+/// Drops by reason are among the counters, as `ipsec_<reason>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IpsecInfo {
+    /// Policies, first match wins.
+    pub policies: Vec<PolicyInfo>,
+    /// Security associations.
+    pub sas: Vec<SaInfo>,
+}
+
+/// One SPD entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PolicyInfo {
+    /// Its name.
+    pub name: String,
+    /// Its selectors, as RFC 4877 section 6 writes them.
+    pub selectors: String,
+    /// protect (with the SAs' names), bypass or discard.
+    pub action: String,
+}
+
+/// One SAD entry (never its keys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SaInfo {
+    /// Its name.
+    pub name: String,
+    /// in or out.
+    pub direction: String,
+    /// SPI.
+    pub spi: u32,
+    /// transport or tunnel.
+    pub mode: String,
+    /// Algorithm (strongSwan's proposal keyword).
+    pub algorithm: String,
+    /// Packets protected (out) or accepted (in).
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Out: the last sequence number sent; in: the highest received.
+    pub seq: u64,
+}
+
+impl IpsecInfo {
+    /// What a running IPsec shows.
+    pub fn of(ipsec: &m6t_ipsec::Ipsec) -> IpsecInfo {
+        use m6t_ipsec::{Action, AddrSel, Direction, Mode};
+        let sad = ipsec.sad();
+        let sa_name = |i: Option<usize>| i.and_then(|i| sad.get(i)).map(|e| e.name.as_str());
+        let policies = ipsec
+            .spd()
+            .policies
+            .iter()
+            .map(|p| {
+                let s = &p.selectors;
+                let addr = |a: AddrSel| match a {
+                    AddrSel::Any => "any".to_string(),
+                    AddrSel::Prefix(a, l) if l == if a.is_ipv4() { 32 } else { 128 } => {
+                        a.to_string()
+                    }
+                    AddrSel::Prefix(a, l) => format!("{a}/{l}"),
+                };
+                let mut sel = format!(
+                    "local_address = {} & remote_address = {}",
+                    addr(s.local),
+                    addr(s.remote)
+                );
+                if let Some(pr) = s.proto {
+                    let name = match pr {
+                        m6t_ipsec::spd::PROTO_MH => "MH".to_string(),
+                        m6t_ipsec::spd::PROTO_ICMPV6 => "ICMPv6".to_string(),
+                        m6t_ipsec::spd::PROTO_TCP => "TCP".to_string(),
+                        m6t_ipsec::spd::PROTO_UDP => "UDP".to_string(),
+                        n => n.to_string(),
+                    };
+                    let _ = write!(sel, " & proto = {name}");
+                }
+                // As RFC 4877 section 6 writes them: `local_mh_type = BU`.
+                let kind = match s.proto {
+                    Some(m6t_ipsec::spd::PROTO_MH) => "mh",
+                    Some(m6t_ipsec::spd::PROTO_ICMPV6) => "icmp6",
+                    _ => "msg",
+                };
+                for (side, v) in [("local", s.local_type), ("remote", s.remote_type)] {
+                    if let Some(v) = v {
+                        let _ = write!(sel, " & {side}_{kind}_type = {}", mh_type_name(kind, v));
+                    }
+                }
+                for (k, v) in [("local_port", s.local_port), ("remote_port", s.remote_port)] {
+                    if let Some(v) = v {
+                        let _ = write!(sel, " & {k} = {v}");
+                    }
+                }
+                let action = match p.action {
+                    Action::Protect { out, inbound } => format!(
+                        "protect out {} in {}",
+                        sa_name(out).unwrap_or("-"),
+                        sa_name(inbound).unwrap_or("-")
+                    ),
+                    Action::Bypass => "bypass".into(),
+                    Action::Discard => "discard".into(),
+                };
+                PolicyInfo {
+                    name: p.name.clone(),
+                    selectors: sel,
+                    action,
+                }
+            })
+            .collect();
+        let sas = sad
+            .iter()
+            .map(|e| {
+                let p = e.params();
+                SaInfo {
+                    name: e.name.clone(),
+                    direction: match e.direction {
+                        Direction::Out => "out".into(),
+                        Direction::In => "in".into(),
+                    },
+                    spi: p.spi,
+                    mode: match p.mode {
+                        Mode::Transport => "transport".into(),
+                        Mode::Tunnel => "tunnel".into(),
+                    },
+                    algorithm: p.algorithm.name().into(),
+                    packets: e.packets,
+                    bytes: e.bytes,
+                    seq: match e.direction {
+                        Direction::Out => e.sa.last_sent(),
+                        Direction::In => e.sa.replay_window().top(),
+                    },
+                }
+            })
+            .collect();
+        IpsecInfo { policies, sas }
+    }
+
+    /// IPsec's drops as counters named `ipsec_<reason>`.
+    pub fn counters(ipsec: &m6t_ipsec::Ipsec) -> Vec<Counter> {
+        ipsec
+            .drops()
+            .map(|(d, value)| Counter {
+                name: format!("ipsec_{}", d.name()),
+                value,
+            })
+            .collect()
+    }
+}
+
+/// A Mobility Header type by its RFC 6275 name (section 6.1.2), other types as numbers.
+fn mh_type_name(kind: &str, t: u8) -> String {
+    let name = match (kind, t) {
+        ("mh", 0) => "BRR",
+        ("mh", 1) => "HoTI",
+        ("mh", 2) => "CoTI",
+        ("mh", 3) => "HoT",
+        ("mh", 4) => "CoT",
+        ("mh", 5) => "BU",
+        ("mh", 6) => "BAck",
+        ("mh", 7) => "BE",
+        _ => return t.to_string(),
+    };
+    name.to_string()
+}
+
+fn render_ipsec(o: &mut String, ipsec: &IpsecInfo) {
+    let _ = writeln!(o, "ipsec policies (first match wins):");
+    for p in &ipsec.policies {
+        let _ = writeln!(o, "  {:<16} {}  => {}", p.name, p.selectors, p.action);
+    }
+    let _ = writeln!(o, "ipsec SAs:");
+    let _ = writeln!(
+        o,
+        "  {:<16} {:<4} {:>10} {:<10} {:<14} {:>9} {:>11} {:>9}",
+        "name", "dir", "spi", "mode", "algorithm", "packets", "bytes", "seq"
+    );
+    for s in &ipsec.sas {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<4} {:>#10x} {:<10} {:<14} {:>9} {:>11} {:>9}",
+            s.name, s.direction, s.spi, s.mode, s.algorithm, s.packets, s.bytes, s.seq
+        );
+    }
 }
 
 impl Report {
@@ -175,6 +372,7 @@ pub fn render(r: &Report) -> String {
         Report::HomeAgent {
             interface,
             bindings,
+            ipsec,
             counters,
         } => {
             let _ = writeln!(o, "home agent  interface {interface}");
@@ -209,11 +407,15 @@ pub fn render(r: &Report) -> String {
                     if b.nat { "yes" } else { "no" }
                 );
             }
+            if let Some(i) = ipsec {
+                render_ipsec(&mut o, i);
+            }
             render_counters(&mut o, counters);
         }
         Report::MobileNode {
             interface,
             mn,
+            ipsec,
             counters,
         } => {
             let _ = writeln!(o, "mobile node  interface {interface}");
@@ -234,10 +436,36 @@ pub fn render(r: &Report) -> String {
             if let Some(ms) = mn.last_registration_ms {
                 let _ = writeln!(o, "  registration   {ms:.2} ms (BU sent -> BA received)");
             }
+            if mn.unanswered_bus >= FAILING_AFTER {
+                let _ = writeln!(
+                    o,
+                    "  registration   FAILING: {}",
+                    failing_why(mn.unanswered_bus, ipsec.is_some())
+                );
+            }
+            if let Some(i) = ipsec {
+                render_ipsec(&mut o, i);
+            }
             render_counters(&mut o, counters);
         }
     }
     o
+}
+
+/// Why a mobile node's registration fails, in an operator's words (status and log).
+pub fn failing_why(unanswered: u32, ipsec: bool) -> String {
+    let mut s = format!(
+        "{unanswered} Binding Updates sent without a Binding Acknowledgement: the home agent \
+         cannot be reached, or drops them"
+    );
+    if ipsec {
+        s.push_str(
+            "; check that the home agent's [ipsec] SAs match this node's (SPIs swapped: its \
+             inbound SA is this node's outbound one, same keys and algorithm), and its \
+             ipsec_esp_bad_icv / ipsec_esp_no_sa / ipsec_policy_mismatch counters",
+        );
+    }
+    s
 }
 
 fn render_counters(o: &mut String, counters: &[Counter]) {

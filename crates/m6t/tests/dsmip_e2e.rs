@@ -3,7 +3,7 @@
 //! decoding the signalling independently, scapy building BUs with no code of ours).
 
 use m6t::status::Report;
-use m6t_lab::lab::dsmip::{DsmipOptions, HA4, HOA, MN6};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, MN6};
 use m6t_lab::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC, V6_ROUTER};
 use std::path::Path;
 use std::sync::Mutex;
@@ -129,7 +129,12 @@ print("sent", n, h.hexdigest(), "peer", got.decode(), flush=True)
 #[test]
 fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut l = lab("d6move", &DsmipOptions::default());
+    // As deployed: every BU and BA protected by ESP (RFC 4877 section 6.1 manual SAs).
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::random().unwrap()),
+        ..DsmipOptions::default()
+    };
+    let mut l = lab("d6move", &o);
     let m = l.wait_registered("udp", MN4[0], 0).unwrap();
     let sink = l.net.write("sink.py", SINK_PY).unwrap();
     let source = l.net.write("source.py", SOURCE_PY).unwrap();
@@ -188,6 +193,11 @@ fn tcp_on_the_home_address_survives_renumbering_and_a_move_to_ipv6_and_back() {
     assert!(l.net.log("sink").contains(f[2]));
     let r = l.mn_info().unwrap().1;
     assert!(r.counter("ba_received") >= 4);
+    let h = l.ha_report().unwrap();
+    assert!(h.counter("bu_accepted") >= 4);
+    for drop in ["ipsec_esp_bad_icv", "ipsec_esp_replay", "ipsec_unprotected"] {
+        assert_eq!(h.counter(drop), 0, "{drop}");
+    }
 }
 
 #[test]

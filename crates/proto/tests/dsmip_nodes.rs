@@ -47,11 +47,14 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) {
                 } else {
                     SocketAddrV4::new(from.unwrap(), 50000)
                 };
-                assert_eq!(h.handle_udp(now, src, &data), HaVerdict::Handled);
+                assert_eq!(
+                    h.handle_udp(now, src, &mut data.clone()),
+                    HaVerdict::Handled
+                );
             }
             Transmit::Ipv6 { to, data, .. } => {
                 assert_eq!(to, a6(HA6));
-                let _ = h.handle_captured(now, &data);
+                let _ = h.handle_captured(now, &mut data.clone());
             }
         }
     }
@@ -62,12 +65,12 @@ fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) {
                     assert_eq!(to, NAT_PUB.parse().unwrap());
                 }
                 assert_eq!(
-                    m.handle_udp(now, SocketAddrV4::new(HA4, 4191), &data),
+                    m.handle_udp(now, SocketAddrV4::new(HA4, 4191), &mut data.clone()),
                     MnVerdict::Handled
                 );
             }
             Transmit::Ipv6 { data, .. } => {
-                let _ = m.handle_captured(now, &data);
+                let _ = m.handle_captured(now, &mut data.clone());
             }
         }
     }
@@ -140,12 +143,18 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
         }
     );
     let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
-    assert_eq!(h.handle_udp(t0, nat, &up6), HaVerdict::ToTun(&up6));
+    assert_eq!(
+        h.handle_udp(t0, nat, &mut up6.clone()),
+        HaVerdict::ToTun(&up6)
+    );
     let up4 = packet4(v4hoa, Ipv4Addr::new(198, 51, 100, 130));
-    assert_eq!(h.handle_udp(t0, nat, &up4), HaVerdict::ToTun(&up4));
+    assert_eq!(
+        h.handle_udp(t0, nat, &mut up4.clone()),
+        HaVerdict::ToTun(&up4)
+    );
     let other: SocketAddrV4 = "203.0.113.66:40000".parse().unwrap();
     assert_eq!(
-        h.handle_udp(t0, other, &up6),
+        h.handle_udp(t0, other, &mut up6.clone()),
         HaVerdict::Drop(HaCounter::DropNotBound)
     );
     // A source that is not a home address is refused at the MN already.
@@ -173,10 +182,16 @@ fn behind_a_nat_udp_both_ways_with_ingress_checks() {
         })
     );
     let ha_src = SocketAddrV4::new(HA4, 4191);
-    assert_eq!(m.handle_udp(t0, ha_src, &down), MnVerdict::ToTun(&down));
-    assert_eq!(m.handle_udp(t0, ha_src, &down4), MnVerdict::ToTun(&down4));
     assert_eq!(
-        m.handle_udp(t0, other, &down),
+        m.handle_udp(t0, ha_src, &mut down.clone()),
+        MnVerdict::ToTun(&down)
+    );
+    assert_eq!(
+        m.handle_udp(t0, ha_src, &mut down4.clone()),
+        MnVerdict::ToTun(&down4)
+    );
+    assert_eq!(
+        m.handle_udp(t0, other, &mut down.clone()),
         MnVerdict::Drop(MnCounter::DropNotFromHa)
     );
     assert_eq!(
@@ -204,7 +219,7 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
         })
     );
     assert_eq!(
-        h.handle_ip_in_ip(t0, IpAddr::V4(coa4), &up),
+        h.handle_ip_in_ip(t0, IpAddr::V4(coa4), &mut up.clone()),
         HaVerdict::ToTun(&up)
     );
     assert_eq!(
@@ -233,12 +248,12 @@ fn without_nat_ip_in_ip_and_ipv6_care_of_address_with_routing_header() {
         })
     );
     assert_eq!(
-        h.handle_ip_in_ip(t1, IpAddr::V6(coa6), &up),
+        h.handle_ip_in_ip(t1, IpAddr::V6(coa6), &mut up.clone()),
         HaVerdict::ToTun(&up)
     );
     // The old IPv4 care-of address is no longer accepted.
     assert_eq!(
-        h.handle_ip_in_ip(t1, IpAddr::V4(coa4), &up),
+        h.handle_ip_in_ip(t1, IpAddr::V4(coa4), &mut up.clone()),
         HaVerdict::Drop(HaCounter::DropNotBound)
     );
 }
@@ -257,12 +272,15 @@ fn nat_rebinding_is_followed_at_the_next_refresh_and_restart_keeps_bindings() {
     assert!(matches!(h.poll_event(), Some(HaEvent::Bound { .. })));
     let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
     let up = packet6(HOA, "2001:db8:2::10");
-    assert_eq!(h.handle_udp(t0, nat, &up), HaVerdict::ToTun(&up));
+    assert_eq!(
+        h.handle_udp(t0, nat, &mut up.clone()),
+        HaVerdict::ToTun(&up)
+    );
     // The NAT reboots with a new mapping: data from it is refused until the refresh BU
     // (due at the NAT keep-alive period, 110 s) moves the binding.
     let new_nat: SocketAddrV4 = "203.0.113.3:41000".parse().unwrap();
     assert_eq!(
-        h.handle_udp(t0, new_nat, &up),
+        h.handle_udp(t0, new_nat, &mut up.clone()),
         HaVerdict::Drop(HaCounter::DropNotBound)
     );
     let due = m.poll_timeout().unwrap();
@@ -271,9 +289,15 @@ fn nat_rebinding_is_followed_at_the_next_refresh_and_restart_keeps_bindings() {
     let Some(Transmit::Udp { data, .. }) = m.poll_transmit() else {
         panic!("no refresh BU");
     };
-    assert_eq!(h.handle_udp(due, new_nat, &data), HaVerdict::Handled);
+    assert_eq!(
+        h.handle_udp(due, new_nat, &mut data.clone()),
+        HaVerdict::Handled
+    );
     assert!(matches!(h.poll_transmit(), Some(Transmit::Udp { to, .. }) if to == new_nat));
-    assert_eq!(h.handle_udp(due, new_nat, &up), HaVerdict::ToTun(&up));
+    assert_eq!(
+        h.handle_udp(due, new_nat, &mut up.clone()),
+        HaVerdict::ToTun(&up)
+    );
     assert!(matches!(
         h.poll_event(),
         Some(HaEvent::Bound { tunnel: Tunnel::Udp { peer }, .. }) if peer == new_nat
@@ -287,9 +311,12 @@ fn lifetime_end_unbinds_and_hostile_input_is_counted() {
     let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
     let from: SocketAddrV4 = "203.0.113.66:1".parse().unwrap();
     for p in [&[][..], &[0x60, 0, 0][..], &[0x10; 60][..]] {
-        assert!(matches!(h.handle_udp(t0, from, p), HaVerdict::Drop(_)));
+        assert!(matches!(
+            h.handle_udp(t0, from, &mut p.to_vec()),
+            HaVerdict::Drop(_)
+        ));
     }
-    let _ = h.handle_captured(t0, &[0x60; 100]);
+    let _ = h.handle_captured(t0, &mut [0x60; 100]);
     assert!(h.counters().get(HaCounter::DropBadEncapsulation) >= 1);
     assert!(h.counters().get(HaCounter::DropBadSignal) >= 1);
     let mut m = mn();

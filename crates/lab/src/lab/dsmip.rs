@@ -18,6 +18,78 @@ pub const POOL: &str = "198.51.100.16/28";
 /// The MN's address in the IPv6 network it moves to.
 pub const MN6: &str = "2001:db8:5::10";
 
+/// The SPI of SA1 (mobile node -> home agent, RFC 4877 section 6.1's `spi_a`).
+pub const SPI_A: u32 = 0x1001;
+/// The SPI of SA2 (home agent -> mobile node, `spi_b`).
+pub const SPI_B: u32 = 0x1002;
+
+/// IPsec of the DSMIPv6 scene: the manual SAs of RFC 4877 section 6.1 protecting BU and BA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LabIpsec {
+    /// Algorithm keyword (`aes128-sha256`, ...).
+    pub algorithm: &'static str,
+    /// SA1's key material in hex (mobile node -> home agent).
+    pub sa1_key: String,
+    /// SA2's key material in hex (home agent -> mobile node).
+    pub sa2_key: String,
+    /// The mobile node's copy of SA1's key is another one (a misconfiguration to show).
+    pub mn_wrong_key: bool,
+}
+
+impl std::fmt::Debug for LabIpsec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LabIpsec({}, keys not shown)", self.algorithm)
+    }
+}
+
+/// `n` random bytes in hex, from the kernel's generator.
+fn random_hex(n: usize) -> LabResult<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| LabError(format!("/dev/urandom: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl LabIpsec {
+    /// Fresh random keys for `aes128-sha256` (48 bytes each: the AES key, then the HMAC key).
+    pub fn random() -> LabResult<LabIpsec> {
+        Ok(LabIpsec {
+            algorithm: "aes128-sha256",
+            sa1_key: random_hex(48)?,
+            sa2_key: random_hex(48)?,
+            mn_wrong_key: false,
+        })
+    }
+
+    /// The `[ipsec]` section of one end (`mn`: the mobile node), its keys in `<prefix>sa1.key`
+    /// and `<prefix>sa2.key` beside the file.
+    fn section(&self, mn: bool, prefix: &str) -> String {
+        let (local, remote, lt, rt, out_sa, in_sa) = if mn {
+            (HOA, HA, "bu", "back", "SA1", "SA2")
+        } else {
+            (HA, HOA, "back", "bu", "SA2", "SA1")
+        };
+        let sa = |name: &str, dir: &str, spi: u32, file: &str| {
+            format!(
+                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\nspi = {spi:#x}\n\
+                 mode = \"transport\"\nalgorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n",
+                self.algorithm
+            )
+        };
+        let (sa1_dir, sa2_dir) = if mn { ("out", "in") } else { ("in", "out") };
+        format!(
+            "[ipsec]\nunmatched = \"bypass\"\nsequence_file = \"{prefix}ipsec-seq.json\"\n\
+             [[ipsec.policy]]\nname = \"bu-back\"\nlocal_address = \"{local}\"\n\
+             remote_address = \"{remote}\"\nproto = \"mh\"\nlocal_mh_type = \"{lt}\"\n\
+             remote_mh_type = \"{rt}\"\nout_sa = \"{out_sa}\"\nin_sa = \"{in_sa}\"\n{}{}",
+            sa("SA1", sa1_dir, SPI_A, "sa1.key"),
+            sa("SA2", sa2_dir, SPI_B, "sa2.key")
+        )
+    }
+}
+
 /// Knobs of the DSMIPv6 scenario.
 #[derive(Debug, Clone)]
 pub struct DsmipOptions {
@@ -33,6 +105,9 @@ pub struct DsmipOptions {
     pub interfaces: String,
     /// How the MN's file names its home agent (addresses, or `ha_name` / `ha_domain`).
     pub home_agent: String,
+    /// BU and BA protected by ESP with these SAs; `None`: unprotected BUs accepted (the
+    /// home agent says `accept_unprotected = true`).
+    pub ipsec: Option<LabIpsec>,
 }
 
 impl Default for DsmipOptions {
@@ -44,6 +119,7 @@ impl Default for DsmipOptions {
             tlv: false,
             interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n".into(),
             home_agent: format!("ha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n"),
+            ipsec: None,
         }
     }
 }
@@ -76,15 +152,47 @@ impl Lab {
         self.net.spawn("mn", "mn", &[&bin, "mn", "--config", &mn])
     }
 
-    /// Writes `ha.toml` and `mn.toml` into the scratch directory.
+    /// Writes a key file readable by root only, as the daemons require.
+    fn write_key(&self, name: &str, hex: &str) -> LabResult<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.net.dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .and_then(|mut f| f.write_all(hex.as_bytes()))
+            .map_err(|e| LabError(format!("{}: {e}", p.display())))
+    }
+
+    /// Writes `ha.toml` and `mn.toml` (and the key files of `o.ipsec`) into the scratch
+    /// directory.
     pub fn write_dsmip_configs(&mut self, o: &DsmipOptions) -> LabResult<()> {
+        let (ha_ipsec, mn_ipsec) = match &o.ipsec {
+            Some(i) => {
+                self.write_key("ha-sa1.key", &i.sa1_key)?;
+                self.write_key("ha-sa2.key", &i.sa2_key)?;
+                let mn_sa1 = if i.mn_wrong_key {
+                    random_hex(48)?
+                } else {
+                    i.sa1_key.clone()
+                };
+                self.write_key("mn-sa1.key", &mn_sa1)?;
+                self.write_key("mn-sa2.key", &i.sa2_key)?;
+                (i.section(false, "ha-"), i.section(true, "mn-"))
+            }
+            None => (String::new(), String::new()),
+        };
         let ha = self.net.write(
             "ha.toml",
             &format!(
                 "address6 = \"{HA}\"\naddress4 = \"{HA4}\"\nhome_prefix = \"2001:db8:1::/64\"\n\
-                 home_link = \"eth0\"\naccept_unprotected = true\naccept_tlv = {}\n\
+                 home_link = \"eth0\"\naccept_unprotected = {}\naccept_tlv = {}\n\
                  ipv4_pool = [\"{POOL}\"]\nnat_keepalive = {}\nstate_file = \"{}\"\n\
-                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n",
+                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{ha_ipsec}",
+                o.ipsec.is_none(),
                 o.tlv,
                 o.nat_keepalive,
                 self.ha_state_file().display(),
@@ -96,7 +204,7 @@ impl Lab {
             &format!(
                 "home_address = \"{HOA}\"\n{}\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
-                 control_socket = \"{}\"\n{}",
+                 control_socket = \"{}\"\n{}{mn_ipsec}",
                 o.home_agent,
                 o.lifetime,
                 o.force_udp,
@@ -208,7 +316,16 @@ fn ms(d: Duration) -> String {
 pub fn run(lab: &mut Lab) -> LabResult<bool> {
     println!("\nDSMIPv6 (RFC 5555): mobile node behind the NAT -> home agent -> correspondent");
     let t = Instant::now();
-    lab.start_dsmip(&DsmipOptions::default())?;
+    let ipsec = LabIpsec::random()?;
+    println!(
+        "  BU and BA protected by ESP in transport mode (RFC 4877 section 6.1 manual SAs, {}): \
+         SA1 SPI {SPI_A:#x} mobile node -> home agent, SA2 SPI {SPI_B:#x} back; payload in the clear",
+        ipsec.algorithm
+    );
+    lab.start_dsmip(&DsmipOptions {
+        ipsec: Some(ipsec),
+        ..DsmipOptions::default()
+    })?;
     let m = lab.wait_registered("udp", "192.0.2.", 0)?;
     println!(
         "  registered through the NAT in {} (BU sent -> BA received {:.2} ms): tunnel {}, IPv4 home address {}",

@@ -5,9 +5,12 @@
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
-use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
+use super::{
+    bind_control, counters_with, io, reserve_sequence, serve_reports, shutdown, with_ipsec,
+    write_atomically, DaemonError,
+};
 use crate::dsmip_config::Ha;
-use crate::status::Report;
+use crate::status::{IpsecInfo, Report};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};
@@ -18,7 +21,7 @@ use m6t_linux::{caps, tun::Tun};
 use m6t_proto::dsmip::binding_cache::Snapshot;
 use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
 use m6t_proto::dsmip::tif::DSMIP_PORT;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -50,22 +53,6 @@ fn load_snapshot(path: &Path) -> Option<Snapshot> {
             None
         }
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never
-/// half of one: a temporary file, fsync'd, renamed over it, and the directory fsync'd so
-/// the rename itself is on disk.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// Saves the binding cache off the packet path: the loop serializes a snapshot at most
@@ -245,6 +232,9 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         }
         None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
+    if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &super::os_seed()?)? {
+        node = node.with_ipsec(i);
+    }
     tracing::info!(
         "home agent up: {} {} / {} port {DSMIP_PORT}, home prefix {}",
         tun.name(),
@@ -265,6 +255,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         rt,
         file,
         failures,
+        seq_file: cfg.ipsec.as_ref().and_then(|i| i.sequence_file.clone()),
     };
     let r = d.run(&mut node, &control);
     m6t_linux::notify::stopping();
@@ -282,6 +273,8 @@ struct Driver {
     home: HomeLink,
     file: Option<CacheFile>,
     failures: Arc<Failures>,
+    /// Where IPsec's outbound sequence numbers are reserved.
+    seq_file: Option<PathBuf>,
 }
 
 impl Driver {
@@ -305,7 +298,11 @@ impl Driver {
                     Source::Control => serve_reports(control, |_| Report::HomeAgent {
                         interface: self.tun.name().to_string(),
                         bindings: node.snapshot(Instant::now()).bindings,
-                        counters: counters_with(node.counters().snapshot(), failures, &[]),
+                        ipsec: node.ipsec().map(IpsecInfo::of),
+                        counters: with_ipsec(
+                            counters_with(node.counters().snapshot(), failures, &[]),
+                            node.ipsec(),
+                        ),
                     }),
                 }
             }
@@ -319,6 +316,7 @@ impl Driver {
     /// send, routes and proxy entries to change, and a save of the cache when one is due.
     /// Returns when the loop must wake next (a binding's end or a pending save).
     fn after(&mut self, node: &mut HomeAgent, now: Instant) -> Option<Instant> {
+        reserve_sequence(node.ipsec_mut(), self.seq_file.as_deref(), &self.failures);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
@@ -372,10 +370,12 @@ fn warn_unprotected(cfg: &Ha) {
              Anyone who can send a packet to this home agent can redirect a home address's \
              traffic. RFC 5555 section 5 requires ESP; use this only in a lab. !!!"
         );
+    } else if cfg.ipsec.is_some() {
+        tracing::info!("Binding Updates without ESP are discarded (RFC 4877 section 4.1)");
     } else {
         tracing::info!(
-            "Binding Updates without ESP are refused (status 129); set accept_unprotected = \
-             true only in a lab until IPsec is configured"
+            "Binding Updates without ESP are refused (status 129): configure [ipsec] (see \
+             the README), or set accept_unprotected = true in a lab"
         );
     }
 }

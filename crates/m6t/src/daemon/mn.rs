@@ -6,9 +6,12 @@
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
-use super::{bind_control, counters_with, io, serve_reports, shutdown, DaemonError};
+use super::{
+    bind_control, counters_with, io, reserve_sequence, serve_reports, shutdown, with_ipsec,
+    DaemonError,
+};
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
-use crate::status::{MnInfo, Report};
+use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
@@ -173,6 +176,9 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     // A random first sequence number; a restarted MN resynchronises on status 135.
     let seed = super::os_seed()?;
     let mut node = MobileNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
+    if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &seed)? {
+        node = node.with_ipsec(i);
+    }
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     m6t_linux::notify::ready();
     let mut d = Driver {
@@ -252,7 +258,11 @@ impl Driver {
                     Source::Control => serve_reports(control, |_| Report::MobileNode {
                         interface: self.tun.name().to_string(),
                         mn: self.info.clone(),
-                        counters: counters_with(node.counters().snapshot(), &self.failures, &[]),
+                        ipsec: node.ipsec().map(IpsecInfo::of),
+                        counters: with_ipsec(
+                            counters_with(node.counters().snapshot(), &self.failures, &[]),
+                            node.ipsec(),
+                        ),
                     }),
                 }
             }
@@ -275,6 +285,12 @@ impl Driver {
     /// What the node asked: timers, BUs to send, registrations to install. Returns the
     /// node's next deadline.
     fn after(&mut self, node: &mut MobileNode, now: Instant) -> Option<Instant> {
+        let seq_file = self
+            .cfg
+            .ipsec
+            .as_ref()
+            .and_then(|i| i.sequence_file.as_deref());
+        reserve_sequence(node.ipsec_mut(), seq_file, &self.failures);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
@@ -282,6 +298,17 @@ impl Driver {
         }
         while let Some(t) = node.poll_transmit() {
             self.transmit(&t);
+        }
+        let n = node.unanswered_bus();
+        if n != self.info.unanswered_bus {
+            self.info.unanswered_bus = n;
+            // Said once when it starts failing, then every ten more BUs.
+            if n == FAILING_AFTER || (n > FAILING_AFTER && (n - FAILING_AFTER) % 10 == 0) {
+                tracing::warn!(
+                    "registration failing: {}",
+                    failing_why(n, node.ipsec().is_some())
+                );
+            }
         }
         while let Some(e) = node.poll_event() {
             match e {

@@ -15,6 +15,7 @@ mod tif;
 
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::Failures;
+use std::io::Write;
 use std::path::Path;
 
 /// Most reads from one descriptor before the loop looks at the others, so that one busy
@@ -38,6 +39,9 @@ pub enum DaemonError {
     /// A netlink request failed.
     #[error("{0}")]
     Netlink(#[from] m6t_linux::netlink::NetlinkError),
+    /// The IPsec configuration could not be installed.
+    #[error("[ipsec]: {0}")]
+    Ipsec(#[from] m6t_ipsec::ConfigError),
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -93,4 +97,139 @@ pub(crate) fn counters_with(
             }),
     );
     counters
+}
+
+/// `counters` followed by IPsec's drops by reason (`ipsec_<reason>`), when configured.
+pub(crate) fn with_ipsec(
+    mut counters: Vec<m6t_proto::stats::Counter>,
+    ipsec: Option<&m6t_ipsec::Ipsec>,
+) -> Vec<m6t_proto::stats::Counter> {
+    if let Some(i) = ipsec {
+        counters.extend(crate::status::IpsecInfo::counters(i));
+    }
+    counters
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never
+/// half of one: a temporary file, fsync'd, renamed over it, and the directory fsync'd so
+/// the rename itself is on disk.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Installs the `[ipsec]` section, if any: its warnings logged, its SAs' IVs seeded from
+/// `seed` (random per start, so a manually keyed GCM SA does not repeat IVs after a restart
+/// unless its counter does, RFC 4106 section 2 and the README), its outbound counters
+/// continued from the sequence file and reserved ahead in it ([`reserve_sequence`]).
+pub(crate) fn install_ipsec(
+    setup: Option<&crate::ipsec_config::IpsecSetup>,
+    seed: &[u8; 32],
+) -> Result<Option<m6t_ipsec::Ipsec>, DaemonError> {
+    let Some(s) = setup else {
+        return Ok(None);
+    };
+    for w in &s.warnings {
+        tracing::warn!("[ipsec]: {w}");
+    }
+    let mut iv = [0u8; 8];
+    iv.copy_from_slice(&seed[8..16]);
+    let mut i = s.install(u64::from_le_bytes(iv))?;
+    match &s.sequence_file {
+        Some(p) => {
+            if let Some(saved) = load_sequences(p)? {
+                i.resume(&saved);
+            }
+            // Before the first packet: a failure here stops the daemon with the file named.
+            let r = i.reservations();
+            save_sequences(p, &r).map_err(io(format!("[ipsec] sequence_file {}", p.display())))?;
+            i.reserved(&r);
+        }
+        None => i.reserve_unlimited(),
+    }
+    tracing::info!(
+        "IPsec: {} policies, {} SAs with manual keys",
+        i.spd().policies.len(),
+        i.sad().len()
+    );
+    Ok(Some(i))
+}
+
+/// One SA's reservation as the sequence file holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSequence {
+    name: String,
+    spi: u32,
+    upto: u64,
+}
+
+fn load_sequences(path: &Path) -> Result<Option<Vec<m6t_ipsec::bits::Reservation>>, DaemonError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(format!("[ipsec] sequence_file {}", path.display()))(e)),
+    };
+    // A file that does not parse is an error, not a fresh start: starting again from 1
+    // is what the file exists to prevent.
+    let saved: Vec<SavedSequence> = serde_json::from_str(&text).map_err(|e| DaemonError::Io {
+        what: format!("[ipsec] sequence_file {}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    Ok(Some(
+        saved
+            .into_iter()
+            .map(|s| m6t_ipsec::bits::Reservation {
+                name: s.name,
+                spi: s.spi,
+                upto: s.upto,
+            })
+            .collect(),
+    ))
+}
+
+fn save_sequences(path: &Path, r: &[m6t_ipsec::bits::Reservation]) -> std::io::Result<()> {
+    let saved: Vec<SavedSequence> = r
+        .iter()
+        .map(|r| SavedSequence {
+            name: r.name.clone(),
+            spi: r.spi,
+            upto: r.upto,
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&saved).map_err(std::io::Error::other)?;
+    write_atomically(path, text.as_bytes())
+}
+
+/// Reserves the next sequence numbers when an outbound SA comes near the end of its
+/// reservation (every [`m6t_ipsec::bits::RESERVE_STEP`] / 2 packets): saved first, then
+/// granted, so a crash can only skip numbers, never reuse them. A failed save is counted;
+/// the SA stops at its reservation (counted as `ipsec_unreserved`) until a save succeeds.
+pub(crate) fn reserve_sequence(
+    ipsec: Option<&mut m6t_ipsec::Ipsec>,
+    file: Option<&Path>,
+    failures: &Failures,
+) {
+    let (Some(i), Some(p)) = (ipsec, file) else {
+        return;
+    };
+    if !i.wants_reservation() {
+        return;
+    }
+    let r = i.reservations();
+    match save_sequences(p, &r) {
+        Ok(()) => i.reserved(&r),
+        Err(e) => failures.record(
+            m6t_linux::failures::Failure::StateFile,
+            1,
+            format_args!("[ipsec] sequence_file {}: {e}", p.display()),
+        ),
+    }
 }

@@ -20,18 +20,22 @@ use std::time::Instant;
 pub(crate) trait TunnelEnd {
     /// The node's counter, naming why a packet was dropped.
     type Reason;
-    /// A UDP payload.
+    /// A UDP payload (opened in place when IPsec protects it).
     fn udp<'a>(
         &mut self,
         now: Instant,
         from: SocketAddrV4,
-        p: &'a [u8],
+        p: &'a mut [u8],
     ) -> Verdict<'a, Self::Reason>;
     /// An IP-in-IP inner packet.
-    fn ip_in_ip<'a>(&mut self, now: Instant, src: IpAddr, p: &'a [u8])
-        -> Verdict<'a, Self::Reason>;
+    fn ip_in_ip<'a>(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        p: &'a mut [u8],
+    ) -> Verdict<'a, Self::Reason>;
     /// A captured signalling packet.
-    fn captured<'a>(&mut self, now: Instant, p: &'a [u8]) -> Verdict<'a, Self::Reason>;
+    fn captured<'a>(&mut self, now: Instant, p: &'a mut [u8]) -> Verdict<'a, Self::Reason>;
     /// A packet read from the TUN.
     fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<Self::Reason>;
 }
@@ -44,7 +48,7 @@ macro_rules! tunnel_end {
                 &mut self,
                 now: Instant,
                 from: SocketAddrV4,
-                p: &'a [u8],
+                p: &'a mut [u8],
             ) -> Verdict<'a, $reason> {
                 self.handle_udp(now, from, p)
             }
@@ -52,11 +56,11 @@ macro_rules! tunnel_end {
                 &mut self,
                 now: Instant,
                 src: IpAddr,
-                p: &'a [u8],
+                p: &'a mut [u8],
             ) -> Verdict<'a, $reason> {
                 self.handle_ip_in_ip(now, src, p)
             }
-            fn captured<'a>(&mut self, now: Instant, p: &'a [u8]) -> Verdict<'a, $reason> {
+            fn captured<'a>(&mut self, now: Instant, p: &'a mut [u8]) -> Verdict<'a, $reason> {
                 self.handle_captured(now, p)
             }
             fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<$reason> {
@@ -83,9 +87,9 @@ pub(crate) fn from_tunnel(
     for _ in 0..BURST {
         // Drops are counted by the node under their reason.
         let verdict = match socks.recv(source, buf) {
-            Ok(TifPacket::Udp { from, len }) => node.udp(now, from, &buf[..len]),
-            Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &buf[range]),
-            Ok(TifPacket::Captured { len }) => node.captured(now, &buf[..len]),
+            Ok(TifPacket::Udp { from, len }) => node.udp(now, from, &mut buf[..len]),
+            Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &mut buf[range]),
+            Ok(TifPacket::Captured { len }) => node.captured(now, &mut buf[..len]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             // ICMP errors of earlier sends surface here.
             Err(e) => {

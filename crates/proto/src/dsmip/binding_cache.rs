@@ -381,6 +381,11 @@ impl BindingCache {
         bc
     }
 
+    /// The configuration it runs with.
+    pub fn config(&self) -> &HaConfig {
+        &self.cfg
+    }
+
     /// The binding of an IPv6 home address.
     pub fn binding(&self, hoa: Ipv6Addr) -> Option<&Binding> {
         self.cache.get(&hoa)

@@ -7,10 +7,12 @@
 //! ([`HaEvent`]) so the driver can route the home addresses into its TUN.
 
 use crate::dsmip::binding_cache::{status, Arrival, BindingCache, HaConfig, Snapshot, Tunnel};
+use crate::dsmip::protect::{self, Through};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
 use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
+use m6t_ipsec::Ipsec;
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
 use std::collections::{BTreeMap, VecDeque};
@@ -24,8 +26,11 @@ reasons! {
         BuAccepted => "bu_accepted",
         /// Binding Updates refused (a BA with status >= 128 answered them).
         BuRefused => "bu_refused",
-        /// Binding Updates refused because they were not protected by ESP.
+        /// Binding Updates without ESP: refused with status 129 without IPsec configured,
+        /// silently discarded with it (RFC 6275 section 9.5.1, RFC 4877 section 4.1).
         BuUnprotected => "bu_unprotected",
+        /// Dropped by IPsec (the reason is in IPsec's own counters).
+        DropIpsec => "drop_ipsec",
         /// Binding Acknowledgements sent.
         BaSent => "ba_sent",
         /// Data packets from mobile nodes written to the TUN.
@@ -84,6 +89,10 @@ pub struct HomeAgent {
     installed: BTreeMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
     /// Home addresses whose binding ended, reused across `handle_timeout` calls.
     ended: Vec<Ipv6Addr>,
+    /// The IPsec bump in the stack, when configured.
+    ipsec: Option<Ipsec>,
+    /// IPsec's output, reused.
+    scratch: Vec<u8>,
 }
 
 fn tif_drop(d: TifDrop) -> HaCounter {
@@ -151,7 +160,29 @@ impl HomeAgent {
             events: VecDeque::new(),
             installed: BTreeMap::new(),
             ended: Vec::new(),
+            ipsec: None,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Puts IPsec between the tunnel-interface module and the binding cache (seed 001
+    /// figure 2). From then on a BU must arrive protected by ESP through an SA whose policy
+    /// names its home address, else it is discarded silently and counted (RFC 4877 section
+    /// 4.1), unless the configuration accepts unprotected BUs (labs only).
+    pub fn with_ipsec(mut self, ipsec: Ipsec) -> Self {
+        self.ipsec = Some(ipsec);
+        self
+    }
+
+    /// The IPsec SPD and SAD, when configured (for status).
+    pub fn ipsec(&self) -> Option<&Ipsec> {
+        self.ipsec.as_ref()
+    }
+
+    /// The IPsec SPD and SAD, for the driver's sequence-number reservations
+    /// ([`Ipsec::wants_reservation`]).
+    pub fn ipsec_mut(&mut self) -> Option<&mut Ipsec> {
+        self.ipsec.as_mut()
     }
 
     /// The protocol module: the binding cache.
@@ -205,7 +236,7 @@ impl HomeAgent {
         }
     }
 
-    fn signal(&mut self, now: Instant, outer: Outer, s: Signal) {
+    fn signal(&mut self, now: Instant, outer: Outer, s: Signal, protected: bool) {
         if !matches!(s.mh.msg, MhMessage::Bu { .. }) || s.dst != self.addr6 {
             self.counters.bump(HaCounter::DropUnexpectedSignal);
             return;
@@ -220,9 +251,13 @@ impl HomeAgent {
                 return;
             }
         };
-        // No ESP yet: every BU is unprotected (RFC 5555 section 5 wants ESP; the home
-        // agent refuses unless its configuration explicitly accepts them).
-        let ba = self.bc.handle_bu(now, hoa, arrival, false, &s.mh);
+        // With IPsec, an unprotected BU gets no answer at all (RFC 4877 section 4.1: it
+        // MUST be discarded); IPsec itself already dropped those its policies select.
+        if self.ipsec.is_some() && !protected && !self.bc.config().accept_unprotected {
+            self.counters.bump(HaCounter::BuUnprotected);
+            return;
+        }
+        let ba = self.bc.handle_bu(now, hoa, arrival, protected, &s.mh);
         let status = ba.as_ref().and_then(|b| match b.ba.msg {
             MhMessage::Ba { status, .. } => Some(status),
             _ => None,
@@ -245,6 +280,13 @@ impl HomeAgent {
             return;
         };
         buf.truncate(n);
+        let buf = match protect::outbound_signal(self.ipsec.as_mut(), buf, &mut self.scratch) {
+            Ok(b) => b,
+            Err(_) => {
+                self.counters.bump(HaCounter::DropIpsec);
+                return;
+            }
+        };
         let t = match ba.via {
             Tunnel::Udp { peer } | Tunnel::Tlv { peer } => Transmit::Udp {
                 from: None,
@@ -287,10 +329,17 @@ impl HomeAgent {
         }
     }
 
-    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a, HaCounter> {
+    fn up<'a>(&mut self, now: Instant, through: Through<'a>) -> Verdict<'a, HaCounter> {
+        let (up, protected) = match through {
+            Through::Up { up, protected } => (up, protected),
+            Through::Dropped(_) => {
+                self.counters.bump(HaCounter::DropIpsec);
+                return Verdict::Drop(HaCounter::DropIpsec);
+            }
+        };
         match up {
             Up::Signal { outer, signal, .. } => {
-                self.signal(now, outer, signal);
+                self.signal(now, outer, signal, protected);
                 Verdict::Handled
             }
             Up::Data {
@@ -304,41 +353,62 @@ impl HomeAgent {
         }
     }
 
-    /// A UDP payload received on port 4191 from `from`.
+    /// A UDP payload received on port 4191 from `from`. IPsec, when configured, opens ESP
+    /// in place: the buffer is the caller's scratch.
     pub fn handle_udp<'a>(
         &mut self,
         now: Instant,
         from: SocketAddrV4,
-        payload: &'a [u8],
+        payload: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
-        self.up(now, tif::from_udp(from, payload))
+        let outer = Outer::Udp(from);
+        let (at, tlv) = match tif::udp_inner(payload) {
+            Ok(v) => v,
+            Err(d) => {
+                return self.up(
+                    now,
+                    Through::Up {
+                        up: Up::Drop(d),
+                        protected: false,
+                    },
+                )
+            }
+        };
+        let t = protect::inbound(self.ipsec.as_mut(), outer, &mut payload[at..], tlv);
+        self.up(now, t)
     }
 
-    /// The payload of an IP-in-IP packet (IPv4 protocol 4/41, IPv6 Next Header 4/41).
+    /// The payload of an IP-in-IP packet (IPv4 protocol 4/41, IPv6 Next Header 4/41), in
+    /// place as [`Self::handle_udp`].
     pub fn handle_ip_in_ip<'a>(
         &mut self,
         now: Instant,
         src: IpAddr,
-        inner: &'a [u8],
+        inner: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
-        self.up(now, tif::from_ip_in_ip(src, inner))
+        let outer = match src {
+            IpAddr::V4(a) => Outer::Ipv4(a),
+            IpAddr::V6(a) => Outer::Ipv6(a),
+        };
+        let t = protect::inbound(self.ipsec.as_mut(), outer, inner, false);
+        self.up(now, t)
     }
 
     /// A whole IPv6 signalling packet captured with its extension headers (a BU with a Home
-    /// Address option, RFC 6275 section 6.1.7 and 11.7.1).
-    pub fn handle_captured(&mut self, now: Instant, pkt: &[u8]) -> Verdict<'static, HaCounter> {
-        match tif::from_captured(pkt) {
-            Up::Signal { outer, signal, .. } => {
-                self.signal(now, outer, signal);
-                Verdict::Handled
-            }
-            Up::Drop(d) => {
-                let c = tif_drop(d);
-                self.counters.bump(c);
-                Verdict::Drop(c)
-            }
+    /// Address option, RFC 6275 section 6.1.7 and 11.7.1, and ESP after it, RFC 3776
+    /// section 3.1), in place as [`Self::handle_udp`].
+    pub fn handle_captured<'a>(
+        &mut self,
+        now: Instant,
+        pkt: &'a mut [u8],
+    ) -> Verdict<'a, HaCounter> {
+        match protect::inbound_captured(self.ipsec.as_mut(), pkt) {
             // `from_captured` yields signalling or a drop, never data: left to the kernel.
-            Up::Data { .. } => Verdict::Drop(HaCounter::NotSignal),
+            Through::Up {
+                up: Up::Data { .. },
+                ..
+            } => Verdict::Drop(HaCounter::NotSignal),
+            t => self.up(now, t),
         }
     }
 
@@ -353,6 +423,10 @@ impl HomeAgent {
                 return Outbound::Drop(HaCounter::DropBadInner);
             }
         };
+        if !protect::outbound_data(self.ipsec.as_mut(), pkt, &mut self.scratch) {
+            self.counters.bump(HaCounter::DropIpsec);
+            return Outbound::Drop(HaCounter::DropIpsec);
+        }
         match t {
             Some(t) => {
                 self.counters.bump(HaCounter::ToMn);

@@ -7,11 +7,13 @@
 //! (RFC 6275 section 11.7.1: Home Address option from an IPv6 care-of address; RFC 5555
 //! section 4.1: from the home address inside UDP/IPv4), and reports registrations.
 
+use crate::dsmip::protect::{self, Through};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT};
 use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, TunnelMode};
 use crate::dsmip::{Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
+use m6t_ipsec::Ipsec;
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
 use std::collections::VecDeque;
@@ -48,6 +50,11 @@ reasons! {
         DropNotRegistered => "drop_not_registered",
         /// A packet from the TUN whose source is not a home address.
         DropWrongSource => "drop_wrong_source",
+        /// Dropped by IPsec (the reason is in IPsec's own counters).
+        DropIpsec => "drop_ipsec",
+        /// A Binding Acknowledgement without ESP while IPsec is configured (RFC 4877
+        /// section 4.1: discarded).
+        BaUnprotected => "ba_unprotected",
     }
 }
 
@@ -80,6 +87,12 @@ pub struct MobileNode {
     /// Sequence number and time of the last BU transmission.
     last_bu: Option<(u16, Instant)>,
     registered: Option<Registration>,
+    /// The IPsec bump in the stack, when configured.
+    ipsec: Option<Ipsec>,
+    /// IPsec's output, reused.
+    scratch: Vec<u8>,
+    /// BUs sent since the last BA was taken: what status reports when registration fails.
+    unanswered: u32,
 }
 
 fn tif_drop(d: TifDrop) -> MnCounter {
@@ -104,7 +117,36 @@ impl MobileNode {
             events: VecDeque::new(),
             last_bu: None,
             registered: None,
+            ipsec: None,
+            scratch: Vec::new(),
+            unanswered: 0,
         }
+    }
+
+    /// Puts IPsec between the tunnel-interface module and the binding update list (seed 001
+    /// figure 2): BUs go out with ESP when a policy says PROTECT, and BAs must come in
+    /// with it.
+    pub fn with_ipsec(mut self, ipsec: Ipsec) -> Self {
+        self.ipsec = Some(ipsec);
+        self
+    }
+
+    /// The IPsec SPD and SAD, when configured (for status).
+    pub fn ipsec(&self) -> Option<&Ipsec> {
+        self.ipsec.as_ref()
+    }
+
+    /// The IPsec SPD and SAD, for the driver's sequence-number reservations
+    /// ([`Ipsec::wants_reservation`]).
+    pub fn ipsec_mut(&mut self) -> Option<&mut Ipsec> {
+        self.ipsec.as_mut()
+    }
+
+    /// BUs sent since the last Binding Acknowledgement was taken: a registration that
+    /// fails shows here (the home agent drops them, e.g. their ESP does not verify, or
+    /// cannot be reached).
+    pub fn unanswered_bus(&self) -> u32 {
+        self.unanswered
     }
 
     /// The current registration.
@@ -156,7 +198,9 @@ impl MobileNode {
                     })
                 }
             };
+            let t = t.map_err(|_| ()).and_then(|t| self.protect(t));
             if let Ok(t) = t {
+                self.unanswered = self.unanswered.saturating_add(1);
                 self.counters.bump(MnCounter::BuSent);
                 self.last_bu = Some((seq, now));
                 self.out.push_back(t);
@@ -181,13 +225,30 @@ impl MobileNode {
         }
     }
 
+    /// A BU through IPsec (ESP in transport mode after its Home Address option, RFC 3776
+    /// section 3.1); a drop is counted.
+    fn protect(&mut self, mut t: Transmit) -> Result<Transmit, ()> {
+        let (Transmit::Udp { data, .. } | Transmit::Ipv6 { data, .. }) = &mut t;
+        let bytes = std::mem::take(data);
+        match protect::outbound_signal(self.ipsec.as_mut(), bytes, &mut self.scratch) {
+            Ok(bytes) => {
+                *data = bytes;
+                Ok(t)
+            }
+            Err(_) => {
+                self.counters.bump(MnCounter::DropIpsec);
+                Err(())
+            }
+        }
+    }
+
     /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
     pub fn handle_coas(&mut self, now: Instant, v6: Option<Ipv6Addr>, v4: Option<Ipv4Addr>) {
         self.bul.handle_coas(now, v6, v4);
         self.pump(now);
     }
 
-    fn signal(&mut self, now: Instant, s: Signal) -> Verdict<'static, MnCounter> {
+    fn signal(&mut self, now: Instant, s: Signal, protected: bool) -> Verdict<'static, MnCounter> {
         let for_us = match s.home {
             HomeIn::Source => s.dst == self.hoa,
             HomeIn::RoutingHeader(h) => h == self.hoa,
@@ -197,8 +258,13 @@ impl MobileNode {
             self.counters.bump(MnCounter::DropUnexpectedSignal);
             return Verdict::Drop(MnCounter::DropUnexpectedSignal);
         }
+        if self.ipsec.is_some() && !protected {
+            self.counters.bump(MnCounter::BaUnprotected);
+            return Verdict::Drop(MnCounter::BaUnprotected);
+        }
         // The protocol module checks the sequence number against the BU it waits for.
         if self.bul.handle_ba(now, &s.mh) {
+            self.unanswered = 0;
             self.counters.bump(MnCounter::BaReceived);
         } else {
             self.counters.bump(MnCounter::DropUnexpectedSignal);
@@ -232,13 +298,20 @@ impl MobileNode {
         }
     }
 
-    fn up<'a>(&mut self, now: Instant, up: Up<'a>) -> Verdict<'a, MnCounter> {
+    fn up<'a>(&mut self, now: Instant, through: Through<'a>) -> Verdict<'a, MnCounter> {
+        let (up, protected) = match through {
+            Through::Up { up, protected } => (up, protected),
+            Through::Dropped(_) => {
+                self.counters.bump(MnCounter::DropIpsec);
+                return Verdict::Drop(MnCounter::DropIpsec);
+            }
+        };
         match up {
             Up::Signal { outer, .. } | Up::Data { outer, .. } if !self.is_from_ha(outer) => {
                 self.counters.bump(MnCounter::DropNotFromHa);
                 Verdict::Drop(MnCounter::DropNotFromHa)
             }
-            Up::Signal { signal, .. } => self.signal(now, signal),
+            Up::Signal { signal, .. } => self.signal(now, signal, protected),
             Up::Data { inner, dst, .. } => self.data(inner, dst),
             Up::Drop(d) => {
                 let c = tif_drop(d);
@@ -248,30 +321,60 @@ impl MobileNode {
         }
     }
 
-    /// A UDP payload from `from` (the home agent's port 4191).
+    /// A UDP payload from `from` (the home agent's port 4191). IPsec, when configured,
+    /// opens ESP in place: the buffer is the caller's scratch.
     pub fn handle_udp<'a>(
         &mut self,
         now: Instant,
         from: SocketAddrV4,
-        payload: &'a [u8],
+        payload: &'a mut [u8],
     ) -> Verdict<'a, MnCounter> {
-        self.up(now, tif::from_udp(from, payload))
+        let (at, tlv) = match tif::udp_inner(payload) {
+            Ok(v) => v,
+            Err(d) => {
+                return self.up(
+                    now,
+                    Through::Up {
+                        up: Up::Drop(d),
+                        protected: false,
+                    },
+                )
+            }
+        };
+        let t = protect::inbound(
+            self.ipsec.as_mut(),
+            Outer::Udp(from),
+            &mut payload[at..],
+            tlv,
+        );
+        self.up(now, t)
     }
 
-    /// The payload of an IP-in-IP packet from `src`.
+    /// The payload of an IP-in-IP packet from `src`, in place as [`Self::handle_udp`].
     pub fn handle_ip_in_ip<'a>(
         &mut self,
         now: Instant,
         src: IpAddr,
-        inner: &'a [u8],
+        inner: &'a mut [u8],
     ) -> Verdict<'a, MnCounter> {
-        self.up(now, tif::from_ip_in_ip(src, inner))
+        let outer = match src {
+            IpAddr::V4(a) => Outer::Ipv4(a),
+            IpAddr::V6(a) => Outer::Ipv6(a),
+        };
+        let t = protect::inbound(self.ipsec.as_mut(), outer, inner, false);
+        self.up(now, t)
     }
 
     /// A whole IPv6 signalling packet captured with its extension headers (a BA with a
-    /// type 2 Routing Header, RFC 6275 section 6.4).
-    pub fn handle_captured<'a>(&mut self, now: Instant, pkt: &'a [u8]) -> Verdict<'a, MnCounter> {
-        self.up(now, tif::from_captured(pkt))
+    /// type 2 Routing Header, RFC 6275 section 6.4, and ESP after it, RFC 3776 section
+    /// 3.2), in place as [`Self::handle_udp`].
+    pub fn handle_captured<'a>(
+        &mut self,
+        now: Instant,
+        pkt: &'a mut [u8],
+    ) -> Verdict<'a, MnCounter> {
+        let t = protect::inbound_captured(self.ipsec.as_mut(), pkt);
+        self.up(now, t)
     }
 
     /// How to send a packet read from the TUN (an application's, from a home address,
@@ -292,6 +395,10 @@ impl MobileNode {
         if !ok {
             self.counters.bump(MnCounter::DropWrongSource);
             return Outbound::Drop(MnCounter::DropWrongSource);
+        }
+        if !protect::outbound_data(self.ipsec.as_mut(), pkt, &mut self.scratch) {
+            self.counters.bump(MnCounter::DropIpsec);
+            return Outbound::Drop(MnCounter::DropIpsec);
         }
         let proto = tif::proto_of(pkt);
         self.counters.bump(MnCounter::ToHa);

@@ -18,6 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 pub mod binding_cache;
 pub mod home_agent;
 pub mod mobile_node;
+pub mod protect;
 pub mod seq;
 pub mod tif;
 pub mod update_list;

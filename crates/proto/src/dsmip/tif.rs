@@ -89,7 +89,8 @@ pub fn addresses(p: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-fn inner_up(outer: Outer, inner: &[u8], tlv: bool) -> Up<'_> {
+/// What an inner packet is: signalling for the protocol module, or data for the TUN.
+pub fn inner_up(outer: Outer, inner: &[u8], tlv: bool) -> Up<'_> {
     let Some((src, dst)) = addresses(inner) else {
         return Up::Drop(TifDrop::BadInner);
     };
@@ -112,6 +113,18 @@ fn inner_up(outer: Outer, inner: &[u8], tlv: bool) -> Up<'_> {
         inner,
         src,
         dst,
+    }
+}
+
+/// Where the inner packet of a UDP payload starts, and whether it came in the TLV format
+/// (RFC 5845 section 7.2, told apart by its first nibble).
+pub fn udp_inner(payload: &[u8]) -> Result<(usize, bool), TifDrop> {
+    match tlv::decode(payload) {
+        // The inner packet is always the payload's tail.
+        Ok(tlv::Inner::Ipv4(p)) | Ok(tlv::Inner::Ipv6(p)) => {
+            Ok((payload.len() - p.len(), payload[0] >> 4 == 0))
+        }
+        Err(_) => Err(TifDrop::BadEncapsulation),
     }
 }
 

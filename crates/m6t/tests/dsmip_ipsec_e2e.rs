@@ -1,0 +1,376 @@
+//! DSMIPv6 with IPsec end to end in network namespaces: `m6t ha` and `m6t mn` protecting
+//! BU and BA with the manual SAs of RFC 4877 section 6.1, behind a real nftables NAT and
+//! from an IPv6 care-of address, judged by peers we did not write: tshark decrypts and
+//! authenticates our ESP with the configured keys, and scapy (with python3-cryptography)
+//! plays a mobile node whose ESP our home agent accepts and which decrypts our BA.
+
+use m6t::status::{self, Report};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, SPI_A, SPI_B};
+use m6t_lab::lab::{Lab, LabOptions, HA, MN4};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One lab at a time: the tests share the two cores and the tool binaries.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_m6t"))
+}
+
+fn with_ipsec(wrong_key: bool) -> DsmipOptions {
+    let mut i = LabIpsec::random().unwrap();
+    i.mn_wrong_key = wrong_key;
+    DsmipOptions {
+        ipsec: Some(i),
+        ..DsmipOptions::default()
+    }
+}
+
+fn peer(name: &str) -> String {
+    format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts tcpdump on `role`'s eth0 with `filter` into `file` and waits until it listens.
+fn capture(l: &mut Lab, role: &str, file: &str, filter: &str) -> PathBuf {
+    let pcap = l.net.dir.join(file);
+    let path = pcap.display().to_string();
+    l.net
+        .spawn(
+            role,
+            "tcpdump",
+            &[
+                "tcpdump",
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-i",
+                "eth0",
+                "-w",
+                &path,
+                filter,
+            ],
+        )
+        .unwrap();
+    let t = Instant::now();
+    while !l.net.log("tcpdump").contains("listening on") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pcap
+}
+
+/// Waits until `f` holds on the home agent's report (5 s at most).
+fn wait_ha(l: &Lab, what: &str, f: impl Fn(&Report) -> bool) -> Report {
+    let t = Instant::now();
+    loop {
+        let r = l.ha_report().unwrap();
+        if f(&r) {
+            return r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{what}: {}\nha log:\n{}",
+            status::render(&r),
+            l.net.log("ha")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The values of some tshark fields, one line per packet, fields separated by tabs.
+fn tshark_fields(l: &Lab, pcap: &Path, opts: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let f: Vec<String> = fields.iter().map(|f| format!("-e {f}")).collect();
+    let out = l
+        .net
+        .sh(
+            "ha",
+            &format!(
+                "tshark -r {} -d udp.port==4191,ipv6 {opts} -T fields {} 2>/dev/null",
+                pcap.display(),
+                f.join(" ")
+            ),
+        )
+        .unwrap();
+    out.lines()
+        .map(|line| line.split('\t').map(String::from).collect())
+        .collect()
+}
+
+/// tshark's ESP SA table (the `esp_sa` UAT) for the lab's two SAs, any addresses: the
+/// outer addresses of a BU from a care-of address are not the home address.
+fn esp_sa_uat(i: &LabIpsec) -> String {
+    let sa = |spi: u32, key: &str| {
+        format!(
+            "-o 'uat:esp_sa:\"IPv6\",\"*\",\"*\",\"{spi:#010x}\",\"AES-CBC [RFC3602]\",\"0x{}\",\"HMAC-SHA-256-128 [RFC4868]\",\"0x{}\"'",
+            &key[..32],
+            &key[32..96]
+        )
+    };
+    format!(
+        "-o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE {} {}",
+        sa(SPI_A, &i.sa1_key),
+        sa(SPI_B, &i.sa2_key)
+    )
+}
+
+#[test]
+fn bu_and_ba_travel_in_esp_that_tshark_decrypts_and_authenticates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = with_ipsec(false);
+    let mut l = Lab::build(bin(), &LabOptions::new("d6esp")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    // The signalling between the NAT and the home agent, in UDP and, after the move, in
+    // IPv6 with a Home Address option or a type 2 Routing Header (TCP and ICMPv6 left out).
+    let pcap = capture(
+        &mut l,
+        "ha",
+        "esp.pcap",
+        "udp port 4191 or (ip6 and ip6[6] != 6 and ip6[6] != 58)",
+    );
+    l.start_mn().unwrap();
+    let m = l.wait_registered("udp", MN4[0], 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, m6t_lab::lab::CN, 2).unwrap(), 2);
+    l.mn_to_ipv6(MN4[0]).unwrap();
+    let m2 = l
+        .wait_registered("ipv6", "2001:db8:5::", m.registrations)
+        .unwrap();
+    l.mn_to_ipv4(MN4[0]).unwrap();
+    l.wait_registered("udp", MN4[0], m2.registrations).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net.stop("tcpdump");
+
+    // Without the keys: ESP with our two SPIs, and not one readable Mobility Header.
+    let plain = tshark_fields(&l, &pcap, "", &["esp.spi", "mip6.mhtype"]);
+    let spis: Vec<&str> = plain.iter().map(|f| f[0].as_str()).collect();
+    let n_a = spis.iter().filter(|s| **s == "0x00001001").count();
+    let n_b = spis.iter().filter(|s| **s == "0x00001002").count();
+    assert!(
+        n_a >= 3 && n_b >= 3,
+        "SPIs on the wire: {spis:?}\ncapture: {}\n{}",
+        l.net.log("tcpdump"),
+        l.net
+            .sh(
+                "ha",
+                &format!("tshark -r {} -d udp.port==4191,ipv6 2>&1", pcap.display())
+            )
+            .unwrap_or_default()
+    );
+    assert!(
+        plain
+            .iter()
+            .all(|f| f.get(1).map_or(true, |t| t.is_empty())),
+        "a cleartext Mobility Header crossed: {plain:?}"
+    );
+
+    // With the keys: tshark opens every one, checks every ICV, and finds BU and BA inside,
+    // the BU from the IPv6 care-of address behind a Home Address option.
+    let i = o.ipsec.as_ref().unwrap();
+    let open = tshark_fields(
+        &l,
+        &pcap,
+        &esp_sa_uat(i),
+        &[
+            "esp.spi",
+            "mip6.mhtype",
+            "esp.icv_good",
+            "ipv6.opt.mipv6.home_address",
+            "mip6.ipv4coa.addr",
+        ],
+    );
+    let esp: Vec<&Vec<String>> = open.iter().filter(|f| !f[0].is_empty()).collect();
+    assert!(!esp.is_empty());
+    for f in &esp {
+        let want = if f[0] == "0x00001001" { "5" } else { "6" };
+        assert_eq!(f[1], want, "SPI {} carried {:?}", f[0], f);
+        assert!(
+            f[2] == "1" || f[2] == "True",
+            "ICV not verified by tshark: {f:?}"
+        );
+    }
+    assert!(
+        esp.iter().any(|f| f[3] == HOA && f[1] == "5"),
+        "no BU with a Home Address option: {open:?}"
+    );
+    assert!(
+        esp.iter().any(|f| f[4] == MN4[0]),
+        "no IPv4 CoA option: {open:?}"
+    );
+    // The SAs' counters agree with the wire.
+    let Report::HomeAgent {
+        ipsec: Some(ipsec), ..
+    } = l.ha_report().unwrap()
+    else {
+        panic!("no ipsec in the report")
+    };
+    let sa1 = ipsec.sas.iter().find(|s| s.spi == SPI_A).unwrap();
+    assert_eq!(sa1.packets as usize, n_a, "{ipsec:?}");
+}
+
+const UNPROTECTED_BU: &str = r#"
+import sys, logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import IPv6, MIP6MH_BU, IP, UDP, send, conf
+conf.verb = 0
+hoa, ha6, ha4 = sys.argv[1], sys.argv[2], sys.argv[3]
+send(IP(dst=ha4) / UDP(sport=4191, dport=4191) / IPv6(src=hoa, dst=ha6) / MIP6MH_BU(seq=5, flags="AH", mhtime=25))
+"#;
+
+#[test]
+fn a_scapy_mobile_node_registers_through_esp_and_an_unprotected_bu_is_discarded() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = with_ipsec(false);
+    let mut l = Lab::build(bin(), &LabOptions::new("d6sesp")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    // First without ESP: no answer, no binding, counted.
+    let py = l.net.write("plain_bu.py", UNPROTECTED_BU).unwrap();
+    l.net
+        .sh(
+            "mn",
+            &format!("/usr/bin/python3 {} {HOA} {HA} {HA4}", py.display()),
+        )
+        .unwrap();
+    let r = wait_ha(&l, "the unprotected BU counted", |r| {
+        r.counter("ipsec_unprotected") >= 1
+    });
+    assert_eq!(r.counter("ba_sent"), 0);
+    assert_eq!(r.counter("bu_accepted"), 0);
+    // Then scapy's ESP with the home agent's own key files: accepted, and scapy decrypts
+    // the BA (status 0 for its sequence number) that came back through the NAT.
+    let dir = l.net.dir.display().to_string();
+    let out = l
+        .net
+        .sh(
+            "mn",
+            &format!(
+                "/usr/bin/python3 {} {HOA} {HA} {HA4} {} {SPI_A:#x} {dir}/ha-sa1.key {SPI_B:#x} {dir}/ha-sa2.key 4242",
+                peer("esp_bu.py"),
+                MN4[0]
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}\nha log:\n{}", l.net.log("ha")));
+    let ba: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ba["status"], 0, "{out}");
+    assert_eq!(ba["seq"], 4242);
+    assert_eq!(ba["esp_next"], 50, "the BA came in ESP");
+    let Report::HomeAgent { bindings, .. } =
+        wait_ha(&l, "scapy's binding", |r| r.counter("bu_accepted") == 1)
+    else {
+        panic!()
+    };
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0].hoa.to_string(), HOA);
+    // NAT detection through ESP: the outer source recorded before IPsec was the NAT's.
+    assert!(bindings[0].nat, "{bindings:?}");
+}
+
+#[test]
+fn a_wrong_key_is_dropped_at_the_home_agent_and_the_mobile_node_says_why() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6wkey")).unwrap();
+    l.start_dsmip(&with_ipsec(true)).unwrap();
+    let t = Instant::now();
+    let (m, r) = loop {
+        if let Ok((m, r)) = l.mn_info() {
+            if m.unanswered_bus >= status::FAILING_AFTER {
+                break (m, r);
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the mobile node never reported failing:\n{}",
+            l.net.log("mn")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(m.coa.is_none() && m.registrations == 0, "{m:?}");
+    let shown = status::render(&r);
+    assert!(shown.contains("FAILING"), "{shown}");
+    assert!(shown.contains("[ipsec]"), "{shown}");
+    let h = l.ha_report().unwrap();
+    assert!(
+        h.counter("ipsec_esp_bad_icv") >= 3,
+        "{}",
+        status::render(&h)
+    );
+    assert_eq!(h.counter("ba_sent"), 0);
+    let Report::HomeAgent { bindings, .. } = h else {
+        panic!()
+    };
+    assert!(bindings.is_empty());
+    assert!(
+        l.net.log("mn").contains("registration failing"),
+        "{}",
+        l.net.log("mn")
+    );
+    // The keys are in no log.
+    let key = &ha_sa1_key(&l);
+    assert!(!l.net.log("ha").contains(key.as_str()) && !l.net.log("mn").contains(key.as_str()));
+}
+
+/// The home agent's SA1 key as written in the lab.
+fn ha_sa1_key(l: &Lab) -> String {
+    std::fs::read_to_string(l.net.dir.join("ha-sa1.key"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const REPLAY: &str = r#"
+import sys, socket, logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import rdpcap, UDP
+pcap, ha4, spi = sys.argv[1], sys.argv[2], int(sys.argv[3], 0)
+for p in rdpcap(pcap):
+    if UDP in p and p[UDP].dport == 4191:
+        payload = bytes(p[UDP].payload)
+        if payload[6] == 50 and int.from_bytes(payload[40:44], "big") == spi:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(payload, (ha4, 4191))
+            print("replayed", len(payload))
+            break
+"#;
+
+#[test]
+fn a_replayed_bu_is_dropped_and_counted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("d6replay")).unwrap();
+    l.write_dsmip_configs(&with_ipsec(false)).unwrap();
+    l.start_ha().unwrap();
+    let pcap = capture(&mut l, "ha", "bu.pcap", "udp dst port 4191");
+    l.start_mn().unwrap();
+    l.wait_registered("udp", MN4[0], 0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net.stop("tcpdump");
+    let before = l.ha_report().unwrap();
+    let py = l.net.write("replay.py", REPLAY).unwrap();
+    let out = l
+        .net
+        .sh(
+            "mn",
+            &format!(
+                "/usr/bin/python3 {} {} {HA4} {SPI_A:#x}",
+                py.display(),
+                pcap.display()
+            ),
+        )
+        .unwrap();
+    assert!(
+        out.starts_with("replayed"),
+        "{out}\ncapture: {}\n{}",
+        l.net.log("tcpdump"),
+        l.net
+            .sh("ha", &format!("tshark -r {} 2>&1", pcap.display()))
+            .unwrap_or_default()
+    );
+    let r = wait_ha(&l, "the replay counted", |r| {
+        r.counter("ipsec_esp_replay") >= 1
+    });
+    assert_eq!(r.counter("bu_accepted"), before.counter("bu_accepted"));
+    assert_eq!(r.counter("ba_sent"), before.counter("ba_sent"));
+}

@@ -1,0 +1,313 @@
+//! The DSMIPv6 nodes with IPsec between their two modules (seed 001 figure 2), in virtual
+//! time: BU and BA protected by ESP in transport mode as RFC 4877 section 6.1 configures
+//! them, behind a NAT (inside UDP 4191) and from an IPv6 care-of address (after the Home
+//! Address option and the type 2 Routing Header, RFC 3776 sections 3.1-3.2); NAT detection
+//! still sees the outer source recorded before IPsec (seed 001 req. #4); unprotected,
+//! wrongly keyed, replayed and misdirected BUs get no binding.
+
+use m6t_ipsec::spd::PROTO_MH;
+use m6t_ipsec::{
+    Action, AddrSel, Algorithm, Direction, Ipsec, IpsecDrop, Mode, Policy, SaConfig, SaParams,
+    Selectors, Spd,
+};
+use m6t_proto::dsmip::binding_cache::{HaConfig, Tunnel};
+use m6t_proto::dsmip::home_agent::{HaCounter, HaEvent, HomeAgent};
+use m6t_proto::dsmip::mobile_node::{MnCounter, MnEvent, MobileNode};
+use m6t_proto::dsmip::update_list::{MnConfig, TunnelMode};
+use m6t_proto::dsmip::{Transmit, Verdict};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Instant;
+
+const HOA: &str = "2001:db8:1::a";
+const HOA2: &str = "2001:db8:1::b";
+const HA6: &str = "2001:db8:1::1";
+const HA4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const COA4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const NAT_PUB: &str = "203.0.113.2:40000";
+const BU: u8 = 5;
+const BA: u8 = 6;
+
+fn a6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn sa(name: &str, direction: Direction, spi: u32, key: u8) -> SaConfig {
+    let algorithm = Algorithm::AesCbc128HmacSha256;
+    SaConfig {
+        name: name.into(),
+        direction,
+        params: SaParams {
+            spi,
+            mode: Mode::Transport,
+            algorithm,
+            esn: false,
+        },
+        keymat: (0..algorithm.keymat_len()).map(|i| key ^ i as u8).collect(),
+        tunnel: None,
+    }
+}
+
+/// RFC 4877 section 6.1 for the mobile nodes `hoas` (SPIs 0x100 + 2i out of the MN, 0x101
+/// + 2i into it), on a mobile node (`mn`, one home address) or the home agent.
+fn ipsec(mn: bool, hoas: &[&str], key: u8) -> Ipsec {
+    let mut policies = Vec::new();
+    let mut sas = Vec::new();
+    for (i, hoa) in hoas.iter().enumerate() {
+        let hoa: IpAddr = hoa.parse().unwrap();
+        let ha: IpAddr = HA6.parse().unwrap();
+        let (spi_a, spi_b) = (0x100 + 2 * i as u32, 0x101 + 2 * i as u32);
+        let (local, remote, lt, rt) = if mn {
+            (hoa, ha, BU, BA)
+        } else {
+            (ha, hoa, BA, BU)
+        };
+        let (out, inb) = if mn {
+            (
+                sa("sa1", Direction::Out, spi_a, key),
+                sa("sa2", Direction::In, spi_b, key + 1),
+            )
+        } else {
+            (
+                sa("sa2", Direction::Out, spi_b, key + 1),
+                sa("sa1", Direction::In, spi_a, key),
+            )
+        };
+        policies.push(Policy {
+            name: format!("bu-ba-{i}"),
+            selectors: Selectors {
+                local: AddrSel::addr(local),
+                remote: AddrSel::addr(remote),
+                proto: Some(PROTO_MH),
+                local_type: Some(lt),
+                remote_type: Some(rt),
+                ..Selectors::ANY
+            },
+            action: Action::Protect {
+                out: Some(sas.len()),
+                inbound: Some(sas.len() + 1),
+            },
+        });
+        sas.push(out);
+        sas.push(inb);
+    }
+    let spd = Spd {
+        policies,
+        unmatched: Action::Bypass,
+    };
+    let mut i = Ipsec::new(spd, &sas, 42).unwrap();
+    i.reserve_unlimited();
+    i
+}
+
+fn ha() -> HomeAgent {
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![Ipv4Addr::new(198, 51, 100, 10)];
+    HomeAgent::new(c, a6(HA6)).with_ipsec(ipsec(false, &[HOA, HOA2], 1))
+}
+
+fn mn(hoa: &str, key: u8) -> MobileNode {
+    MobileNode::new(MnConfig::new(a6(hoa), a6(HA6), HA4), 100).with_ipsec(ipsec(true, &[hoa], key))
+}
+
+/// What crossed the wire in one exchange.
+#[derive(Default)]
+struct Wire {
+    bus: Vec<Vec<u8>>,
+    bas: Vec<Vec<u8>>,
+}
+
+/// Carries every queued BU to the HA (through the NAT when `nat`) and every BA back.
+fn exchange(m: &mut MobileNode, h: &mut HomeAgent, now: Instant, nat: bool) -> Wire {
+    let mut w = Wire::default();
+    while let Some(t) = m.poll_transmit() {
+        match t {
+            Transmit::Udp { from, data, .. } => {
+                let src = if nat {
+                    NAT_PUB.parse().unwrap()
+                } else {
+                    SocketAddrV4::new(from.unwrap(), 4191)
+                };
+                w.bus.push(data.clone());
+                let _ = h.handle_udp(now, src, &mut data.clone());
+            }
+            Transmit::Ipv6 { data, .. } => {
+                w.bus.push(data.clone());
+                let _ = h.handle_captured(now, &mut data.clone());
+            }
+        }
+    }
+    while let Some(t) = h.poll_transmit() {
+        let (Transmit::Udp { data, .. } | Transmit::Ipv6 { data, .. }) = &t;
+        w.bas.push(data.clone());
+        match t {
+            Transmit::Udp { data, .. } => {
+                let _ = m.handle_udp(now, SocketAddrV4::new(HA4, 4191), &mut data.clone());
+            }
+            Transmit::Ipv6 { data, .. } => {
+                let _ = m.handle_captured(now, &mut data.clone());
+            }
+        }
+    }
+    w
+}
+
+fn registered(m: &mut MobileNode) -> Option<TunnelMode> {
+    let mut last = None;
+    while let Some(e) = m.poll_event() {
+        if let MnEvent::Registered { registration, .. } = e {
+            last = Some(registration.mode);
+        }
+    }
+    last
+}
+
+/// The Next Header that follows the headers before ESP's place: 50 when ESP is there.
+fn after_home_headers(ipv6: &[u8]) -> u8 {
+    match ipv6[6] {
+        60 | 43 => ipv6[40],
+        nh => nh,
+    }
+}
+
+#[test]
+fn behind_a_nat_the_bu_and_ba_travel_in_esp_and_nat_detection_still_works() {
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, None, Some(COA4));
+    let w = exchange(&mut m, &mut h, t0, true);
+    // Req. #4: the outer source recorded before IPsec differs from the IPv4 CoA option: UDP.
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+    assert!(matches!(
+        h.poll_event(),
+        Some(HaEvent::Bound { tunnel: Tunnel::Udp { peer }, .. }) if peer == NAT_PUB.parse().unwrap()
+    ));
+    assert_eq!((w.bus.len(), w.bas.len()), (1, 1));
+    // Inside UDP the BU's IPv6 header is followed by ESP, not by a Mobility Header.
+    assert_eq!(w.bus[0][6], 50);
+    assert_eq!(&w.bus[0][40..44], &0x100u32.to_be_bytes());
+    assert_eq!(w.bas[0][6], 50);
+    assert_eq!(&w.bas[0][40..44], &0x101u32.to_be_bytes());
+    assert_eq!(h.counters().get(HaCounter::BuAccepted), 1);
+    assert_eq!(m.unanswered_bus(), 0);
+}
+
+#[test]
+fn without_a_nat_detection_says_no_nat_through_esp_too() {
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, None, Some(COA4));
+    exchange(&mut m, &mut h, t0, false);
+    assert_eq!(registered(&mut m), Some(TunnelMode::Ipv4));
+}
+
+#[test]
+fn from_an_ipv6_care_of_address_esp_follows_the_home_address_option_and_the_routing_header() {
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, Some(a6("2001:db8:5::10")), None);
+    let w = exchange(&mut m, &mut h, t0, false);
+    assert_eq!(registered(&mut m), Some(TunnelMode::Ipv6));
+    assert_eq!((w.bus[0][6], after_home_headers(&w.bus[0])), (60, 50));
+    assert_eq!((w.bas[0][6], after_home_headers(&w.bas[0])), (43, 50));
+}
+
+#[test]
+fn an_unprotected_bu_gets_no_answer_and_no_binding() {
+    let t0 = Instant::now();
+    let mut h = ha();
+    let mut plain = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 100);
+    plain.handle_coas(t0, None, Some(COA4));
+    let w = exchange(&mut plain, &mut h, t0, true);
+    assert_eq!((w.bus.len(), w.bas.len()), (1, 0));
+    assert!(h.binding_cache().is_empty());
+    let ipsec = h.ipsec().unwrap();
+    assert_eq!(ipsec.dropped(IpsecDrop::Unprotected), 1);
+    assert_eq!(h.counters().get(HaCounter::DropIpsec), 1);
+}
+
+#[test]
+fn a_wrong_key_gets_no_binding_and_the_mobile_node_counts_unanswered_bus() {
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 7));
+    m.handle_coas(t0, None, Some(COA4));
+    let w = exchange(&mut m, &mut h, t0, true);
+    assert_eq!(w.bas.len(), 0);
+    for _ in 0..3 {
+        let now = m.poll_timeout().unwrap();
+        m.handle_timeout(now);
+        exchange(&mut m, &mut h, now, true);
+    }
+    assert!(h.binding_cache().is_empty());
+    assert_eq!(
+        h.ipsec()
+            .unwrap()
+            .dropped(IpsecDrop::Esp(m6t_ipsec::EspDrop::BadIcv)),
+        4
+    );
+    assert_eq!(m.unanswered_bus(), 4);
+    assert_eq!(registered(&mut m), None);
+}
+
+#[test]
+fn a_replayed_bu_is_dropped() {
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, None, Some(COA4));
+    let w = exchange(&mut m, &mut h, t0, true);
+    let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
+    let mut again = w.bus[0].clone();
+    let v = h.handle_udp(t0, nat, &mut again);
+    assert_eq!(v, Verdict::Drop(HaCounter::DropIpsec));
+    assert_eq!(
+        h.ipsec()
+            .unwrap()
+            .dropped(IpsecDrop::Esp(m6t_ipsec::EspDrop::Replay)),
+        1
+    );
+    assert!(h.poll_transmit().is_none());
+}
+
+/// RFC 4877 section 4.2: the second node's SA carries only BUs for the second home address.
+#[test]
+fn a_bu_for_another_home_address_through_my_sa_is_refused() {
+    let t0 = Instant::now();
+    let mut h = ha();
+    let mut first = mn(HOA, 1);
+    first.handle_coas(t0, None, Some(COA4));
+    exchange(&mut first, &mut h, t0, true);
+    let _ = h.poll_event();
+    // The second node's keys and SPIs (index 1 at the HA), but its policy rewritten to
+    // claim the first node's home address, as a hostile node holding those keys would.
+    let hostile_sas = [
+        sa("sa1", Direction::Out, 0x102, 1),
+        sa("sa2", Direction::In, 0x103, 2),
+    ];
+    let spd = Spd {
+        policies: vec![Policy {
+            name: "any".into(),
+            selectors: Selectors {
+                proto: Some(PROTO_MH),
+                ..Selectors::ANY
+            },
+            action: Action::Protect {
+                out: Some(0),
+                inbound: Some(1),
+            },
+        }],
+        unmatched: Action::Bypass,
+    };
+    let mut hostile = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 9000).with_ipsec({
+        let mut i = Ipsec::new(spd, &hostile_sas, 5).unwrap();
+        i.reserve_unlimited();
+        i
+    });
+    hostile.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 66)));
+    let w = exchange(&mut hostile, &mut h, t0, true);
+    assert_eq!(w.bas.len(), 0);
+    assert_eq!(h.ipsec().unwrap().dropped(IpsecDrop::PolicyMismatch), 1);
+    assert!(
+        h.poll_event().is_none(),
+        "the first node's binding did not move"
+    );
+    assert_eq!(hostile.counters().get(MnCounter::BaReceived), 0);
+}
