@@ -147,6 +147,10 @@ Claims of the random values of the client's tunnel addresses (draft section 2.5)
 .I /var/lib/m6t/ha-bindings.json
 The home agent's binding cache, kept across restarts.
 .TP
+.I /var/lib/m6t/ha-ipsec-seq.json, /var/lib/m6t/mn-ipsec-seq.json
+Outbound ESP sequence numbers reserved ahead, so that a restarted home agent or mobile node
+continues them.
+.TP
 .I /lib/systemd/system/m6t-*.service
 Units of the daemons:
 .BR m6t-gateway.service ,
