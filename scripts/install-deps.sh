@@ -16,6 +16,16 @@ have ethtool   || need+=(ethtool)
 have miredo    || need+=(miredo)
 have miredo-server || need+=(miredo-server)
 have tshark    || need+=(tshark)
+# Operator documents and packaging (crates/m6t/tests/docs.rs, package.rs): man page
+# checkers, the shells of the completions, systemd-analyze for the units, dpkg-deb and
+# dpkg-shlibdeps for the package.
+have mandoc    || need+=(mandoc)
+have groff     || need+=(groff-base)
+have man       || need+=(man-db)
+have zsh       || need+=(zsh)
+have systemd-analyze || need+=(systemd)
+have dpkg-shlibdeps  || need+=(dpkg-dev)
+have strip     || need+=(binutils)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || need+=(python3-scapy)
 # scapy's IPsec (the peer that builds ESP for the tests) needs it.
@@ -51,3 +61,9 @@ if [[ " ${need[*]} " == *" miredo "* ]]; then
 fi
 true
 command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found (install Rust stable with rustup)" >&2; exit 1; }
+# cargo-deb builds the Debian package (packaging/build-deb.sh); pinned, from crates.io.
+CARGO_DEB_VERSION=3.6.2
+if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
+  echo "install-deps: installing cargo-deb $CARGO_DEB_VERSION (about 2 minutes)" >&2
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
+fi

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod failures;
 pub mod hugealloc;
 pub mod netlink;
+pub mod notify;
 pub mod prefetch;
 pub mod raw;
 pub mod runtime;

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod docs;
 pub mod dsmip_config;
 pub mod ipsec_config;
 pub mod prefix_tool;

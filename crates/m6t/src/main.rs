@@ -4,7 +4,7 @@
 //! the `m6t-lab` binary next to this one with the same arguments: the lab and the bench
 //! live in the `m6t-lab` crate and are not part of this binary.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use m6t::{config, daemon, prefix_tool, status};
 use m6t_wire::Ipv6Prefix;
 use std::path::PathBuf;
@@ -97,6 +97,29 @@ enum Cmd {
     },
 }
 
+/// `m6t generate-docs --out DIR`: writes the man pages and the bash and zsh completions (the
+/// Debian package is built from them). Parsed apart from [`Cli`], before it, so that neither
+/// `--help` nor the completions it writes offer it (clap_complete lists hidden subcommands).
+#[derive(Parser)]
+#[command(name = "m6t generate-docs")]
+struct DocsCli {
+    /// Output directory: man1/, man5/ and completions/ are created in it.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn generate_docs(args: DocsCli) -> ExitCode {
+    match m6t::docs::write_all(Cli::command(), &args.out) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", args.out.display())),
+    }
+}
+
 fn parse_u16(s: &str) -> Result<u16, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u16::from_str_radix(h, 16),
@@ -183,6 +206,12 @@ fn exec_lab(what: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "generate-docs")
+    {
+        return generate_docs(DocsCli::parse_from(std::env::args_os().skip(1)));
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Client { config } => {

@@ -172,6 +172,7 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
     rt.add(&control, Source::Control).map_err(io("epoll"))?;
+    m6t_linux::notify::ready();
     let mut m = Client::new(cfg.machine.clone(), os_seed()?);
     let mut d = Driver {
         hook: Hook::new(cfg.hook.clone()),
@@ -186,6 +187,7 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
         failures: Failures::default(),
     };
     let r = Loop::new(&d).run(&mut d, &mut m, mon, &control);
+    m6t_linux::notify::stopping();
     d.cleanup();
     r
 }

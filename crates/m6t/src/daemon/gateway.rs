@@ -151,6 +151,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
     );
+    m6t_linux::notify::ready();
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         let mut control = Some(control);
@@ -186,6 +187,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         }
         r
     });
+    m6t_linux::notify::stopping();
     for p in &cfg.machine.mn_prefixes {
         let r = nl.del_route(p.addr(), p.len(), tun_index, cfg.route_metric);
         shared.failures.check(

@@ -242,6 +242,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.address4,
         cfg.machine.home_prefix
     );
+    m6t_linux::notify::ready();
     let mut d = Driver {
         home: HomeLink {
             nl,
@@ -257,6 +258,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         seq_file: cfg.ipsec.as_ref().and_then(|i| i.sequence_file.clone()),
     };
     let r = d.run(&mut node, &control);
+    m6t_linux::notify::stopping();
     d.stop(&node);
     tracing::info!("home agent stopped");
     r

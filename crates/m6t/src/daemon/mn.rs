@@ -180,6 +180,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         node = node.with_ipsec(i);
     }
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    m6t_linux::notify::ready();
     let mut d = Driver {
         info: MnInfo {
             home_address: hoa.to_string(),
@@ -195,6 +196,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         routes_in: false,
     };
     let r = d.run(&mut node, monitor, &control);
+    m6t_linux::notify::stopping();
     d.cleanup();
     tracing::info!("mobile node stopped");
     r
