@@ -342,6 +342,14 @@ impl Ipsec {
         self.by_spi.get(&spi).copied()
     }
 
+    /// The outbound SA with this SPI (seed 001 section 4.3.2: the mobile node's tunnel module
+    /// asks which SA, hence which policy, an ESP packet leaving it belongs to).
+    pub fn outbound_sa(&self, spi: u32) -> Option<usize> {
+        self.sad
+            .iter()
+            .position(|e| e.direction == Direction::Out && e.sa.spi() == spi)
+    }
+
     /// The policies that name SA `sa` for its direction.
     pub fn policies_of(&self, sa: usize) -> &[usize] {
         self.policies_of.get(sa).map(Vec::as_slice).unwrap_or(&[])

@@ -17,8 +17,13 @@ use std::os::fd::{AsRawFd, RawFd};
 /// One of the tunnel-interface sockets, as a daemon's token names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TifSource {
-    /// UDP port 4191 (the mobile node's ephemeral port toward it).
+    /// UDP port 4191 (the mobile node's ephemeral port toward it, from its registered
+    /// care-of address).
     Udp,
+    /// The mobile node's UDP socket on the care-of address a BU under way registers: BUs
+    /// and their BA use it, payload keeps [`TifSource::Udp`] until the BA (RFC 5555 section
+    /// 5.1).
+    UdpNext,
     /// UDP port 4500: ESP through NATs (RFC 3948), when payload may be protected.
     EspUdp,
     /// Raw IPv4 socket for protocol 4, 41 or 50 (the number held).
@@ -34,8 +39,9 @@ pub const RAW_PROTOCOLS: [u8; 3] = [PROTO_IPV4, PROTO_IPV6, PROTO_ESP];
 
 impl TifSource {
     /// Every source, for registration.
-    pub const ALL: [TifSource; 9] = [
+    pub const ALL: [TifSource; 10] = [
         TifSource::Udp,
+        TifSource::UdpNext,
         TifSource::EspUdp,
         TifSource::Ipv4(PROTO_IPV4),
         TifSource::Ipv4(PROTO_IPV6),
@@ -81,6 +87,11 @@ pub enum TifPacket {
     NotEsp,
 }
 
+/// Whether the socket is bound to `addr`.
+fn is_on(u: &DsmipUdp, addr: Ipv4Addr) -> bool {
+    u.local().is_ok_and(|l| *l.ip() == addr)
+}
+
 fn trio(local: IpAddr) -> io::Result<[RawIp; 3]> {
     Ok([
         RawIp::open(local, PROTO_IPV4)?,
@@ -102,6 +113,8 @@ fn idx(proto: u8) -> usize {
 /// address); the mobile node's UDP socket follows its IPv4 care-of address.
 pub struct TifSockets {
     udp: Option<DsmipUdp>,
+    /// The mobile node's socket for BUs from a new IPv4 care-of address, until its BA.
+    udp_next: Option<DsmipUdp>,
     /// UDP port 4500, when ESP is configured.
     esp_udp: Option<DsmipUdp>,
     esp: bool,
@@ -133,6 +146,7 @@ impl TifSockets {
                 DsmipUdp::bind(SocketAddrV4::new(addr4, DSMIP_PORT))
                     .map_err(ctx(format!("UDP {addr4}:{DSMIP_PORT}")))?,
             ),
+            udp_next: None,
             esp_udp,
             esp,
             ip4: trio(IpAddr::V4(addr4)).map_err(ctx("raw IPv4 sockets (4, 41, 50)".into()))?,
@@ -148,6 +162,7 @@ impl TifSockets {
         let ctx = |what: &'static str| move |e| (what.to_string(), e);
         Ok(TifSockets {
             udp: None,
+            udp_next: None,
             esp_udp: None,
             esp,
             ip4: trio(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(ctx("raw IPv4 sockets"))?,
@@ -162,6 +177,7 @@ impl TifSockets {
     pub fn fd(&self, s: TifSource) -> Option<RawFd> {
         Some(match s {
             TifSource::Udp => self.udp.as_ref()?.as_raw_fd(),
+            TifSource::UdpNext => self.udp_next.as_ref()?.as_raw_fd(),
             TifSource::EspUdp => self.esp_udp.as_ref()?.as_raw_fd(),
             TifSource::Ipv4(p) => self.ip4[idx(p)].as_raw_fd(),
             TifSource::Ipv6(p) => self.ip6[idx(p)].as_raw_fd(),
@@ -172,9 +188,12 @@ impl TifSockets {
     /// Receives one packet from `s` into `buf`; `WouldBlock` when nothing is queued.
     pub fn recv(&self, s: TifSource, buf: &mut [u8]) -> io::Result<TifPacket> {
         match s {
-            TifSource::Udp => {
-                let u = self.udp.as_ref().ok_or(io::ErrorKind::WouldBlock)?;
-                let (len, from) = u.recv(buf)?;
+            TifSource::Udp | TifSource::UdpNext => {
+                let u = match s {
+                    TifSource::Udp => self.udp.as_ref(),
+                    _ => self.udp_next.as_ref(),
+                };
+                let (len, from) = u.ok_or(io::ErrorKind::WouldBlock)?.recv(buf)?;
                 Ok(TifPacket::Udp { from, len })
             }
             TifSource::EspUdp => {
@@ -236,9 +255,19 @@ impl TifSockets {
         u.send(to, data)
     }
 
-    /// Sends a signalling packet inside UDP (from the UDP socket as it is bound).
-    pub fn send_udp(&self, to: SocketAddrV4, data: &[u8]) -> io::Result<usize> {
-        let u = self.udp.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+    /// Sends a signalling packet inside UDP: from the socket bound to `from` (the mobile
+    /// node's registered or new care-of address), or the home agent's.
+    pub fn send_udp(
+        &self,
+        from: Option<Ipv4Addr>,
+        to: SocketAddrV4,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        let u = [self.udp_next.as_ref(), self.udp.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|u| from.is_none() || from.is_some_and(|f| is_on(u, f)))
+            .ok_or(io::ErrorKind::NotConnected)?;
         u.send(to, data)
     }
 
@@ -247,25 +276,44 @@ impl TifSockets {
         self.sender6.send(to, data)
     }
 
-    /// Makes the UDP socket leave from `from` (any port): a new care-of address gets a new
-    /// socket, so the NAT makes a new mapping. True when the socket was replaced (its
-    /// descriptor changed: register it again).
+    /// Makes a BU able to leave from `from` (any port), so the NAT makes a new mapping for
+    /// it: the first care-of address gets the socket payload uses too; a later one a second
+    /// socket, while payload keeps the registered one until [`Self::promote_udp`] (RFC 5555
+    /// section 5.1). True when a descriptor changed (register the UDP sources again).
     pub fn bind_udp(&mut self, from: Ipv4Addr) -> io::Result<bool> {
-        let current = self
-            .udp
-            .as_ref()
-            .and_then(|u| u.local().ok())
-            .is_some_and(|l| *l.ip() == from);
-        if current {
+        let on = |u: &Option<DsmipUdp>| u.as_ref().is_some_and(|u| is_on(u, from));
+        if on(&self.udp) || on(&self.udp_next) {
             return Ok(false);
         }
-        self.udp = None;
-        self.udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, 0))?);
-        if self.esp {
-            // Port 4500 on both ends (RFC 3948 section 2.1), from the same address.
-            self.esp_udp = None;
-            self.esp_udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, ESP_UDP_PORT))?);
+        let s = Some(DsmipUdp::bind(SocketAddrV4::new(from, 0))?);
+        if self.udp.is_none() {
+            self.udp = s;
+            self.bind_esp_udp(from)?;
+        } else {
+            self.udp_next = s;
         }
+        Ok(true)
+    }
+
+    /// The BA for `coa` arrived: its BU's socket becomes the one payload uses, and port
+    /// 4500 follows. True when a descriptor changed.
+    pub fn promote_udp(&mut self, coa: Ipv4Addr) -> io::Result<bool> {
+        if !self.udp_next.as_ref().is_some_and(|u| is_on(u, coa)) {
+            return Ok(false);
+        }
+        self.udp = self.udp_next.take();
+        self.bind_esp_udp(coa)?;
+        Ok(true)
+    }
+
+    /// Binds port 4500 on `from` (both ends use 4500, RFC 3948 section 2.1) when ESP is
+    /// configured and it is not bound there yet. True when the descriptor changed.
+    pub fn bind_esp_udp(&mut self, from: Ipv4Addr) -> io::Result<bool> {
+        if !self.esp || self.esp_udp.as_ref().is_some_and(|u| is_on(u, from)) {
+            return Ok(false);
+        }
+        self.esp_udp = None;
+        self.esp_udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, ESP_UDP_PORT))?);
         Ok(true)
     }
 

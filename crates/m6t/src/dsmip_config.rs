@@ -5,6 +5,7 @@
 use crate::config::{parse, read, ConfigError, V};
 use crate::ipsec_config::{ipsec_setup, IpsecFile, IpsecSetup};
 use m6t_proto::dsmip::binding_cache::HaConfig;
+use m6t_proto::dsmip::mobile_node::BuDetection;
 use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
@@ -266,6 +267,12 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         .as_ref()
         .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/ha-ipsec-seq.json")))
         .transpose()?;
+    if f.ipsec.as_ref().is_some_and(|i| i.bu_detection.is_some()) {
+        return Err(v.bad(
+            "ipsec.bu_detection",
+            "is the mobile node's (how it routes its own BUs); a home agent has none",
+        ));
+    }
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -395,6 +402,8 @@ pub struct Mn {
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
+    /// How the tunnel module tells a protected BU from payload (`ipsec.bu_detection`).
+    pub bu_detection: BuDetection,
 }
 
 /// Reads and validates a mobile node file.
@@ -470,6 +479,16 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         .as_ref()
         .map(|i| ipsec_setup(path, i, Path::new("/var/lib/m6t/mn-ipsec-seq.json")))
         .transpose()?;
+    let bu_detection = match f.ipsec.as_ref().and_then(|i| i.bu_detection.as_deref()) {
+        None | Some("spi") => BuDetection::SpiLookup,
+        Some("heuristic") => BuDetection::HeuristicLocking,
+        Some(other) => {
+            return Err(v.bad(
+                "ipsec.bu_detection",
+                format!("`{other}` is not \"spi\" or \"heuristic\" (seed 001 section 4.3.2)"),
+            ))
+        }
+    };
     Ok(Mn {
         machine,
         ha,
@@ -481,6 +500,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         control_socket: f.control_socket,
         interfaces: ifs,
         ipsec,
+        bu_detection,
     })
 }
 

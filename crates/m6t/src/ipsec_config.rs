@@ -87,6 +87,10 @@ pub struct IpsecFile {
     /// The SAs the policies name.
     #[serde(default)]
     pub sa: Vec<SaFile>,
+    /// Mobile node only: how its tunnel module tells a protected BU from protected payload
+    /// (seed 001 section 4.3.2): `"spi"` (the default: the SPD/SAD look-up) or
+    /// `"heuristic"` (heuristic and locking).
+    pub bu_detection: Option<String>,
     /// Where the outbound SAs' sequence numbers are reserved ahead, so that a restart
     /// continues them (RFC 4303 section 3.3.3 with manual keys); relative to the file's
     /// directory; `""` keeps them in memory only. Default: the daemon's (under

@@ -551,3 +551,63 @@ fn payload_goes_as_protocol_50_without_a_nat_and_from_an_ipv6_care_of_address() 
         );
     }
 }
+
+/// Seed 001 req. #3 (RFC 5555 section 5.1): after a move the BU, protected by ESP, leaves
+/// from the new IPv4 care-of address while payload keeps the old tunnel until the BA; the
+/// tunnel module knows the BU only by its SPI, with either technique of section 4.3.2.
+#[test]
+fn after_a_move_the_protected_bu_leaves_from_the_new_address_and_payload_keeps_the_old_tunnel() {
+    use m6t_proto::dsmip::mobile_node::BuDetection;
+    use m6t_proto::dsmip::update_list::Coa;
+    use m6t_proto::dsmip::Outbound;
+    for detection in [BuDetection::SpiLookup, BuDetection::HeuristicLocking] {
+        let t0 = Instant::now();
+        let v4hoa = "198.51.100.10";
+        let mut h = ha().with_ipsec(with_payload(false, v4hoa));
+        let mut m = mn(HOA, 1)
+            .with_ipsec(with_payload(true, v4hoa))
+            .with_bu_detection(detection);
+        m.handle_coas(t0, None, Some(COA4));
+        exchange(&mut m, &mut h, t0, true);
+        assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+        while m.poll_transmit().is_some() {}
+        let up = packet(a6(HOA).into(), a6("2001:db8:2::10").into());
+        assert!(matches!(m.handle_from_tun(t0, &up), Outbound::Protected(_)));
+
+        // The move: a second IPv4 address is preferred now; the old one still works.
+        let coa2 = Ipv4Addr::new(192, 0, 2, 77);
+        m.handle_coas(t0, None, Some(coa2));
+        let Some(Transmit::Udp { from, data, .. }) = m.poll_transmit() else {
+            panic!("{detection:?}: no BU");
+        };
+        assert_eq!(
+            from,
+            Some(coa2),
+            "{detection:?}: the BU leaves from the new address"
+        );
+        assert_eq!(data[6], 50, "{detection:?}: the BU is in ESP");
+        // Until the BA, payload goes through the registered (old) tunnel, and is not taken
+        // for a BU.
+        assert_eq!(m.registration().unwrap().coa, Coa::V4(COA4));
+        for _ in 0..3 {
+            assert!(matches!(
+                m.handle_from_tun(t0, &up),
+                Outbound::Protected(m6t_proto::dsmip::Encap::EspUdp { .. })
+            ));
+        }
+        assert_eq!(
+            m.counters().get(MnCounter::BuRecognised),
+            2,
+            "{detection:?}"
+        );
+        assert_eq!(m.counters().get(MnCounter::Misrouted), 0, "{detection:?}");
+        // The BA moves the tunnel.
+        let nat: SocketAddrV4 = "203.0.113.2:40002".parse().unwrap();
+        assert_eq!(h.handle_udp(t0, nat, &mut data.clone()), Verdict::Handled);
+        let Some(Transmit::Udp { data: ba, .. }) = h.poll_transmit() else {
+            panic!("no BA")
+        };
+        let _ = m.handle_udp(t0, SocketAddrV4::new(HA4, 4191), &mut ba.clone());
+        assert_eq!(m.registration().unwrap().coa, Coa::V4(coa2));
+    }
+}

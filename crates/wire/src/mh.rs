@@ -297,13 +297,22 @@ pub enum MhMessage {
     },
 }
 
+/// MH Type of a Binding Refresh Request (RFC 6275 section 6.1.2).
+pub const MH_TYPE_BRR: u8 = 0;
+/// MH Type of a Binding Update.
+pub const MH_TYPE_BU: u8 = 5;
+/// MH Type of a Binding Acknowledgement.
+pub const MH_TYPE_BA: u8 = 6;
+/// MH Type of a Binding Error.
+pub const MH_TYPE_BE: u8 = 7;
+
 impl MhMessage {
     fn mh_type(&self) -> u8 {
         match self {
-            MhMessage::Brr => 0,
-            MhMessage::Bu { .. } => 5,
-            MhMessage::Ba { .. } => 6,
-            MhMessage::Be { .. } => 7,
+            MhMessage::Brr => MH_TYPE_BRR,
+            MhMessage::Bu { .. } => MH_TYPE_BU,
+            MhMessage::Ba { .. } => MH_TYPE_BA,
+            MhMessage::Be { .. } => MH_TYPE_BE,
         }
     }
 

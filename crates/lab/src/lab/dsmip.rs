@@ -41,6 +41,8 @@ pub struct LabIpsec {
     /// Payload protected too, in tunnel mode (RFC 5555 section 5): SA3 and SA4, with these
     /// keys (hex), selected on the home addresses (the IPv6 one and the IPv4 pool).
     pub payload: Option<(String, String)>,
+    /// The mobile node's `bu_detection` (`"spi"`, `"heuristic"`), or its default.
+    pub bu_detection: Option<&'static str>,
 }
 
 impl std::fmt::Debug for LabIpsec {
@@ -68,6 +70,7 @@ impl LabIpsec {
             sa2_key: random_hex(48)?,
             mn_wrong_key: false,
             payload: None,
+            bu_detection: None,
         })
     }
 
@@ -95,8 +98,12 @@ impl LabIpsec {
             )
         };
         let (sa1_dir, sa2_dir) = if mn { ("out", "in") } else { ("in", "out") };
-        let mut s = format!(
-            "[ipsec]\nunmatched = \"bypass\"\nsequence_file = \"{prefix}ipsec-seq.json\"\n\
+        let mut s = match (mn, self.bu_detection) {
+            (true, Some(d)) => format!("[ipsec]\nbu_detection = \"{d}\"\n"),
+            _ => "[ipsec]\n".to_string(),
+        };
+        s += &format!(
+            "unmatched = \"bypass\"\nsequence_file = \"{prefix}ipsec-seq.json\"\n\
              [[ipsec.policy]]\nname = \"bu-back\"\nlocal_address = \"{local}\"\n\
              remote_address = \"{remote}\"\nproto = \"mh\"\nlocal_mh_type = \"{lt}\"\n\
              remote_mh_type = \"{rt}\"\nout_sa = \"{out_sa}\"\nin_sa = \"{in_sa}\"\n"
@@ -322,6 +329,19 @@ impl Lab {
                 self.net.log("ha")
             ))
         })
+    }
+
+    /// Moves the MN to a second IPv4 address `to` while `from` stays assigned but
+    /// deprecated (preferred lifetime 0): movement detection prefers `to`, and the old
+    /// address can still send until the BA moves the tunnel.
+    pub fn mn_prefer_v4(&self, from: &str, to: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!(
+                "ip addr add {to}/24 dev eth0 && ip addr change {from}/24 dev eth0 preferred_lft 0"
+            ),
+        )?;
+        Ok(())
     }
 
     /// Moves the MN's IPv4 address from `from` to `to` (same network).

@@ -177,7 +177,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let seed = super::os_seed()?;
     let mut node = MobileNode::new(cfg.machine.clone(), u16::from_be_bytes([seed[0], seed[1]]));
     if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &seed)? {
-        node = node.with_ipsec(i);
+        node = node.with_ipsec(i).with_bu_detection(cfg.bu_detection);
     }
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     m6t_linux::notify::ready();
@@ -334,20 +334,31 @@ impl Driver {
     /// A BU inside UDP leaves from its IPv4 care-of address: a new one gets a new socket
     /// (so the NAT makes a new mapping), registered in place of the old one.
     fn source_for(&mut self, t: &Transmit) -> std::io::Result<()> {
-        let (Transmit::Udp {
-            from: Some(from), ..
-        }
-        | Transmit::EspUdp {
-            from: Some(from), ..
-        }) = t
-        else {
-            return Ok(());
+        let changed = match t {
+            Transmit::Udp {
+                from: Some(from), ..
+            } => self.socks.bind_udp(*from)?,
+            Transmit::EspUdp {
+                from: Some(from), ..
+            } => self.socks.bind_esp_udp(*from)?,
+            _ => false,
         };
-        if self.socks.bind_udp(*from)? {
-            for s in [TifSource::Udp, TifSource::EspUdp] {
-                if let Some(fd) = self.socks.fd(s) {
-                    self.rt.replace(&fd, Source::Tif(s))?;
-                }
+        if changed {
+            self.sync_udp_sources()?;
+        }
+        Ok(())
+    }
+
+    /// Registers the UDP sockets under their tokens again after one was bound, replaced or
+    /// promoted (all removed first: a promoted descriptor moves from one token to another).
+    fn sync_udp_sources(&mut self) -> std::io::Result<()> {
+        let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
+        for s in udp {
+            self.rt.remove(Source::Tif(s))?;
+        }
+        for s in udp {
+            if let Some(fd) = self.socks.fd(s) {
+                self.rt.add(&fd, Source::Tif(s))?;
             }
         }
         Ok(())
@@ -367,6 +378,19 @@ impl Driver {
             r.ipv4_hoa,
             took.as_secs_f64() * 1e3
         );
+        // Payload in UDP now leaves from the socket the accepted BU used (RFC 5555 section
+        // 5.1: the old one served until this BA).
+        if let Coa::V4(a) = r.coa {
+            let res = self.socks.promote_udp(a).and_then(|changed| {
+                if changed {
+                    self.sync_udp_sources()
+                } else {
+                    Ok(())
+                }
+            });
+            self.failures
+                .check(Failure::UdpSend, format_args!("UDP sockets on {a}"), res);
+        }
         // IP-in-IP leaves from the registered care-of address.
         if matches!(r.mode, TunnelMode::Ipv6 | TunnelMode::Ipv4) {
             let res = self

@@ -152,7 +152,7 @@ pub(crate) fn to_tunnel(
 /// a BA from the home agent).
 pub(crate) fn send_signal(socks: &TifSockets, t: &Transmit) -> std::io::Result<usize> {
     match t {
-        Transmit::Udp { to, data, .. } => socks.send_udp(*to, data),
+        Transmit::Udp { from, to, data } => socks.send_udp(*from, *to, data),
         Transmit::Ipv6 { to, data, .. } => socks.send_ipv6(*to, data),
         Transmit::EspUdp { to, data, .. } => socks.send_esp_udp(*to, data),
     }

@@ -60,7 +60,39 @@ reasons! {
         /// Authenticated ESP keep-alives sent on UDP port 4500 (RFC 4303 section 2.6 dummy
         /// packets: they keep the NAT's mapping and tell the home agent where it is).
         EspKeepalives => "esp_keepalives",
+        /// Protected BUs the tunnel module recognised by SPI (look-up or heuristic) and sent
+        /// from the new care-of address.
+        BuRecognised => "bu_recognised",
+        /// Packets the tunnel module routed against their kind (a BU taken for payload, or
+        /// payload for a BU): the chosen BU detection failed them.
+        Misrouted => "misrouted",
     }
+}
+
+/// How the tunnel-interface module tells an ESP-protected BU from ESP-protected payload on
+/// the way out, so that the BU leaves from the new care-of address while payload keeps the
+/// old tunnel until the BA (RFC 5555 section 5.1; seed 001 section 4.3.2, req. #3). Neither
+/// needs anything attached to the BU through IPsec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuDetection {
+    /// The "DSMIPv6-IPsec API": the SPI names an outbound SA, and IPsec says whether the
+    /// policies naming that SA select BUs (RFC 4301 section 4.4.2: SAD entries are pointed to
+    /// by SPD-S entries).
+    #[default]
+    SpiLookup,
+    /// "Heuristic and locking": the protocol module locks the tunnel just before it sends a
+    /// BU; the first packet then whose SPI is not the one payload has been using is the BU,
+    /// and the lock is released.
+    HeuristicLocking,
+}
+
+/// Where the tunnel-interface module sends a packet leaving the mobile node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// A BU: from the care-of address movement detection chose now.
+    NewCareOf,
+    /// Anything else: through the registered tunnel.
+    Tunnel,
 }
 
 /// A change the driver acts on.
@@ -100,6 +132,12 @@ pub struct MobileNode {
     unanswered: u32,
     /// When the next ESP keep-alive is due (registered in UDP with payload protection).
     esp_keepalive: Option<Instant>,
+    /// How protected BUs are told from payload.
+    bu_detection: BuDetection,
+    /// Heuristic and locking: a BU is about to leave.
+    locked: bool,
+    /// Heuristic and locking: the SPI payload has been using.
+    payload_spi: Option<u32>,
 }
 
 /// How often a mobile node behind a NAT sends an ESP keep-alive on port 4500: RFC 3948
@@ -132,6 +170,51 @@ impl MobileNode {
             scratch: Vec::new(),
             unanswered: 0,
             esp_keepalive: None,
+            bu_detection: BuDetection::default(),
+            locked: false,
+            payload_spi: None,
+        }
+    }
+
+    /// Chooses how protected BUs are told from payload ([`BuDetection`]).
+    pub fn with_bu_detection(mut self, d: BuDetection) -> Self {
+        self.bu_detection = d;
+        self
+    }
+
+    /// The tunnel-interface module's forwarding decision for an outbound packet IPsec
+    /// produced: by its SPI only (none: no IPsec, the packet is readable, and `is_bu`
+    /// says what it is).
+    fn route(&mut self, spi: Option<u32>, is_bu: bool) -> Route {
+        let Some(spi) = spi else {
+            return if is_bu {
+                Route::NewCareOf
+            } else {
+                Route::Tunnel
+            };
+        };
+        let bu = match self.bu_detection {
+            BuDetection::SpiLookup => self.ipsec.as_ref().is_some_and(|i| {
+                i.outbound_sa(spi)
+                    .is_some_and(|sa| i.sa_selects_mh_type(sa, m6t_wire::mh::MH_TYPE_BU))
+            }),
+            BuDetection::HeuristicLocking => {
+                if self.locked && self.payload_spi != Some(spi) {
+                    self.locked = false;
+                    true
+                } else {
+                    self.payload_spi = Some(spi);
+                    false
+                }
+            }
+        };
+        if bu != is_bu {
+            self.counters.bump(MnCounter::Misrouted);
+        }
+        if bu {
+            Route::NewCareOf
+        } else {
+            Route::Tunnel
         }
     }
 
@@ -218,41 +301,55 @@ impl MobileNode {
                 MhMessage::Bu { seq, .. } => seq,
                 _ => continue,
             };
+            // The protocol module's packet: from the care-of address with a Home Address
+            // option over IPv6 (RFC 6275 section 11.7.1), from the home address inside UDP
+            // (RFC 5555 section 4.1).
             let mut buf = vec![0u8; 40 + 24 + b.bu.emit_len()];
-            let t = match b.coa {
-                Coa::V6(c) => {
-                    let home = if c == self.hoa {
-                        HomeIn::Source
-                    } else {
-                        HomeIn::HomeAddressOption(self.hoa)
-                    };
-                    mip6::emit(c, self.ha6, home, &b.bu, &mut buf).map(|n| {
-                        buf.truncate(n);
-                        Transmit::Ipv6 {
-                            from: Some(c),
-                            to: self.ha6,
-                            data: std::mem::take(&mut buf),
-                        }
-                    })
-                }
-                Coa::V4(c) => {
-                    mip6::emit(self.hoa, self.ha6, HomeIn::Source, &b.bu, &mut buf).map(|n| {
-                        buf.truncate(n);
-                        Transmit::Udp {
-                            from: Some(c),
-                            to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
-                            data: std::mem::take(&mut buf),
-                        }
-                    })
-                }
+            let (src, home) = match b.coa {
+                Coa::V6(c) if c == self.hoa => (c, HomeIn::Source),
+                Coa::V6(c) => (c, HomeIn::HomeAddressOption(self.hoa)),
+                Coa::V4(_) => (self.hoa, HomeIn::Source),
             };
-            let t = t.map_err(|_| ()).and_then(|t| self.protect(t));
-            if let Ok(t) = t {
-                self.unanswered = self.unanswered.saturating_add(1);
-                self.counters.bump(MnCounter::BuSent);
-                self.last_bu = Some((seq, now));
-                self.out.push_back(t);
-            }
+            let Ok(n) = mip6::emit(src, self.ha6, home, &b.bu, &mut buf) else {
+                continue;
+            };
+            buf.truncate(n);
+            // Through IPsec, then the tunnel-interface module's forwarding, which knows the
+            // packet only by its SPI: a BU leaves from the care-of address movement
+            // detection chose, anything else through the registered tunnel.
+            self.locked = true;
+            let Ok(bytes) = self.protect(buf) else {
+                self.locked = false;
+                continue;
+            };
+            let spi = self.ipsec.as_ref().and_then(|_| esp_spi(&bytes));
+            let via = match self.route(spi, true) {
+                Route::NewCareOf => {
+                    if spi.is_some() {
+                        self.counters.bump(MnCounter::BuRecognised);
+                    }
+                    self.bul.chosen()
+                }
+                Route::Tunnel => self.registered.as_ref().map(|r| r.coa),
+            };
+            self.locked = false;
+            let t = match via {
+                Some(Coa::V6(c)) => Transmit::Ipv6 {
+                    from: Some(c),
+                    to: self.ha6,
+                    data: bytes,
+                },
+                Some(Coa::V4(c)) => Transmit::Udp {
+                    from: Some(c),
+                    to: SocketAddrV4::new(self.ha4, DSMIP_PORT),
+                    data: bytes,
+                },
+                None => continue,
+            };
+            self.unanswered = self.unanswered.saturating_add(1);
+            self.counters.bump(MnCounter::BuSent);
+            self.last_bu = Some((seq, now));
+            self.out.push_back(t);
         }
         let now_reg = self.bul.registration().cloned();
         if now_reg != self.registered {
@@ -278,21 +375,10 @@ impl MobileNode {
 
     /// A BU through IPsec (ESP in transport mode after its Home Address option, RFC 3776
     /// section 3.1); a drop is counted.
-    fn protect(&mut self, mut t: Transmit) -> Result<Transmit, ()> {
-        let (Transmit::Udp { data, .. }
-        | Transmit::Ipv6 { data, .. }
-        | Transmit::EspUdp { data, .. }) = &mut t;
-        let bytes = std::mem::take(data);
-        match protect::outbound_signal(self.ipsec.as_mut(), bytes, &mut self.scratch) {
-            Ok(bytes) => {
-                *data = bytes;
-                Ok(t)
-            }
-            Err(_) => {
-                self.counters.bump(MnCounter::DropIpsec);
-                Err(())
-            }
-        }
+    fn protect(&mut self, pkt: Vec<u8>) -> Result<Vec<u8>, ()> {
+        protect::outbound_signal(self.ipsec.as_mut(), pkt, &mut self.scratch).map_err(|_| {
+            self.counters.bump(MnCounter::DropIpsec);
+        })
     }
 
     /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
@@ -454,6 +540,10 @@ impl MobileNode {
             match ipsec.outbound(pkt, &mut self.scratch) {
                 IpsecOut::Bypass => {}
                 IpsecOut::Tunnel { .. } => {
+                    let spi = esp_spi(&self.scratch);
+                    if self.route(spi, false) != Route::Tunnel {
+                        return Outbound::Drop(MnCounter::Misrouted);
+                    }
                     self.counters.bump(MnCounter::ToHa);
                     return Outbound::Protected(match mode {
                         TunnelMode::Ipv6 => Encap::EspIp {
@@ -567,4 +657,20 @@ impl MobileNode {
             }
         }
     }
+}
+
+/// The SPI of what IPsec produced: a bare ESP packet (tunnel mode, its outer header still to
+/// come) or an IPv6 packet whose ESP follows its extension headers (transport mode).
+fn esp_spi(bytes: &[u8]) -> Option<u32> {
+    let esp = if bytes.first().is_some_and(|b| b >> 4 == 6) {
+        let c = m6t_ipsec::chain::Chain::walk(bytes)
+            .ok()
+            .filter(|c| c.is_esp())?;
+        bytes.get(c.upper_at..)?
+    } else {
+        bytes
+    };
+    m6t_wire::esp::EspPacket::new_checked(esp)
+        .ok()
+        .map(|p| p.spi())
 }

@@ -182,6 +182,12 @@ impl BindingUpdateList {
         self.registered.as_ref()
     }
 
+    /// The care-of address movement detection prefers now (RFC 5555 section 4.4.1): the
+    /// one a BU under way registers, where the tunnel-interface module sends BUs from.
+    pub fn chosen(&self) -> Option<Coa> {
+        self.choose()
+    }
+
     fn choose(&self) -> Option<Coa> {
         match (self.v6, self.v4) {
             (Some(a), _) if !(self.v6_failed && self.v4.is_some()) => Some(Coa::V6(a)),
