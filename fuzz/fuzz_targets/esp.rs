@@ -1,5 +1,6 @@
 //! The IPsec inbound path (RFC 4301 section 5.2) with hostile input: any bytes into the
-//! bump in the stack and into a home agent that has it, and any corruption of a real
+//! bump in the stack and into a home agent that has it (UDP 4191, capture, and bare ESP from
+//! UDP 4500 and protocol 50), and any corruption of a real
 //! ESP-protected BU. No panic; a packet refused before its ICV verified changes no SA
 //! (window, counters), and nothing but a verified packet is ever accepted.
 #![no_main]
@@ -11,6 +12,7 @@ use m6t_ipsec::{
 };
 use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::home_agent::HomeAgent;
+use m6t_proto::dsmip::tif::Outer;
 use m6t_wire::mh::{MhMessage, MhRepr};
 use m6t_wire::mip6::{self, HomeIn};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
@@ -30,14 +32,22 @@ fn ipsec(mn: bool, algorithm: Algorithm) -> Ipsec {
             algorithm,
             esn: false,
         },
-        keymat: (0..algorithm.keymat_len()).map(|i| i as u8 ^ spi as u8).collect(),
+        keymat: (0..algorithm.keymat_len())
+            .map(|i| i as u8 ^ spi as u8)
+            .collect(),
         tunnel: None,
     };
     let (local, remote, lt, rt) = if mn { (hoa, ha, 5, 6) } else { (ha, hoa, 6, 5) };
     let sas = if mn {
-        [sa("SA1", Direction::Out, 0x1001), sa("SA2", Direction::In, 0x1002)]
+        [
+            sa("SA1", Direction::Out, 0x1001),
+            sa("SA2", Direction::In, 0x1002),
+        ]
     } else {
-        [sa("SA2", Direction::Out, 0x1002), sa("SA1", Direction::In, 0x1001)]
+        [
+            sa("SA2", Direction::Out, 0x1002),
+            sa("SA1", Direction::In, 0x1001),
+        ]
     };
     let spd = Spd {
         policies: vec![Policy {
@@ -117,11 +127,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = ha.inbound_ipv6(&mut rest.to_vec());
     let _ = ha.inbound_esp(&mut rest.to_vec());
     let _ = ha.inbound_clear(rest);
-    let mut node = HomeAgent::new(HaConfig::new("2001:db8:1::/64".parse().unwrap()), HA.parse::<Ipv6Addr>().unwrap())
-        .with_ipsec(ipsec(false, algorithm));
+    let mut node = HomeAgent::new(
+        HaConfig::new("2001:db8:1::/64".parse().unwrap()),
+        HA.parse::<Ipv6Addr>().unwrap(),
+    )
+    .with_ipsec(ipsec(false, algorithm));
     let from = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 4000);
     let _ = node.handle_udp(Instant::now(), from, &mut rest.to_vec());
     let _ = node.handle_captured(Instant::now(), &mut rest.to_vec());
+    let _ = node.handle_esp(Instant::now(), Outer::Udp(from), &mut rest.to_vec());
+    let _ = node.handle_esp(Instant::now(), Outer::Ipv4(*from.ip()), &mut rest.to_vec());
 
     // A real protected BU, corrupted by the input (XOR): accepted only if it still verifies
     // (then it is the original), and a refusal before the ICV leaves the SA as it was.
