@@ -418,14 +418,17 @@ impl Ipsec {
     /// sent, then reserve ([`Self::reservations`], [`Self::reserved`]).
     pub fn resume(&mut self, saved: &[Reservation]) {
         for r in saved {
-            let found = self
-                .sad
-                .iter_mut()
-                .find(|e| e.direction == Direction::Out && e.name == r.name && e.sa.spi() == r.spi);
-            if let Some(e) = found {
+            if let Some(e) = self.reserved_sa(r) {
                 e.sa.resume_outbound(r.upto.max(e.sa.last_sent()));
             }
         }
+    }
+
+    /// The outbound SA a reservation is for: the same name and SPI.
+    fn reserved_sa(&mut self, r: &Reservation) -> Option<&mut SadEntry> {
+        self.sad
+            .iter_mut()
+            .find(|e| e.direction == Direction::Out && e.name == r.name && e.sa.spi() == r.spi)
     }
 
     /// Whether an outbound SA is within half a step of what is reserved for it: the driver
@@ -456,11 +459,7 @@ impl Ipsec {
     /// to them.
     pub fn reserved(&mut self, saved: &[Reservation]) {
         for r in saved {
-            let found = self
-                .sad
-                .iter_mut()
-                .find(|e| e.direction == Direction::Out && e.name == r.name && e.sa.spi() == r.spi);
-            if let Some(e) = found {
+            if let Some(e) = self.reserved_sa(r) {
                 e.reserved = e.reserved.max(r.upto);
             }
         }

@@ -11,6 +11,7 @@
 
 use crate::spd::{Traffic, PROTO_ICMPV6, PROTO_MH, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use m6t_wire::esp::IPPROTO_ESP;
+use m6t_wire::mip6;
 use m6t_wire::Ipv6Packet;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -18,7 +19,6 @@ const HOPOPTS: u8 = 0;
 const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
 const DSTOPTS: u8 = 60;
-const OPT_HOME_ADDRESS: u8 = 201;
 const IPV6_HEADER_LEN: usize = 40;
 /// Extension headers walked before giving up: a chain of empty headers costs nothing to
 /// send and must not cost much to receive.
@@ -77,7 +77,8 @@ impl Chain {
                 .ok_or(ChainError::Malformed)?;
             match c.next_header {
                 DSTOPTS => {
-                    if let Some(h) = home_address_option(ext)? {
+                    let hao = mip6::home_address_option(ext).map_err(|_| ChainError::Malformed)?;
+                    if let Some(h) = hao {
                         c.src = h;
                     }
                 }
@@ -144,31 +145,6 @@ pub fn traffic(src: IpAddr, dst: IpAddr, proto: u8, upper: &[u8]) -> Traffic {
         ports,
         msg_type,
     }
-}
-
-/// A Home Address option in an options header (TLV walk, RFC 8200 section 4.2).
-fn home_address_option(ext: &[u8]) -> Result<Option<Ipv6Addr>, ChainError> {
-    let mut i = 2;
-    let mut found = None;
-    while i < ext.len() {
-        let t = ext[i];
-        if t == 0 {
-            i += 1;
-            continue;
-        }
-        let l = usize::from(*ext.get(i + 1).ok_or(ChainError::Malformed)?);
-        let data = ext.get(i + 2..i + 2 + l).ok_or(ChainError::Malformed)?;
-        if t == OPT_HOME_ADDRESS {
-            if l != 16 || found.is_some() {
-                return Err(ChainError::Malformed);
-            }
-            let mut a = [0u8; 16];
-            a.copy_from_slice(data);
-            found = Some(Ipv6Addr::from(a));
-        }
-        i += 2 + l;
-    }
-    Ok(found)
 }
 
 #[cfg(test)]

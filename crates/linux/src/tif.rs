@@ -214,11 +214,10 @@ impl TifSockets {
                 };
                 let (src, range) = sock.recv(buf)?;
                 if p == PROTO_ESP {
-                    let outer = match src {
-                        IpAddr::V4(a) => Outer::Ipv4(a),
-                        IpAddr::V6(a) => Outer::Ipv6(a),
-                    };
-                    return Ok(TifPacket::Esp { outer, range });
+                    return Ok(TifPacket::Esp {
+                        outer: src.into(),
+                        range,
+                    });
                 }
                 Ok(TifPacket::IpInIp { src, range })
             }

@@ -141,8 +141,10 @@ pub fn parse(pkt: &[u8]) -> Result<Signal, SignalError> {
     Err(SignalError::ExtHeader)
 }
 
-/// Finds a Home Address option in an options header (TLV walk, RFC 8200 section 4.2).
-fn home_address_option(ext: &[u8]) -> Result<Option<Ipv6Addr>, SignalError> {
+/// Finds the Home Address option in an options header `ext` (the whole header, its two
+/// first bytes included; TLV walk, RFC 8200 section 4.2): none, one (RFC 6275 section
+/// 6.3), or an error for a truncated option, a wrong length or a second one.
+pub fn home_address_option(ext: &[u8]) -> Result<Option<Ipv6Addr>, SignalError> {
     let mut i = 2;
     let mut found = None;
     while i < ext.len() {

@@ -376,20 +376,7 @@ impl HomeAgent {
         from: SocketAddrV4,
         payload: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
-        let outer = Outer::Udp(from);
-        let (at, tlv) = match tif::udp_inner(payload) {
-            Ok(v) => v,
-            Err(d) => {
-                return self.up(
-                    now,
-                    Through::Up {
-                        up: Up::Drop(d),
-                        protected: false,
-                    },
-                )
-            }
-        };
-        let t = protect::inbound(self.ipsec.as_mut(), outer, &mut payload[at..], tlv);
+        let t = protect::from_udp(self.ipsec.as_mut(), from, payload);
         self.up(now, t)
     }
 
@@ -401,11 +388,7 @@ impl HomeAgent {
         src: IpAddr,
         inner: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
-        let outer = match src {
-            IpAddr::V4(a) => Outer::Ipv4(a),
-            IpAddr::V6(a) => Outer::Ipv6(a),
-        };
-        let t = protect::inbound(self.ipsec.as_mut(), outer, inner, false);
+        let t = protect::from_ip_in_ip(self.ipsec.as_mut(), src, inner);
         self.up(now, t)
     }
 

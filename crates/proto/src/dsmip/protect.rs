@@ -11,6 +11,7 @@
 
 use crate::dsmip::tif::{self, Outer, Up};
 use m6t_ipsec::{EspDrop, Inbound, Ipsec, IpsecDrop, Outbound as IpsecOut};
+use std::net::{IpAddr, SocketAddrV4};
 
 /// What came out of IPsec for the modules above.
 #[derive(Debug)]
@@ -58,6 +59,31 @@ pub fn inbound<'a>(
         up: tif::inner_up(outer, p, tlv),
         protected,
     }
+}
+
+/// A UDP payload from port 4191 (RFC 5555 section 4.1): the tunnel-interface module takes
+/// the TLV header off, if any, and the inner packet goes through IPsec in place.
+pub fn from_udp<'a>(
+    ipsec: Option<&mut Ipsec>,
+    from: SocketAddrV4,
+    payload: &'a mut [u8],
+) -> Through<'a> {
+    match tif::udp_inner(payload) {
+        Ok((at, tlv)) => inbound(ipsec, Outer::Udp(from), &mut payload[at..], tlv),
+        Err(d) => Through::Up {
+            up: Up::Drop(d),
+            protected: false,
+        },
+    }
+}
+
+/// The inner packet of IP-in-IP from `src` through IPsec, in place.
+pub fn from_ip_in_ip<'a>(
+    ipsec: Option<&mut Ipsec>,
+    src: IpAddr,
+    inner: &'a mut [u8],
+) -> Through<'a> {
+    inbound(ipsec, src.into(), inner, false)
 }
 
 /// A whole captured IPv6 signalling packet through IPsec, in place.

@@ -34,6 +34,16 @@ pub enum Outer {
     Ipv6(Ipv6Addr),
 }
 
+impl From<IpAddr> for Outer {
+    /// The outer source of IP-in-IP or of ESP after an IP header.
+    fn from(a: IpAddr) -> Outer {
+        match a {
+            IpAddr::V4(a) => Outer::Ipv4(a),
+            IpAddr::V6(a) => Outer::Ipv6(a),
+        }
+    }
+}
+
 /// Why the tunnel-interface module dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TifDrop {
@@ -148,11 +158,7 @@ pub fn from_udp(from: SocketAddrV4, payload: &[u8]) -> Up<'_> {
 
 /// The payload of an IP-in-IP packet (protocol 4 or 41) from `src`.
 pub fn from_ip_in_ip(src: IpAddr, inner: &[u8]) -> Up<'_> {
-    let outer = match src {
-        IpAddr::V4(a) => Outer::Ipv4(a),
-        IpAddr::V6(a) => Outer::Ipv6(a),
-    };
-    inner_up(outer, inner, false)
+    inner_up(src.into(), inner, false)
 }
 
 /// A whole IPv6 packet with extension headers, captured below the kernel's IPv6 layer
