@@ -599,3 +599,57 @@ fn the_bu_leaves_from_the_new_address_while_payload_keeps_the_old_tunnel_until_t
         assert_eq!(r.counter("misrouted"), 0, "{}", status::render(&r));
     }
 }
+
+/// Without a NAT payload goes as IPv4/ESP (protocol 50; RFC 5555 section 5), not IP-in-IP,
+/// for both home addresses; over the m6t tunnel as an IPv6 care-of address (seed 000 below
+/// seed 002) as IPv6/ESP, the BU with its Home Address option and ESP through m6t0.
+#[test]
+fn without_a_nat_payload_is_ipv4_esp_and_over_m6t0_ipv6_esp() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::random_with_payload().unwrap()),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6enonat")).unwrap();
+    l.net.sh("nat", "nft flush chain ip nat post").unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    let pcap = capture(&mut l, "mn", "nonat.pcap", "ip");
+    l.start_mn().unwrap();
+    let m = l.wait_registered("ip-in-ip", MN4[0], 0).unwrap();
+    let v4hoa = m.ipv4_home_address.clone().unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    assert_eq!(l.ping_from("mn", &v4hoa, m6t_lab::lab::CN4, 3).unwrap(), 3);
+    std::thread::sleep(Duration::from_millis(200));
+    l.net.stop("tcpdump");
+    let rows = tshark_fields(&l, &pcap, "", &["ip.proto", "esp.spi"]);
+    let esp = |spi: &str| rows.iter().filter(|r| r[0] == "50" && r[1] == spi).count();
+    assert!(esp("0x00001003") >= 6 && esp("0x00001004") >= 6, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r[0] != "4" && r[0] != "41"),
+        "payload in IP-in-IP: {rows:?}"
+    );
+    drop(l);
+
+    let mut l = Lab::start(bin(), &LabOptions::new("d6em6t")).unwrap();
+    l.write_dsmip_configs(&DsmipOptions {
+        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
+                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
+            .into(),
+        ..o
+    })
+    .unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    l.wait_registered("ipv6", "fd00:6d36:7400:1:1:", 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    let Report::HomeAgent {
+        ipsec: Some(ipsec), ..
+    } = l.ha_report().unwrap()
+    else {
+        panic!("no ipsec")
+    };
+    let packets = |spi: u32| ipsec.sas.iter().find(|s| s.spi == spi).unwrap().packets;
+    assert!(packets(SPI_A) >= 1, "the BU came through SA1: {ipsec:?}");
+    assert!(packets(SPI_C) >= 3 && packets(SPI_D) >= 3, "{ipsec:?}");
+}
