@@ -177,6 +177,19 @@ pub struct Reservation {
     pub upto: u64,
 }
 
+/// What an operator must hear about, once, from [`Ipsec::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpsecEvent {
+    /// An outbound SA has used its last sequence number: nothing more leaves on it until it
+    /// is replaced with new keys (RFC 4303 section 3.3.3: it may not cycle).
+    Exhausted {
+        /// The SA's name.
+        name: String,
+        /// Its SPI.
+        spi: u32,
+    },
+}
+
 /// How far ahead numbers are reserved: one write per this many packets on an SA.
 pub const RESERVE_STEP: u64 = 1 << 16;
 
@@ -248,6 +261,9 @@ pub struct Ipsec {
     /// For each SA, the policies that name it in its direction.
     policies_of: Vec<Vec<usize>>,
     drops: Vec<u64>,
+    events: std::collections::VecDeque<IpsecEvent>,
+    /// The SAs whose exhaustion was already said.
+    exhausted_said: std::collections::BTreeSet<usize>,
 }
 
 impl Ipsec {
@@ -304,6 +320,8 @@ impl Ipsec {
             by_spi,
             policies_of,
             drops: vec![0; IpsecDrop::ALL.len()],
+            events: std::collections::VecDeque::new(),
+            exhausted_said: std::collections::BTreeSet::new(),
         })
     }
 
@@ -545,9 +563,22 @@ impl Ipsec {
             }
             Err(d) => {
                 out.clear();
+                if d == EspDrop::SeqExhausted && self.exhausted_said.insert(i) {
+                    let e = &self.sad[i];
+                    self.events.push_back(IpsecEvent::Exhausted {
+                        name: e.name.clone(),
+                        spi: e.sa.spi(),
+                    });
+                }
                 self.drop_with(IpsecDrop::Esp(d), Outbound::Drop(IpsecDrop::Esp(d)))
             }
         }
+    }
+
+    /// The next event to tell the operator about. Call after processing until `None`.
+    #[must_use = "an exhausted SA must be reported"]
+    pub fn poll_event(&mut self) -> Option<IpsecEvent> {
+        self.events.pop_front()
     }
 
     /// Inbound processing of an IPv6 packet (RFC 4301 section 5.2), in place: ESP after the
@@ -1145,6 +1176,34 @@ mod tests {
         // Near the end of a reservation the driver is asked for the next one.
         again.sad[0].sa.resume_outbound(RESERVE_STEP * 2 - 10);
         assert!(again.wants_reservation());
+    }
+
+    /// RFC 4303 section 3.3.3: the counter may not cycle; the last number is refused, said
+    /// once, counted every time.
+    #[test]
+    fn an_exhausted_sa_refuses_to_send_and_says_so_once() {
+        let (s, c) = rfc4877(true, HOA, 0x1001, 0x2002);
+        let mut mn = unlimited(s, &c, 1);
+        mn.sad[0].sa.resume_outbound(u64::from(u32::MAX) - 1);
+        let mut out = Vec::new();
+        let p = bu(hao(HOA), COA);
+        assert_eq!(mn.outbound(&p, &mut out), Outbound::Transport { sa: 0 });
+        assert!(mn.poll_event().is_none());
+        for _ in 0..2 {
+            assert_eq!(
+                mn.outbound(&p, &mut out),
+                Outbound::Drop(IpsecDrop::Esp(EspDrop::SeqExhausted))
+            );
+        }
+        assert_eq!(
+            mn.poll_event(),
+            Some(IpsecEvent::Exhausted {
+                name: "sa1".into(),
+                spi: 0x1001
+            })
+        );
+        assert!(mn.poll_event().is_none());
+        assert_eq!(mn.dropped(IpsecDrop::Esp(EspDrop::SeqExhausted)), 2);
     }
 
     #[test]

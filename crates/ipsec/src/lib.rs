@@ -79,7 +79,7 @@ pub mod sa;
 pub mod sad;
 pub mod spd;
 
-pub use bits::{ConfigError, Inbound, Ipsec, IpsecDrop, Outbound};
+pub use bits::{ConfigError, Inbound, Ipsec, IpsecDrop, IpsecEvent, Outbound};
 pub use esp::{EspDrop, Opened};
 pub use replay::{ReplayDrop, ReplayWindow};
 pub use sa::{Algorithm, Mode, Sa, SaError, SaParams};

@@ -6,7 +6,7 @@
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
-    bind_control, counters_with, io, reserve_sequence, serve_reports, shutdown, with_ipsec,
+    bind_control, counters_with, io, ipsec_upkeep, serve_reports, shutdown, with_ipsec,
     write_atomically, DaemonError,
 };
 use crate::dsmip_config::Ha;
@@ -316,7 +316,7 @@ impl Driver {
     /// send, routes and proxy entries to change, and a save of the cache when one is due.
     /// Returns when the loop must wake next (a binding's end or a pending save).
     fn after(&mut self, node: &mut HomeAgent, now: Instant) -> Option<Instant> {
-        reserve_sequence(node.ipsec_mut(), self.seq_file.as_deref(), &self.failures);
+        ipsec_upkeep(node.ipsec_mut(), self.seq_file.as_deref(), &self.failures);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);

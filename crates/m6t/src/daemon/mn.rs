@@ -7,8 +7,7 @@
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
-    bind_control, counters_with, io, reserve_sequence, serve_reports, shutdown, with_ipsec,
-    DaemonError,
+    bind_control, counters_with, io, ipsec_upkeep, serve_reports, shutdown, with_ipsec, DaemonError,
 };
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
@@ -290,7 +289,7 @@ impl Driver {
             .ipsec
             .as_ref()
             .and_then(|i| i.sequence_file.as_deref());
-        reserve_sequence(node.ipsec_mut(), seq_file, &self.failures);
+        ipsec_upkeep(node.ipsec_mut(), seq_file, &self.failures);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);

@@ -129,7 +129,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// Installs the `[ipsec]` section, if any: its warnings logged, its SAs' IVs seeded from
 /// `seed` (random per start, so a manually keyed GCM SA does not repeat IVs after a restart
 /// unless its counter does, RFC 4106 section 2 and the README), its outbound counters
-/// continued from the sequence file and reserved ahead in it ([`reserve_sequence`]).
+/// continued from the sequence file and reserved ahead in it ([`ipsec_upkeep`]).
 pub(crate) fn install_ipsec(
     setup: Option<&crate::ipsec_config::IpsecSetup>,
     seed: &[u8; 32],
@@ -208,16 +208,27 @@ fn save_sequences(path: &Path, r: &[m6t_ipsec::bits::Reservation]) -> std::io::R
     write_atomically(path, text.as_bytes())
 }
 
-/// Reserves the next sequence numbers when an outbound SA comes near the end of its
-/// reservation (every [`m6t_ipsec::bits::RESERVE_STEP`] / 2 packets): saved first, then
-/// granted, so a crash can only skip numbers, never reuse them. A failed save is counted;
+/// Says what IPsec reported (an exhausted SA), and reserves the next sequence numbers when
+/// an outbound SA comes near the end of its reservation (every
+/// [`m6t_ipsec::bits::RESERVE_STEP`] / 2 packets): saved first, then granted, so a crash can only skip numbers, never reuse them. A failed save is counted;
 /// the SA stops at its reservation (counted as `ipsec_unreserved`) until a save succeeds.
-pub(crate) fn reserve_sequence(
+pub(crate) fn ipsec_upkeep(
     ipsec: Option<&mut m6t_ipsec::Ipsec>,
     file: Option<&Path>,
     failures: &Failures,
 ) {
-    let (Some(i), Some(p)) = (ipsec, file) else {
+    let Some(i) = ipsec else {
+        return;
+    };
+    while let Some(e) = i.poll_event() {
+        match e {
+            m6t_ipsec::IpsecEvent::Exhausted { name, spi } => tracing::error!(
+                "[ipsec] SA {name} (SPI {spi:#x}) has used its last sequence number: nothing \
+                 more is sent on it until it gets new keys and a new SPI (RFC 4303 section 3.3.3)"
+            ),
+        }
+    }
+    let Some(p) = file else {
         return;
     };
     if !i.wants_reservation() {
