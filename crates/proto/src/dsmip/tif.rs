@@ -3,8 +3,9 @@
 //! IP-in-IP over IPv4 or IPv6, signalling captured with its extension headers), records the
 //! outer source of each packet (the IPv4 address and UDP port after any NAT: what NAT
 //! detection compares, RFC 5555 section 4.1), and says how to encapsulate data toward a
-//! peer. The protocol module sees only [`Up::Signal`] with its [`Outer`]; this is the seam
-//! where IPsec (seed 001's SPI techniques) will plug in.
+//! peer, ESP (protocol 50, UDP 4500) included. The protocol module sees only [`Up::Signal`]
+//! with its [`Outer`], recorded here before IPsec ([`crate::dsmip::protect`]) opened the
+//! packet: what seed 001 req. #4 needs without changing IPsec.
 
 use m6t_wire::mh::NEXT_HEADER_MH;
 use m6t_wire::mip6::{self, Signal};
