@@ -9,3 +9,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 cargo test --workspace --release
+# Fuzzing smoke: every cargo-fuzz target for 5 s from the committed seeds (a longer run is
+# `bash scripts/fuzz.sh SECONDS`).
+bash scripts/fuzz.sh 5
