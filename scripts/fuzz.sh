@@ -36,8 +36,8 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t FAILED (input in fuzz/artifacts/$t)" >&2
     exit 1
   fi
-  runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*')
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
+  runs=$(grep -o 'Done [0-9]* runs' "$log" | tail -1 | grep -o '[0-9]*' || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
   rm -f "$log"
   echo "fuzz: $t: ${runs:-?} executions in ${secs} s, ${cov:-?} edges, no finding"
 done
