@@ -83,7 +83,7 @@ enum Cmd {
         /// Where to write the figures as JSON.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
-        /// Run only these parts (comma-separated): tunnel, teredo, ceiling, scale, idle,
+        /// Run only these parts (comma-separated): tunnel, teredo, dsmip, ceiling, scale, idle,
         /// floor, workers.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

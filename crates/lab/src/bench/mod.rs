@@ -6,6 +6,7 @@
 //! [`Lab::bin_path`]), the load generator and the syscall floor the `m6t-lab` binary
 //! (`tools`, its hidden `loadgen` and `floor` subcommands).
 
+mod dsmip;
 pub mod floor;
 pub mod loadgen;
 pub mod teredo;
@@ -209,9 +210,21 @@ fn tcp(
 }
 
 fn udp_pps(lab: &mut Lab, dst: &str, len: u32, o: &BenchOptions) -> LabResult<Vec<f64>> {
+    udp_pps_with(lab, dst, len, "", o)
+}
+
+/// Packets per second received of `len`-byte UDP datagrams sent as fast as iperf3 can,
+/// with `extra` iperf3 client arguments (e.g. `-B` a source address).
+fn udp_pps_with(
+    lab: &mut Lab,
+    dst: &str,
+    len: u32,
+    extra: &str,
+    o: &BenchOptions,
+) -> LabResult<Vec<f64>> {
     let mut v = Vec::new();
     for _ in 0..o.runs {
-        let j = iperf(lab, "cn", dst, &format!("-u -b 0 -l {len}"), o.secs)?;
+        let j = iperf(lab, "cn", dst, &format!("-u -b 0 -l {len} {extra}"), o.secs)?;
         let s = &j["end"]["sum"];
         let pk = s["packets"].as_f64().unwrap_or(f64::NAN);
         let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
@@ -352,6 +365,8 @@ pub enum Group {
     Tunnel,
     /// Teredo (miredo) behind the same NAT.
     Teredo,
+    /// DSMIPv6 through the same NAT, payload in the clear and in ESP.
+    Dsmip,
     /// The plain path with offloads off and MSS 1220.
     Ceiling,
     /// Gateway forwarding rate and memory at each table size, then the GC pause.
@@ -370,16 +385,15 @@ impl std::str::FromStr for Group {
         Ok(match s {
             "tunnel" => Group::Tunnel,
             "teredo" => Group::Teredo,
+            "dsmip" => Group::Dsmip,
             "ceiling" => Group::Ceiling,
             "scale" => Group::Scale,
             "idle" => Group::Idle,
             "floor" => Group::Floor,
             "workers" => Group::Workers,
-            _ => {
-                return Err(format!(
-                    "unknown group `{s}` (tunnel, teredo, ceiling, scale, idle, floor, workers)"
-                ))
-            }
+            _ => return Err(format!(
+                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers)"
+            )),
         })
     }
 }
@@ -411,6 +425,9 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     if wants(Group::Teredo) {
         teredo_figures(&mut lab, &mut t, &o)?;
     }
+    if wants(Group::Dsmip) {
+        dsmip::figures(&mut lab, &mut t, &o)?;
+    }
     if wants(Group::Ceiling) {
         // The per-packet ceiling: offloads off, MSS 1220.
         set_offloads(&lab, false)?;
@@ -439,6 +456,10 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     t.ratio("m6t tcp MN->CN", "teredo tcp MN->CN", Some(">= 4"));
     t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
     t.ratio("teredo handover", "m6t handover", None);
+    for dir in ["tcp MN->CN", "tcp CN->MN", "udp 64 B MN->CN"] {
+        t.ratio(&format!("dsmip {dir}"), &format!("m6t {dir}"), None);
+        t.ratio(&format!("dsmip+esp {dir}"), &format!("dsmip {dir}"), None);
+    }
     t.ratio(
         "m6t tcp MN->CN",
         "plain tcp MN->CN (offloads off, MSS 1220)",
