@@ -16,6 +16,9 @@ use m6t_wire::{keepalive, Ipv4Repr, Ipv6Repr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+/// A seed file: its name and bytes.
+type Seed = (String, Vec<u8>);
+
 const HOA: &str = "2001:db8:1::a";
 const HA: &str = "2001:db8:1::1";
 const COA: &str = "2001:db8:5::10";
@@ -157,8 +160,8 @@ fn main() {
         ("tlv-bu", tlv),
         ("keepalive", keepalive),
     ];
-    let mut seeds: Vec<(&str, Vec<(String, Vec<u8>)>)> = Vec::new();
-    let named = |v: &[(&str, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
+    let mut seeds: Vec<(&str, Vec<Seed>)> = Vec::new();
+    let named = |v: &[(&str, Vec<u8>)]| -> Vec<Seed> {
         v.iter().map(|(n, b)| (n.to_string(), b.clone())).collect()
     };
     for t in ["ipv4", "ipv6", "tlv", "dsmip", "gateway", "client"] {
