@@ -6,6 +6,8 @@ use m6t_proto::m6t::gateway::{StateInfo, StateKind};
 use m6t_proto::stats::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The full status request: states and counters.
 pub const REQUEST_STATUS: &str = "status";
@@ -24,6 +26,10 @@ pub enum Report {
         ports: Vec<u16>,
         /// Every state.
         states: Vec<StateInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -33,6 +39,10 @@ pub enum Report {
         interface: String,
         /// Tunnel state.
         tunnel: ClientInfo,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -46,6 +56,10 @@ pub enum Report {
         /// IPsec, when configured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipsec: Option<IpsecInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -59,9 +73,40 @@ pub enum Report {
         /// IPsec, when configured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipsec: Option<IpsecInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
+}
+
+/// When a daemon started, in its report: the counters count from then.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Start {
+    /// Start time, seconds since the Unix epoch (the wall clock then).
+    pub unix_s: u64,
+    /// Seconds since then when the report was made, on the monotonic clock: what `m6t
+    /// status` shows, right even if the wall clock was set since.
+    pub uptime_s: u64,
+}
+
+/// The moment the daemon of this process started ([`mark_start`]).
+static STARTED: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+
+/// Notes that the daemon starts now (its machine and counters are about to be made); later
+/// calls change nothing. Each daemon calls it first thing.
+pub fn mark_start() {
+    STARTED.get_or_init(|| (Instant::now(), SystemTime::now()));
+}
+
+/// The daemon's [`Start`] for a report; `None` before [`mark_start`].
+pub fn start() -> Option<Start> {
+    STARTED.get().map(|&(at, wall)| Start {
+        unix_s: wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        uptime_s: at.elapsed().as_secs(),
+    })
 }
 
 /// A mobile node's registration as `m6t status` shows it.
@@ -292,6 +337,18 @@ impl Report {
     }
 }
 
+/// An uptime in days, hours and minutes, for uptimes long enough that seconds are hard to
+/// read: " (2 d 3 h 4 min)"; nothing under a minute.
+fn ago(s: u64) -> String {
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    match (d, h) {
+        _ if s < 60 => String::new(),
+        (0, 0) => format!(" ({m} min)"),
+        (0, _) => format!(" ({h} h {m} min)"),
+        _ => format!(" ({d} d {h} h {m} min)"),
+    }
+}
+
 fn secs(ms: u64) -> String {
     format!("{}.{:01}s", ms / 1000, (ms % 1000) / 100)
 }
@@ -304,6 +361,7 @@ pub fn render(r: &Report) -> String {
             interface,
             ports,
             states,
+            start,
             counters,
         } => {
             let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
@@ -346,11 +404,12 @@ pub fn render(r: &Report) -> String {
                     );
                 }
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::Client {
             interface,
             tunnel,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "client  interface {interface}  tunnel {}", tunnel.state);
@@ -367,12 +426,13 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = tunnel.idle_rx_ms {
                 let _ = writeln!(o, "  idle rx    {}", secs(i));
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::HomeAgent {
             interface,
             bindings,
             ipsec,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "home agent  interface {interface}");
@@ -410,12 +470,13 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::MobileNode {
             interface,
             mn,
             ipsec,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "mobile node  interface {interface}");
@@ -446,7 +507,7 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
     }
     o
@@ -468,9 +529,97 @@ pub fn failing_why(unanswered: u32, ipsec: bool) -> String {
     s
 }
 
-fn render_counters(o: &mut String, counters: &[Counter]) {
-    let _ = writeln!(o, "counters:");
+fn render_counters(o: &mut String, start: &Option<Start>, counters: &[Counter]) {
+    match start {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "counters since start, {} s ago{}:",
+                s.uptime_s,
+                ago(s.uptime_s)
+            );
+        }
+        // A daemon from before `start` was reported.
+        None => {
+            let _ = writeln!(o, "counters:");
+        }
+    }
     for c in counters {
         let _ = writeln!(o, "  {:<32} {}", c.name, c.value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(start: Option<Start>) -> Report {
+        Report::Client {
+            interface: "m6t0".into(),
+            tunnel: ClientInfo {
+                state: "up".into(),
+                address: None,
+                local_ipv4: None,
+                port: None,
+                confirmed: false,
+                idle_rx_ms: None,
+            },
+            start,
+            counters: vec![Counter {
+                name: "rx_packets".into(),
+                value: 7,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_says_since_when_counters_count() {
+        let start = |uptime_s| {
+            Some(Start {
+                unix_s: 1_800_000_000,
+                uptime_s,
+            })
+        };
+        let t = render(&client(start(42)));
+        assert!(t.contains("\ncounters since start, 42 s ago:\n"), "{t}");
+        let t = render(&client(start(3725)));
+        assert!(
+            t.contains("\ncounters since start, 3725 s ago (1 h 2 min):\n"),
+            "{t}"
+        );
+        let t = render(&client(start(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)));
+        assert!(t.contains("s ago (2 d 3 h 4 min):\n"), "{t}");
+        // A daemon from before the field: no uptime to give.
+        let t = render(&client(None));
+        assert!(t.contains("\ncounters:\n"), "{t}");
+    }
+
+    #[test]
+    fn reports_without_a_start_still_parse() {
+        let with = client(Some(Start {
+            unix_s: 1_800_000_000,
+            uptime_s: 9,
+        }));
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains("\"start\":{\"unix_s\":1800000000,\"uptime_s\":9}"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), with);
+        // What an older daemon answers.
+        let old = serde_json::to_string(&client(None)).unwrap();
+        assert!(!old.contains("start"), "{old}");
+        assert_eq!(serde_json::from_str::<Report>(&old).unwrap(), client(None));
+    }
+
+    #[test]
+    fn the_start_is_the_first_mark() {
+        mark_start();
+        let a = start().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        mark_start();
+        let b = start().unwrap();
+        assert_eq!(a.unix_s, b.unix_s);
+        assert!(b.uptime_s < 60);
     }
 }
