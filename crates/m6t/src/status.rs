@@ -353,8 +353,67 @@ fn secs(ms: u64) -> String {
     format!("{}.{:01}s", ms / 1000, (ms % 1000) / 100)
 }
 
+/// One line saying whether the daemon does its job, in an operator's words: a client's path
+/// (alive, confirmed, when the gateway was last heard), a mobile node's registration, what a
+/// gateway or home agent serves. `m6t status` prints it under each daemon's heading.
+pub fn health(r: &Report) -> String {
+    match r {
+        Report::Client { tunnel, .. } => match (tunnel.state.as_str(), tunnel.idle_rx_ms) {
+            ("up", Some(idle)) if tunnel.confirmed => format!(
+                "path alive: the gateway answered, last heard {} ago",
+                secs(idle)
+            ),
+            ("up", _) => "path up, not yet confirmed: no answer from the gateway on this \
+                          address yet"
+                .to_string(),
+            _ => "DOWN: no path to the gateway (no IPv4 route, or its echoes went unanswered)"
+                .to_string(),
+        },
+        Report::MobileNode { mn, ipsec, .. } => {
+            if mn.unanswered_bus >= FAILING_AFTER {
+                format!(
+                    "registration FAILING: {} Binding Updates unanswered",
+                    mn.unanswered_bus
+                ) + if ipsec.is_some() {
+                    " (check the [ipsec] SAs)"
+                } else {
+                    ""
+                }
+            } else {
+                match (&mn.coa, &mn.mode) {
+                    (Some(coa), mode) => format!(
+                        "registered: care-of {coa}, tunnel {}, {} registrations",
+                        mode.as_deref().unwrap_or("-"),
+                        mn.registrations
+                    ),
+                    (None, _) => "not registered (no care-of address, or waiting for the \
+                                  Binding Acknowledgement)"
+                        .to_string(),
+                }
+            }
+        }
+        Report::Gateway {
+            states, counters, ..
+        } => {
+            let total = counters
+                .iter()
+                .find(|c| c.name == "states")
+                .map_or(states.len() as u64, |c| c.value);
+            format!("serving: {total} states")
+        }
+        Report::HomeAgent { bindings, .. } => format!("serving: {} bindings", bindings.len()),
+    }
+}
+
 /// Human-readable rendering of a report.
 pub fn render(r: &Report) -> String {
+    let o = render_body(r);
+    // The health line goes right under the heading (the body's first line).
+    let at = o.find('\n').map_or(o.len(), |i| i + 1);
+    format!("{}health: {}\n{}", &o[..at], health(r), &o[at..])
+}
+
+fn render_body(r: &Report) -> String {
     let mut o = String::new();
     match r {
         Report::Gateway {
@@ -589,6 +648,10 @@ mod tests {
         );
         let t = render(&client(start(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)));
         assert!(t.contains("s ago (2 d 3 h 4 min):\n"), "{t}");
+        assert!(
+            t.starts_with("client  interface m6t0  tunnel up\nhealth: path up, not yet"),
+            "{t}"
+        );
         // A daemon from before the field: no uptime to give.
         let t = render(&client(None));
         assert!(t.contains("\ncounters:\n"), "{t}");
@@ -621,5 +684,63 @@ mod tests {
         let b = start().unwrap();
         assert_eq!(a.unix_s, b.unix_s);
         assert!(b.uptime_s < 60);
+    }
+
+    #[test]
+    fn health_says_in_one_line_whether_the_daemon_works() {
+        let mut r = client(None);
+        if let Report::Client { tunnel, .. } = &mut r {
+            tunnel.confirmed = true;
+            tunnel.idle_rx_ms = Some(1200);
+        }
+        assert_eq!(
+            health(&r),
+            "path alive: the gateway answered, last heard 1.2s ago"
+        );
+        if let Report::Client { tunnel, .. } = &mut r {
+            tunnel.state = "down".into();
+        }
+        assert!(health(&r).starts_with("DOWN: "));
+        let mut mn = MnInfo {
+            coa: Some("192.0.2.10".into()),
+            mode: Some("udp".into()),
+            registrations: 2,
+            ..MnInfo::default()
+        };
+        let mn_report = |mn: &MnInfo, ipsec| Report::MobileNode {
+            interface: "mip6mn0".into(),
+            mn: mn.clone(),
+            ipsec,
+            start: None,
+            counters: vec![],
+        };
+        assert_eq!(
+            health(&mn_report(&mn, None)),
+            "registered: care-of 192.0.2.10, tunnel udp, 2 registrations"
+        );
+        mn.unanswered_bus = FAILING_AFTER;
+        assert_eq!(
+            health(&mn_report(&mn, Some(IpsecInfo::default()))),
+            "registration FAILING: 3 Binding Updates unanswered (check the [ipsec] SAs)"
+        );
+        mn.unanswered_bus = 0;
+        mn.coa = None;
+        assert!(health(&mn_report(&mn, None)).starts_with("not registered"));
+        let t = render(&mn_report(&mn, None));
+        assert!(
+            t.starts_with("mobile node  interface mip6mn0\nhealth: not registered"),
+            "{t}"
+        );
+        let g = Report::Gateway {
+            interface: "m6tgw0".into(),
+            ports: vec![3544],
+            states: vec![],
+            start: None,
+            counters: vec![Counter {
+                name: "states".into(),
+                value: 12,
+            }],
+        };
+        assert_eq!(health(&g), "serving: 12 states");
     }
 }
