@@ -289,7 +289,8 @@ fn parse_error(
     if msg.starts_with("unknown field `") {
         let names = quoted(msg);
         if let Some((name, allowed)) = names.split_first() {
-            // The path may already end with the unknown key (it was read as a map key).
+            // toml hands serde the key before the field name is matched, so the path
+            // already ends with the unknown key; joined only if it does not.
             let key = if at == *name || at.ends_with(&format!(".{name}")) {
                 at.clone()
             } else {

@@ -1408,6 +1408,12 @@ key_file = "cbc.key"
             "config mn.toml: key `ipsec.policy[0].proto`: invalid type: floating point `1.5`, \
              expected a name (string) or a number (line 8)"
         );
+        // An unknown key named like its table is still put inside it.
+        assert!(
+            f("ipsec = 1\n").starts_with("config mn.toml: key `ipsec.ipsec`: unknown key; "),
+            "{}",
+            f("ipsec = 1\n")
+        );
         let u = f("unmatch = \"discard\"\n");
         assert!(
             u.starts_with(
