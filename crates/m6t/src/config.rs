@@ -20,7 +20,8 @@ pub enum ConfigError {
         /// Cause.
         source: std::io::Error,
     },
-    /// TOML syntax or type error (the message names the key).
+    /// TOML syntax error: it comes before any key is read, so it has none to name; the
+    /// message ends with the line.
     #[error("config {path}: {msg}")]
     Parse {
         /// File.
@@ -28,7 +29,8 @@ pub enum ConfigError {
         /// Parser message.
         msg: String,
     },
-    /// A value that parsed but is not acceptable.
+    /// A key that is wrong: a value of the wrong type or not acceptable, a required key
+    /// missing, an unknown key (the message then lists the keys allowed beside it).
     #[error("config {path}: key `{key}`: {msg}")]
     Invalid {
         /// File.
@@ -226,17 +228,97 @@ pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// Parses a config file's text into its `*File` struct. Every error that concerns a key names
+/// it as a dotted path with array entries counted from 0 (`interfaces[1].name`,
+/// `ipsec.sa[0].spi`), from serde_path_to_error, and gives the line from toml's span; only
+/// TOML syntax errors, which precede any key, come without one.
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
     path: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.display().to_string(),
-        msg: e.message().to_string()
-            + &e.span()
-                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
-                .unwrap_or_default(),
-    })
+    serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|e| parse_error(path, text, e))
+}
+
+/// One line number for a byte offset, counted from 1.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+/// The names between backquotes in a serde message, in order (`unknown field `x`, expected
+/// one of `a`, `b``).
+fn quoted(msg: &str) -> Vec<&str> {
+    msg.split('`').skip(1).step_by(2).collect()
+}
+
+fn parse_error(
+    path: &Path,
+    text: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    // The path of the value being read when the error came: "." at the top level.
+    let at = e.path().to_string();
+    let at = if at == "." { String::new() } else { at };
+    let inner = e.into_inner();
+    let line = inner
+        .span()
+        .map(|s| format!(" (line {})", line_of(text, s.start)))
+        .unwrap_or_default();
+    // One line: a daemon's error is one line on stderr (toml's syntax messages have two).
+    let msg = inner.message().trim().replace('\n', "; ");
+    let msg = msg.as_str();
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    let path = path.display().to_string();
+    // serde's own wording for the two struct errors (serde::de::Error::missing_field and
+    // unknown_field), turned into the key they are about: serde_path_to_error gives the
+    // path of the table, not of the missing or unknown key.
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let name = rest.trim_end_matches('`');
+        return ConfigError::Invalid {
+            path,
+            key: join(name),
+            msg: "missing (required)".into(),
+        };
+    }
+    if msg.starts_with("unknown field `") {
+        let names = quoted(msg);
+        if let Some((name, allowed)) = names.split_first() {
+            // toml hands serde the key before the field name is matched, so the path
+            // already ends with the unknown key; joined only if it does not.
+            let key = if at == *name || at.ends_with(&format!(".{name}")) {
+                at.clone()
+            } else {
+                join(name)
+            };
+            let allowed = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return ConfigError::Invalid {
+                path,
+                key,
+                msg: format!("unknown key; allowed here: {allowed}{line}"),
+            };
+        }
+    }
+    if at.is_empty() {
+        return ConfigError::Parse {
+            path,
+            msg: format!("{msg}{line}"),
+        };
+    }
+    ConfigError::Invalid {
+        path,
+        key: at,
+        msg: format!("{msg}{line}"),
+    }
 }
 
 pub(crate) struct V<'a> {
@@ -475,6 +557,75 @@ mod tests {
     }
     fn g(t: &str) -> Result<Gateway, ConfigError> {
         gateway_from_str(Path::new("g.toml"), t)
+    }
+
+    /// Errors the parser finds (types, missing and unknown keys) name the file and the key,
+    /// array entries with their index, as the checks after parsing do.
+    #[test]
+    fn parse_errors_name_the_file_and_the_key() {
+        let base = "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n";
+        let e = |t: &str| c(t).unwrap_err().to_string();
+        // A type error: the key, serde's words, the line.
+        assert_eq!(
+            e(&format!("{base}\n\n\nmtu = \"big\"\n")),
+            "config c.toml: key `mtu`: invalid type: string \"big\", expected u16 (line 6)"
+        );
+        assert_eq!(
+            e(&format!("{base}mtu = 70000\n")),
+            "config c.toml: key `mtu`: invalid value: integer `70000`, expected u16 (line 3)"
+        );
+        // A missing required key: its name, no line (it has none).
+        assert_eq!(
+            e("prefix = \"fd00:1:2:3:4::/80\"\n"),
+            "config c.toml: key `gateway`: missing (required)"
+        );
+        // An unknown key: its name and the keys allowed beside it.
+        let u = e(&format!("{base}gatway = \"203.0.113.1\"\n"));
+        assert!(
+            u.starts_with(
+                "config c.toml: key `gatway`: unknown key; allowed here: gateway, ports, "
+            ) && u.contains(", claims_dir (line 3)"),
+            "{u}"
+        );
+        // An array entry, counted from 0.
+        assert_eq!(
+            e(&format!("{base}ports = [3544, \"x\"]\n")),
+            "config c.toml: key `ports[1]`: invalid type: string \"x\", expected u16 (line 3)"
+        );
+        // A value of a type of ours (its own parser's message).
+        assert_eq!(
+            e("gateway = \"nope\"\nprefix = \"fd00:1:2:3:4::/80\"\n"),
+            "config c.toml: key `gateway`: invalid IPv4 address syntax (line 1)"
+        );
+        // TOML syntax: no key yet, but the line, and one line of text.
+        let s = e("gateway = = 1\n");
+        assert!(
+            s.starts_with("config c.toml: ") && s.ends_with("(line 1)") && !s.contains('\n'),
+            "{s}"
+        );
+
+        let base = "address = \"2001:db8:1::2\"\nha_addresses = [\"2001:db8:1::1\"]\nmn_prefixes = [\"fd00:1::/48\"]\n";
+        let e = |t: &str| g(t).unwrap_err().to_string();
+        assert_eq!(
+            e(&format!("{base}workers = 1.5\n")),
+            "config g.toml: key `workers`: invalid type: floating point `1.5`, expected usize (line 4)"
+        );
+        assert_eq!(
+            e("address = \"2001:db8:1::2\"\nmn_prefixes = [\"fd00:1::/48\"]\n"),
+            "config g.toml: key `ha_addresses`: missing (required)"
+        );
+        let u = e(&format!("{base}[metrics]\nlisten = 1\n"));
+        assert!(
+            u.starts_with(
+                "config g.toml: key `metrics`: unknown key; allowed here: listen, ports, "
+            ),
+            "{u}"
+        );
+        assert_eq!(
+            e(&base.replace("[\"fd00:1::/48\"]", "[\"fd00:1::/48\", \"fd00:2::/129\"]")),
+            "config g.toml: key `mn_prefixes[1]`: invalid IPv6 prefix `fd00:2::/129`: prefix length \
+             must be 0..=128 (line 3)"
+        );
     }
 
     #[test]

@@ -166,7 +166,11 @@ Log filter of the daemons (default
 .BR info );
 for example
 .BR RUST_LOG=debug .
-Logs go to standard error.
+Logs go to standard error: coloured on a terminal, plain text with one line per event
+anywhere else (the journal, a pipe, a file).
+.TP
+.B NO_COLOR
+Set and not empty: no colour on a terminal either.
 .TP
 .B NOTIFY_SOCKET
 Set by systemd for

@@ -227,30 +227,31 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     machine.accept_unprotected = f.accept_unprotected;
     let mut statics = BTreeMap::new();
     let mut holders = BTreeSet::new();
-    for m in &f.mobile_node {
+    for (i, m) in f.mobile_node.iter().enumerate() {
+        let key = |k: &str| format!("mobile_node[{i}].{k}");
         if !f.home_prefix.contains(m.home_address) {
             return Err(v.bad(
-                "mobile_node.home_address",
+                key("home_address"),
                 format!("{} is not inside home_prefix", m.home_address),
             ));
         }
         if let Some(s) = &m.ipv4_home_address {
             let p = v4_prefix(s).ok_or_else(|| {
                 v.bad(
-                    "mobile_node.ipv4_home_address",
+                    key("ipv4_home_address"),
                     format!("`{s}` is not an IPv4 address or prefix"),
                 )
             })?;
             if p.1 < 32 && !m.ipv4_prefix_allowed {
                 return Err(v.bad(
-                    "mobile_node.ipv4_home_address",
+                    key("ipv4_home_address"),
                     "a prefix needs ipv4_prefix_allowed = true",
                 ));
             }
             pool.retain(|a| *a != p.0);
             if statics.insert(m.home_address, p).is_some() {
                 return Err(v.bad(
-                    "mobile_node.home_address",
+                    key("home_address"),
                     format!("{} listed twice", m.home_address),
                 ));
             }
@@ -433,10 +434,11 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         return Err(v.bad("interfaces", "must list at least one interface"));
     }
     let mut ifs = f.interfaces.clone();
-    for i in &ifs {
+    // Checked before sorting, so that the index is the one in the file.
+    for (n, i) in ifs.iter().enumerate() {
         if i.name.is_empty() || i.name.len() > 15 || i.name == f.interface {
             return Err(v.bad(
-                "interfaces.name",
+                format!("interfaces[{n}].name"),
                 format!("`{}` is not a usable interface name", i.name),
             ));
         }
@@ -537,8 +539,8 @@ mod tests {
             ("ipv4_pool = [\"x\"]\n", "`ipv4_pool`"),
             ("nat_keepalive = 0\n", "`nat_keepalive`"),
             ("mtu = 100\n", "`mtu`"),
-            ("[[mobile_node]]\nhome_address = \"2001:db8:9::a\"\n", "`mobile_node.home_address`"),
-            ("[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nipv4_home_address = \"198.51.100.64/28\"\n", "`mobile_node.ipv4_home_address`"),
+            ("[[mobile_node]]\nhome_address = \"2001:db8:9::a\"\n", "`mobile_node[0].home_address`"),
+            ("[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nipv4_home_address = \"198.51.100.64/28\"\n", "`mobile_node[0].ipv4_home_address`"),
         ] {
             let e = ha_from_str(Path::new("h"), &format!("{HA}{extra}")).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -547,6 +549,107 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("address4"), "{e}");
+    }
+
+    /// Errors the parser finds name the file and the key, array entries with their index.
+    #[test]
+    fn ha_parse_errors_name_the_file_and_the_key() {
+        let e = |t: &str| {
+            ha_from_str(Path::new("ha.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&format!("{HA}mtu = \"big\"\n")),
+            "config ha.toml: key `mtu`: invalid type: string \"big\", expected u16 (line 4)"
+        );
+        assert_eq!(
+            e("address4 = \"198.51.100.2\"\nhome_prefix = \"2001:db8:1::/64\"\n"),
+            "config ha.toml: key `address6`: missing (required)"
+        );
+        let u = e(&format!("{HA}home_links = \"eth1\"\n"));
+        assert!(
+            u.starts_with(
+                "config ha.toml: key `home_links`: unknown key; allowed here: address6, address4, \
+                 home_prefix, home_link, "
+            ) && u.ends_with("(line 4)"),
+            "{u}"
+        );
+        let mn = "[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\n";
+        assert_eq!(
+            e(&format!("{HA}{mn}[[mobile_node]]\nhome_address = \"x\"\n")),
+            "config ha.toml: key `mobile_node[1].home_address`: invalid IPv6 address syntax \
+             (line 7)"
+        );
+        assert_eq!(
+            e(&format!(
+                "{HA}{mn}[[mobile_node]]\nipv4_prefix_allowed = true\n"
+            )),
+            "config ha.toml: key `mobile_node[1].home_address`: missing (required)"
+        );
+        let u = e(&format!("{HA}{mn}prefix_allowed = true\n"));
+        assert!(
+            u.starts_with(
+                "config ha.toml: key `mobile_node[0].prefix_allowed`: unknown key; allowed here: \
+                 home_address, ipv4_home_address, ipv4_prefix_allowed (line 6)"
+            ),
+            "{u}"
+        );
+        // The checks after parsing index their entries too.
+        assert_eq!(
+            e(&format!(
+                "{HA}{mn}[[mobile_node]]\nhome_address = \"2001:db8:9::a\"\n"
+            )),
+            "config ha.toml: key `mobile_node[1].home_address`: 2001:db8:9::a is not inside \
+             home_prefix"
+        );
+    }
+
+    #[test]
+    fn mn_parse_errors_name_the_file_and_the_key() {
+        let e = |t: &str| {
+            mn_from_str(Path::new("mn.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        let top = |extra: &str| MN.replace("[[interfaces]]", &format!("{extra}[[interfaces]]"));
+        assert_eq!(
+            e(&top("table = -1\n")),
+            "config mn.toml: key `table`: invalid value: integer `-1`, expected u32 (line 4)"
+        );
+        assert_eq!(
+            e(&MN.replace("[[interfaces]]\nname = \"eth0\"\n", "")),
+            "config mn.toml: key `interfaces`: missing (required)"
+        );
+        let u = e(&top("ha_adress4 = \"198.51.100.2\"\n"));
+        assert!(
+            u.starts_with(
+                "config mn.toml: key `ha_adress4`: unknown key; allowed here: home_address, "
+            ) && u.ends_with("(line 4)"),
+            "{u}"
+        );
+        assert_eq!(
+            e(&format!(
+                "{MN}[[interfaces]]\nname = \"wlan0\"\npreference = \"high\"\n"
+            )),
+            "config mn.toml: key `interfaces[1].preference`: invalid type: string \"high\", \
+             expected u32 (line 8)"
+        );
+        assert_eq!(
+            e(&format!("{MN}[[interfaces]]\npreference = 1\n")),
+            "config mn.toml: key `interfaces[1].name`: missing (required)"
+        );
+        assert_eq!(
+            e(&format!(
+                "{MN}[[interfaces]]\nname = \"wlan0\"\ntunel = true\n"
+            )),
+            "config mn.toml: key `interfaces[1].tunel`: unknown key; allowed here: name, \
+             preference, tunnel (line 8)"
+        );
+        assert_eq!(
+            e(&format!("{MN}[[interfaces]]\nname = \"mip6mn0\"\n")),
+            "config mn.toml: key `interfaces[1].name`: `mip6mn0` is not a usable interface name"
+        );
     }
 
     #[test]

@@ -1353,7 +1353,8 @@ key_file = "cbc.key"
         .unwrap_err()
         .to_string();
         assert!(e.contains("ha.toml: key `ipsec.sa[0].spi`"), "{e}");
-        // Unknown keys are refused by the parser, with their line.
+        // Unknown keys are refused by the parser, named with their entry, the keys allowed
+        // there and their line.
         let e = mn_from_str(
             &conf,
             &format!(
@@ -1363,7 +1364,64 @@ key_file = "cbc.key"
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("unknown field `key`"), "{e}");
+        assert!(
+            e.contains("mn.toml: key `ipsec.sa[0].key`: unknown key; allowed here: name, ")
+                && e.contains("key_file")
+                && e.ends_with("(line 16)"),
+            "{e}"
+        );
+    }
+
+    /// What the parser refuses in `[ipsec]` (types, missing and unknown keys) is named down to
+    /// the array entry, before any key file is read.
+    #[test]
+    fn parse_errors_in_the_section_name_the_entry() {
+        let sa = "[[ipsec.sa]]\nname = \"a\"\ndirection = \"out\"\nspi = 0x1001\nalgorithm = \"aes128-sha256\"\nkey_file = \"a.key\"\n";
+        let e = |t: &str| {
+            ha_from_str(Path::new("ha.toml"), &format!("{HA_BASE}[ipsec]\n{t}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let f = |t: &str| {
+            mn_from_str(Path::new("mn.toml"), &format!("{MN_BASE}[ipsec]\n{t}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&format!("{sa}{}", sa.replace("0x1001", "\"0x1002\""))),
+            "config ha.toml: key `ipsec.sa[1].spi`: invalid type: string \"0x1002\", expected \
+             i64 (line 14)"
+        );
+        assert_eq!(
+            f(&format!("{sa}{}", sa.replace("name = \"a\"\n", ""))),
+            "config mn.toml: key `ipsec.sa[1].name`: missing (required)"
+        );
+        assert_eq!(
+            e("[[ipsec.policy]]\nproto = \"mh\"\nout_sa = \"a\"\nout_spi = 1\n"),
+            "config ha.toml: key `ipsec.policy[0].out_spi`: unknown key; allowed here: name, \
+             local_address, remote_address, proto, local_mh_type, remote_mh_type, \
+             local_icmp6_type, remote_icmp6_type, local_port, remote_port, action, out_sa, \
+             in_sa (line 8)"
+        );
+        assert_eq!(
+            f("[[ipsec.policy]]\nproto = 1.5\n"),
+            "config mn.toml: key `ipsec.policy[0].proto`: invalid type: floating point `1.5`, \
+             expected a name (string) or a number (line 8)"
+        );
+        // An unknown key named like its table is still put inside it.
+        assert!(
+            f("ipsec = 1\n").starts_with("config mn.toml: key `ipsec.ipsec`: unknown key; "),
+            "{}",
+            f("ipsec = 1\n")
+        );
+        let u = f("unmatch = \"discard\"\n");
+        assert!(
+            u.starts_with(
+                "config mn.toml: key `ipsec.unmatch`: unknown key; allowed here: unmatched, \
+                 policy, sa, "
+            ) && u.ends_with("(line 7)"),
+            "{u}"
+        );
     }
 
     #[test]

@@ -128,14 +128,12 @@ fn parse_u16(s: &str) -> Result<u16, String> {
     r.map_err(|_| format!("`{s}` is not a 16-bit number"))
 }
 
-fn logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // netlink-packet-route warns about every attribute newer than itself.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Logging for a daemon ([`m6t::logging`]), and a debug line naming its file, so that a log
+/// shows which configuration a daemon read (and `RUST_LOG=debug` shows logging works before
+/// the file does).
+fn logging(config: &std::path::Path) {
+    m6t::logging::init();
+    tracing::debug!("reading the configuration {}", config.display());
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -215,7 +213,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Client { config } => {
-            logging();
+            logging(&config);
             let cfg = match config::load_client(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
@@ -228,7 +226,7 @@ fn main() -> ExitCode {
         Cmd::Gateway { config } => {
             // Before the first allocation of the state table (see ALLOC).
             m6t_linux::hugealloc::set_enabled(true);
-            logging();
+            logging(&config);
             let cfg = match config::load_gateway(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
@@ -239,14 +237,14 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Ha { config } => {
-            logging();
+            logging(&config);
             match m6t::dsmip_config::load_ha(&config) {
                 Ok(c) => daemon::ha::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
                 Err(e) => fail(e),
             }
         }
         Cmd::Mn { config } => {
-            logging();
+            logging(&config);
             match m6t::dsmip_config::load_mn(&config) {
                 Ok(c) => daemon::mn::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
                 Err(e) => fail(e),

@@ -6,6 +6,8 @@ use m6t_proto::m6t::gateway::{StateInfo, StateKind};
 use m6t_proto::stats::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The full status request: states and counters.
 pub const REQUEST_STATUS: &str = "status";
@@ -24,6 +26,10 @@ pub enum Report {
         ports: Vec<u16>,
         /// Every state.
         states: Vec<StateInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -33,6 +39,10 @@ pub enum Report {
         interface: String,
         /// Tunnel state.
         tunnel: ClientInfo,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -46,6 +56,10 @@ pub enum Report {
         /// IPsec, when configured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipsec: Option<IpsecInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
@@ -59,9 +73,40 @@ pub enum Report {
         /// IPsec, when configured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipsec: Option<IpsecInfo>,
+        /// When the daemon started; its counters count from then. Absent in the answers
+        /// of daemons older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<Start>,
         /// Counters, drops by reason included.
         counters: Vec<Counter>,
     },
+}
+
+/// When a daemon started, in its report: the counters count from then.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Start {
+    /// Start time, seconds since the Unix epoch (the wall clock then).
+    pub unix_s: u64,
+    /// Seconds since then when the report was made, on the monotonic clock: what `m6t
+    /// status` shows, right even if the wall clock was set since.
+    pub uptime_s: u64,
+}
+
+/// The moment the daemon of this process started ([`mark_start`]).
+static STARTED: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+
+/// Notes that the daemon starts now (its machine and counters are about to be made); later
+/// calls change nothing. Each daemon calls it first thing.
+pub fn mark_start() {
+    STARTED.get_or_init(|| (Instant::now(), SystemTime::now()));
+}
+
+/// The daemon's [`Start`] for a report; `None` before [`mark_start`].
+pub fn start() -> Option<Start> {
+    STARTED.get().map(|&(at, wall)| Start {
+        unix_s: wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        uptime_s: at.elapsed().as_secs(),
+    })
 }
 
 /// A mobile node's registration as `m6t status` shows it.
@@ -292,18 +337,90 @@ impl Report {
     }
 }
 
+/// An uptime in days, hours and minutes, for uptimes long enough that seconds are hard to
+/// read: " (2 d 3 h 4 min)"; nothing under a minute.
+fn ago(s: u64) -> String {
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    match (d, h) {
+        _ if s < 60 => String::new(),
+        (0, 0) => format!(" ({m} min)"),
+        (0, _) => format!(" ({h} h {m} min)"),
+        _ => format!(" ({d} d {h} h {m} min)"),
+    }
+}
+
 fn secs(ms: u64) -> String {
     format!("{}.{:01}s", ms / 1000, (ms % 1000) / 100)
 }
 
+/// One line saying whether the daemon does its job, in an operator's words: a client's path
+/// (alive, confirmed, when the gateway was last heard), a mobile node's registration, what a
+/// gateway or home agent serves. `m6t status` prints it under each daemon's heading.
+pub fn health(r: &Report) -> String {
+    match r {
+        Report::Client { tunnel, .. } => match (tunnel.state.as_str(), tunnel.idle_rx_ms) {
+            ("up", Some(idle)) if tunnel.confirmed => format!(
+                "path alive: the gateway answered, last heard {} ago",
+                secs(idle)
+            ),
+            ("up", _) => "path up, not yet confirmed: no answer from the gateway on this \
+                          address yet"
+                .to_string(),
+            _ => "DOWN: no path to the gateway (no IPv4 route, or its echoes went unanswered)"
+                .to_string(),
+        },
+        Report::MobileNode { mn, ipsec, .. } => {
+            if mn.unanswered_bus >= FAILING_AFTER {
+                format!(
+                    "registration FAILING: {} Binding Updates unanswered",
+                    mn.unanswered_bus
+                ) + if ipsec.is_some() {
+                    " (check the [ipsec] SAs)"
+                } else {
+                    ""
+                }
+            } else {
+                match (&mn.coa, &mn.mode) {
+                    (Some(coa), mode) => format!(
+                        "registered: care-of {coa}, tunnel {}, {} registrations",
+                        mode.as_deref().unwrap_or("-"),
+                        mn.registrations
+                    ),
+                    (None, _) => "not registered (no care-of address, or waiting for the \
+                                  Binding Acknowledgement)"
+                        .to_string(),
+                }
+            }
+        }
+        Report::Gateway {
+            states, counters, ..
+        } => {
+            let total = counters
+                .iter()
+                .find(|c| c.name == "states")
+                .map_or(states.len() as u64, |c| c.value);
+            format!("serving: {total} states")
+        }
+        Report::HomeAgent { bindings, .. } => format!("serving: {} bindings", bindings.len()),
+    }
+}
+
 /// Human-readable rendering of a report.
 pub fn render(r: &Report) -> String {
+    let o = render_body(r);
+    // The health line goes right under the heading (the body's first line).
+    let at = o.find('\n').map_or(o.len(), |i| i + 1);
+    format!("{}health: {}\n{}", &o[..at], health(r), &o[at..])
+}
+
+fn render_body(r: &Report) -> String {
     let mut o = String::new();
     match r {
         Report::Gateway {
             interface,
             ports,
             states,
+            start,
             counters,
         } => {
             let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
@@ -346,11 +463,12 @@ pub fn render(r: &Report) -> String {
                     );
                 }
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::Client {
             interface,
             tunnel,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "client  interface {interface}  tunnel {}", tunnel.state);
@@ -367,12 +485,13 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = tunnel.idle_rx_ms {
                 let _ = writeln!(o, "  idle rx    {}", secs(i));
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::HomeAgent {
             interface,
             bindings,
             ipsec,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "home agent  interface {interface}");
@@ -410,12 +529,13 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
         Report::MobileNode {
             interface,
             mn,
             ipsec,
+            start,
             counters,
         } => {
             let _ = writeln!(o, "mobile node  interface {interface}");
@@ -446,7 +566,7 @@ pub fn render(r: &Report) -> String {
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);
             }
-            render_counters(&mut o, counters);
+            render_counters(&mut o, start, counters);
         }
     }
     o
@@ -468,9 +588,159 @@ pub fn failing_why(unanswered: u32, ipsec: bool) -> String {
     s
 }
 
-fn render_counters(o: &mut String, counters: &[Counter]) {
-    let _ = writeln!(o, "counters:");
+fn render_counters(o: &mut String, start: &Option<Start>, counters: &[Counter]) {
+    match start {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "counters since start, {} s ago{}:",
+                s.uptime_s,
+                ago(s.uptime_s)
+            );
+        }
+        // A daemon from before `start` was reported.
+        None => {
+            let _ = writeln!(o, "counters:");
+        }
+    }
     for c in counters {
         let _ = writeln!(o, "  {:<32} {}", c.name, c.value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(start: Option<Start>) -> Report {
+        Report::Client {
+            interface: "m6t0".into(),
+            tunnel: ClientInfo {
+                state: "up".into(),
+                address: None,
+                local_ipv4: None,
+                port: None,
+                confirmed: false,
+                idle_rx_ms: None,
+            },
+            start,
+            counters: vec![Counter {
+                name: "rx_packets".into(),
+                value: 7,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_says_since_when_counters_count() {
+        let start = |uptime_s| {
+            Some(Start {
+                unix_s: 1_800_000_000,
+                uptime_s,
+            })
+        };
+        let t = render(&client(start(42)));
+        assert!(t.contains("\ncounters since start, 42 s ago:\n"), "{t}");
+        let t = render(&client(start(3725)));
+        assert!(
+            t.contains("\ncounters since start, 3725 s ago (1 h 2 min):\n"),
+            "{t}"
+        );
+        let t = render(&client(start(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)));
+        assert!(t.contains("s ago (2 d 3 h 4 min):\n"), "{t}");
+        assert!(
+            t.starts_with("client  interface m6t0  tunnel up\nhealth: path up, not yet"),
+            "{t}"
+        );
+        // A daemon from before the field: no uptime to give.
+        let t = render(&client(None));
+        assert!(t.contains("\ncounters:\n"), "{t}");
+    }
+
+    #[test]
+    fn reports_without_a_start_still_parse() {
+        let with = client(Some(Start {
+            unix_s: 1_800_000_000,
+            uptime_s: 9,
+        }));
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains("\"start\":{\"unix_s\":1800000000,\"uptime_s\":9}"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), with);
+        // What an older daemon answers.
+        let old = serde_json::to_string(&client(None)).unwrap();
+        assert!(!old.contains("start"), "{old}");
+        assert_eq!(serde_json::from_str::<Report>(&old).unwrap(), client(None));
+    }
+
+    #[test]
+    fn the_start_is_the_first_mark() {
+        mark_start();
+        let a = start().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        mark_start();
+        let b = start().unwrap();
+        assert_eq!(a.unix_s, b.unix_s);
+        assert!(b.uptime_s < 60);
+    }
+
+    #[test]
+    fn health_says_in_one_line_whether_the_daemon_works() {
+        let mut r = client(None);
+        if let Report::Client { tunnel, .. } = &mut r {
+            tunnel.confirmed = true;
+            tunnel.idle_rx_ms = Some(1200);
+        }
+        assert_eq!(
+            health(&r),
+            "path alive: the gateway answered, last heard 1.2s ago"
+        );
+        if let Report::Client { tunnel, .. } = &mut r {
+            tunnel.state = "down".into();
+        }
+        assert!(health(&r).starts_with("DOWN: "));
+        let mut mn = MnInfo {
+            coa: Some("192.0.2.10".into()),
+            mode: Some("udp".into()),
+            registrations: 2,
+            ..MnInfo::default()
+        };
+        let mn_report = |mn: &MnInfo, ipsec| Report::MobileNode {
+            interface: "mip6mn0".into(),
+            mn: mn.clone(),
+            ipsec,
+            start: None,
+            counters: vec![],
+        };
+        assert_eq!(
+            health(&mn_report(&mn, None)),
+            "registered: care-of 192.0.2.10, tunnel udp, 2 registrations"
+        );
+        mn.unanswered_bus = FAILING_AFTER;
+        assert_eq!(
+            health(&mn_report(&mn, Some(IpsecInfo::default()))),
+            "registration FAILING: 3 Binding Updates unanswered (check the [ipsec] SAs)"
+        );
+        mn.unanswered_bus = 0;
+        mn.coa = None;
+        assert!(health(&mn_report(&mn, None)).starts_with("not registered"));
+        let t = render(&mn_report(&mn, None));
+        assert!(
+            t.starts_with("mobile node  interface mip6mn0\nhealth: not registered"),
+            "{t}"
+        );
+        let g = Report::Gateway {
+            interface: "m6tgw0".into(),
+            ports: vec![3544],
+            states: vec![],
+            start: None,
+            counters: vec![Counter {
+                name: "states".into(),
+                value: 12,
+            }],
+        };
+        assert_eq!(health(&g), "serving: 12 states");
     }
 }

@@ -3,7 +3,8 @@
 //! bash and zsh completions (their shells parse them; bash completes the subcommands), the
 //! systemd units (`systemd-analyze verify` and `security`), and `m6t.toml(5)` with the
 //! example configurations against the configuration code (every key documented, every
-//! documented default the one the code applies). No root or namespace needed.
+//! documented default the one the code applies), and the README's table of status counters
+//! against the counters the code has. No root or namespace needed.
 
 use serde::de::{DeserializeOwned, Visitor};
 use std::collections::{BTreeMap, BTreeSet};
@@ -570,4 +571,51 @@ fn examples_and_page_give_the_defaults_the_code_applies() {
             "{file}: a default shown differs from the code's"
         );
     }
+}
+
+/// The README's "Status counters" section gives the meaning of every counter `m6t status`
+/// shows, and of none that no longer exists.
+#[test]
+fn readme_explains_every_counter() {
+    use m6t_proto::stats::Reason;
+    fn names<R: Reason>() -> Vec<String> {
+        R::ALL.iter().map(|r| r.name().to_string()).collect()
+    }
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    want.extend(names::<m6t_proto::m6t::client::ClientCounter>());
+    want.extend(names::<m6t_proto::m6t::gateway::GatewayCounter>());
+    want.extend(names::<m6t_proto::dsmip::home_agent::HaCounter>());
+    want.extend(names::<m6t_proto::dsmip::mobile_node::MnCounter>());
+    want.extend(
+        m6t_linux::failures::Failure::ALL
+            .iter()
+            .map(|f| f.name().to_string()),
+    );
+    want.extend(
+        m6t_ipsec::IpsecDrop::ALL
+            .iter()
+            .map(|d| format!("ipsec_{}", d.name())),
+    );
+    // The gateway's two values that are not counts (daemon/gateway.rs).
+    want.extend(["states".to_string(), "gc_max_pause_us".to_string()]);
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Status counters\n")
+        .expect("README has a Status counters section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let documented: BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` | "))
+        .filter(|(_, meaning)| meaning.trim_end_matches(" |").len() > 3)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let missing: Vec<&String> = want.difference(&documented).collect();
+    let stale: Vec<&String> = documented.difference(&want).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "README Status counters: missing {missing:?}, no such counter {stale:?}"
+    );
 }

@@ -175,7 +175,8 @@ fn deb_installs_where_systemd_man_and_shells_look_then_purges() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{daemon} on {path}: {err}");
         assert!(
-            err.starts_with(&format!("m6t: error: config {path}: missing field")),
+            err.starts_with(&format!("m6t: error: config {path}: key `"))
+                && err.trim_end().ends_with("`: missing (required)"),
             "{daemon} on {path}: {err}"
         );
     }

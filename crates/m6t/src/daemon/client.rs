@@ -159,6 +159,7 @@ impl Driver {
 
 /// Runs the client until SIGINT/SIGTERM.
 pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
+    crate::status::mark_start();
     caps::check_tunnel_privileges()?;
     let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
@@ -252,6 +253,7 @@ impl Loop {
                     Source::Control => serve_reports(control, |_| Report::Client {
                         interface: d.tun.name().to_string(),
                         tunnel: m.info(Instant::now()),
+                        start: crate::status::start(),
                         counters: counters_with(m.counters().snapshot(), &d.failures, &[]),
                     }),
                 }

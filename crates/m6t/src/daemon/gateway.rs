@@ -95,6 +95,7 @@ impl Shared {
             interface: interface.to_string(),
             ports: ports.to_vec(),
             states,
+            start: crate::status::start(),
             counters: counters_with(
                 counters,
                 &self.failures,
@@ -112,6 +113,7 @@ impl Shared {
 
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
+    crate::status::mark_start();
     caps::check_tunnel_privileges()?;
     let n = cfg.workers.max(1);
     let tuns = Tun::open_queues(&cfg.interface, cfg.machine.mtu, cfg.offload, n)

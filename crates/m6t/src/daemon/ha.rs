@@ -198,6 +198,7 @@ fn link_index(nl: &Netlink, name: &str) -> Result<u32, DaemonError> {
 
 /// Runs the home agent until SIGINT/SIGTERM.
 pub fn run(cfg: Ha) -> Result<(), DaemonError> {
+    crate::status::mark_start();
     caps::check_tunnel_privileges()?;
     warn_unprotected(&cfg);
     let stop = shutdown()?;
@@ -299,6 +300,7 @@ impl Driver {
                         interface: self.tun.name().to_string(),
                         bindings: node.snapshot(Instant::now()).bindings,
                         ipsec: node.ipsec().map(IpsecInfo::of),
+                        start: crate::status::start(),
                         counters: with_ipsec(
                             counters_with(node.counters().snapshot(), failures, &[]),
                             node.ipsec(),

@@ -150,6 +150,7 @@ struct Driver {
 
 /// Runs the mobile node until SIGINT/SIGTERM.
 pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
+    crate::status::mark_start();
     caps::check_tunnel_privileges()?;
     let stop = shutdown()?;
     if !discover_ha(&mut cfg, &stop) {
@@ -258,6 +259,7 @@ impl Driver {
                         interface: self.tun.name().to_string(),
                         mn: self.info.clone(),
                         ipsec: node.ipsec().map(IpsecInfo::of),
+                        start: crate::status::start(),
                         counters: with_ipsec(
                             counters_with(node.counters().snapshot(), &self.failures, &[]),
                             node.ipsec(),
