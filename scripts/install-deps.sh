@@ -2,6 +2,8 @@
 # Installs the Debian packages m6t's lab and tests need (only those missing), and checks
 # that the Rust toolchain is there. Safe to run again.
 set -euo pipefail
+# The toolchain first: nothing is worth installing without it.
+command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found (install Rust stable with rustup)" >&2; exit 1; }
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have ip        || need+=(iproute2)
@@ -60,7 +62,6 @@ if [[ " ${need[*]} " == *" miredo "* ]]; then
   fi
 fi
 true
-command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found (install Rust stable with rustup)" >&2; exit 1; }
 # cargo-deb builds the Debian package (packaging/build-deb.sh); pinned, from crates.io.
 CARGO_DEB_VERSION=3.6.2
 if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cargo build --release --quiet -p m6t -p m6t-lab
+# Cargo's progress shows: a first build takes a few minutes.
+cargo build --release -p m6t -p m6t-lab
 exec ./target/release/m6t lab
