@@ -630,7 +630,26 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
         NAT_PUBLIC[1],
         ms(r)
     );
-    println!("\ngateway status:\n{}", status::render(&lab.gateway()?));
+    let g = lab.gateway()?;
+    println!("\ngateway status:\n{}", status::render(&g));
+    explain_drops(
+        &g,
+        &[
+            (
+                "drop_address_mismatch",
+                "packets from an old tunnel address through the new NAT mapping after the \
+                 handover and the NAT reboot: the gateway never moves a state for them",
+            ),
+            (
+                "drop_keepalive_mismatch",
+                "keep-alives of an old tunnel address through a new mapping, the same way",
+            ),
+            (
+                "drop_no_state_for_home",
+                "packets from the home side to tunnel addresses whose state was collected",
+            ),
+        ],
+    );
     let hooks = std::fs::read_to_string(lab.net.dir.join("hook.log")).unwrap_or_default();
     println!("hook calls:\n{hooks}");
     let m6t_ok = p.received > 0 && big.received > 0 && ptb_ok && gc.is_ok() && inbound.received > 0;
@@ -649,5 +668,18 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
         Ok(())
     } else {
         Err(LabError("some lab checks failed (see above)".into()))
+    }
+}
+
+/// After a status table: why a passing run has these nonzero drop counters (each a
+/// consequence of the scenario's moves, not a fault).
+pub fn explain_drops(r: &status::Report, why: &[(&str, &str)]) {
+    let lines: Vec<String> = why
+        .iter()
+        .filter(|(name, _)| r.counter(name) > 0)
+        .map(|(name, text)| format!("  {name} ({}): {text}", r.counter(name)))
+        .collect();
+    if !lines.is_empty() {
+        println!("drops a passing run has, and why:\n{}", lines.join("\n"));
     }
 }

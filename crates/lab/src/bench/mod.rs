@@ -391,9 +391,11 @@ impl std::str::FromStr for Group {
             "idle" => Group::Idle,
             "floor" => Group::Floor,
             "workers" => Group::Workers,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers)"
-            )),
+            ))
+            }
         })
     }
 }
