@@ -35,6 +35,9 @@ reasons! {
         DropEspWithoutIpsec => "drop_esp_without_ipsec",
         /// Authenticated ESP keep-alives (dummy packets, RFC 4303 section 2.6) taken.
         EspKeepalives => "esp_keepalives",
+        /// The kernel's own link-local and multicast packets on the TUN (router
+        /// solicitations, MLD reports): not for any tunnel, not a fault.
+        TunLinkLocal => "tun_link_local",
         /// Binding Acknowledgements sent.
         BaSent => "ba_sent",
         /// Data packets from mobile nodes written to the TUN.
@@ -417,6 +420,10 @@ impl HomeAgent {
     /// a move changes no SA): [`Outbound::Protected`], the bytes in [`Self::protected`].
     pub fn handle_from_tun(&mut self, _now: Instant, pkt: &[u8]) -> Outbound<HaCounter> {
         let found = match tif::addresses(pkt) {
+            Some((_, d)) if tif::link_local_only(d) => {
+                self.counters.bump(HaCounter::TunLinkLocal);
+                return Outbound::Drop(HaCounter::TunLinkLocal);
+            }
             Some((_, IpAddr::V6(d))) => self.bc.tunnel_for_v6(d).map(|t| (d, t)),
             Some((_, IpAddr::V4(d))) => self.bc.tunnel_for_v4(d),
             None => {

@@ -60,6 +60,9 @@ reasons! {
         /// Authenticated ESP keep-alives sent on UDP port 4500 (RFC 4303 section 2.6 dummy
         /// packets: they keep the NAT's mapping and tell the home agent where it is).
         EspKeepalives => "esp_keepalives",
+        /// The kernel's own link-local and multicast packets on the TUN (router
+        /// solicitations, MLD reports): not for the tunnel, not a fault.
+        TunLinkLocal => "tun_link_local",
         /// Protected BUs the tunnel module recognised by SPI (look-up or heuristic) and sent
         /// from the new care-of address.
         BuRecognised => "bu_recognised",
@@ -498,10 +501,14 @@ impl MobileNode {
     /// How to send a packet read from the TUN (an application's, from a home address,
     /// RFC 5555 section 4.1): the tunnel of the current registration.
     pub fn handle_from_tun(&mut self, _now: Instant, pkt: &[u8]) -> Outbound<MnCounter> {
-        let Some((src, _)) = tif::addresses(pkt) else {
+        let Some((src, dst)) = tif::addresses(pkt) else {
             self.counters.bump(MnCounter::DropBadInner);
             return Outbound::Drop(MnCounter::DropBadInner);
         };
+        if tif::link_local_only(dst) {
+            self.counters.bump(MnCounter::TunLinkLocal);
+            return Outbound::Drop(MnCounter::TunLinkLocal);
+        }
         let Some(r) = &self.registered else {
             self.counters.bump(MnCounter::DropNotRegistered);
             return Outbound::Drop(MnCounter::DropNotRegistered);

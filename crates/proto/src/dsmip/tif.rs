@@ -217,6 +217,22 @@ pub enum Encap {
     },
 }
 
+/// Whether a packet read from the TUN is for the TUN's own link only (the kernel's router
+/// solicitations and MLD reports when the interface comes up): a link-local or
+/// interface/link-scope multicast destination (RFC 4291 section 2.7), or IPv4's link-local,
+/// broadcast and local network control block (224.0.0.0/24, RFC 5771). Such a packet never
+/// crosses a tunnel (RFC 6275 section 10.4.2 keeps link-local traffic off it), and dropping
+/// it is not a fault an operator should look into.
+pub fn link_local_only(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V6(d) => {
+            let s = d.segments()[0];
+            (s & 0xffc0) == 0xfe80 || (d.is_multicast() && (s & 0x000f) <= 2)
+        }
+        IpAddr::V4(d) => d.is_broadcast() || d.is_link_local() || d.octets()[..3] == [224, 0, 0],
+    }
+}
+
 /// The protocol number naming an inner packet's version (4 or 41).
 pub fn proto_of(inner: &[u8]) -> u8 {
     if inner.first().is_some_and(|b| b >> 4 == 4) {
@@ -299,6 +315,30 @@ mod tests {
         let mut bad = bu.clone();
         bad[45] ^= 1;
         assert_eq!(from_udp(from, &bad), Up::Drop(TifDrop::BadSignal));
+    }
+
+    #[test]
+    fn only_link_scoped_destinations_stay_on_the_tun() {
+        for d in [
+            "ff02::2",
+            "ff02::16",
+            "fe80::1",
+            "ff01::1",
+            "224.0.0.22",
+            "169.254.1.1",
+            "255.255.255.255",
+        ] {
+            assert!(link_local_only(d.parse().unwrap()), "{d}");
+        }
+        for d in [
+            "2001:db8::1",
+            "ff0e::1",
+            "ff05::2",
+            "198.51.100.1",
+            "239.1.1.1",
+        ] {
+            assert!(!link_local_only(d.parse().unwrap()), "{d}");
+        }
     }
 
     #[test]
