@@ -136,6 +136,9 @@ pub struct HaFile {
     /// Known mobile nodes.
     #[serde(default)]
     pub mobile_node: Vec<MobileNodeEntry>,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server.
+    pub metrics_listen: Option<String>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
 }
@@ -161,6 +164,8 @@ pub struct Ha {
     pub state_file: Option<PathBuf>,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
 }
@@ -291,6 +296,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         route_metric: f.route_metric,
         state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
         control_socket: f.control_socket,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_deref())?,
         ipsec,
     })
 }
@@ -365,6 +371,9 @@ pub struct MnFile {
     pub control_socket: PathBuf,
     /// Interfaces for care-of addresses, with preferences.
     pub interfaces: Vec<MnInterface>,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server.
+    pub metrics_listen: Option<String>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
 }
@@ -398,6 +407,8 @@ pub struct Mn {
     pub routes: Vec<(std::net::IpAddr, u8)>,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Interfaces, most preferred first.
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
@@ -498,6 +509,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         rule_priority: f.rule_priority,
         routes,
         control_socket: f.control_socket,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_deref())?,
         interfaces: ifs,
         ipsec,
         bu_detection,

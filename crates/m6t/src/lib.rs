@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod docs;
 pub mod dsmip_config;
 pub mod ipsec_config;
+pub mod metrics;
 pub mod prefix_tool;
 pub mod status;
