@@ -354,8 +354,12 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
             for conn in listener.incoming() {
                 // One client at a time: scrapes are rare and short, and the timeouts bound
                 // how long a bad client holds the thread. Failures are the client's.
-                if let Ok(s) = conn {
-                    let _ = answer(s, &metrics);
+                match conn {
+                    Ok(s) => {
+                        let _ = answer(s, &metrics);
+                    }
+                    // Out of descriptors, say: wait rather than spin on the error.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         })?;

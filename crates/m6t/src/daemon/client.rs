@@ -4,9 +4,11 @@
 
 use super::hook::{Hook, HookCall};
 use super::{
-    bind_control, counters_with, io, os_seed, serve_reports, shutdown, DaemonError, BURST,
+    bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
+    start_metrics, DaemonError, BURST,
 };
 use crate::config;
+use crate::metrics::{GaugeValue, Publisher, Snapshot};
 use crate::status::Report;
 use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::claims::Claims;
@@ -50,6 +52,7 @@ struct Driver {
     installed: Option<Ipv6Addr>,
     route: bool,
     failures: Failures,
+    metrics: Option<Publisher>,
 }
 
 impl Driver {
@@ -168,6 +171,7 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     let claims = Claims::new(&cfg.claims_dir, std::process::id())
         .map_err(io(format!("claims directory {}", cfg.claims_dir.display())))?;
     let control = bind_control(&cfg.control_socket)?;
+    let metrics = start_metrics(cfg.metrics_listen, "client", false)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
@@ -185,11 +189,34 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
         installed: None,
         route: false,
         failures: Failures::default(),
+        metrics,
     };
     let r = Loop::new(&d).run(&mut d, &mut m, mon, &control);
     m6t_linux::notify::stopping();
     d.cleanup();
     r
+}
+
+/// What the metrics show: the counters of `m6t status`, whether the tunnel is up and whether
+/// the gateway answered on its address.
+fn snapshot(m: &Client, failures: &Failures) -> Snapshot {
+    let info = m.info(Instant::now());
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    Snapshot {
+        counters: counters_with(m.counters().snapshot(), failures, &[]),
+        gauges: vec![
+            GaugeValue::plain(
+                "tunnel_up",
+                "1 when the tunnel has an address (an IPv4 path toward the gateway)",
+                flag(info.address.is_some()),
+            ),
+            GaugeValue::plain(
+                "tunnel_confirmed",
+                "1 when the gateway answered on the current tunnel address",
+                flag(info.confirmed),
+            ),
+        ],
+    }
 }
 
 /// The data path's buffers, allocated once.
@@ -228,7 +255,10 @@ impl Loop {
         while !d.rt.stopping() {
             d.hook.reap();
             ready.clear();
-            ready.extend_from_slice(d.rt.wait(m.poll_timeout()).map_err(io("epoll"))?);
+            let next = publish_metrics(&mut d.metrics, Instant::now(), m.poll_timeout(), || {
+                snapshot(m, &d.failures)
+            });
+            ready.extend_from_slice(d.rt.wait(next).map_err(io("epoll"))?);
             let now = Instant::now();
             for &source in &ready {
                 match source {
