@@ -112,9 +112,10 @@ pub struct Metrics {
     start_time: f64,
 }
 
-/// The family of a counter by its `m6t status` name: (metric name without `m6t_`, its
-/// help, and the label that tells the series apart with its value).
-fn family_of(name: &str) -> (String, &'static str, Option<(&'static str, &str)>) {
+/// The family of a counter by its `m6t status` name: (metric name without `m6t_` and
+/// `_total`, its help, and the label that tells the series apart with its value). Public
+/// so that the tests find each counter of a status report among the scraped series.
+pub fn family_of(name: &str) -> (String, &'static str, Option<(&'static str, &str)>) {
     if let Some(r) = name.strip_prefix("drop_") {
         (
             "drops".into(),

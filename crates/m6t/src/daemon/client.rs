@@ -163,6 +163,8 @@ impl Driver {
 /// Runs the client until SIGINT/SIGTERM.
 pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the client before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "client", false)?;
     let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -171,7 +173,6 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     let claims = Claims::new(&cfg.claims_dir, std::process::id())
         .map_err(io(format!("claims directory {}", cfg.claims_dir.display())))?;
     let control = bind_control(&cfg.control_socket)?;
-    let metrics = start_metrics(cfg.metrics_listen, "client", false)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;

@@ -146,6 +146,8 @@ impl Shared {
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the gateway before it changes anything.
+    let publisher = start_metrics(cfg.metrics_listen, "gateway", false)?;
     let n = cfg.workers.max(1);
     let tuns = Tun::open_queues(&cfg.interface, cfg.machine.mtu, cfg.offload, n)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -163,7 +165,6 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         }
     }
     let control = bind_control(&cfg.control_socket)?;
-    let publisher = start_metrics(cfg.metrics_listen, "gateway", false)?;
     let stop = shutdown()?;
     let shard_cfg = cfg.machine.shard(n);
     let mut shards = Vec::with_capacity(n);

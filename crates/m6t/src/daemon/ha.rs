@@ -201,6 +201,8 @@ fn link_index(nl: &Netlink, name: &str) -> Result<u32, DaemonError> {
 pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
     warn_unprotected(&cfg);
+    // First: a metrics port in use stops the home agent before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "ha", false)?;
     let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.mtu, false)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -213,7 +215,6 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     let socks = TifSockets::home_agent(cfg.address4, cfg.address6, cfg.ipsec.is_some())
         .map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
-    let metrics = start_metrics(cfg.metrics_listen, "ha", false)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     for s in TifSource::ALL {

@@ -155,6 +155,8 @@ struct Driver {
 /// Runs the mobile node until SIGINT/SIGTERM.
 pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the node before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "mn", true)?;
     let stop = shutdown()?;
     if !discover_ha(&mut cfg, &stop) {
         return Ok(());
@@ -167,7 +169,6 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
     let socks = TifSockets::mobile_node(cfg.ipsec.is_some()).map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
-    let metrics = start_metrics(cfg.metrics_listen, "mn", true)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&monitor, Source::Netlink).map_err(io("epoll"))?;
