@@ -299,3 +299,115 @@ fn a_metrics_port_in_use_stops_the_daemon_with_one_line() {
         "{err}"
     );
 }
+
+/// The samples of a classic-format exposition, by series as written (`name{labels}`).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Scrapes `addr` from `role`'s namespace, after checking the exposition with promtool.
+fn scrape(l: &Lab, role: &str, addr: &str) -> BTreeMap<String, f64> {
+    let o = l
+        .net
+        .sh_output(
+            role,
+            &format!("curl -sf --max-time 5 http://{addr}/metrics | promtool check metrics"),
+        )
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics ({role}): {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    samples(
+        &l.net
+            .sh(
+                role,
+                &format!("curl -sf --max-time 5 http://{addr}/metrics"),
+            )
+            .unwrap(),
+    )
+}
+
+#[test]
+fn home_agent_and_mobile_node_show_bindings_registrations_and_sas() {
+    use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec};
+    need(&[("promtool", "prometheus"), ("curl", "curl")]);
+    const HA_METRICS: &str = "127.0.0.1:9465";
+    const MN_METRICS: &str = "127.0.0.1:9466";
+    let mut l = Lab::build(bin(), &LabOptions::new("e2emetricsds")).unwrap();
+    let mut o = DsmipOptions {
+        ipsec: Some(LabIpsec::random().unwrap()),
+        ..DsmipOptions::default()
+    };
+    // Top-level keys go before the file's tables: the MN's through its interfaces text,
+    // the HA's written in front of its file.
+    o.interfaces = format!("metrics_listen = \"{MN_METRICS}\"\n{}", o.interfaces);
+    l.write_dsmip_configs(&o).unwrap();
+    let ha_toml = l.net.dir.join("ha.toml");
+    let text = std::fs::read_to_string(&ha_toml).unwrap();
+    std::fs::write(
+        &ha_toml,
+        format!("metrics_listen = \"{HA_METRICS}\"\n{text}"),
+    )
+    .unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let m = l.wait_registered("udp", m6t_lab::lab::MN4[0], 0).unwrap();
+    assert!(m.registrations >= 1);
+
+    // Published within a second of the registration.
+    let t = Instant::now();
+    let (mn, info, mn_report) = loop {
+        let s = scrape(&l, "mn", MN_METRICS);
+        let (info, r) = l.mn_info().unwrap();
+        if s.get("m6t_registrations_total") == Some(&(info.registrations as f64)) {
+            break (s, info, r);
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(mn["m6t_registered"], 1.0, "{mn:?}");
+    // One observation per registration, in seconds, as the status shows the last one.
+    assert_eq!(
+        mn["m6t_registration_seconds_count"],
+        info.registrations as f64
+    );
+    assert_eq!(
+        mn["m6t_registration_seconds_bucket{le=\"+Inf\"}"],
+        info.registrations as f64
+    );
+    let last = info.last_registration_ms.unwrap() / 1e3;
+    assert!(mn["m6t_registration_seconds_sum"] >= last, "{mn:?} {last}");
+    assert_eq!(mn["m6t_ipsec_sas{direction=\"in\"}"], 1.0, "{mn:?}");
+    assert_eq!(mn["m6t_ipsec_sas{direction=\"out\"}"], 1.0, "{mn:?}");
+    assert!(mn["m6t_bu_sent_total"] as u64 <= mn_report.counter("bu_sent"));
+    assert!(mn.contains_key("m6t_ipsec_drops_total{reason=\"esp_bad_icv\"}"));
+    assert!(mn.contains_key("m6t_drops_total{reason=\"not_registered\"}"));
+
+    let ha = scrape(&l, "ha", HA_METRICS);
+    let bindings = match l.ha_report().unwrap() {
+        Report::HomeAgent { bindings, .. } => bindings.len(),
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(bindings, 1);
+    assert_eq!(ha["m6t_bindings{tunnel=\"udp\"}"], 1.0, "{ha:?}");
+    assert_eq!(ha["m6t_bindings{tunnel=\"ipv6\"}"], 0.0, "{ha:?}");
+    assert_eq!(ha["m6t_ipsec_sas{direction=\"in\"}"], 1.0, "{ha:?}");
+    assert!(ha["m6t_bu_accepted_total"] >= 1.0, "{ha:?}");
+    assert_eq!(
+        ha[&format!(
+            "m6t_build_info{{version=\"{}\",daemon=\"ha\"}}",
+            env!("CARGO_PKG_VERSION")
+        )],
+        1.0,
+        "{ha:?}"
+    );
+}
