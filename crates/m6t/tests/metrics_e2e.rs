@@ -11,6 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// One lab at a time, as in the other end-to-end tests: they share the CPU.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The gateway's metrics address: its home-side IPv4 address, inside its namespace.
 const GW_METRICS: &str = "198.51.100.1:9464";
 /// Prometheus's own API, on the gateway namespace's loopback only.
@@ -91,6 +94,7 @@ fn prometheus_scrapes_the_gateway_and_returns_what_status_shows() {
         ("promtool", "prometheus"),
         ("curl", "curl"),
     ]);
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut o = LabOptions::new("e2emetrics");
     o.gateway_extra = format!("metrics_listen = \"{GW_METRICS}\"\n");
     let mut l = Lab::start(bin(), &o).unwrap_or_else(|e| panic!("lab: {e}"));
@@ -340,6 +344,7 @@ fn scrape(l: &Lab, role: &str, addr: &str) -> BTreeMap<String, f64> {
 fn home_agent_and_mobile_node_show_bindings_registrations_and_sas() {
     use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec};
     need(&[("promtool", "prometheus"), ("curl", "curl")]);
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const HA_METRICS: &str = "127.0.0.1:9465";
     const MN_METRICS: &str = "127.0.0.1:9466";
     let mut l = Lab::build(bin(), &LabOptions::new("e2emetricsds")).unwrap();
