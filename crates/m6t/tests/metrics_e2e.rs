@@ -16,6 +16,8 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The gateway's metrics address: its home-side IPv4 address, inside its namespace.
 const GW_METRICS: &str = "198.51.100.1:9464";
+/// The client's metrics address, in its namespace.
+const CLIENT_METRICS: &str = "127.0.0.1:9467";
 /// Prometheus's own API, on the gateway namespace's loopback only.
 const PROM: &str = "127.0.0.1:19090";
 
@@ -97,6 +99,8 @@ fn prometheus_scrapes_the_gateway_and_returns_what_status_shows() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut o = LabOptions::new("e2emetrics");
     o.gateway_extra = format!("metrics_listen = \"{GW_METRICS}\"\n");
+    // The client too, on its namespace's loopback.
+    o.client_extra = format!("metrics_listen = \"{CLIENT_METRICS}\"\n");
     let mut l = Lab::start(bin(), &o).unwrap_or_else(|e| panic!("lab: {e}"));
 
     // Traffic: forwarded both ways, and drops of one reason made on purpose (the home
@@ -255,6 +259,25 @@ fn prometheus_scrapes_the_gateway_and_returns_what_status_shows() {
     assert_eq!(p["m6t_states{kind=active}"], 1.0);
     assert!(p["m6t_keepalives_answered_total{}"] > 0.0);
     l.net.stop("prometheus");
+
+    // The client's exposition: promtool-clean, its tunnel up and confirmed, its counters
+    // those of its status.
+    let t = Instant::now();
+    loop {
+        let c = scrape(&l, "mn", CLIENT_METRICS);
+        let r = l.report(&l.client_sock).unwrap();
+        let sent = r.counter("sent") as f64;
+        if c.get("m6t_tunnel_up") == Some(&1.0)
+            && c.get("m6t_tunnel_confirmed") == Some(&1.0)
+            && c.get("m6t_sent_total") == Some(&sent)
+            && sent >= 3.0
+            && c.contains_key("m6t_drops_total{reason=\"tunnel_down\"}")
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{c:?}\n{r:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
