@@ -156,8 +156,9 @@ pub struct ClientFile {
     #[serde(default = "d_claims")]
     pub claims_dir: PathBuf,
     /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
-    /// no metrics server.
-    pub metrics_listen: Option<String>,
+    /// no metrics server. Any TOML value here, so that a wrong type too gets an error
+    /// naming the key (from [`V::metrics_listen`]) rather than a line number.
+    pub metrics_listen: Option<toml::Value>,
 }
 
 /// The gateway's file, as written by the operator.
@@ -217,8 +218,9 @@ pub struct GatewayFile {
     #[serde(default = "d_workers")]
     pub workers: usize,
     /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
-    /// no metrics server.
-    pub metrics_listen: Option<String>,
+    /// no metrics server. Any TOML value here, so that a wrong type too gets an error
+    /// naming the key (from [`V::metrics_listen`]) rather than a line number.
+    pub metrics_listen: Option<toml::Value>,
 }
 
 fn d_workers() -> usize {
@@ -291,18 +293,19 @@ impl V<'_> {
     /// where to scrape). Parsed here rather than by serde so the error names the key.
     pub(crate) fn metrics_listen(
         &self,
-        v: Option<&str>,
+        v: Option<&toml::Value>,
     ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
-        let Some(s) = v else {
+        let Some(v) = v else {
             return Ok(None);
         };
+        let s = v.as_str().unwrap_or("");
         match s.parse::<std::net::SocketAddr>() {
             Ok(a) if a.port() != 0 => Ok(Some(a)),
             _ => Err(self.bad(
                 "metrics_listen",
                 format!(
-                    "{s:?} is not an address and port for the metrics server, e.g. \
-                     \"127.0.0.1:9464\" or \"[::1]:9464\" (port not 0)"
+                    "{v} is not an address and port for the metrics server, e.g. \
+                     \"127.0.0.1:9464\" or \"[::1]:9464\" (a string; port not 0)"
                 ),
             )),
         }
@@ -427,7 +430,7 @@ pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
         control_socket,
         claims_dir: f.claims_dir,
         offload: f.offload,
-        metrics_listen: v.metrics_listen(f.metrics_listen.as_deref())?,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
     })
 }
 
@@ -494,7 +497,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         control_socket: f.control_socket,
         offload: f.offload,
         workers: f.workers,
-        metrics_listen: v.metrics_listen(f.metrics_listen.as_deref())?,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
     })
 }
 
@@ -532,6 +535,8 @@ mod tests {
             "\"localhost:9464\"",
             "\"127.0.0.1:0\"",
             "\"1.2.3.4\"",
+            "9464",
+            "[\"127.0.0.1:9464\"]",
         ] {
             let e = c(&format!("{base}metrics_listen = {bad}\n"))
                 .unwrap_err()

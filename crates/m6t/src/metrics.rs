@@ -522,6 +522,27 @@ mod tests {
     }
 
     #[test]
+    fn publisher_is_due_at_once_then_every_period() {
+        let m = Arc::new(Metrics::new("client", false));
+        let mut p = Publisher::new(Arc::clone(&m));
+        let t0 = Instant::now();
+        assert!(p.due(t0));
+        assert!(p.deadline() <= Instant::now());
+        let s = Snapshot {
+            counters: vec![Counter {
+                name: "sent".into(),
+                value: 9,
+            }],
+            gauges: Vec::new(),
+        };
+        p.publish(t0, s);
+        assert!(m.openmetrics().contains("m6t_sent_total 9\n"));
+        assert!(!p.due(t0 + PUBLISH_EVERY / 2));
+        assert!(p.due(t0 + PUBLISH_EVERY));
+        assert_eq!(p.deadline(), t0 + PUBLISH_EVERY);
+    }
+
+    #[test]
     fn requests_get_metrics_404_or_405() {
         let m = sample();
         let (s, ty, body) = respond("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &m);
