@@ -28,6 +28,11 @@ have zsh       || need+=(zsh)
 have systemd-analyze || need+=(systemd)
 have dpkg-shlibdeps  || need+=(dpkg-dev)
 have strip     || need+=(binutils)
+# Metrics (crates/m6t/tests/metrics_e2e.rs): a real Prometheus server scrapes a gateway,
+# promtool checks the exposition, curl asks both.
+have prometheus || need+=(prometheus)
+have promtool  || need+=(prometheus)
+have curl      || need+=(curl)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || need+=(python3-scapy)
 # scapy's IPsec (the peer that builds ESP for the tests) needs it.
@@ -60,6 +65,11 @@ if [[ " ${need[*]} " == *" miredo "* ]]; then
   if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now miredo >/dev/null 2>&1 || true
   fi
+fi
+# Prometheus: the metrics test runs its own server in a namespace with a lab-only
+# configuration; the packaged service (scraping this host) stays off when we installed it.
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 true
 # cargo-deb builds the Debian package (packaging/build-deb.sh); pinned, from crates.io.

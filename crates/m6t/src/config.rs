@@ -157,6 +157,10 @@ pub struct ClientFile {
     /// Directory of random-value claims shared by tunnel interfaces (section 2.5).
     #[serde(default = "d_claims")]
     pub claims_dir: PathBuf,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server. Any TOML value here, so that a wrong type too gets an error
+    /// naming the key (from [`V::metrics_listen`]) rather than a line number.
+    pub metrics_listen: Option<toml::Value>,
 }
 
 /// The gateway's file, as written by the operator.
@@ -215,6 +219,10 @@ pub struct GatewayFile {
     /// mobile-node address).
     #[serde(default = "d_workers")]
     pub workers: usize,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server. Any TOML value here, so that a wrong type too gets an error
+    /// naming the key (from [`V::metrics_listen`]) rather than a line number.
+    pub metrics_listen: Option<toml::Value>,
 }
 
 fn d_workers() -> usize {
@@ -363,6 +371,27 @@ impl V<'_> {
         }
         Ok(())
     }
+    /// `metrics_listen`: an address and a port, the port not 0 (Prometheus needs to know
+    /// where to scrape). Parsed here rather than by serde so the error names the key.
+    pub(crate) fn metrics_listen(
+        &self,
+        v: Option<&toml::Value>,
+    ) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(v) = v else {
+            return Ok(None);
+        };
+        let s = v.as_str().unwrap_or("");
+        match s.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(Some(a)),
+            _ => Err(self.bad(
+                "metrics_listen",
+                format!(
+                    "{v} is not an address and port for the metrics server, e.g. \
+                     \"127.0.0.1:9464\" or \"[::1]:9464\" (a string; port not 0)"
+                ),
+            )),
+        }
+    }
     pub(crate) fn iface(&self, v: &str) -> Result<(), ConfigError> {
         if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
             return Err(self.bad("interface", "must be 1 to 15 characters, no '/' or space"));
@@ -390,6 +419,8 @@ pub struct Client {
     pub claims_dir: PathBuf,
     /// TUN offload.
     pub offload: bool,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A validated gateway configuration.
@@ -411,6 +442,8 @@ pub struct Gateway {
     pub offload: bool,
     /// Worker threads.
     pub workers: usize,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reads and validates a client configuration file.
@@ -479,6 +512,7 @@ pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
         control_socket,
         claims_dir: f.claims_dir,
         offload: f.offload,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
     })
 }
 
@@ -545,6 +579,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         control_socket: f.control_socket,
         offload: f.offload,
         workers: f.workers,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
     })
 }
 
@@ -638,6 +673,41 @@ mod tests {
         assert_eq!(x.control_socket, PathBuf::from("/run/m6t/client-m6t0.sock"));
         let y = c("gateway = \"203.0.113.1\"\nula = \"fd12:3456:789a::/48\"\nsubnet_id = 1\nmn_id = 0x42\n").unwrap();
         assert_eq!(y.machine.prefix.to_string(), "fd12:3456:789a:1:42::/80");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_a_bad_one_names_file_and_key() {
+        let base = "gateway = \"203.0.113.1\"\nprefix = \"fd00:1:2:3:4::/80\"\n";
+        assert_eq!(c(base).unwrap().metrics_listen, None);
+        let x = c(&format!("{base}metrics_listen = \"[::1]:9464\"\n")).unwrap();
+        assert_eq!(x.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+        for bad in [
+            "\"9464\"",
+            "\"localhost:9464\"",
+            "\"127.0.0.1:0\"",
+            "\"1.2.3.4\"",
+            "9464",
+            "[\"127.0.0.1:9464\"]",
+        ] {
+            let e = c(&format!("{base}metrics_listen = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("config c.toml: key `metrics_listen`: "),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let gw =
+            "address = \"fd00::1\"\nha_addresses = [\"fd00::2\"]\nmn_prefixes = [\"fd01::/48\"]\n";
+        assert_eq!(g(gw).unwrap().metrics_listen, None);
+        let x = g(&format!("{gw}metrics_listen = \"10.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(x.metrics_listen, Some("10.0.0.1:9464".parse().unwrap()));
+        let e = g(&format!("{gw}metrics_listen = \"10.0.0.1\"\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("g.toml: key `metrics_listen`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct HaFile {
     /// Known mobile nodes.
     #[serde(default)]
     pub mobile_node: Vec<MobileNodeEntry>,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server. Any TOML value, so that a wrong type names the key too.
+    pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
 }
@@ -161,6 +164,8 @@ pub struct Ha {
     pub state_file: Option<PathBuf>,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
 }
@@ -292,6 +297,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         route_metric: f.route_metric,
         state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
         control_socket: f.control_socket,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         ipsec,
     })
 }
@@ -366,6 +372,9 @@ pub struct MnFile {
     pub control_socket: PathBuf,
     /// Interfaces for care-of addresses, with preferences.
     pub interfaces: Vec<MnInterface>,
+    /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
+    /// no metrics server. Any TOML value, so that a wrong type names the key too.
+    pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
 }
@@ -399,6 +408,8 @@ pub struct Mn {
     pub routes: Vec<(std::net::IpAddr, u8)>,
     /// Control socket.
     pub control_socket: PathBuf,
+    /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Interfaces, most preferred first.
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
@@ -500,6 +511,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         rule_priority: f.rule_priority,
         routes,
         control_socket: f.control_socket,
+        metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         interfaces: ifs,
         ipsec,
         bu_detection,
@@ -530,6 +542,37 @@ mod tests {
         assert_eq!(
             h.state_file,
             Some(PathBuf::from("/var/lib/m6t/ha-bindings.json"))
+        );
+    }
+
+    #[test]
+    fn metrics_listen_of_ha_and_mn() {
+        let h = ha_from_str(Path::new("h"), HA).unwrap();
+        assert_eq!(h.metrics_listen, None);
+        let h = ha_from_str(
+            Path::new("h"),
+            &format!("metrics_listen = \"[::1]:9465\"\n{HA}"),
+        )
+        .unwrap();
+        assert_eq!(h.metrics_listen, Some("[::1]:9465".parse().unwrap()));
+        let e = ha_from_str(Path::new("h"), &format!("metrics_listen = \"::1\"\n{HA}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config h: key `metrics_listen`: "), "{e}");
+        let m = mn_from_str(Path::new("m"), MN).unwrap();
+        assert_eq!(m.metrics_listen, None);
+        let m = mn_from_str(
+            Path::new("m"),
+            &format!("metrics_listen = \"127.0.0.1:9466\"\n{MN}"),
+        )
+        .unwrap();
+        assert_eq!(m.metrics_listen, Some("127.0.0.1:9466".parse().unwrap()));
+        let e = mn_from_str(Path::new("m"), &format!("metrics_listen = 9466\n{MN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config m: key `metrics_listen`: 9466 is not"),
+            "{e}"
         );
     }
 

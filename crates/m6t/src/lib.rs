@@ -9,5 +9,6 @@ pub mod docs;
 pub mod dsmip_config;
 pub mod ipsec_config;
 pub mod logging;
+pub mod metrics;
 pub mod prefix_tool;
 pub mod status;

@@ -96,6 +96,8 @@ fn temporary_state_expires_after_its_lifetime_even_with_mn_traffic() {
     assert_eq!(t.gw.poll_timeout(), Some(t.at(2000)));
     assert_eq!(t.tick(2000), 1);
     assert!(t.kind(2000, MN).is_none());
+    // A temporary state going does not touch the active count.
+    assert_eq!(t.gw.active_len(), 0);
     assert_eq!(
         t.home(2001, &swap(&p)),
         FromHome::Drop(GatewayCounter::NoStateForHome)
@@ -109,7 +111,11 @@ fn active_state_lifetime_is_refreshed_by_traffic_either_way() {
     let mut t = T::new(c);
     let p = pkt(MN, HA, 100);
     let _ = t.mn(0, "198.51.100.7:40000", &p);
+    assert_eq!(t.gw.active_len(), 0);
     let _ = t.home(10, &swap(&p));
+    assert_eq!(t.gw.active_len(), 1);
+    let _ = t.home(20, &swap(&p)); // an active state is counted once
+    assert_eq!(t.gw.active_len(), 1);
     let _ = t.mn(8_000, "198.51.100.7:40000", &p); // refresh from the MN side
     t.tick(12_000);
     assert_eq!(t.kind(12_000, MN), Some(StateKind::Active));
@@ -120,6 +126,7 @@ fn active_state_lifetime_is_refreshed_by_traffic_either_way() {
     assert!(t.kind(27_000, MN).is_none());
     assert_eq!(t.gw.counters().get(GatewayCounter::StatesExpired), 1);
     assert!(t.gw.is_empty());
+    assert_eq!(t.gw.active_len(), 0);
 }
 
 #[test]

@@ -4,9 +4,11 @@
 
 use super::hook::{Hook, HookCall};
 use super::{
-    bind_control, counters_with, io, os_seed, serve_reports, shutdown, DaemonError, BURST,
+    bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
+    start_metrics, DaemonError, BURST,
 };
 use crate::config;
+use crate::metrics::{GaugeValue, Publisher, Snapshot};
 use crate::status::Report;
 use m6t_linux::batch::{RecvBatch, SendBatch};
 use m6t_linux::claims::Claims;
@@ -50,6 +52,7 @@ struct Driver {
     installed: Option<Ipv6Addr>,
     route: bool,
     failures: Failures,
+    metrics: Option<Publisher>,
 }
 
 impl Driver {
@@ -161,6 +164,8 @@ impl Driver {
 pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     crate::status::mark_start();
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the client before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "client", false)?;
     let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.machine.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -186,11 +191,34 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
         installed: None,
         route: false,
         failures: Failures::default(),
+        metrics,
     };
     let r = Loop::new(&d).run(&mut d, &mut m, mon, &control);
     m6t_linux::notify::stopping();
     d.cleanup();
     r
+}
+
+/// What the metrics show: the counters of `m6t status`, whether the tunnel is up and whether
+/// the gateway answered on its address.
+fn snapshot(m: &Client, failures: &Failures) -> Snapshot {
+    let info = m.info(Instant::now());
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    Snapshot {
+        counters: counters_with(m.counters().snapshot(), failures, &[]),
+        gauges: vec![
+            GaugeValue::plain(
+                "tunnel_up",
+                "1 when the tunnel has an address (an IPv4 path toward the gateway)",
+                flag(info.address.is_some()),
+            ),
+            GaugeValue::plain(
+                "tunnel_confirmed",
+                "1 when the gateway answered on the current tunnel address",
+                flag(info.confirmed),
+            ),
+        ],
+    }
 }
 
 /// The data path's buffers, allocated once.
@@ -226,10 +254,17 @@ impl Loop {
         }
         let mut tun_rx = d.tun.reader();
         let mut ready = Vec::new();
+        let mut publish_at = publish_metrics(&mut d.metrics, Instant::now(), None, || {
+            snapshot(m, &d.failures)
+        });
         while !d.rt.stopping() {
             d.hook.reap();
             ready.clear();
-            ready.extend_from_slice(d.rt.wait(m.poll_timeout()).map_err(io("epoll"))?);
+            let next = match (m.poll_timeout(), publish_at) {
+                (Some(t), Some(p)) => Some(t.min(p)),
+                (t, p) => t.or(p),
+            };
+            ready.extend_from_slice(d.rt.wait(next).map_err(io("epoll"))?);
             let now = Instant::now();
             for &source in &ready {
                 match source {
@@ -259,6 +294,8 @@ impl Loop {
                 }
             }
             self.after(d, m, now)?;
+            // With the pass's clock reading: no extra one per wake-up, metrics or not.
+            publish_at = publish_metrics(&mut d.metrics, now, None, || snapshot(m, &d.failures));
         }
         Ok(())
     }

@@ -10,8 +10,10 @@
 //! from. No lock covers all states on the hot path.
 
 use super::{
-    bind_control, counters_with, io, os_seed, serve_reports, shutdown, DaemonError, BURST,
+    bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
+    start_metrics, DaemonError, BURST,
 };
+use crate::metrics::{GaugeValue, Publisher, Snapshot};
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -71,6 +73,37 @@ impl Shared {
         }
     }
 
+    /// What the metrics show: the counters of [`Self::report`] (summed over the shards),
+    /// the states by kind and the longest garbage-collection pause.
+    fn snapshot(&self) -> Snapshot {
+        let mut counters: Vec<m6t_proto::stats::Counter> = Vec::new();
+        let (mut len, mut active) = (0, 0);
+        for i in 0..self.shards.len() {
+            let g = self.lock(i);
+            for (k, c) in g.counters().snapshot().into_iter().enumerate() {
+                match counters.get_mut(k) {
+                    Some(t) => t.value += c.value,
+                    None => counters.push(c),
+                }
+            }
+            len += g.len();
+            active += g.active_len();
+        }
+        const STATES: &str = "States of mobile nodes by kind (temporary, active)";
+        Snapshot {
+            counters: counters_with(counters, &self.failures, &[]),
+            gauges: vec![
+                GaugeValue::labelled("states", STATES, "kind", "temporary", (len - active) as f64),
+                GaugeValue::labelled("states", STATES, "kind", "active", active as f64),
+                GaugeValue::plain(
+                    "gc_max_pause_seconds",
+                    "Longest garbage-collection pass of a shard since start in seconds",
+                    self.gc_max_pause_us.load(Ordering::Relaxed) as f64 / 1e6,
+                ),
+            ],
+        }
+    }
+
     fn report(&self, req: &str, interface: &str, ports: &[u16]) -> Report {
         let mut counters: Vec<m6t_proto::stats::Counter> = Vec::new();
         let mut states = Vec::new();
@@ -115,6 +148,8 @@ impl Shared {
 pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     crate::status::mark_start();
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the gateway before it changes anything.
+    let publisher = start_metrics(cfg.metrics_listen, "gateway", false)?;
     let n = cfg.workers.max(1);
     let tuns = Tun::open_queues(&cfg.interface, cfg.machine.mtu, cfg.offload, n)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -157,8 +192,11 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();
         let mut control = Some(control);
+        let mut publisher = publisher;
         for (w, (tun, s)) in tuns.into_iter().zip(socks).enumerate() {
+            // Worker 0 answers `m6t status` and publishes the metrics for all.
             let ctl = if w == 0 { control.take() } else { None };
+            let publisher = if w == 0 { publisher.take() } else { None };
             let shared = &shared;
             let stop = &stop;
             let ports = &cfg.ports;
@@ -167,7 +205,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
                 std::thread::Builder::new()
                     .name(format!("m6t-gw-{w}"))
                     .spawn_scoped(scope, move || {
-                        worker(w, tun, s, ctl, shared, stop, ports, name)
+                        worker(w, tun, s, ctl, publisher, shared, stop, ports, name)
                     })
                     .map_err(io("worker thread"))?,
             );
@@ -210,6 +248,7 @@ fn worker(
     tun: Tun,
     socks: Vec<(u16, udp::Udp)>,
     control: Option<ControlServer>,
+    mut publisher: Option<Publisher>,
     shared: &Shared,
     stop: &Shutdown,
     ports: &[u16],
@@ -236,6 +275,7 @@ fn worker(
     };
     let mut tun_rx = tun.reader();
     let mut next = shared.lock(me).poll_timeout();
+    next = publish_metrics(&mut publisher, Instant::now(), next, || shared.snapshot());
     while !rt.stopping() {
         let ready = rt.wait(next).map_err(io("epoll"))?;
         // One clock read per wake-up, shared by the whole pass.
@@ -252,6 +292,7 @@ fn worker(
             }
         }
         next = w.after(now);
+        next = publish_metrics(&mut publisher, now, next, || shared.snapshot());
     }
     Ok(())
 }

@@ -6,10 +6,11 @@
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
-    bind_control, counters_with, io, ipsec_upkeep, serve_reports, shutdown, with_ipsec,
-    write_atomically, DaemonError,
+    bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
+    shutdown, start_metrics, with_ipsec, write_atomically, DaemonError,
 };
 use crate::dsmip_config::Ha;
+use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{IpsecInfo, Report};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
@@ -201,6 +202,8 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     crate::status::mark_start();
     caps::check_tunnel_privileges()?;
     warn_unprotected(&cfg);
+    // First: a metrics port in use stops the home agent before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "ha", false)?;
     let stop = shutdown()?;
     let tun = Tun::open(&cfg.interface, cfg.mtu, false)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
@@ -257,6 +260,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         file,
         failures,
         seq_file: cfg.ipsec.as_ref().and_then(|i| i.sequence_file.clone()),
+        metrics,
     };
     let r = d.run(&mut node, &control);
     m6t_linux::notify::stopping();
@@ -276,6 +280,8 @@ struct Driver {
     failures: Arc<Failures>,
     /// Where IPsec's outbound sequence numbers are reserved.
     seq_file: Option<PathBuf>,
+    /// Where the metrics are published, when `metrics_listen` is set.
+    metrics: Option<Publisher>,
 }
 
 impl Driver {
@@ -285,6 +291,9 @@ impl Driver {
         let mut buf = vec![0u8; 65536];
         // Bindings restored from the file: their routes go in before the first packet.
         let mut next = self.after(node, Instant::now());
+        next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
+            snapshot(node, &self.failures)
+        });
         while !self.rt.stopping() {
             let ready = self.rt.wait(next).map_err(io("epoll"))?;
             let now = Instant::now();
@@ -310,6 +319,9 @@ impl Driver {
             }
             failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
             next = self.after(node, now);
+            next = publish_metrics(&mut self.metrics, now, next, || {
+                snapshot(node, &self.failures)
+            });
         }
         Ok(())
     }
@@ -355,6 +367,36 @@ impl Driver {
             };
             self.home.apply(&unbound, &self.failures);
         }
+    }
+}
+
+/// What the metrics show: the counters of `m6t status`, the bindings by tunnel and the
+/// IPsec SAs.
+fn snapshot(node: &HomeAgent, failures: &Failures) -> crate::metrics::Snapshot {
+    use m6t_proto::dsmip::binding_cache::Tunnel;
+    let mut by = [0usize; 4];
+    for b in node.snapshot(Instant::now()).bindings {
+        by[match b.tunnel {
+            Tunnel::Ipv6 { .. } => 0,
+            Tunnel::Ipv4 { .. } => 1,
+            Tunnel::Udp { .. } => 2,
+            Tunnel::Tlv { .. } => 3,
+        }] += 1;
+    }
+    const HELP: &str = "Bindings in the cache by tunnel (ipv6, ip-in-ip, udp, udp-tlv, as m6t \
+                        status names them)";
+    let mut gauges: Vec<GaugeValue> = ["ipv6", "ip-in-ip", "udp", "udp-tlv"]
+        .into_iter()
+        .zip(by)
+        .map(|(t, n)| GaugeValue::labelled("bindings", HELP, "tunnel", t, n as f64))
+        .collect();
+    gauges.extend(ipsec_gauges(node.ipsec()));
+    crate::metrics::Snapshot {
+        counters: with_ipsec(
+            counters_with(node.counters().snapshot(), failures, &[]),
+            node.ipsec(),
+        ),
+        gauges,
     }
 }
 

@@ -7,9 +7,11 @@
 
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
-    bind_control, counters_with, io, ipsec_upkeep, serve_reports, shutdown, with_ipsec, DaemonError,
+    bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
+    shutdown, start_metrics, with_ipsec, DaemonError,
 };
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
+use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
@@ -146,12 +148,16 @@ struct Driver {
     v4hoa: Option<Ipv4Addr>,
     /// Whether `routes` are in the main table.
     routes_in: bool,
+    /// Where the metrics are published, when `metrics_listen` is set.
+    metrics: Option<Publisher>,
 }
 
 /// Runs the mobile node until SIGINT/SIGTERM.
 pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     crate::status::mark_start();
     caps::check_tunnel_privileges()?;
+    // First: a metrics port in use stops the node before it changes anything.
+    let metrics = start_metrics(cfg.metrics_listen, "mn", true)?;
     let stop = shutdown()?;
     if !discover_ha(&mut cfg, &stop) {
         return Ok(());
@@ -194,12 +200,35 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         failures: Failures::default(),
         v4hoa: None,
         routes_in: false,
+        metrics,
     };
     let r = d.run(&mut node, monitor, &control);
     m6t_linux::notify::stopping();
     d.cleanup();
     tracing::info!("mobile node stopped");
     r
+}
+
+/// What the metrics show: the counters of `m6t status` with the registrations accepted,
+/// whether the node is registered, and the IPsec SAs.
+fn snapshot(node: &MobileNode, info: &MnInfo, failures: &Failures) -> crate::metrics::Snapshot {
+    let registered = info.coa.is_some() && info.unanswered_bus < FAILING_AFTER;
+    let mut gauges = vec![GaugeValue::plain(
+        "registered",
+        "1 when the home agent accepted the current care-of address and the node's \
+         registration is not failing",
+        if registered { 1.0 } else { 0.0 },
+    )];
+    gauges.extend(ipsec_gauges(node.ipsec()));
+    let mut counters = with_ipsec(
+        counters_with(node.counters().snapshot(), failures, &[]),
+        node.ipsec(),
+    );
+    counters.push(m6t_proto::stats::Counter {
+        name: "registrations".into(),
+        value: info.registrations,
+    });
+    crate::metrics::Snapshot { counters, gauges }
 }
 
 /// The home address on the TUN, and "from <home address>" into the tunnel's table whatever
@@ -233,6 +262,9 @@ impl Driver {
         let now = Instant::now();
         self.movement(node, now);
         let mut next = self.after(node, now);
+        next = publish_metrics(&mut self.metrics, now, next, || {
+            snapshot(node, &self.info, &self.failures)
+        });
         while !self.rt.stopping() {
             ready.clear();
             ready.extend_from_slice(self.rt.wait(next).map_err(io("epoll"))?);
@@ -272,6 +304,9 @@ impl Driver {
             // Right after the inputs, before sleeping again: a BU the node queued leaves
             // now, so the registration time it reports is the one on the wire.
             next = self.after(node, now);
+            next = publish_metrics(&mut self.metrics, now, next, || {
+                snapshot(node, &self.info, &self.failures)
+            });
         }
         Ok(())
     }
@@ -424,6 +459,9 @@ impl Driver {
         i.ipv4_home_address = r.ipv4_hoa.map(|a| a.to_string());
         i.registrations += 1;
         i.last_registration_ms = Some(took.as_secs_f64() * 1e3);
+        if let Some(p) = &self.metrics {
+            p.metrics().observe_registration(took);
+        }
     }
 
     fn register_ip_in_ip(&mut self, coa: IpAddr) -> std::io::Result<()> {

@@ -57,6 +57,68 @@ pub(crate) fn bind_control(path: &Path) -> Result<ControlServer, DaemonError> {
     ControlServer::bind(path).map_err(io(format!("control socket {}", path.display())))
 }
 
+/// Starts the metrics server when `listen` is set (`metrics_listen`): binds it now, so that
+/// a port in use stops the daemon at start with one line naming the key, and returns what
+/// the loop publishes through.
+pub(crate) fn start_metrics(
+    listen: Option<std::net::SocketAddr>,
+    daemon: &'static str,
+    registration: bool,
+) -> Result<Option<crate::metrics::Publisher>, DaemonError> {
+    let Some(addr) = listen else {
+        return Ok(None);
+    };
+    let m = std::sync::Arc::new(crate::metrics::Metrics::new(daemon, registration));
+    let local = crate::metrics::serve(addr, std::sync::Arc::clone(&m))
+        .map_err(io(format!("metrics_listen {addr}")))?;
+    tracing::info!("metrics on http://{local}/metrics");
+    Ok(Some(crate::metrics::Publisher::new(m)))
+}
+
+/// Publishes a snapshot when one is due (at most once per
+/// [`crate::metrics::PUBLISH_EVERY`]; `snapshot` runs only then) and returns `next`, or the
+/// next publication when that comes first: the loop wakes for it even when idle, so the
+/// values scraped lag the daemon's by a second at most.
+pub(crate) fn publish_metrics(
+    publisher: &mut Option<crate::metrics::Publisher>,
+    now: std::time::Instant,
+    next: Option<std::time::Instant>,
+    snapshot: impl FnOnce() -> crate::metrics::Snapshot,
+) -> Option<std::time::Instant> {
+    let Some(p) = publisher.as_mut() else {
+        return next;
+    };
+    if p.due(now) {
+        p.publish(now, snapshot());
+    }
+    let d = p.deadline();
+    Some(next.map_or(d, |n| n.min(d)))
+}
+
+/// The number of IPsec SAs by direction, as gauges (none without IPsec).
+pub(crate) fn ipsec_gauges(ipsec: Option<&m6t_ipsec::Ipsec>) -> Vec<crate::metrics::GaugeValue> {
+    let Some(i) = ipsec else {
+        return Vec::new();
+    };
+    let inbound = i
+        .sad()
+        .iter()
+        .filter(|e| e.direction == m6t_ipsec::Direction::In)
+        .count();
+    let all = i.sad().len();
+    const HELP: &str = "IPsec security associations installed by direction (in, out)";
+    vec![
+        crate::metrics::GaugeValue::labelled("ipsec_sas", HELP, "direction", "in", inbound as f64),
+        crate::metrics::GaugeValue::labelled(
+            "ipsec_sas",
+            HELP,
+            "direction",
+            "out",
+            (all - inbound) as f64,
+        ),
+    ]
+}
+
 /// A seed for a machine from the kernel's generator.
 pub(crate) fn os_seed() -> Result<[u8; 32], DaemonError> {
     m6t_linux::seed::os_seed().map_err(io("getrandom"))

@@ -245,6 +245,9 @@ pub struct Gateway {
     idle_sources: VecDeque<(Instant, Ipv4Addr)>,
     counters: Counters<GatewayCounter>,
     events: VecDeque<GatewayEvent>,
+    /// Active states, kept as they change so that metrics get states by kind without a
+    /// walk over a table that may hold a million of them.
+    active: usize,
 }
 
 fn usable_source(a: Ipv6Addr) -> bool {
@@ -267,6 +270,7 @@ impl Gateway {
             idle_sources: VecDeque::new(),
             counters: Counters::default(),
             events: VecDeque::new(),
+            active: 0,
         }
     }
 
@@ -502,6 +506,7 @@ impl Gateway {
             // The heap entry still carries the temporary deadline, which is earlier than the
             // active one: GC will find the state alive and push the right deadline then.
             self.counters.bump(GatewayCounter::StatesActivated);
+            self.active += 1;
             self.push_event(GatewayEvent::Activated { address: dst });
         }
         self.counters.bump(GatewayCounter::ForwardedToMn);
@@ -551,6 +556,9 @@ impl Gateway {
             let (kind, v4, addr) = (s.kind, *s.peer.ip(), s.address);
             self.table.remove(i);
             removed += 1;
+            if kind == StateKind::Active {
+                self.active -= 1;
+            }
             self.counters.bump(GatewayCounter::StatesExpired);
             self.push_event(GatewayEvent::Expired {
                 address: addr,
@@ -594,6 +602,11 @@ impl Gateway {
     /// Number of states.
     pub fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// Number of active states (the others are temporary).
+    pub fn active_len(&self) -> usize {
+        self.active
     }
 
     /// True when there is no state.
