@@ -235,3 +235,189 @@ impl<'a> Message<'a> {
         Ok(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sa::{Proposal, Transform};
+    use crate::{dh, encr, exchange, flags, integ, notify, prf, protocol, transform_type as tt};
+
+    /// An IKE_SA_INIT request written by hand from RFC 7296 Figures 4-9, 10, 15 and 16:
+    /// SA (one IKE proposal: AES-CBC-128, PRF-HMAC-SHA2-256, HMAC-SHA2-256-128, MODP-2048),
+    /// KE (group 14, a 4-byte stand-in for the 256-byte value), Nonce (16 bytes), and a
+    /// NAT_DETECTION_SOURCE_IP notify with a 4-byte stand-in for its 20-byte hash.
+    fn sa_init_bytes() -> Vec<u8> {
+        let mut m = vec![
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0, 0, 0, 0, 0, 0, 0, // SPIs
+            33, 0x20, 34, 0x08, 0, 0, 0, 0, 0, 0, 0, 120, // SA first, 2.0, SA_INIT, I, 0, len
+        ];
+        m.extend_from_slice(&[34, 0, 0, 48]); // SA, next KE
+        m.extend_from_slice(&[0, 0, 0, 44, 1, 1, 0, 4]);
+        m.extend_from_slice(&[3, 0, 0, 12, 1, 0, 0, 12, 0x80, 14, 0, 128]);
+        m.extend_from_slice(&[3, 0, 0, 8, 2, 0, 0, 5]);
+        m.extend_from_slice(&[3, 0, 0, 8, 3, 0, 0, 12]);
+        m.extend_from_slice(&[0, 0, 0, 8, 4, 0, 0, 14]);
+        m.extend_from_slice(&[40, 0, 0, 12, 0, 14, 0, 0, 0xde, 0xad, 0xbe, 0xef]); // KE
+        m.extend_from_slice(&[41, 0, 0, 20]); // Nonce, next N
+        m.extend_from_slice(&[7; 16]);
+        m.extend_from_slice(&[0, 0, 0, 12, 0, 0, 0x40, 0x04, 1, 2, 3, 4]); // N(NAT_D_SRC)
+        assert_eq!(m.len(), 120);
+        m
+    }
+
+    fn sa_init() -> Message<'static> {
+        Message {
+            header: HeaderRepr {
+                initiator_spi: 0x1122_3344_5566_7788,
+                responder_spi: 0,
+                exchange_type: exchange::IKE_SA_INIT,
+                flags: flags::I,
+                message_id: 0,
+            },
+            payloads: vec![
+                Payload::Sa(SaPayload {
+                    proposals: vec![Proposal {
+                        number: 1,
+                        protocol: protocol::IKE,
+                        spi: vec![],
+                        transforms: vec![
+                            Transform::with_key_length(tt::ENCR, encr::AES_CBC, 128),
+                            Transform::new(tt::PRF, prf::HMAC_SHA2_256),
+                            Transform::new(tt::INTEG, integ::HMAC_SHA2_256_128),
+                            Transform::new(tt::DH, dh::MODP_2048),
+                        ],
+                    }],
+                }),
+                Payload::Ke(KeyExchange {
+                    group: dh::MODP_2048,
+                    data: &[0xde, 0xad, 0xbe, 0xef],
+                }),
+                Payload::Nonce(&[7; 16]),
+                Payload::Notify(Notify {
+                    protocol: 0,
+                    spi: &[],
+                    kind: notify::NAT_DETECTION_SOURCE_IP,
+                    data: &[1, 2, 3, 4],
+                }),
+            ],
+        }
+    }
+
+    #[test]
+    fn sa_init_both_ways() {
+        let bytes = sa_init_bytes();
+        let m = Message::parse(&bytes).unwrap();
+        assert_eq!(m, sa_init());
+        assert_eq!(
+            m.notify(notify::NAT_DETECTION_SOURCE_IP).unwrap().data,
+            &[1, 2, 3, 4]
+        );
+        assert!(m.notify(notify::COOKIE).is_none());
+        let mut out = vec![0u8; sa_init().emit_len()];
+        assert_eq!(sa_init().emit(&mut out), Ok(120));
+        assert_eq!(out, bytes);
+        assert_eq!(
+            sa_init().emit(&mut [0u8; 119]),
+            Err(IkeError::BufferTooSmall)
+        );
+    }
+
+    /// Appends an unknown payload (type 200, 2-byte body) after the last one.
+    fn with_unknown(critical: bool) -> Vec<u8> {
+        let mut b = sa_init_bytes();
+        b[108] = 200; // the notify's Next Payload
+        b.extend_from_slice(&[0, if critical { 0x80 } else { 0 }, 0, 6, 0xab, 0xcd]);
+        b[27] = 126;
+        b
+    }
+
+    #[test]
+    fn unknown_payloads() {
+        let plain = with_unknown(false);
+        let m = Message::parse(&plain).unwrap();
+        assert_eq!(m.payloads.len(), 5);
+        assert_eq!(
+            m.payloads[4],
+            Payload::Unknown {
+                kind: 200,
+                body: &[0xab, 0xcd]
+            }
+        );
+        let mut out = vec![0u8; m.emit_len()];
+        m.emit(&mut out).unwrap();
+        assert_eq!(out, plain);
+        let err = Message::parse(&with_unknown(true)).unwrap_err();
+        assert_eq!(err, IkeError::UnsupportedCritical(200));
+        assert_eq!(
+            err.notify_type(),
+            Some(notify::UNSUPPORTED_CRITICAL_PAYLOAD)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let mut short_nonce = sa_init_bytes();
+        short_nonce[91] = 19; // Nonce payload length 19: 15 bytes of data, then garbage
+        assert!(Message::parse(&short_nonce).is_err());
+        let mut v3 = sa_init_bytes();
+        v3[17] = 0x30;
+        let e = Message::parse(&v3).unwrap_err();
+        assert_eq!(e.notify_type(), Some(notify::INVALID_MAJOR_VERSION));
+        let mut trailing = sa_init_bytes();
+        trailing.push(0);
+        trailing[27] = 121; // the header covers it, the chain does not
+        assert_eq!(Message::parse(&trailing), Err(IkeError::Malformed));
+        let mut sk_first = sa_init();
+        sk_first.payloads.insert(
+            0,
+            Payload::Encrypted(Encrypted {
+                first_inner: 35,
+                data: &[0; 32],
+            }),
+        );
+        assert_eq!(sk_first.emit(&mut [0u8; 512]), Err(IkeError::Malformed));
+    }
+
+    #[test]
+    fn encrypted_last_and_inner_chain() {
+        // An IKE_AUTH request: SK holding (in this test, in clear) IDi then AUTH.
+        let inner = [
+            39u8, 0, 0, 12, 2, 0, 0, 0, b'm', b'n', b'@', b'x', 0, 0, 0, 8, 2, 0, 0, 0,
+        ];
+        let m = Message {
+            header: HeaderRepr {
+                initiator_spi: 1,
+                responder_spi: 2,
+                exchange_type: exchange::IKE_AUTH,
+                flags: flags::I,
+                message_id: 1,
+            },
+            payloads: vec![Payload::Encrypted(Encrypted {
+                first_inner: pt::IDI,
+                data: &inner,
+            })],
+        };
+        let mut out = vec![0u8; m.emit_len()];
+        m.emit(&mut out).unwrap();
+        assert_eq!(out[16], pt::SK);
+        assert_eq!(
+            out[28],
+            pt::IDI,
+            "SK's Next Payload names the first inner payload"
+        );
+        let back = Message::parse(&out).unwrap();
+        assert_eq!(back, m);
+        let Payload::Encrypted(sk) = back.payloads[0] else {
+            panic!("not SK")
+        };
+        let chain = Payload::parse_chain(sk.first_inner, sk.data).unwrap();
+        assert_eq!(chain[0], Payload::IdI(Identification::Fqdn(b"mn@x")));
+        assert_eq!(
+            chain[1],
+            Payload::Auth(Auth {
+                method: 2,
+                data: &[]
+            })
+        );
+    }
+}
