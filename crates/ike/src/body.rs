@@ -512,27 +512,33 @@ pub struct Encrypted<'a> {
 }
 
 impl<'a> Encrypted<'a> {
-    /// Splits the envelope into `(iv, ciphertext, icv)` for a cipher with an `iv_len`-byte
-    /// IV and an `icv_len`-byte checksum (e.g. 16 and 16 for AES-CBC with
-    /// HMAC-SHA-256-128, 8 and 16 for AES-GCM-16, RFC 5282). [`IkeError::Truncated`] if the
-    /// envelope is shorter than both.
-    pub fn split(
-        &self,
-        iv_len: usize,
-        icv_len: usize,
-    ) -> Result<(&'a [u8], &'a [u8], &'a [u8]), IkeError> {
+    /// Splits the envelope for a cipher with an `iv_len`-byte IV and an `icv_len`-byte
+    /// checksum (e.g. 16 and 16 for AES-CBC with HMAC-SHA-256-128, 8 and 16 for AES-GCM-16,
+    /// RFC 5282). [`IkeError::Truncated`] if the envelope is shorter than both.
+    pub fn split(&self, iv_len: usize, icv_len: usize) -> Result<SkParts<'a>, IkeError> {
         let ct_end = self
             .data
             .len()
             .checked_sub(icv_len)
             .filter(|&e| e >= iv_len)
             .ok_or(IkeError::Truncated)?;
-        Ok((
-            &self.data[..iv_len],
-            &self.data[iv_len..ct_end],
-            &self.data[ct_end..],
-        ))
+        Ok(SkParts {
+            iv: &self.data[..iv_len],
+            ciphertext: &self.data[iv_len..ct_end],
+            icv: &self.data[ct_end..],
+        })
     }
+}
+
+/// The three parts of an SK payload's body (RFC 7296 section 3.14, Figure 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkParts<'a> {
+    /// Initialization Vector.
+    pub iv: &'a [u8],
+    /// The encrypted payloads, padding and Pad Length.
+    pub ciphertext: &'a [u8],
+    /// Integrity Checksum Data (for AES-GCM, the tag).
+    pub icv: &'a [u8],
 }
 
 #[cfg(test)]
@@ -719,9 +725,9 @@ mod tests {
             first_inner: 35,
             data: &data,
         };
-        let (iv, ct, icv) = sk.split(16, 16).unwrap();
-        assert_eq!((iv.len(), ct.len(), icv.len()), (16, 8, 16));
-        assert_eq!(icv[0], 24);
+        let p = sk.split(16, 16).unwrap();
+        assert_eq!((p.iv.len(), p.ciphertext.len(), p.icv.len()), (16, 8, 16));
+        assert_eq!((p.iv[0], p.ciphertext[0], p.icv[0]), (0, 16, 24));
         assert_eq!(sk.split(16, 25), Err(IkeError::Truncated));
         assert_eq!(sk.split(41, 0), Err(IkeError::Truncated));
     }

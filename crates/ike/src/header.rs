@@ -1,6 +1,6 @@
 //! The IKE header (RFC 7296 section 3.1): a zero-copy view checked once, and its Repr.
 
-use crate::{be32, flags, IkeError};
+use crate::{be32, be64, flags, IkeError};
 
 /// Length of the fixed IKE header (RFC 7296 section 3.1, Figure 4).
 pub const IKE_HEADER_LEN: usize = 28;
@@ -91,12 +91,12 @@ impl<T: AsRef<[u8]>> IkeHeader<T> {
 
     /// The IKE SA Initiator's SPI (section 3.1), chosen by the initiator, never zero.
     pub fn initiator_spi(&self) -> u64 {
-        u64::from_be_bytes(self.bytes()[field::ISPI].try_into().unwrap_or([0; 8]))
+        be64(self.bytes(), field::ISPI.start)
     }
 
     /// The IKE SA Responder's SPI (section 3.1): zero in the first IKE_SA_INIT request.
     pub fn responder_spi(&self) -> u64 {
-        u64::from_be_bytes(self.bytes()[field::RSPI].try_into().unwrap_or([0; 8]))
+        be64(self.bytes(), field::RSPI.start)
     }
 
     /// The type of the first payload (section 3.2), [`crate::payload_type::NONE`] if none.

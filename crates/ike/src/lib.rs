@@ -27,7 +27,7 @@ pub mod payload;
 pub mod sa;
 
 pub use body::{
-    Auth, Cert, Delete, Encrypted, Identification, KeyExchange, Notify, TrafficSelector,
+    Auth, Cert, Delete, Encrypted, Identification, KeyExchange, Notify, SkParts, TrafficSelector,
     TrafficSelectors, TsRange,
 };
 pub use header::{HeaderRepr, IkeHeader, IKE_HEADER_LEN};
@@ -354,4 +354,11 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// Reads a big-endian u32 at `at`; the caller has checked the bounds.
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Reads a big-endian u64 at `at`; the caller has checked the bounds.
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(w)
 }
