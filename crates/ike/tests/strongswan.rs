@@ -5,8 +5,11 @@
 //! detection notifies (whose SHA-1 hashes are recomputed here from RFC 7296 section 2.23),
 //! and [`Message::emit`] must give back the very same bytes.
 //!
-//! Needs root (network namespaces, like the e2e tests). Everything runs under the shared
-//! namespace lock `/tmp/m6t-ns.lock` and inside two namespaces the test creates and removes:
+//! Needs root (network namespaces, like the e2e tests). Like them it takes no lock itself:
+//! whoever shares the machine runs it under theirs (`flock /tmp/m6t-ns.lock cargo test ...`),
+//! and a lock taken here would deadlock under such a caller. The namespaces are named after
+//! the test's pid, so two runs never meet. Everything runs inside the two namespaces the
+//! test creates and removes:
 //! charon in one (192.0.2.1, with a private tmpfs on /run for its compiled-in pid file, its
 //! own strongswan.conf through `STRONGSWAN_CONF` and its vici socket in a private directory),
 //! the UDP listener in the other (192.0.2.2); a veth pair joins them and nothing else, so
@@ -21,11 +24,9 @@ use sha1::{Digest, Sha1};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The lock every namespace test on this machine takes (shared with other work trees).
-const NS_LOCK: &str = "/tmp/m6t-ns.lock";
 const CHARON: &str = "/usr/lib/ipsec/charon";
 const CHARON_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -36,8 +37,6 @@ struct Lab {
     ns: [String; 2],
     charon: Option<Child>,
     listener: Option<Child>,
-    /// `flock` holding the shared lock; it lets go when its `cat` sees stdin close.
-    lock: Option<(Child, ChildStdin)>,
 }
 
 impl Drop for Lab {
@@ -52,10 +51,6 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some((mut flock, stdin)) = self.lock.take() {
-            drop(stdin);
-            let _ = flock.wait();
-        }
     }
 }
 
@@ -78,24 +73,6 @@ fn stop(mut child: Child) {
 fn run(args: &[&str]) {
     let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
     assert!(st.success(), "{args:?} failed");
-}
-
-/// Takes the shared namespace lock: `flock` runs `cat` once it holds the lock, which says so
-/// on stdout; closing `cat`'s stdin ends it and releases the lock.
-fn take_lock() -> (Child, ChildStdin) {
-    let mut c = Command::new("flock")
-        .args([NS_LOCK, "sh", "-c", "echo locked; exec cat >/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("flock (util-linux) not found");
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
-    let stdin = c.stdin.take().unwrap();
-    (c, stdin)
 }
 
 fn strongswan_conf(dir: &str) -> String {
@@ -278,7 +255,6 @@ fn strongswan_ike_sa_init_parses_and_reemits() {
         ns: [format!("m6tike-c{pid}"), format!("m6tike-p{pid}")],
         charon: None,
         listener: None,
-        lock: Some(take_lock()),
     };
     std::fs::create_dir_all(&lab.dir).unwrap();
     let dir = lab.dir.display().to_string();
