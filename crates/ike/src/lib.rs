@@ -214,36 +214,42 @@ pub mod transform_type {
     pub const ESN: u8 = 5;
 }
 
-/// Transform IDs of type ENCR (RFC 7296 section 3.3.2; IANA "Transform Type 1").
+/// Transform IDs of type ENCR (IANA "Transform Type 1 - Encryption Algorithm Transform IDs",
+/// which RFC 7296 section 3.3.2 started; checked against Wireshark's table by tests/tshark.rs).
 pub mod encr {
-    /// AES in CBC mode (RFC 3602), with a Key Length attribute of 128, 192 or 256: 12.
+    /// AES in CBC mode (RFC 3602), with a Key Length attribute of 128, 192 or 256: 12, listed
+    /// in RFC 7296 section 3.3.2 itself.
     pub const AES_CBC: u16 = 12;
-    /// AES-GCM with a 16-octet ICV (RFC 4106 for ESP, RFC 5282 for IKE), with a Key
-    /// Length attribute: 20.
+    /// AES-GCM with a 16-octet ICV (RFC 4106 section 8 for ESP, RFC 5282 for IKE), with a
+    /// Key Length attribute: 20 (IANA; not in RFC 7296's own list).
     pub const AES_GCM_16: u16 = 20;
 }
 
-/// Transform IDs of type PRF (RFC 7296 section 3.3.2; IANA "Transform Type 2").
+/// Transform IDs of type PRF (IANA "Transform Type 2 - Pseudorandom Function Transform IDs",
+/// started by RFC 7296 section 3.3.2).
 pub mod prf {
-    /// PRF_HMAC_SHA2_256 (RFC 4868): 5.
+    /// PRF_HMAC_SHA2_256 (RFC 4868 section 2.1.2): 5 (IANA; RFC 7296's list stops at 4).
     pub const HMAC_SHA2_256: u16 = 5;
 }
 
-/// Transform IDs of type INTEG (RFC 7296 section 3.3.2; IANA "Transform Type 3").
+/// Transform IDs of type INTEG (IANA "Transform Type 3 - Integrity Algorithm Transform IDs",
+/// started by RFC 7296 section 3.3.2).
 pub mod integ {
-    /// NONE: no separate integrity, with a combined-mode cipher such as AES-GCM: 0.
+    /// NONE: no separate integrity, with a combined-mode cipher such as AES-GCM: 0 (RFC 7296
+    /// section 3.3.2).
     pub const NONE: u16 = 0;
-    /// AUTH_HMAC_SHA2_256_128 (RFC 4868): 12.
+    /// AUTH_HMAC_SHA2_256_128 (RFC 4868 section 2.1.1): 12 (IANA; RFC 7296's list stops at 5).
     pub const HMAC_SHA2_256_128: u16 = 12;
 }
 
-/// Transform IDs of type D-H (RFC 7296 section 3.3.2 and appendix B; IANA "Transform Type 4").
+/// Transform IDs of type D-H (IANA "Transform Type 4 - Diffie-Hellman Group Transform IDs",
+/// started by RFC 7296 section 3.3.2 and appendix B).
 pub mod dh {
-    /// 2048-bit MODP group (RFC 3526 section 3): 14.
+    /// 2048-bit MODP group (RFC 3526 section 3): 14, listed in RFC 7296 section 3.3.2.
     pub const MODP_2048: u16 = 14;
-    /// 256-bit random ECP group, NIST P-256 (RFC 5903 section 3.1): 19.
+    /// 256-bit random ECP group, NIST P-256 (RFC 5903 section 3.1): 19 (IANA).
     pub const ECP_256: u16 = 19;
-    /// Curve25519 (RFC 8031 section 4): 31.
+    /// Curve25519 (RFC 8031 section 4): 31 (IANA).
     pub const CURVE25519: u16 = 31;
 }
 
