@@ -228,7 +228,7 @@ pub mod encr {
 /// Transform IDs of type PRF (IANA "Transform Type 2 - Pseudorandom Function Transform IDs",
 /// started by RFC 7296 section 3.3.2).
 pub mod prf {
-    /// PRF_HMAC_SHA2_256 (RFC 4868 section 2.1.2): 5 (IANA; RFC 7296's list stops at 4).
+    /// PRF_HMAC_SHA2_256 (RFC 4868): 5 (IANA; RFC 7296's list stops at 4).
     pub const HMAC_SHA2_256: u16 = 5;
 }
 
@@ -238,7 +238,7 @@ pub mod integ {
     /// NONE: no separate integrity, with a combined-mode cipher such as AES-GCM: 0 (RFC 7296
     /// section 3.3.2).
     pub const NONE: u16 = 0;
-    /// AUTH_HMAC_SHA2_256_128 (RFC 4868 section 2.1.1): 12 (IANA; RFC 7296's list stops at 5).
+    /// AUTH_HMAC_SHA2_256_128 (RFC 4868): 12 (IANA; RFC 7296's list stops at 5).
     pub const HMAC_SHA2_256_128: u16 = 12;
 }
 
