@@ -213,3 +213,105 @@ fn tshark_decodes_our_ike_sa_init() {
         "tshark has expert warnings: {line}"
     );
 }
+
+/// Every Notify type we name, in an INFORMATIONAL message: tshark's IKEv2 table must give
+/// each the same name for the same number (issue 11's errors and statuses, RFC 4555's,
+/// RFC 5685's, RFC 7383's and RFC 7427's).
+#[test]
+fn tshark_names_our_notify_types() {
+    use m6t_ike::notify as n;
+    let named: &[(&str, u16)] = &[
+        (
+            "UNSUPPORTED_CRITICAL_PAYLOAD",
+            n::UNSUPPORTED_CRITICAL_PAYLOAD,
+        ),
+        ("INVALID_IKE_SPI", n::INVALID_IKE_SPI),
+        ("INVALID_MAJOR_VERSION", n::INVALID_MAJOR_VERSION),
+        ("INVALID_SYNTAX", n::INVALID_SYNTAX),
+        ("INVALID_MESSAGE_ID", n::INVALID_MESSAGE_ID),
+        ("INVALID_SPI", n::INVALID_SPI),
+        ("NO_PROPOSAL_CHOSEN", n::NO_PROPOSAL_CHOSEN),
+        ("INVALID_KE_PAYLOAD", n::INVALID_KE_PAYLOAD),
+        ("AUTHENTICATION_FAILED", n::AUTHENTICATION_FAILED),
+        ("SINGLE_PAIR_REQUIRED", n::SINGLE_PAIR_REQUIRED),
+        ("NO_ADDITIONAL_SAS", n::NO_ADDITIONAL_SAS),
+        ("INTERNAL_ADDRESS_FAILURE", n::INTERNAL_ADDRESS_FAILURE),
+        ("FAILED_CP_REQUIRED", n::FAILED_CP_REQUIRED),
+        ("TS_UNACCEPTABLE", n::TS_UNACCEPTABLE),
+        ("INVALID_SELECTORS", n::INVALID_SELECTORS),
+        ("UNACCEPTABLE_ADDRESSES", n::UNACCEPTABLE_ADDRESSES),
+        ("UNEXPECTED_NAT_DETECTED", n::UNEXPECTED_NAT_DETECTED),
+        ("TEMPORARY_FAILURE", n::TEMPORARY_FAILURE),
+        ("CHILD_SA_NOT_FOUND", n::CHILD_SA_NOT_FOUND),
+        ("INITIAL_CONTACT", n::INITIAL_CONTACT),
+        ("SET_WINDOW_SIZE", n::SET_WINDOW_SIZE),
+        ("ADDITIONAL_TS_POSSIBLE", n::ADDITIONAL_TS_POSSIBLE),
+        ("IPCOMP_SUPPORTED", n::IPCOMP_SUPPORTED),
+        ("NAT_DETECTION_SOURCE_IP", n::NAT_DETECTION_SOURCE_IP),
+        (
+            "NAT_DETECTION_DESTINATION_IP",
+            n::NAT_DETECTION_DESTINATION_IP,
+        ),
+        ("COOKIE", n::COOKIE),
+        ("USE_TRANSPORT_MODE", n::USE_TRANSPORT_MODE),
+        ("HTTP_CERT_LOOKUP_SUPPORTED", n::HTTP_CERT_LOOKUP_SUPPORTED),
+        ("REKEY_SA", n::REKEY_SA),
+        (
+            "ESP_TFC_PADDING_NOT_SUPPORTED",
+            n::ESP_TFC_PADDING_NOT_SUPPORTED,
+        ),
+        ("NON_FIRST_FRAGMENTS_ALSO", n::NON_FIRST_FRAGMENTS_ALSO),
+        ("MOBIKE_SUPPORTED", n::MOBIKE_SUPPORTED),
+        ("ADDITIONAL_IP4_ADDRESS", n::ADDITIONAL_IP4_ADDRESS),
+        ("ADDITIONAL_IP6_ADDRESS", n::ADDITIONAL_IP6_ADDRESS),
+        ("NO_ADDITIONAL_ADDRESSES", n::NO_ADDITIONAL_ADDRESSES),
+        ("UPDATE_SA_ADDRESSES", n::UPDATE_SA_ADDRESSES),
+        ("COOKIE2", n::COOKIE2),
+        ("NO_NATS_ALLOWED", n::NO_NATS_ALLOWED),
+        ("REDIRECT_SUPPORTED", n::REDIRECT_SUPPORTED),
+        (
+            "IKEV2_FRAGMENTATION_SUPPORTED",
+            n::IKEV2_FRAGMENTATION_SUPPORTED,
+        ),
+        ("SIGNATURE_HASH_ALGORITHMS", n::SIGNATURE_HASH_ALGORITHMS),
+    ];
+    let m = Message {
+        header: HeaderRepr {
+            initiator_spi: SPI,
+            responder_spi: 1,
+            exchange_type: exchange::INFORMATIONAL,
+            flags: flags::I,
+            message_id: 7,
+        },
+        payloads: named
+            .iter()
+            .map(|&(_, kind)| {
+                Payload::Notify(Notify {
+                    protocol: 0,
+                    spi: &[],
+                    kind,
+                    data: &[],
+                })
+            })
+            .collect(),
+    };
+    let mut bytes = vec![0u8; m.emit_len()];
+    m.emit(&mut bytes).unwrap();
+    let dir = std::env::temp_dir().join(format!("m6t-ike-tshark-n{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("notifies.pcap");
+    std::fs::write(&pcap, pcap_udp500(&bytes)).unwrap();
+    let out = Command::new("tshark")
+        .args(["-n", "-V", "-r"])
+        .arg(&pcap)
+        .output()
+        .expect("tshark not found: run bash scripts/install-deps.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let missing: Vec<String> = named
+        .iter()
+        .map(|(name, v)| format!("Notify Message Type: {name} ({v})"))
+        .filter(|line| !text.contains(line.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "tshark disagrees: {missing:#?}");
+}
