@@ -18,6 +18,11 @@ have ethtool   || need+=(ethtool)
 have miredo    || need+=(miredo)
 have miredo-server || need+=(miredo-server)
 have tshark    || need+=(tshark)
+# IKEv2 interop (crates/ike/tests/strongswan.rs): a real charon, run only by the test in its
+# own namespaces with its own configuration; the policy-rc.d guard below keeps any packaged
+# service from starting.
+[ -x /usr/lib/ipsec/charon ] || need+=(strongswan-charon)
+have swanctl   || need+=(strongswan-swanctl)
 # Operator documents and packaging (crates/m6t/tests/docs.rs, package.rs): man page
 # checkers, the shells of the completions, systemd-analyze for the units, dpkg-deb and
 # dpkg-shlibdeps for the package.
