@@ -75,7 +75,9 @@ enum Cmd {
         #[arg(long, value_parser = parse_u16)]
         mn_id: Option<u16>,
     },
-    /// Measure m6t, the plain path, Teredo and DSMIPv6 side by side in the lab namespaces.
+    /// Measure m6t, the plain path, Teredo and DSMIPv6 side by side.
+    ///
+    /// Everything runs in the lab's namespaces, through the same NAT.
     Bench {
         /// Smoke mode: every measurement once, briefly.
         #[arg(long)]
@@ -88,8 +90,11 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// Build a namespace lab (MN, NAT, gateway, HA, correspondent) and show m6t at work, then
-    /// DSMIPv6 (home agent and mobile node, BU/BA and payload in ESP) through the same NAT.
+    /// Build a namespace lab and show m6t, then DSMIPv6, at work.
+    ///
+    /// The lab has an MN behind an nftables NAT, the NAT, the gateway, the HA and a
+    /// correspondent; the DSMIPv6 part runs a home agent and a mobile node with BU, BA and
+    /// payload in ESP through the same NAT.
     Lab {
         /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
         /// with `ip netns exec m6tlab-mn ...`).
