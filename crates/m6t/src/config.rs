@@ -619,7 +619,8 @@ mod tests {
         assert!(
             u.starts_with(
                 "config c.toml: key `gatway`: unknown key; allowed here: gateway, ports, "
-            ) && u.contains(", claims_dir, ") && u.ends_with(" (line 3)"),
+            ) && u.contains(", claims_dir, ")
+                && u.ends_with(" (line 3)"),
             "{u}"
         );
         // An array entry, counted from 0.
