@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 fuzz_target!(|data: &[u8]| {
     let ha: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
     let mn: Ipv6Addr = "fd00:1::5".parse().unwrap();
-    let mut gw = Gateway::new(GatewayConfig {
-        ha_addresses: vec![ha],
-        mn_prefixes: vec!["fd00:1::/32".parse().unwrap()],
-        icmp_source: "2001:db8:1::2".parse().unwrap(),
-        ..GatewayConfig::default()
-    }, [0x5a; 32]);
+    let mut gw = Gateway::new(
+        GatewayConfig {
+            ha_addresses: vec![ha],
+            mn_prefixes: vec!["fd00:1::/32".parse().unwrap()],
+            icmp_source: "2001:db8:1::2".parse().unwrap(),
+            ..GatewayConfig::default()
+        },
+        [0x5a; 32],
+    );
     let t0 = Instant::now();
     let mut scratch = vec![0u8; 1280];
     let mut p = vec![0u8; 60];

@@ -12,7 +12,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(usize::from(r.payload_len) + hl, total);
         assert_eq!(p.options().len(), hl - IPV4_HEADER_LEN);
         assert_eq!(p.payload(), &data[hl..total]);
-        let _ = (p.dscp(), p.ecn(), p.ident(), p.more_frags(), p.frag_offset());
+        let _ = (
+            p.dscp(),
+            p.ecn(),
+            p.ident(),
+            p.more_frags(),
+            p.frag_offset(),
+        );
         let _ = (p.checksum(), p.verify_checksum());
         let mut out = vec![0u8; IPV4_HEADER_LEN + usize::from(r.payload_len)];
         r.emit(&mut out).expect("a parsed payload length fits");
