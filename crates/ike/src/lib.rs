@@ -21,10 +21,14 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod group;
 pub mod header;
+pub mod kdf;
+pub mod keys;
 pub mod message;
 pub mod payload;
 pub mod sa;
+pub mod suite;
 
 pub use body::{
     Auth, Cert, Delete, Encrypted, Identification, KeyExchange, Notify, SkParts, TrafficSelector,
