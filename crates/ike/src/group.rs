@@ -107,7 +107,7 @@ pub struct KeyPair {
 }
 
 enum Secret {
-    Modp(U2048),
+    Modp(Box<U2048>),
     Ecp(p256::NonZeroScalar),
     X25519(x25519_dalek::StaticSecret),
 }
@@ -115,7 +115,7 @@ enum Secret {
 impl Drop for KeyPair {
     fn drop(&mut self) {
         if let Secret::Modp(x) = &mut self.secret {
-            x.zeroize();
+            x.as_mut().zeroize();
         }
         // p256's NonZeroScalar and dalek's StaticSecret zeroize themselves on drop.
     }
@@ -142,7 +142,7 @@ impl KeyPair {
                 rng.fill_bytes(&mut bytes[256 - MODP_EXPONENT_BITS / 8..]);
                 // The top bit set keeps the exponent at its full length and away from 0/1.
                 bytes[256 - MODP_EXPONENT_BITS / 8] |= 0x80;
-                Secret::Modp(U2048::from_be_slice(&bytes[..]))
+                Secret::Modp(Box::new(U2048::from_be_slice(&bytes[..])))
             }
             Group::Ecp256 => Secret::Ecp(p256::NonZeroScalar::random(rng)),
             Group::Curve25519 => Secret::X25519(x25519_dalek::StaticSecret::random_from_rng(rng)),
@@ -184,7 +184,7 @@ impl KeyPair {
                 }
                 let mut bytes = Zeroizing::new([0u8; 256]);
                 bytes[256 - private.len()..].copy_from_slice(private);
-                Secret::Modp(U2048::from_be_slice(&bytes[..]))
+                Secret::Modp(Box::new(U2048::from_be_slice(&bytes[..])))
             }
             Group::Ecp256 => {
                 let key = p256::SecretKey::from_slice(private).ok()?;

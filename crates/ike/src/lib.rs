@@ -21,6 +21,8 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod config;
+pub mod endpoint;
 pub mod group;
 pub mod header;
 pub mod kdf;
@@ -28,7 +30,9 @@ pub mod keys;
 pub mod message;
 pub mod payload;
 pub mod sa;
+pub mod sk;
 pub mod suite;
+pub mod ts;
 
 pub use body::{
     Auth, Cert, Delete, Encrypted, Identification, KeyExchange, Notify, SkParts, TrafficSelector,
