@@ -149,11 +149,16 @@ pub struct IkeConfig {
     pub max_sas: usize,
     /// How long a half-open SA may wait for its IKE_AUTH.
     pub half_open_timeout: Duration,
+    /// Rekey each CHILD_SA this long after it was made (section 2.8); `None` never.
+    pub rekey_child: Option<Duration>,
+    /// Rekey the IKE SA this long after it was made (section 2.18); `None` never.
+    pub rekey_ike: Option<Duration>,
 }
 
 impl Default for IkeConfig {
     /// strongSwan-like defaults, tuned for links where a second is long: first
-    /// retransmission after 2 s, then 3.6, 6.5, 11.7, 21 s (five tries, about 45 s).
+    /// retransmission after 2 s, then 3.6, 6.5, 11.7, 21 s (five tries, about 45 s); CHILD_SAs
+    /// rekeyed every hour and the IKE SA every four, as strongSwan does.
     fn default() -> Self {
         IkeConfig {
             proposals: Vec::new(),
@@ -168,6 +173,8 @@ impl Default for IkeConfig {
             half_open_max: 1024,
             max_sas: 4096,
             half_open_timeout: Duration::from_secs(30),
+            rekey_child: Some(Duration::from_secs(3600)),
+            rekey_ike: Some(Duration::from_secs(4 * 3600)),
         }
     }
 }

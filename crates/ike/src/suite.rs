@@ -236,6 +236,14 @@ impl ChildSuite {
         })
     }
 
+    /// The same without PFS group, as IKE_AUTH proposes it (RFC 7296 section 1.2).
+    pub fn without_group(&self) -> ChildSuite {
+        ChildSuite {
+            group: None,
+            ..*self
+        }
+    }
+
     /// The ESP proposal for it, with our inbound SPI (section 3.3.1: 4 bytes).
     pub fn proposal(&self, number: u8, spi: u32) -> Proposal {
         let encr = match self.algorithm {

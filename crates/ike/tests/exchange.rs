@@ -679,3 +679,146 @@ fn half_open_sas_are_bounded_and_expire() {
     assert!(b.sas().is_empty());
     assert_eq!(b.counters().half_open_expired, 5);
 }
+
+#[test]
+fn second_child_by_create_child_sa_as_rfc4877_needs() {
+    let esp = "aes128gcm16";
+    let mut n = Net::new(
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            mn_peer("s", HOA, esp),
+        ),
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            ha_peer("s", HOA, esp),
+        ),
+    );
+    n.connect();
+    let ike = n.a.sas()[0].id;
+    assert!(n.a.create_child(n.now, ike, "mh"));
+    n.run(Duration::from_millis(10));
+    let (a, b) = (children(&n.a_events), children(&n.b_events));
+    assert_eq!((a.len(), b.len()), (2, 2), "{:?}", n.b_events);
+    assert_eq!((a[1].mode, b[1].mode), (Mode::Transport, Mode::Transport));
+    assert_eq!(a[1].outbound, b[1].inbound);
+    assert_eq!(a[1].inbound, b[1].outbound);
+    assert_ne!(
+        a[1].inbound.keymat, a[0].inbound.keymat,
+        "fresh nonces, fresh keys"
+    );
+    assert!(!n.a.create_child(n.now, ike, "nonexistent"));
+    // With PFS (a KE in CREATE_CHILD_SA, section 1.3.1) too.
+    let pfs = "aes128gcm16-modp2048";
+    let mut n = Net::new(
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            mn_peer("s", HOA, pfs),
+        ),
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            ha_peer("s", HOA, pfs),
+        ),
+    );
+    n.connect();
+    // IKE_AUTH proposes without the group (section 1.2)...
+    let first = children(&n.a_events)[0].clone();
+    assert_eq!(first.suite.group, None);
+    // ...and CREATE_CHILD_SA with it: a KE exchange mixed into the keys.
+    let ike = n.a.sas()[0].id;
+    n.a.create_child(n.now, ike, "mh");
+    n.run(Duration::from_millis(10));
+    let (a, b) = (children(&n.a_events), children(&n.b_events));
+    assert_eq!(a.len(), 2, "{:?}", n.a_events);
+    assert_eq!(a[1].suite.group, Some(m6t_ike::group::Group::Modp2048));
+    assert_eq!(a[1].outbound, b[1].inbound);
+}
+
+#[test]
+fn child_and_ike_rekeys_by_time_from_either_side() {
+    for mn_rekeys in [true, false] {
+        let esp = "aes128-sha256";
+        let mut mn = config(&["aes128-sha256-modp2048"], mn_peer("s", HOA, esp));
+        let mut ha = config(&["aes128-sha256-modp2048"], ha_peer("s", HOA, esp));
+        let (r, q) = if mn_rekeys {
+            (&mut mn, &mut ha)
+        } else {
+            (&mut ha, &mut mn)
+        };
+        r.rekey_child = Some(Duration::from_secs(100));
+        r.rekey_ike = Some(Duration::from_secs(250));
+        q.rekey_child = None;
+        q.rekey_ike = None;
+        let mut n = Net::new(mn, ha);
+        n.connect();
+        n.run(Duration::from_secs(101));
+        let (a, b) = (children(&n.a_events), children(&n.b_events));
+        assert_eq!((a.len(), b.len()), (2, 2), "one rekey: {:?}", n.a_events);
+        assert_eq!(a[1].rekeys, Some(a[0].inbound.spi));
+        assert_eq!(b[1].rekeys, Some(b[0].inbound.spi));
+        assert_eq!(a[1].outbound, b[1].inbound);
+        // The old pair was deleted on both sides; one pair left each.
+        let downs = |ev: &[IkeEvent]| {
+            ev.iter()
+                .filter(|e| matches!(e, IkeEvent::ChildDown { .. }))
+                .count()
+        };
+        assert_eq!((downs(&n.a_events), downs(&n.b_events)), (1, 1));
+        assert_eq!(n.a.sas()[0].children.len(), 1);
+        // The IKE SA rekey: a new handle, the CHILD_SA moved, the old SA gone.
+        n.run(Duration::from_secs(150));
+        for (ep, ev) in [(&n.a, &n.a_events), (&n.b, &n.b_events)] {
+            assert!(
+                ev.iter().any(|e| matches!(e, IkeEvent::IkeRekeyed { .. })),
+                "{ev:?}"
+            );
+            assert!(ev.iter().any(|e| matches!(
+                e,
+                IkeEvent::IkeDown {
+                    why: Failure::Rekeyed,
+                    ..
+                }
+            )));
+            let sas = ep.sas();
+            assert_eq!(sas.len(), 1, "{sas:?}");
+            assert_eq!(sas[0].children.len(), 1, "the CHILD_SA moved");
+        }
+        // The new IKE SA works: another CHILD_SA rekey runs on it.
+        n.run(Duration::from_secs(100));
+        assert!(children(&n.a_events).len() >= 3, "{:?}", n.a_events);
+        assert_eq!(downs(&n.a_events), children(&n.a_events).len() - 1);
+        assert!(failures(&n.a_events).iter().all(|f| *f == Failure::Rekeyed));
+        // Keys of the new IKE SA differ from the old.
+        let id_a = n.a.sas()[0].id;
+        let id_b = n.b.sas()[0].id;
+        assert_eq!(n.a.wireshark_keys(id_a), n.b.wireshark_keys(id_b));
+    }
+}
+
+#[test]
+fn simultaneous_child_rekeys_resolve() {
+    let esp = "aes128-sha256";
+    let mut mn = config(&["aes128-sha256-modp2048"], mn_peer("s", HOA, esp));
+    let mut ha = config(&["aes128-sha256-modp2048"], ha_peer("s", HOA, esp));
+    mn.rekey_ike = None;
+    ha.rekey_ike = None;
+    mn.rekey_child = None;
+    ha.rekey_child = None;
+    let mut n = Net::new(mn, ha);
+    n.connect();
+    let (ia, ib) = (n.a.sas()[0].id, n.b.sas()[0].id);
+    let (sa_, sb) = (
+        children(&n.a_events)[0].inbound.spi,
+        children(&n.b_events)[0].inbound.spi,
+    );
+    assert!(n.a.rekey_child(n.now, ia, sa_));
+    assert!(n.b.rekey_child(n.now, ib, sb));
+    n.run(Duration::from_millis(10));
+    // Each refused the other's with TEMPORARY_FAILURE: no duplicate pair.
+    assert_eq!(children(&n.a_events).len(), 1);
+    assert_eq!(n.a.sas()[0].children.len(), 1);
+    // Then one side tries again and succeeds.
+    assert!(n.a.rekey_child(n.now, ia, sa_));
+    n.run(Duration::from_millis(10));
+    assert_eq!(children(&n.a_events).len(), 2);
+    assert_eq!(n.b.sas()[0].children.len(), 1);
+}

@@ -8,7 +8,9 @@
 //!
 //! 1. charon initiates to our responder;
 //! 2. our initiator to charon as responder;
-//! 3. a wrong pre-shared key, each way: AUTHENTICATION_FAILED and one clear line.
+//! 3. a wrong pre-shared key, each way: AUTHENTICATION_FAILED and one clear line;
+//! 4. CHILD_SA and IKE SA rekeys during a stream of echoes, initiated by each side: every
+//!    echo answered.
 
 mod common;
 
@@ -75,6 +77,15 @@ struct Peer {
 
 impl Peer {
     fn start(lab: &mut Lab, role: &str, psk: &str, ping: bool) -> Peer {
+        let extra: &[&str] = if ping {
+            &["--ping", CHARON_INNER, "--count", "3"]
+        } else {
+            &[]
+        };
+        Self::start_with(lab, role, psk, extra)
+    }
+
+    fn start_with(lab: &mut Lab, role: &str, psk: &str, extra: &[&str]) -> Peer {
         let psk_file = lab.dir.join("peer.psk");
         std::fs::write(&psk_file, psk).unwrap();
         let mut cmd = Command::new("ip");
@@ -87,9 +98,7 @@ impl Peer {
         cmd.args(["--local-ts", &format!("{OUR_INNER}/128")]);
         cmd.args(["--remote-ts", &format!("{CHARON_INNER}/128")]);
         cmd.args(["--encap", "--seconds", "25"]);
-        if ping {
-            cmd.args(["--ping", CHARON_INNER, "--count", "3"]);
-        }
+        cmd.args(extra);
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         lab.children.push(child);
@@ -283,4 +292,81 @@ fn wrong_psk_each_way_is_authentication_failed() {
         lab.log()
     );
     assert_eq!(peer.count("child up"), 0);
+}
+
+/// Rekeys during 40 echoes 200 ms apart: all answered, through the new SAs.
+fn rekeys_lose_nothing(ours: bool) {
+    let tag = if ours { "k" } else { "K" };
+    let mut lab = common::lab(tag);
+    lab.start_charon(
+        PLUGINS,
+        "install_routes = yes",
+        &swanctl_conf("m6t interop secret", false),
+    );
+    inner_address_on_ipsec0(&lab);
+    let mut extra = vec!["--ping", CHARON_INNER, "--count", "40", "--interval", "200"];
+    if ours {
+        extra.extend(["--rekey-child", "2", "--rekey-ike", "5"]);
+    }
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &extra);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    if !ours {
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            lab.swanctl(&["--rekey", "--child", "c"]).success(),
+            "{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            lab.swanctl(&["--rekey", "--ike", "m6t"]).success(),
+            "{}",
+            lab.log()
+        );
+    }
+    assert!(
+        peer.wait(15, "child rekeyed"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert!(
+        peer.wait(15, "ike rekeyed"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let t = Instant::now();
+    while peer.count("ping reply") < 40 && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        peer.count("ping reply"),
+        40,
+        "an echo was lost:\n{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert_eq!(peer.count("esp drop"), 0, "{}", peer.dump());
+    assert!(
+        peer.count("child down") >= 1,
+        "the old pair was deleted: {}",
+        peer.dump()
+    );
+    let log = lab.log();
+    assert!(log.contains("rekeyed") || log.contains("rekeying"), "{log}");
+    assert!(
+        !log.contains("received AUTHENTICATION_FAILED") && !log.contains("INVALID_SYNTAX"),
+        "{log}"
+    );
+}
+
+#[test]
+fn rekeys_initiated_by_us_lose_nothing() {
+    rekeys_lose_nothing(true);
+}
+
+#[test]
+fn rekeys_initiated_by_charon_lose_nothing() {
+    rekeys_lose_nothing(false);
 }

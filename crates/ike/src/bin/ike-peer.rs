@@ -67,8 +67,10 @@ fn echo(kind: u8, src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16, data: &[u8]) 
     p
 }
 
+/// The ESP of the tunnel: every inbound SA still alive (the old one of a rekey stays until
+/// deleted, for packets in flight) and the newest outbound one.
 struct Esp {
-    inbound: Sa,
+    inbound: HashMap<u32, Sa>,
     outbound: Sa,
     remote: SocketAddr,
 }
@@ -123,6 +125,12 @@ fn main() {
         }],
         force_encap: args.contains_key("encap"),
         retransmit_timeout: Duration::from_secs(1),
+        rekey_child: args
+            .get("rekey-child")
+            .map(|s| Duration::from_secs(s.parse().unwrap_or_else(|_| fail("bad --rekey-child")))),
+        rekey_ike: args
+            .get("rekey-ike")
+            .map(|s| Duration::from_secs(s.parse().unwrap_or_else(|_| fail("bad --rekey-ike")))),
         dpd: args
             .get("dpd")
             .map(|s| Duration::from_secs(s.parse().unwrap_or_else(|_| fail("bad --dpd")))),
@@ -145,6 +153,10 @@ fn main() {
         .get("ping")
         .map(|s| s.parse().unwrap_or_else(|_| fail("bad --ping")));
     let count: u16 = args.get("count").map_or(3, |s| s.parse().unwrap_or(3));
+    let interval = Duration::from_millis(
+        args.get("interval")
+            .map_or(300, |s| s.parse().unwrap_or(300)),
+    );
     let start = Instant::now();
     if arg(&args, "role") == "initiator" {
         ep.connect(
@@ -203,20 +215,43 @@ fn main() {
                 }
                 IkeEvent::ChildUp(c) => {
                     println!(
-                        "child up in={:#010x} out={:#010x} encap={} algorithm={}",
+                        "child {} in={:#010x} out={:#010x} encap={} algorithm={}",
+                        if c.rekeys.is_some() { "rekeyed" } else { "up" },
                         c.inbound.spi,
                         c.outbound.spi,
                         c.udp_encap,
                         c.suite.algorithm.name()
                     );
-                    esp = Some(install(&c));
+                    let (spi, inbound, outbound, remote) = install(&c);
+                    match esp.as_mut() {
+                        Some(e) => {
+                            e.inbound.insert(spi, inbound);
+                            e.outbound = outbound;
+                        }
+                        None => {
+                            esp = Some(Esp {
+                                inbound: HashMap::from([(spi, inbound)]),
+                                outbound,
+                                remote,
+                            })
+                        }
+                    }
                 }
+                IkeEvent::IkeRekeyed { .. } => println!("ike rekeyed"),
                 IkeEvent::Failed { why, detail, .. } => println!("failed {why}: {detail}"),
                 IkeEvent::IkeDown { why, .. } => {
                     println!("ike down {why}");
-                    esp = None;
+                    // A rekeyed IKE SA's CHILD_SAs live on in its successor.
+                    if why != m6t_ike::endpoint::Failure::Rekeyed {
+                        esp = None;
+                    }
                 }
-                IkeEvent::ChildDown { .. } => println!("child down"),
+                IkeEvent::ChildDown { inbound_spi, .. } => {
+                    println!("child down in={inbound_spi:#010x}");
+                    if let Some(e) = esp.as_mut() {
+                        e.inbound.remove(&inbound_spi);
+                    }
+                }
                 IkeEvent::PeerMoved { remote, .. } => {
                     println!("peer moved {remote}");
                     if let Some(e) = esp.as_mut() {
@@ -228,7 +263,7 @@ fn main() {
         if let (Some(dst), Some(e)) = (ping, esp.as_mut()) {
             if sent < count && now >= next_ping {
                 sent += 1;
-                next_ping = now + Duration::from_millis(300);
+                next_ping = now + interval;
                 let p = echo(128, inner_local, dst, 0x6d36, sent, b"m6t ike interop");
                 let mut o = Vec::new();
                 if e.outbound.encapsulate_tunnel(&p, &mut o).is_ok() {
@@ -243,22 +278,33 @@ fn main() {
     }
 }
 
-fn install(c: &ChildSa) -> Esp {
+/// The inbound SPI and SA, the outbound SA and where ESP-in-UDP goes.
+fn install(c: &ChildSa) -> (u32, Sa, Sa, SocketAddr) {
     let params = |spi| SaParams {
         spi,
         mode: Mode::Tunnel,
         algorithm: c.suite.algorithm,
         esn: c.suite.esn,
     };
-    Esp {
-        inbound: Sa::new(params(c.inbound.spi), &c.inbound.keymat, 1).expect("inbound SA"),
-        outbound: Sa::new(params(c.outbound.spi), &c.outbound.keymat, 2).expect("outbound SA"),
-        remote: SocketAddr::new(c.remote.ip(), NAT_T_PORT),
-    }
+    (
+        c.inbound.spi,
+        Sa::new(params(c.inbound.spi), &c.inbound.keymat, 1).expect("inbound SA"),
+        Sa::new(params(c.outbound.spi), &c.outbound.keymat, 2).expect("outbound SA"),
+        SocketAddr::new(c.remote.ip(), NAT_T_PORT),
+    )
 }
 
 fn on_esp(e: &mut Esp, d: &mut [u8], me: Ipv6Addr, sock: &UdpSocket) {
-    let opened = match e.inbound.decapsulate(d) {
+    if d.len() < 8 {
+        println!("esp drop truncated");
+        return;
+    }
+    let spi = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    let Some(sa) = e.inbound.get_mut(&spi) else {
+        println!("esp drop no-sa spi={spi:#010x}");
+        return;
+    };
+    let opened = match sa.decapsulate(d) {
         Ok(o) => o,
         Err(err) => {
             println!("esp drop {}", err.name());

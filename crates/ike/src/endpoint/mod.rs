@@ -45,6 +45,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+mod create_child;
+
 /// The NAT-T port (RFC 3948 section 2.2, RFC 7296 section 2.23).
 pub const NAT_T_PORT: u16 = 4500;
 /// The non-ESP marker before an IKE message on port 4500 (RFC 3948 section 2.2).
@@ -119,6 +121,9 @@ pub struct ChildSa {
     pub remote: SocketAddr,
     /// ESP in UDP 4500 (RFC 3948), because a NAT was detected or it was forced.
     pub udp_encap: bool,
+    /// A rekey (section 1.3.3): the inbound SPI of the pair this one replaces. Outbound
+    /// traffic moves to the new pair now; the old one is reported down when deleted.
+    pub rekeys: Option<u32>,
 }
 
 /// Why an exchange or an SA failed, each with its own counter and log line.
@@ -140,6 +145,8 @@ pub enum Failure {
     Closed,
     /// A half-open SA whose IKE_AUTH never came (section 2.6).
     HalfOpenExpired,
+    /// Replaced by its rekeyed successor (section 1.3.2).
+    Rekeyed,
 }
 
 impl std::fmt::Display for Failure {
@@ -153,6 +160,7 @@ impl std::fmt::Display for Failure {
             Failure::PeerDeleted => f.write_str("deleted by the peer"),
             Failure::Closed => f.write_str("closed"),
             Failure::HalfOpenExpired => f.write_str("half-open SA expired"),
+            Failure::Rekeyed => f.write_str("replaced by its rekeyed successor"),
         }
     }
 }
@@ -195,6 +203,14 @@ pub enum IkeEvent {
         ike: IkeSaId,
         /// The new address.
         remote: SocketAddr,
+    },
+    /// The IKE SA was rekeyed (section 1.3.2): its CHILD_SAs now belong to `new`; `old`
+    /// goes down with [`Failure::Rekeyed`] once deleted.
+    IkeRekeyed {
+        /// The handle that goes.
+        old: IkeSaId,
+        /// The handle of the successor.
+        new: IkeSaId,
     },
     /// An IKE SA is gone (its CHILD_SAs were reported down first).
     IkeDown {
@@ -331,6 +347,14 @@ pub struct IkeSaInfo {
 enum Queued {
     Liveness,
     DeleteIke,
+    /// A new CHILD_SA of the peer's child configuration with this index (section 1.3.1).
+    CreateChild(usize),
+    /// A rekey of the CHILD_SA with this inbound SPI (section 1.3.3).
+    RekeyChild(u32),
+    /// A rekey of the IKE SA (section 1.3.2).
+    RekeyIke,
+    /// A Delete of the CHILD_SA with this inbound SPI (section 1.4.1).
+    DeleteChild(u32),
 }
 
 #[derive(Debug)]
@@ -347,8 +371,33 @@ struct Outstanding {
 #[derive(Debug, Clone)]
 struct Child {
     name: String,
+    /// Index in the peer's children.
+    config: usize,
     inbound: u32,
     outbound: u32,
+    created: Instant,
+    /// A rekey of ours is under way (section 1.3.3).
+    rekeying: bool,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+/// What [`Endpoint::child_up`] records and reports.
+struct NewChild<'a> {
+    /// (peer, child) indices in the configuration.
+    config: (usize, usize),
+    suite: ChildSuite,
+    inbound: u32,
+    outbound: u32,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// Whether we initiated the exchange that created it.
+    we_initiated: bool,
+    /// The PFS shared secret of a CREATE_CHILD_SA with KE.
+    g_ir: Option<&'a [u8]>,
+    ni: &'a [u8],
+    nr: &'a [u8],
+    rekeys: Option<u32>,
 }
 
 /// The initiator's CHILD_SA request in IKE_AUTH, remembered until the answer.
@@ -387,6 +436,10 @@ struct IkeSa {
     nat_remote: bool,
     children: Vec<Child>,
     child_request: Option<ChildRequest>,
+    /// Our CREATE_CHILD_SA under way.
+    pending: Option<create_child::Pending>,
+    /// Rekeyed: its CHILD_SAs live on in its successor (section 1.3.2).
+    replaced: bool,
     created: Instant,
     last_heard: Instant,
     last_keepalive: Instant,
@@ -491,6 +544,18 @@ fn ts_view(bytes: &[u8]) -> TrafficSelectors<'_> {
         .unwrap_or_else(|_| TrafficSelectors::parse(&[0, 0, 0, 0]).expect("empty selector list"))
 }
 
+/// Whether `got` is one of `configured`, comparing D-H groups only where the exchange
+/// carries one (CREATE_CHILD_SA with PFS; never IKE_AUTH, section 1.2).
+fn offered(configured: &[ChildSuite], got: &ChildSuite, with_group: bool) -> bool {
+    configured.iter().any(|c| {
+        if with_group {
+            c == got
+        } else {
+            c.without_group() == *got
+        }
+    })
+}
+
 fn notify_payload(kind: u16, data: &[u8]) -> Payload<'_> {
     Payload::Notify(Notify {
         protocol: 0,
@@ -585,6 +650,16 @@ impl Endpoint {
                 }
                 if sa.nat_local {
                     at(sa.last_keepalive + self.config.nat_keepalive);
+                }
+                if sa.outstanding.is_none() {
+                    if let Some(r) = self.config.rekey_ike {
+                        at(sa.created + r);
+                    }
+                    if let Some(r) = self.config.rekey_child {
+                        for c in sa.children.iter().filter(|c| !c.rekeying) {
+                            at(c.created + r);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -687,6 +762,8 @@ impl Endpoint {
             nat_remote: false,
             children: Vec::new(),
             child_request: None,
+            pending: None,
+            replaced: false,
             created: now,
             last_heard: now,
             last_keepalive: now,
@@ -789,12 +866,24 @@ impl Endpoint {
             }
             Queued::DeleteIke => {
                 sa.state = IkeState::Deleting;
-                ispi = [0u8; 0];
+                ispi = Vec::new();
                 Some(Delete {
                     protocol: protocol::IKE,
                     spi_size: 0,
                     spis: &ispi,
                 })
+            }
+            Queued::DeleteChild(inbound) => {
+                ispi = inbound.to_be_bytes().to_vec();
+                Some(Delete {
+                    protocol: protocol::ESP,
+                    spi_size: 4,
+                    spis: &ispi,
+                })
+            }
+            Queued::CreateChild(_) | Queued::RekeyChild(_) | Queued::RekeyIke => {
+                self.send_create_child(now, sa, q);
+                return;
             }
         };
         let payloads: Vec<Payload> = del.into_iter().map(Payload::Delete).collect();
@@ -1147,6 +1236,8 @@ impl Endpoint {
             nat_remote,
             children: Vec::new(),
             child_request: None,
+            pending: None,
+            replaced: false,
             created: now,
             last_heard: now,
             last_keepalive: now,
@@ -1206,13 +1297,7 @@ impl Endpoint {
                 self.respond_informational(sa, &inner)
             }
             (exchange::CREATE_CHILD_SA, IkeState::Established) => {
-                self.counters.create_child_refused += 1;
-                self.send_response(
-                    sa,
-                    exchange::CREATE_CHILD_SA,
-                    &[notify_payload(notify::NO_ADDITIONAL_SAS, &[])],
-                );
-                true
+                self.respond_create_child(now, sa, &inner)
             }
             _ => {
                 self.counters.drop_state += 1;
@@ -1337,7 +1422,7 @@ impl Endpoint {
             (Some(s), Some(i), Some(r)) => {
                 let tsi: Vec<_> = i.iter().take(TS_LIMIT).collect();
                 let tsr: Vec<_> = r.iter().take(TS_LIMIT).collect();
-                self.pick_child(&pc, &s.proposals, &tsi, &tsr, transport)
+                self.pick_child(&pc, &s.proposals, &tsi, &tsr, transport, false)
             }
             _ => Err((
                 notify::INVALID_SYNTAX,
@@ -1361,9 +1446,23 @@ impl Endpoint {
                 out.push(Payload::TsI(ts_view(&tsi_b)));
                 out.push(Payload::TsR(ts_view(&tsr_b)));
                 self.send_response(sa, exchange::IKE_AUTH, &out);
-                let cc = &pc.children[ci];
+                let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
                 self.child_up(
-                    sa, &pc.name, &cc.name, cc.mode, suite, inbound, peer_spi, ntsr, ntsi,
+                    now,
+                    sa,
+                    NewChild {
+                        config: (p, ci),
+                        suite,
+                        inbound,
+                        outbound: peer_spi,
+                        local_ts: ntsr,
+                        remote_ts: ntsi,
+                        we_initiated: false,
+                        g_ir: None,
+                        ni: &ni,
+                        nr: &nr,
+                        rekeys: None,
+                    },
                 );
             }
             Err((kind, why, detail)) => {
@@ -1376,7 +1475,6 @@ impl Endpoint {
                 });
             }
         }
-        let _ = now;
         true
     }
 
@@ -1391,6 +1489,7 @@ impl Endpoint {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
         transport: bool,
+        pfs: bool,
     ) -> Result<
         (
             usize,
@@ -1409,7 +1508,7 @@ impl Endpoint {
             }
             let Some((chosen, (suite, spi))) = choose(proposals, |c| {
                 ChildSuite::from_single(c)
-                    .filter(|(s, spi)| *spi > 255 && s.group.is_none() && cc.proposals.contains(s))
+                    .filter(|(s, spi)| *spi > 255 && offered(&cc.proposals, s, pfs))
             }) else {
                 continue;
             };
@@ -1449,46 +1548,49 @@ impl Endpoint {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn child_up(
-        &mut self,
-        sa: &mut IkeSa,
-        peer: &str,
-        name: &str,
-        mode: Mode,
-        suite: ChildSuite,
-        inbound: u32,
-        outbound: u32,
-        local_ts: Vec<TrafficSelector>,
-        remote_ts: Vec<TrafficSelector>,
-    ) {
+    /// Records a negotiated CHILD_SA and reports it with its keys (section 2.17: KEYMAT
+    /// from SK_d and the nonces of the exchange that created it, the initiator-to-responder
+    /// keys first, "initiator" meaning that exchange's initiator).
+    fn child_up(&mut self, now: Instant, sa: &mut IkeSa, c: NewChild<'_>) {
         let keys = sa.keys.as_ref().expect("keys");
-        let (i2r, r2i) = child_keymat(&keys.sk_d, suite.algorithm, None, &sa.ni, &sa.nr);
-        let (ink, outk) = if sa.initiator { (r2i, i2r) } else { (i2r, r2i) };
+        let (i2r, r2i) = child_keymat(&keys.sk_d, c.suite.algorithm, c.g_ir, c.ni, c.nr);
+        let (ink, outk) = if c.we_initiated {
+            (r2i, i2r)
+        } else {
+            (i2r, r2i)
+        };
+        let pc = &self.config.peers[c.config.0];
+        let cc = &pc.children[c.config.1];
         sa.children.push(Child {
-            name: name.to_owned(),
-            inbound,
-            outbound,
+            name: cc.name.clone(),
+            config: c.config.1,
+            inbound: c.inbound,
+            outbound: c.outbound,
+            created: now,
+            rekeying: false,
+            local_ts: c.local_ts.clone(),
+            remote_ts: c.remote_ts.clone(),
         });
         self.events.push_back(IkeEvent::ChildUp(Box::new(ChildSa {
             ike: sa.ours(),
-            peer: peer.to_owned(),
-            name: name.to_owned(),
-            mode,
-            suite,
+            peer: pc.name.clone(),
+            name: cc.name.clone(),
+            mode: cc.mode,
+            suite: c.suite,
             inbound: SaHalf {
-                spi: inbound,
+                spi: c.inbound,
                 keymat: ink,
             },
             outbound: SaHalf {
-                spi: outbound,
+                spi: c.outbound,
                 keymat: outk,
             },
-            local_ts,
-            remote_ts,
+            local_ts: c.local_ts,
+            remote_ts: c.remote_ts,
             local: sa.local,
             remote: sa.remote,
             udp_encap: sa.udp_encap(),
+            rekeys: c.rekeys,
         })));
     }
 
@@ -1575,6 +1677,8 @@ impl Endpoint {
             nat_remote: false,
             children: Vec::new(),
             child_request: None,
+            pending: None,
+            replaced: false,
             created: sa.created,
             last_heard: sa.last_heard,
             last_keepalive: sa.last_keepalive,
@@ -1589,6 +1693,7 @@ impl Endpoint {
     /// Reports the CHILD_SAs and the IKE SA down (or the setup failed) and forgets it.
     fn teardown(&mut self, sa: IkeSa, why: Failure) {
         self.forget(&sa);
+        let why = if sa.replaced { Failure::Rekeyed } else { why };
         let ike = sa.ours();
         for c in &sa.children {
             self.events.push_back(IkeEvent::ChildDown {
@@ -1654,8 +1759,23 @@ impl Endpoint {
         sa.last_heard = now;
         self.follow_peer(sa, local, remote);
         let keep = match hdr.exchange_type {
-            exchange::IKE_AUTH => self.on_auth_response(sa, &inner),
-            exchange::INFORMATIONAL => what != Some(Queued::DeleteIke),
+            exchange::IKE_AUTH => self.on_auth_response(now, sa, &inner),
+            exchange::CREATE_CHILD_SA => self.on_create_child_response(now, sa, &inner),
+            exchange::INFORMATIONAL => {
+                if let Some(Queued::DeleteChild(spi)) = what {
+                    let ike = sa.ours();
+                    if let Some(i) = sa.children.iter().position(|c| c.inbound == spi) {
+                        let c = sa.children.remove(i);
+                        self.events.push_back(IkeEvent::ChildDown {
+                            ike,
+                            name: c.name,
+                            inbound_spi: c.inbound,
+                            outbound_spi: c.outbound,
+                        });
+                    }
+                }
+                what != Some(Queued::DeleteIke)
+            }
             _ => true,
         };
         if !keep {
@@ -1808,7 +1928,8 @@ impl Endpoint {
                 .proposals
                 .iter()
                 .enumerate()
-                .map(|(i, s)| s.proposal(i as u8 + 1, inbound))
+                // Section 1.2: no D-H in IKE_AUTH; the group is for later rekeys.
+                .map(|(i, s)| s.without_group().proposal(i as u8 + 1, inbound))
                 .collect(),
         };
         let mut payloads = vec![
@@ -1836,7 +1957,7 @@ impl Endpoint {
         self.send_request(now, sa, exchange::IKE_AUTH, &payloads, None);
     }
 
-    fn on_auth_response(&mut self, sa: &mut IkeSa, inner: &[Payload<'_>]) -> bool {
+    fn on_auth_response(&mut self, now: Instant, sa: &mut IkeSa, inner: &[Payload<'_>]) -> bool {
         let p = sa.peer.expect("initiator knows its peer");
         let pc = self.config.peers[p].clone();
         let mut idr = None;
@@ -1915,7 +2036,7 @@ impl Endpoint {
             (None, Some(s), Some(i), Some(r)) => {
                 let got = match s.proposals.as_slice() {
                     [one] => ChildSuite::from_single(one)
-                        .filter(|(suite, spi)| *spi > 255 && cc.proposals.contains(suite)),
+                        .filter(|(suite, spi)| *spi > 255 && offered(&cc.proposals, suite, false)),
                     _ => None,
                 };
                 let ntsi: Vec<_> = i.iter().take(TS_LIMIT).collect();
@@ -1951,16 +2072,23 @@ impl Endpoint {
         match checked {
             Ok((suite, spi, ntsi, ntsr)) => {
                 self.counters.child_established += 1;
+                let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
                 self.child_up(
+                    now,
                     sa,
-                    &pc.name,
-                    &cc.name,
-                    cc.mode,
-                    suite,
-                    req.inbound,
-                    spi,
-                    ntsi,
-                    ntsr,
+                    NewChild {
+                        config: (p, req.config),
+                        suite,
+                        inbound: req.inbound,
+                        outbound: spi,
+                        local_ts: ntsi,
+                        remote_ts: ntsr,
+                        we_initiated: true,
+                        g_ir: None,
+                        ni: &ni,
+                        nr: &nr,
+                        rekeys: None,
+                    },
                 );
             }
             Err(why) => self.events.push_back(IkeEvent::Failed {
@@ -2019,6 +2147,25 @@ impl Endpoint {
                     // Counted as heard so that one check goes out per quiet period.
                     sa.last_heard = now;
                     self.enqueue(now, sa, Queued::Liveness);
+                }
+            }
+            // Rekeying by time (sections 2.8 and 1.3.2); the timer restarts so that a
+            // refused rekey is tried again one period later, not in a loop.
+            if sa.outstanding.is_none() {
+                if self.config.rekey_ike.is_some_and(|r| now >= sa.created + r) {
+                    sa.created = now;
+                    self.enqueue(now, sa, Queued::RekeyIke);
+                } else if let Some(r) = self.config.rekey_child {
+                    let due = sa
+                        .children
+                        .iter_mut()
+                        .find(|c| !c.rekeying && now >= c.created + r);
+                    if let Some(c) = due {
+                        c.created = now;
+                        c.rekeying = true;
+                        let spi = c.inbound;
+                        self.enqueue(now, sa, Queued::RekeyChild(spi));
+                    }
                 }
             }
             if sa.nat_local && now >= sa.last_keepalive + self.config.nat_keepalive {
