@@ -23,6 +23,7 @@
 pub mod body;
 pub mod config;
 pub mod endpoint;
+pub mod fixtures;
 pub mod group;
 pub mod header;
 pub mod kdf;
