@@ -263,9 +263,11 @@ impl IpsecInfo {
                     algorithm: p.algorithm.name().into(),
                     packets: e.packets,
                     bytes: e.bytes,
-                    seq: match e.direction {
-                        Direction::Out => e.sa.last_sent(),
-                        Direction::In => e.sa.replay_window().top(),
+                    // 0 for an SA that IKE has not keyed yet.
+                    seq: match (&e.sa, e.direction) {
+                        (None, _) => 0,
+                        (Some(sa), Direction::Out) => sa.last_sent(),
+                        (Some(sa), Direction::In) => sa.replay_window().top(),
                     },
                 }
             })
