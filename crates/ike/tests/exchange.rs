@@ -822,3 +822,59 @@ fn simultaneous_child_rekeys_resolve() {
     assert_eq!(children(&n.a_events).len(), 2);
     assert_eq!(n.b.sas()[0].children.len(), 1);
 }
+
+/// RFC 4877 section 4.4.1: with the K flag a handover costs no IKE exchange (the MN sends
+/// from its new care-of address, the HA follows when it accepts the BU); without it the MN
+/// re-establishes the IKE SA from the new address. Counted on the wire.
+#[test]
+fn ike_exchanges_per_handover_with_and_without_the_k_flag() {
+    let exchanges = |wire: &[(bool, Transmit)]| {
+        wire.iter()
+            .filter(|(up, t)| *up && t.payload.len() > 1)
+            .count()
+    };
+    for k_flag in [true, false] {
+        let esp = "aes128gcm16";
+        let mut n = Net::new(
+            config(
+                &["aes128gcm16-prfsha256-curve25519"],
+                mn_peer("s", HOA, esp),
+            ),
+            config(
+                &["aes128gcm16-prfsha256-curve25519"],
+                ha_peer("s", HOA, esp),
+            ),
+        );
+        n.connect();
+        let before = exchanges(&n.wire);
+        let ike = n.a.sas()[0].id;
+        let ha_ike = n.b.sas()[0].id;
+        // The MN moves from 192.0.2.10 to 192.0.2.11.
+        let new_local: SocketAddr = "192.0.2.11:500".parse().unwrap();
+        if k_flag {
+            assert!(n.a.local_moved(ike, new_local));
+            // The HA accepted a BU with K from the new care-of address.
+            assert!(n.b.peer_moved(ha_ike, new_local));
+            n.run(Duration::from_millis(10));
+            assert_eq!(exchanges(&n.wire) - before, 0, "no IKE exchange with K");
+            // And the SA still works from there: a liveness check both ways.
+            n.run(Duration::from_secs(31));
+            let last_up = n.wire.iter().rev().find(|(up, _)| *up).unwrap();
+            assert_eq!(last_up.1.local, new_local);
+            assert!(failures(&n.a_events).is_empty());
+        } else {
+            n.a.close(n.now, ike);
+            n.run(Duration::from_millis(10));
+            let mid = exchanges(&n.wire);
+            assert_eq!(mid - before, 1, "one Delete");
+            n.a.connect(n.now, "ha", new_local, sock(HA)).unwrap();
+            n.run(Duration::from_millis(10));
+            assert_eq!(
+                exchanges(&n.wire) - mid,
+                2,
+                "IKE_SA_INIT and IKE_AUTH again"
+            );
+            assert_eq!(children(&n.a_events).len(), 2);
+        }
+    }
+}

@@ -10,7 +10,9 @@
 //! 2. our initiator to charon as responder;
 //! 3. a wrong pre-shared key, each way: AUTHENTICATION_FAILED and one clear line;
 //! 4. CHILD_SA and IKE SA rekeys during a stream of echoes, initiated by each side: every
-//!    echo answered.
+//!    echo answered;
+//! 5. liveness: charon's DPD notices our peer gone, a restarted peer is established again,
+//!    and our liveness checks notice charon gone.
 
 mod common;
 
@@ -369,4 +371,33 @@ fn rekeys_initiated_by_us_lose_nothing() {
 #[test]
 fn rekeys_initiated_by_charon_lose_nothing() {
     rekeys_lose_nothing(false);
+}
+
+#[test]
+fn dead_peers_are_noticed_both_ways_and_a_restart_comes_back() {
+    let mut lab = common::lab("d");
+    let conf = swanctl_conf("m6t interop secret", false).replace("dpd_delay = 0", "dpd_delay = 2s");
+    lab.start_charon(PLUGINS, "install_routes = yes", &conf);
+    inner_address_on_ipsec0(&lab);
+    let live = ["--dpd", "2", "--retransmit-tries", "2"];
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &live);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    // Our peer dies: charon's liveness checks go unanswered and it gives up.
+    common::stop(lab.children.pop().unwrap());
+    lab.wait_log(20, |l| l.contains("giving up after"))
+        .unwrap_or_else(|| panic!("charon did not notice: {}", lab.log()));
+    // A restarted peer is established again.
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &live);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    // charon dies without a word (SIGKILL: SIGTERM would delete the SA politely): our
+    // liveness checks notice (2 s quiet, then 1 + 1.8 + 3.2 s of tries).
+    let mut charon = lab.children.remove(0);
+    charon.kill().unwrap();
+    charon.wait().unwrap();
+    assert!(
+        peer.wait(20, "ike down peer did not answer"),
+        "{}",
+        peer.dump()
+    );
+    assert!(peer.count("child down") >= 1, "{}", peer.dump());
 }

@@ -12,7 +12,8 @@
 //!   --id mn1@example.org --remote-id ha.example.org --psk-file FILE \
 //!   --ike aes128-sha256-modp2048 --esp aes128-sha256 \
 //!   --local-ts 2001:db8:1::10/128 --remote-ts 2001:db8:f::1/128 \
-//!   [--encap] [--ping 2001:db8:f::1 --count 3] [--seconds 20] [--dpd SECONDS]
+//!   [--encap] [--ping 2001:db8:f::1 --count 3 --interval MS] [--seconds 20] [--dpd SECONDS]
+//!   [--retransmit-tries N] [--rekey-child SECONDS] [--rekey-ike SECONDS]
 //! ```
 
 use m6t_ike::config::{ChildConfig, Identity, IkeConfig, PeerConfig};
@@ -125,6 +126,9 @@ fn main() {
         }],
         force_encap: args.contains_key("encap"),
         retransmit_timeout: Duration::from_secs(1),
+        retransmit_tries: args.get("retransmit-tries").map_or(5, |s| {
+            s.parse().unwrap_or_else(|_| fail("bad --retransmit-tries"))
+        }),
         rekey_child: args
             .get("rekey-child")
             .map(|s| Duration::from_secs(s.parse().unwrap_or_else(|_| fail("bad --rekey-child")))),

@@ -836,6 +836,47 @@ impl Endpoint {
         });
     }
 
+    /// This end moved: the IKE SA now runs from `local` (a mobile node's new care-of
+    /// address). With the K flag of RFC 6275 section 11.7.1 (RFC 4877 section 4.4.1) the
+    /// IKE SA survives the move and the next message simply leaves from there; the peer
+    /// follows when it accepts the binding update ([`Self::peer_moved`]). No IKE exchange.
+    pub fn local_moved(&mut self, ike: IkeSaId, local: SocketAddr) -> bool {
+        let Some(sa) = self.sas.get_mut(&ike) else {
+            return false;
+        };
+        let mut l = local;
+        // Port 4500 stays 4500 (RFC 3948 section 2.1: both ends keep it once moved there).
+        if sa.local.port() == NAT_T_PORT {
+            l.set_port(NAT_T_PORT);
+        }
+        sa.local = l;
+        true
+    }
+
+    /// The peer moved to `remote`, as a binding update accepted with the K flag says (RFC
+    /// 4877 section 4.4.1: the home agent updates the IKE SA's peer address from the
+    /// care-of address of the BU). No IKE exchange; the CHILD_SAs' outer destination is the
+    /// tunnel module's business.
+    pub fn peer_moved(&mut self, ike: IkeSaId, remote: SocketAddr) -> bool {
+        let Some(sa) = self.sas.get_mut(&ike) else {
+            return false;
+        };
+        sa.remote = remote;
+        true
+    }
+
+    /// The established IKE SA with the configured peer `peer`, if any (what a mobile node
+    /// looks up after a move).
+    pub fn sa_with(&self, peer: &str) -> Option<IkeSaId> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| {
+                sa.state == IkeState::Established
+                    && sa.peer.is_some_and(|p| self.config.peers[p].name == peer)
+            })
+            .map(|(id, _)| *id)
+    }
+
     /// Deletes an IKE SA and its CHILD_SAs with the peer (section 1.4.1); the events come
     /// when the peer answers, or when it does not.
     pub fn close(&mut self, now: Instant, ike: IkeSaId) {
