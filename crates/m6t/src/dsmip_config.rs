@@ -3,6 +3,7 @@
 //! values the README lists.
 
 use crate::config::{parse, read, ConfigError, V};
+use crate::ike_config::{ike_setup, IkeFile, IkeSetup};
 use crate::ipsec_config::{ipsec_setup, IpsecFile, IpsecSetup};
 use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::mobile_node::BuDetection;
@@ -141,6 +142,8 @@ pub struct HaFile {
     pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
+    /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
+    pub ike: Option<IkeFile>,
 }
 
 /// A validated home agent configuration.
@@ -168,6 +171,8 @@ pub struct Ha {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
+    /// The `[ike]` section, validated; `None` when absent.
+    pub ike: Option<IkeSetup>,
 }
 
 fn v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -279,6 +284,14 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
             "is the mobile node's (how it routes its own BUs); a home agent has none",
         ));
     }
+    let ike = ike_section(
+        &v,
+        path,
+        f.ike.as_ref(),
+        f.ipsec.as_ref(),
+        ipsec.as_ref(),
+        true,
+    )?;
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -299,6 +312,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         control_socket: f.control_socket,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         ipsec,
+        ike,
     })
 }
 
@@ -377,6 +391,8 @@ pub struct MnFile {
     pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
+    /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
+    pub ike: Option<IkeFile>,
 }
 
 /// Where the mobile node gets its home agent's addresses.
@@ -414,6 +430,8 @@ pub struct Mn {
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
+    /// The `[ike]` section, validated; `None` when absent.
+    pub ike: Option<IkeSetup>,
     /// How the tunnel module tells a protected BU from payload (`ipsec.bu_detection`).
     pub bu_detection: BuDetection,
 }
@@ -502,6 +520,14 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
             ))
         }
     };
+    let ike = ike_section(
+        &v,
+        path,
+        f.ike.as_ref(),
+        f.ipsec.as_ref(),
+        ipsec.as_ref(),
+        false,
+    )?;
     Ok(Mn {
         machine,
         ha,
@@ -514,8 +540,34 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         interfaces: ifs,
         ipsec,
+        ike,
         bu_detection,
     })
+}
+
+/// `[ike]` if present, and the rule that IKE-keyed SAs need it.
+fn ike_section(
+    v: &V<'_>,
+    path: &Path,
+    f: Option<&IkeFile>,
+    ipsec_file: Option<&IpsecFile>,
+    ipsec: Option<&IpsecSetup>,
+    home_agent: bool,
+) -> Result<Option<IkeSetup>, ConfigError> {
+    match f {
+        Some(f) => ike_setup(path, f, ipsec, home_agent).map(Some),
+        None => {
+            let ike_sa = ipsec_file
+                .and_then(|i| i.sa.iter().position(|s| s.keys.eq_ignore_ascii_case("ike")));
+            match ike_sa {
+                Some(i) => Err(v.bad(
+                    format!("ipsec.sa[{i}].keys"),
+                    "\"ike\" needs an [ike] section (identities and pre-shared key)",
+                )),
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 /// The lifetime as a duration (for display).

@@ -596,6 +596,11 @@ fn readme_explains_every_counter() {
             .iter()
             .map(|d| format!("ipsec_{}", d.name())),
     );
+    want.extend(
+        m6t_ike::endpoint::IkeCounters::default()
+            .iter()
+            .map(|(n, _)| n.to_string()),
+    );
     // The gateway's two values that are not counts (daemon/gateway.rs).
     want.extend(["states".to_string(), "gc_max_pause_us".to_string()]);
 

@@ -611,3 +611,55 @@ fn after_a_move_the_protected_bu_leaves_from_the_new_address_and_payload_keeps_t
         assert_eq!(m.registration().unwrap().coa, Coa::V4(coa2));
     }
 }
+
+/// SAs keyed by IKE (RFC 4877 section 4): before the keys the BU is dropped by IPsec and
+/// counted; once IKE keys the pair, `signalling_keyed` sends the waiting BU at once (no
+/// retransmission timer) and the home agent binds it.
+#[test]
+fn a_bu_waits_for_ike_keyed_sas_and_goes_as_soon_as_they_are_keyed() {
+    let unkeyed = |mn_side: bool, hoas: &[&str]| {
+        let mut i = ipsec(mn_side, hoas, 1);
+        for slot in 0..i.sad().len() {
+            i.unkey_sa(slot);
+        }
+        i
+    };
+    let mut m = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 100)
+        .with_ipsec(unkeyed(true, &[HOA]));
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![Ipv4Addr::new(198, 51, 100, 10)];
+    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(unkeyed(false, &[HOA]));
+    let now = Instant::now();
+    m.handle_coas(now, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
+    let w = exchange(&mut m, &mut h, now, true);
+    assert!(
+        w.bus.is_empty() && w.bas.is_empty(),
+        "nothing leaves unprotected"
+    );
+    assert_eq!(m.ipsec().unwrap().dropped(IpsecDrop::NotKeyed), 1);
+    // IKE keys both ends alike (what the CHILD_SA events carry).
+    let key = |k: u8| -> Vec<u8> {
+        (0..Algorithm::AesCbc128HmacSha256.keymat_len())
+            .map(|i| k ^ i as u8)
+            .collect()
+    };
+    for (node_mn, slot_out, slot_in) in [(true, 0, 1), (false, 0, 1)] {
+        let ip = if node_mn {
+            m.ipsec_mut().unwrap()
+        } else {
+            h.ipsec_mut().unwrap()
+        };
+        let (o, i) = if node_mn {
+            (0x7001, 0x7002)
+        } else {
+            (0x7002, 0x7001)
+        };
+        let (ko, ki) = if node_mn { (3, 4) } else { (4, 3) };
+        ip.key_sa(slot_out, o, &key(ko), 5).unwrap();
+        ip.key_sa(slot_in, i, &key(ki), 6).unwrap();
+    }
+    m.signalling_keyed(now);
+    let w = exchange(&mut m, &mut h, now, true);
+    assert_eq!(w.bus.len(), 1, "the BU went at once, same instant");
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+}

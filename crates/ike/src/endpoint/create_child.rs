@@ -107,7 +107,7 @@ impl Endpoint {
         })
     }
 
-    fn with_sa(
+    pub(super) fn with_sa(
         &mut self,
         now: Instant,
         ike: IkeSaId,

@@ -20,10 +20,10 @@
 //! - 2.23 and RFC 3948: NAT detection, the move to port 4500 with the non-ESP marker, the
 //!   peer address followed from authenticated messages, NAT keep-alives.
 //!
-//! CREATE_CHILD_SA requests (additional CHILD_SAs and rekeying) are answered with
-//! NO_ADDITIONAL_SAS, which section 3.10.1 defines for a responder that accepts no more
-//! CHILD_SAs on an IKE SA; the peer then keeps its SAs until their hard lifetime and
-//! re-establishes.
+//! - 1.3: CREATE_CHILD_SA, both roles ([`create_child`]): more CHILD_SAs, CHILD_SA and IKE
+//!   SA rekeys, by time or on request;
+//! - RFC 6275 section 11.7.1's K flag: an IKE SA that follows its mobile node's moves
+//!   without an exchange ([`Endpoint::local_moved`], [`Endpoint::peer_moved`]).
 
 use crate::body::TrafficSelectors;
 use crate::body::{Auth, Delete, Identification, KeyExchange, Notify, TrafficSelector};
@@ -258,8 +258,6 @@ pub struct IkeCounters {
     pub dpd_sent: u64,
     /// NAT keep-alives sent.
     pub keepalives: u64,
-    /// CREATE_CHILD_SA requests refused with NO_ADDITIONAL_SAS.
-    pub create_child_refused: u64,
     /// Dropped: not a parseable IKE message.
     pub drop_malformed: u64,
     /// Dropped: SK integrity check failed (section 2.21.2: silently).
@@ -280,7 +278,7 @@ pub struct IkeCounters {
 
 impl IkeCounters {
     /// Every counter with its name, for status and metrics.
-    pub fn iter(&self) -> [(&'static str, u64); 20] {
+    pub fn iter(&self) -> [(&'static str, u64); 19] {
         [
             ("ike_established", self.ike_established),
             ("ike_child_established", self.child_established),
@@ -293,7 +291,6 @@ impl IkeCounters {
             ("ike_timeouts", self.timeouts),
             ("ike_dpd_sent", self.dpd_sent),
             ("ike_keepalives", self.keepalives),
-            ("ike_create_child_refused", self.create_child_refused),
             ("ike_drop_malformed", self.drop_malformed),
             ("ike_drop_integrity", self.drop_integrity),
             ("ike_drop_unknown_spi", self.drop_unknown_spi),
@@ -863,6 +860,13 @@ impl Endpoint {
         };
         sa.remote = remote;
         true
+    }
+
+    /// Sends a liveness check now (section 1.4: an empty INFORMATIONAL request), e.g.
+    /// from a new address after [`Self::local_moved`], so that a peer behind which we moved
+    /// follows (section 2.23) before its own checks would.
+    pub fn check_liveness(&mut self, now: Instant, ike: IkeSaId) -> bool {
+        self.with_sa(now, ike, |_, _| Some(Queued::Liveness))
     }
 
     /// The established IKE SA with the configured peer `peer`, if any (what a mobile node

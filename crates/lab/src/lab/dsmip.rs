@@ -43,7 +43,15 @@ pub struct LabIpsec {
     pub payload: Option<(String, String)>,
     /// The mobile node's `bu_detection` (`"spi"`, `"heuristic"`), or its default.
     pub bu_detection: Option<&'static str>,
+    /// Keys by IKEv2 (RFC 4877 section 4; `[ike]` with this pre-shared key) instead of the
+    /// manual keys above, which are then not written.
+    pub ike_psk: Option<String>,
 }
+
+/// The mobile node's IKE identity in the lab (RFC 4877 section 4.3's user@FQDN).
+pub const MN_ID: &str = "mn1@example.org";
+/// The home agent's.
+pub const HA_ID: &str = "ha.example.org";
 
 impl std::fmt::Debug for LabIpsec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +70,16 @@ fn random_hex(n: usize) -> LabResult<String> {
 }
 
 impl LabIpsec {
+    /// Keys by IKEv2 with a fresh random pre-shared key, payload protected too, AES-GCM (no
+    /// manual key, so RFC 4106's objection to GCM does not apply).
+    pub fn ike() -> LabResult<LabIpsec> {
+        Ok(LabIpsec {
+            algorithm: "aes128gcm16",
+            ike_psk: Some(random_hex(24)?),
+            ..LabIpsec::random_with_payload()?
+        })
+    }
+
     /// Fresh random keys for `aes128-sha256` (48 bytes each: the AES key, then the HMAC key).
     pub fn random() -> LabResult<LabIpsec> {
         Ok(LabIpsec {
@@ -69,6 +87,7 @@ impl LabIpsec {
             sa1_key: random_hex(48)?,
             sa2_key: random_hex(48)?,
             mn_wrong_key: false,
+            ike_psk: None,
             payload: None,
             bu_detection: None,
         })
@@ -91,9 +110,13 @@ impl LabIpsec {
             (HA, HOA, "back", "bu", "SA2", "SA1")
         };
         let sa = |name: &str, dir: &str, spi: u32, file: &str, tunnel: &str| {
+            let keys = match self.ike_psk {
+                Some(_) => "keys = \"ike\"\n".to_string(),
+                None => format!("spi = {spi:#x}\nkey_file = \"{prefix}{file}\"\n"),
+            };
             format!(
-                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\nspi = {spi:#x}\n\
-                 algorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n{tunnel}",
+                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\n{keys}\
+                 algorithm = \"{}\"\n{tunnel}",
                 self.algorithm
             )
         };
@@ -131,6 +154,19 @@ impl LabIpsec {
             let e = ends(mine, theirs);
             s += &sa("SA3", d3, SPI_C, "sa3.key", &e);
             s += &sa("SA4", d4, SPI_D, "sa4.key", &e);
+        }
+        if self.ike_psk.is_some() {
+            s += &if mn {
+                format!(
+                    "[ike]\nlocal_id = \"{MN_ID}\"\nremote_id = \"{HA_ID}\"\n\
+                     psk_file = \"{prefix}ike.psk\"\n"
+                )
+            } else {
+                format!(
+                    "[ike]\nlocal_id = \"{HA_ID}\"\n[[ike.peer]]\nid = \"{MN_ID}\"\n\
+                     psk_file = \"{prefix}ike.psk\"\nhome_address = \"{HOA}\"\n"
+                )
+            };
         }
         s
     }
@@ -217,6 +253,17 @@ impl Lab {
     /// directory.
     pub fn write_dsmip_configs(&mut self, o: &DsmipOptions) -> LabResult<()> {
         let (ha_ipsec, mn_ipsec) = match &o.ipsec {
+            Some(i) if i.ike_psk.is_some() => {
+                let psk = i.ike_psk.as_deref().unwrap_or_default();
+                let mn_psk = if i.mn_wrong_key {
+                    random_hex(24)?
+                } else {
+                    psk.to_string()
+                };
+                self.write_key("ha-ike.psk", psk)?;
+                self.write_key("mn-ike.psk", &mn_psk)?;
+                (i.section(false, "ha-"), i.section(true, "mn-"))
+            }
             Some(i) => {
                 self.write_key("ha-sa1.key", &i.sa1_key)?;
                 self.write_key("ha-sa2.key", &i.sa2_key)?;

@@ -5,10 +5,11 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
+use super::ike::IkeDriver;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
-    shutdown, start_metrics, with_ipsec, DaemonError,
+    shutdown, start_metrics, with_ike, with_ipsec, DaemonError,
 };
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::metrics::{GaugeValue, Publisher};
@@ -36,6 +37,21 @@ enum Source {
     Control,
     /// A tunnel-interface socket.
     Tif(TifSource),
+}
+
+/// Registers the UDP sockets under their tokens again after one was bound, replaced or
+/// promoted (all removed first: a promoted descriptor moves from one token to another).
+fn sync_sources(rt: &mut Runtime<Source>, socks: &TifSockets) -> std::io::Result<()> {
+    let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
+    for s in udp {
+        rt.remove(Source::Tif(s))?;
+    }
+    for s in udp {
+        if let Some(fd) = socks.fd(s) {
+            rt.add(&fd, Source::Tif(s))?;
+        }
+    }
+    Ok(())
 }
 
 /// True when the kernel has a route from `src` toward `dst` (connect(2) on a UDP socket
@@ -150,6 +166,8 @@ struct Driver {
     routes_in: bool,
     /// Where the metrics are published, when `metrics_listen` is set.
     metrics: Option<Publisher>,
+    /// IKEv2, when `[ike]` keys the SAs.
+    ike: Option<IkeDriver>,
 }
 
 /// Runs the mobile node until SIGINT/SIGTERM.
@@ -185,6 +203,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &seed)? {
         node = node.with_ipsec(i).with_bu_detection(cfg.bu_detection);
     }
+    let ike = cfg.ike.as_ref().map(|s| IkeDriver::new(s, seed));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     m6t_linux::notify::ready();
     let mut d = Driver {
@@ -201,6 +220,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         v4hoa: None,
         routes_in: false,
         metrics,
+        ike,
     };
     let r = d.run(&mut node, monitor, &control);
     m6t_linux::notify::stopping();
@@ -211,7 +231,12 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
 
 /// What the metrics show: the counters of `m6t status` with the registrations accepted,
 /// whether the node is registered, and the IPsec SAs.
-fn snapshot(node: &MobileNode, info: &MnInfo, failures: &Failures) -> crate::metrics::Snapshot {
+fn snapshot(
+    node: &MobileNode,
+    info: &MnInfo,
+    failures: &Failures,
+    ike: Option<&IkeDriver>,
+) -> crate::metrics::Snapshot {
     let registered = info.coa.is_some() && info.unanswered_bus < FAILING_AFTER;
     let mut gauges = vec![GaugeValue::plain(
         "registered",
@@ -220,9 +245,12 @@ fn snapshot(node: &MobileNode, info: &MnInfo, failures: &Failures) -> crate::met
         if registered { 1.0 } else { 0.0 },
     )];
     gauges.extend(ipsec_gauges(node.ipsec()));
-    let mut counters = with_ipsec(
-        counters_with(node.counters().snapshot(), failures, &[]),
-        node.ipsec(),
+    let mut counters = with_ike(
+        with_ipsec(
+            counters_with(node.counters().snapshot(), failures, &[]),
+            node.ipsec(),
+        ),
+        ike,
     );
     counters.push(m6t_proto::stats::Counter {
         name: "registrations".into(),
@@ -263,7 +291,7 @@ impl Driver {
         self.movement(node, now);
         let mut next = self.after(node, now);
         next = publish_metrics(&mut self.metrics, now, next, || {
-            snapshot(node, &self.info, &self.failures)
+            snapshot(node, &self.info, &self.failures, self.ike.as_ref())
         });
         while !self.rt.stopping() {
             ready.clear();
@@ -284,6 +312,7 @@ impl Driver {
                         &mut buf,
                         node,
                         &mut tun_tx,
+                        self.ike.as_mut(),
                         &self.failures,
                         now,
                     ),
@@ -292,9 +321,12 @@ impl Driver {
                         mn: self.info.clone(),
                         ipsec: node.ipsec().map(IpsecInfo::of),
                         start: crate::status::start(),
-                        counters: with_ipsec(
-                            counters_with(node.counters().snapshot(), &self.failures, &[]),
-                            node.ipsec(),
+                        counters: with_ike(
+                            with_ipsec(
+                                counters_with(node.counters().snapshot(), &self.failures, &[]),
+                                node.ipsec(),
+                            ),
+                            self.ike.as_ref(),
                         ),
                     }),
                 }
@@ -305,7 +337,7 @@ impl Driver {
             // now, so the registration time it reports is the one on the wire.
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
-                snapshot(node, &self.info, &self.failures)
+                snapshot(node, &self.info, &self.failures, self.ike.as_ref())
             });
         }
         Ok(())
@@ -316,6 +348,20 @@ impl Driver {
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
         self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
         node.handle_coas(now, v6, v4);
+        // RFC 4877 section 4: the IKE SA runs from the care-of address, here the IPv4 one
+        // and over UDP 4500 (RFC 5555 section 5), from the socket ESP uses.
+        if let (Some(ike), Some(coa)) = (self.ike.as_mut(), v4) {
+            let res = self.socks.bind_esp_udp(coa).and_then(|changed| {
+                if changed {
+                    sync_sources(&mut self.rt, &self.socks)
+                } else {
+                    Ok(())
+                }
+            });
+            self.failures
+                .check(Failure::UdpSend, format_args!("UDP 4500 on {coa}"), res);
+            ike.attach(now, coa, self.cfg.machine.ha4);
+        }
     }
 
     /// What the node asked: timers, BUs to send, registrations to install. Returns the
@@ -327,11 +373,18 @@ impl Driver {
             .as_ref()
             .and_then(|i| i.sequence_file.as_deref());
         ipsec_upkeep(node.ipsec_mut(), seq_file, &self.failures);
+        if let Some(ike) = self.ike.as_mut() {
+            if ike.drive(now, &self.socks, node.ipsec_mut(), &self.failures) {
+                node.signalling_keyed(now);
+            }
+        }
+        let ike_next = self.ike.as_ref().and_then(IkeDriver::poll_timeout);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
             next = node.poll_timeout();
         }
+        let next = [next, ike_next].into_iter().flatten().min();
         while let Some(t) = node.poll_transmit() {
             self.transmit(&t);
         }
@@ -388,16 +441,7 @@ impl Driver {
     /// Registers the UDP sockets under their tokens again after one was bound, replaced or
     /// promoted (all removed first: a promoted descriptor moves from one token to another).
     fn sync_udp_sources(&mut self) -> std::io::Result<()> {
-        let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
-        for s in udp {
-            self.rt.remove(Source::Tif(s))?;
-        }
-        for s in udp {
-            if let Some(fd) = self.socks.fd(s) {
-                self.rt.add(&fd, Source::Tif(s))?;
-            }
-        }
-        Ok(())
+        sync_sources(&mut self.rt, &self.socks)
     }
 
     /// A registration the home agent accepted: the tunnel's sockets, the IPv4 home

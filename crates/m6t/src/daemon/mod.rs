@@ -9,6 +9,7 @@ pub mod gateway;
 /// The DSMIPv6 home agent daemon.
 pub mod ha;
 mod hook;
+mod ike;
 /// The DSMIPv6 mobile node daemon.
 pub mod mn;
 mod tif;
@@ -172,6 +173,17 @@ pub(crate) fn with_ipsec(
     counters
 }
 
+/// The counters with IKE's appended (`ike_*`), when `[ike]` keys the SAs.
+pub(crate) fn with_ike(
+    mut counters: Vec<m6t_proto::stats::Counter>,
+    ike: Option<&ike::IkeDriver>,
+) -> Vec<m6t_proto::stats::Counter> {
+    if let Some(i) = ike {
+        counters.extend(i.counters());
+    }
+    counters
+}
+
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never
 /// half of one: a temporary file, fsync'd, renamed over it, and the directory fsync'd so
 /// the rename itself is on disk.
@@ -217,10 +229,11 @@ pub(crate) fn install_ipsec(
         }
         None => i.reserve_unlimited(),
     }
+    let manual = i.sad().iter().filter(|e| e.keyed()).count();
     tracing::info!(
-        "IPsec: {} policies, {} SAs with manual keys",
+        "IPsec: {} policies, {manual} SAs with manual keys, {} keyed by IKEv2",
         i.spd().policies.len(),
-        i.sad().len()
+        i.sad().len() - manual
     );
     Ok(Some(i))
 }

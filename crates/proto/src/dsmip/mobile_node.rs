@@ -595,6 +595,14 @@ impl MobileNode {
         }
     }
 
+    /// The SAs protecting signalling were just created (keyed by IKE, RFC 4877 section 4):
+    /// the outstanding BU, which IPsec dropped while they did not exist, goes now rather
+    /// than at its retransmission time.
+    pub fn signalling_keyed(&mut self, now: Instant) {
+        self.bul.send_now(now);
+        self.pump(now);
+    }
+
     /// Retransmissions, refreshes and ESP keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.bul.handle_timeout(now);

@@ -347,6 +347,20 @@ impl BindingUpdateList {
         }
     }
 
+    /// Sends the outstanding BU again now, without counting an attempt or growing its
+    /// timeout: the SA protecting it has just been created (RFC 4301 section 5.1: the
+    /// packet that waited for an SA goes once the SA exists), so the BU the SPD dropped
+    /// need not wait for its retransmission timer. Nothing when no BU is outstanding.
+    pub fn send_now(&mut self, now: Instant) {
+        if let Some(p) = self.pending.clone() {
+            self.outbox = Some(BuOut {
+                coa: p.coa,
+                bu: self.bu_for(p.seq, p.coa, p.force_udp),
+            });
+            self.pending = Some(Pending { sent: now, ..p });
+        }
+    }
+
     /// Processes a Binding Acknowledgement (section 4.4). Returns false when it is ignored
     /// (no BU outstanding, sequence number not ours).
     pub fn handle_ba(&mut self, now: Instant, ba: &MhRepr) -> bool {
