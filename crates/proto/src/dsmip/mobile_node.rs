@@ -10,7 +10,7 @@
 use crate::dsmip::protect::{self, Through};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT, ESP_UDP_PORT};
 use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, TunnelMode};
-use crate::dsmip::{Outbound, Transmit, Verdict};
+use crate::dsmip::{NetPrefix, Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut, Traffic};
@@ -141,6 +141,8 @@ pub struct MobileNode {
     locked: bool,
     /// Heuristic and locking: the SPI payload has been using.
     payload_spi: Option<u32>,
+    /// A mobile router's mobile network prefixes (empty for a host).
+    mobile_network: Vec<NetPrefix>,
 }
 
 /// How often a mobile node behind a NAT sends an ESP keep-alive on port 4500: RFC 3948
@@ -160,6 +162,11 @@ impl MobileNode {
     /// A mobile node; `seq0` is its first sequence number (random, or from a saved state).
     pub fn new(cfg: MnConfig, seq0: u16) -> Self {
         MobileNode {
+            mobile_network: if cfg.router {
+                cfg.mobile_network.clone()
+            } else {
+                Vec::new()
+            },
             hoa: cfg.hoa,
             ha6: cfg.ha6,
             ha4: cfg.ha4,
@@ -298,6 +305,18 @@ impl MobileNode {
         self.hoa
     }
 
+    /// The status of the last refused BU, until a registration ([`BindingUpdateList::last_refusal`]).
+    pub fn last_refusal(&self) -> Option<u8> {
+        self.bul.last_refusal()
+    }
+
+    /// Whether `a` is inside the mobile network while the home agent forwards it (a
+    /// registration whose BA had R, RFC 3963 section 6.6).
+    fn in_mobile_network(&self, a: IpAddr) -> bool {
+        self.registered.as_ref().is_some_and(|r| r.router)
+            && self.mobile_network.iter().any(|p| p.contains(a))
+    }
+
     fn pump(&mut self, now: Instant) {
         while let Some(b) = self.bul.poll_transmit() {
             let seq = match b.bu.msg {
@@ -423,7 +442,7 @@ impl MobileNode {
                 .as_ref()
                 .and_then(|r| r.ipv4_hoa)
                 .is_some_and(|a| a == d),
-        };
+        } || self.in_mobile_network(dst);
         if !ours {
             self.counters.bump(MnCounter::DropNotForUs);
             return Verdict::Drop(MnCounter::DropNotForUs);
@@ -513,10 +532,12 @@ impl MobileNode {
             self.counters.bump(MnCounter::DropNotRegistered);
             return Outbound::Drop(MnCounter::DropNotRegistered);
         };
+        // A router forwards its mobile network's packets too, and only those (RFC 3963
+        // section 9: ingress filtering on the mobile router).
         let ok = match src {
             IpAddr::V6(s) => s == self.hoa,
             IpAddr::V4(s) => r.ipv4_hoa == Some(s),
-        };
+        } || self.in_mobile_network(src);
         if !ok {
             self.counters.bump(MnCounter::DropWrongSource);
             return Outbound::Drop(MnCounter::DropWrongSource);
