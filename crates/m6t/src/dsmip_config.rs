@@ -7,10 +7,11 @@ use crate::ipsec_config::{ipsec_setup, IpsecFile, IpsecSetup};
 use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::mobile_node::BuDetection;
 use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
+use m6t_proto::dsmip::NetPrefix;
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,6 +87,36 @@ pub struct MobileNodeEntry {
     /// Whether it may hold an IPv4 prefix (P flag, RFC 5555 section 3.1.1).
     #[serde(default)]
     pub ipv4_prefix_allowed: bool,
+    /// A mobile router (RFC 3963): its BUs with the R flag are accepted.
+    #[serde(default)]
+    pub router: bool,
+    /// The mobile network prefixes the router may register (IPv6 and IPv4; the Prefix
+    /// Table of RFC 3963 section 6.1.2), bound in implicit mode.
+    #[serde(default)]
+    pub mobile_network_prefixes: Vec<String>,
+}
+
+/// Parses a list of mobile network prefixes (for key `key`): IPv6 or IPv4, not empty,
+/// neither link-local nor multicast, each listed once.
+fn mobile_network(v: &V, key: &str, list: &[String]) -> Result<Vec<NetPrefix>, ConfigError> {
+    let mut out: Vec<NetPrefix> = Vec::new();
+    for p in list {
+        let n: NetPrefix = p
+            .parse()
+            .map_err(|e| v.bad(key, format!("`{p}` is not a prefix: {e}")))?;
+        let bad = match n.addr() {
+            IpAddr::V6(a) => a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V4(a) => a.is_multicast() || a.is_loopback(),
+        };
+        if n.is_empty() || bad {
+            return Err(v.bad(key, format!("`{p}` cannot be a mobile network")));
+        }
+        if let Some(o) = out.iter().find(|o| o.overlaps(&n)) {
+            return Err(v.bad(key, format!("`{p}` overlaps `{o}`")));
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// The home agent's file.
@@ -264,6 +295,25 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         if m.ipv4_prefix_allowed {
             holders.insert(m.home_address);
         }
+        let mnp = mobile_network(&v, &key("mobile_network_prefixes"), &m.mobile_network_prefixes)?;
+        if !m.router && !mnp.is_empty() {
+            return Err(v.bad(
+                key("mobile_network_prefixes"),
+                "needs router = true",
+            ));
+        }
+        if m.router {
+            // One owner per prefix: a packet to the mobile network has one tunnel.
+            for (other, theirs) in &machine.routers {
+                if let Some(p) = mnp.iter().find(|p| theirs.iter().any(|q| q.overlaps(p))) {
+                    return Err(v.bad(
+                        key("mobile_network_prefixes"),
+                        format!("`{p}` overlaps a prefix of mobile router {other}"),
+                    ));
+                }
+            }
+            machine.routers.insert(m.home_address, mnp);
+        }
     }
     machine.ipv4_pool = pool;
     machine.static_ipv4 = statics;
@@ -377,6 +427,21 @@ pub struct MnFile {
     pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
+    /// Act as a mobile router (RFC 3963): BUs with the R flag, and forwarding between the
+    /// tunnel and the mobile network.
+    #[serde(default)]
+    pub router: bool,
+    /// The mobile network behind the router (IPv6 and IPv4 prefixes).
+    #[serde(default)]
+    pub mobile_network_prefixes: Vec<String>,
+    /// "explicit" (the BU lists the prefixes, RFC 3963 section 5.2) or "implicit" (the home
+    /// agent knows them).
+    #[serde(default = "d_prefix_mode")]
+    pub prefix_mode: String,
+}
+
+fn d_prefix_mode() -> String {
+    "explicit".into()
 }
 
 /// Where the mobile node gets its home agent's addresses.
@@ -487,6 +552,19 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
+    machine.mobile_network = mobile_network(&v, "mobile_network_prefixes", &f.mobile_network_prefixes)?;
+    machine.router = f.router;
+    machine.explicit_prefixes = match f.prefix_mode.as_str() {
+        "explicit" => true,
+        "implicit" => false,
+        _ => return Err(v.bad("prefix_mode", "must be \"explicit\" or \"implicit\"")),
+    };
+    if f.router && machine.mobile_network.is_empty() {
+        return Err(v.bad("mobile_network_prefixes", "a mobile router needs at least one prefix"));
+    }
+    if !f.router && !machine.mobile_network.is_empty() {
+        return Err(v.bad("mobile_network_prefixes", "needs router = true"));
+    }
     let ipsec = f
         .ipsec
         .as_ref()

@@ -18,6 +18,16 @@ pub const POOL: &str = "198.51.100.16/28";
 /// The MN's address in the IPv6 network it moves to.
 pub const MN6: &str = "2001:db8:5::10";
 
+/// The IPv6 mobile network behind the mobile router (RFC 3963), routed by the home agent.
+pub const MNP6: &str = "2001:db8:77::/48";
+/// The IPv4 mobile network behind the mobile router (RFC 5555 section 3.1.1), inside the
+/// home link's /25 but routed into the tunnel by the more specific route.
+pub const MNP4: &str = "198.51.100.96/27";
+/// The host behind the mobile router (no mobility software), IPv6.
+pub const HOST6: &str = "2001:db8:77:1::10";
+/// The host behind the mobile router, IPv4.
+pub const HOST4: &str = "198.51.100.100";
+
 /// The SPI of SA1 (mobile node -> home agent, RFC 4877 section 6.1's `spi_a`).
 pub const SPI_A: u32 = 0x1001;
 /// The SPI of SA2 (home agent -> mobile node, `spi_b`).
@@ -154,6 +164,9 @@ pub struct DsmipOptions {
     /// BU and BA protected by ESP with these SAs; `None`: unprotected BUs accepted (the
     /// home agent says `accept_unprotected = true`).
     pub ipsec: Option<LabIpsec>,
+    /// The mobile node is a mobile router (RFC 3963) for [`MNP6`] and [`MNP4`], in this
+    /// `prefix_mode` ("explicit" or "implicit"), with the namespace `host` behind it.
+    pub mobile_router: Option<&'static str>,
 }
 
 impl Default for DsmipOptions {
@@ -166,6 +179,7 @@ impl Default for DsmipOptions {
             interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n".into(),
             home_agent: format!("ha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n"),
             ipsec: None,
+            mobile_router: None,
         }
     }
 }
@@ -186,6 +200,9 @@ impl Lab {
 
     /// Writes the configurations and starts the home agent, then the mobile node.
     pub fn start_dsmip(&mut self, o: &DsmipOptions) -> LabResult<()> {
+        if o.mobile_router.is_some() {
+            self.add_mobile_network()?;
+        }
         self.write_dsmip_configs(o)?;
         self.start_ha()?;
         self.start_mn()
@@ -196,6 +213,26 @@ impl Lab {
         let bin = self.bin.display().to_string();
         let mn = self.net.dir.join("mn.toml").display().to_string();
         self.net.spawn("mn", "mn", &[&bin, "mn", "--config", &mn])
+    }
+
+    /// The mobile network: namespace `host` on the mobile node's `lan0` (2001:db8:77:1::/64
+    /// and 198.51.100.96/27, the router at ::1 and .97), default routes toward the router.
+    pub fn add_mobile_network(&mut self) -> LabResult<()> {
+        self.net.add_role("host")?;
+        self.net.sh("host", "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0")?;
+        let nb = self.net.ns("host");
+        self.net.sh(
+            "mn",
+            &format!("ip link add lan0 type veth peer name xhosteth0 && ip link set xhosteth0 netns {nb} && ip link set lan0 up && \
+                      ip addr add 2001:db8:77:1::1/64 dev lan0 nodad && ip addr add 198.51.100.97/27 dev lan0"),
+        )?;
+        self.net.sh(
+            "host",
+            &format!("ip link set xhosteth0 name eth0 && ip link set eth0 up && \
+                      ip addr add {HOST6}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:77:1::1 && \
+                      ip addr add {HOST4}/27 dev eth0 && ip route add default via 198.51.100.97"),
+        )?;
+        Ok(())
     }
 
     /// Writes a key file readable by root only, as the daemons require.
@@ -243,12 +280,17 @@ impl Lab {
                 "address6 = \"{HA}\"\naddress4 = \"{HA4}\"\nhome_prefix = \"2001:db8:1::/64\"\n\
                  home_link = \"eth0\"\naccept_unprotected = {}\naccept_tlv = {}\n\
                  ipv4_pool = [\"{POOL}\"]\nnat_keepalive = {}\nstate_file = \"{}\"\n\
-                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{ha_ipsec}",
+                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{}{ha_ipsec}",
                 o.ipsec.is_none(),
                 o.tlv,
                 o.nat_keepalive,
                 self.ha_state_file().display(),
-                self.ha_sock().display()
+                self.ha_sock().display(),
+                if o.mobile_router.is_some() {
+                    format!("router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\n")
+                } else {
+                    String::new()
+                }
             ),
         )?;
         let mn = self.net.write(
@@ -256,12 +298,18 @@ impl Lab {
             &format!(
                 "home_address = \"{HOA}\"\n{}\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
-                 control_socket = \"{}\"\n{}{mn_ipsec}",
+                 control_socket = \"{}\"\n{}{}{mn_ipsec}",
                 o.home_agent,
                 o.lifetime,
                 o.force_udp,
                 o.tlv,
                 self.mn_sock().display(),
+                match o.mobile_router {
+                    Some(mode) => format!(
+                        "router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\nprefix_mode = \"{mode}\"\n"
+                    ),
+                    None => String::new(),
+                },
                 o.interfaces
             ),
         )?;

@@ -159,6 +159,24 @@ impl HomeLink {
                 self.del(IpAddr::V6(hoa), 128)
                     .and_then(|_| ipv4.map_or(Ok(()), |(a, l)| self.del(IpAddr::V4(a), l)))
             }
+            // A mobile network: routed into the TUN, where the node picks the router's
+            // tunnel (RFC 3963 section 6.5, the second way); no proxy entry, the home
+            // agent is the route toward it.
+            HaEvent::Routed { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} routed");
+                self.nl.replace_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
+            }
+            HaEvent::Unrouted { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} unrouted");
+                self.nl
+                    .del_route_ip(prefix.addr(), prefix.len(), self.tun, self.metric, MAIN_TABLE)
+            }
         };
         failures.check(Failure::Netlink, "home link", r);
     }
@@ -361,6 +379,13 @@ impl Driver {
             f.close(node, now, &self.failures);
         }
         for b in node.snapshot(now).bindings {
+            for prefix in &b.mnp {
+                let e = HaEvent::Unrouted {
+                    hoa: b.hoa,
+                    prefix: *prefix,
+                };
+                self.home.apply(&e, &self.failures);
+            }
             let unbound = HaEvent::Unbound {
                 hoa: b.hoa,
                 ipv4: b.ipv4,

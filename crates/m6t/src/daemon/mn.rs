@@ -15,7 +15,7 @@ use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
-use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
+use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
 use m6t_linux::{caps, raw, tun::Tun};
@@ -167,6 +167,9 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let nl = Netlink::open()?;
     let hoa = cfg.machine.hoa;
     home_routing(&nl, &tun, &cfg)?;
+    if cfg.machine.router {
+        mobile_network_routing(&nl, &cfg)?;
+    }
     let monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
     let socks = TifSockets::mobile_node(cfg.ipsec.is_some()).map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
@@ -245,6 +248,61 @@ fn home_routing(nl: &Netlink, tun: &Tun, cfg: &Mn) -> Result<(), DaemonError> {
     ] {
         nl.replace_route_ip(default, 0, tun.index(), 1024, cfg.table)?;
     }
+    Ok(())
+}
+
+/// The policy rules of a mobile router's mobile network: "from <prefix>" into the tunnel's
+/// table (RFC 3963 section 5.5: packets from the mobile network are reverse-tunnelled),
+/// after "to <prefix>" in the main table, so that traffic inside the mobile network, and
+/// what comes out of the tunnel for it, stays on its ingress link.
+fn mnp_rules(cfg: &Mn) -> Vec<(RuleSelector, u32, u32)> {
+    let prio = cfg.rule_priority;
+    cfg.machine
+        .mobile_network
+        .iter()
+        .flat_map(|p| {
+            [
+                (
+                    RuleSelector::To(p.addr(), p.len()),
+                    MAIN_TABLE,
+                    prio.saturating_sub(1),
+                ),
+                (RuleSelector::From(p.addr(), p.len()), cfg.table, prio),
+            ]
+        })
+        .collect()
+}
+
+/// A mobile router forwards between its egress (the tunnel) and its ingress links: IPv6
+/// and IPv4 forwarding on, and router advertisements still taken on the care-of
+/// interfaces (accept_ra 2: a forwarding interface ignores them otherwise, and movement
+/// detection needs them).
+fn mobile_network_routing(nl: &Netlink, cfg: &Mn) -> Result<(), DaemonError> {
+    for (p, v) in [
+        ("net/ipv6/conf/all/forwarding", "1"),
+        ("net/ipv4/ip_forward", "1"),
+    ] {
+        raw::sysctl(p, v).map_err(io(format!("sysctl {p}")))?;
+    }
+    for i in cfg.interfaces.iter().filter(|i| !i.tunnel) {
+        let p = format!("net/ipv6/conf/{}/accept_ra", i.name);
+        // An interface that appears later keeps the kernel's default: said, not fatal.
+        if let Err(e) = raw::sysctl(&p, "2") {
+            tracing::warn!("sysctl {p}: {e}");
+        }
+    }
+    for (sel, table, prio) in mnp_rules(cfg) {
+        nl.add_rule(sel, table, prio)?;
+    }
+    tracing::info!(
+        "mobile router for {}",
+        cfg.machine
+            .mobile_network
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
@@ -516,6 +574,13 @@ impl Driver {
             let r = self.nl.del_source_rule(IpAddr::V4(a), table, prio);
             self.failures
                 .check(Failure::Netlink, "removing the IPv4 home address rule", r);
+        }
+        if self.cfg.machine.router {
+            for (sel, table, prio) in mnp_rules(&self.cfg) {
+                let r = self.nl.del_rule(sel, table, prio);
+                self.failures
+                    .check(Failure::Netlink, "removing a mobile network rule", r);
+            }
         }
     }
 }
