@@ -295,12 +295,13 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         if m.ipv4_prefix_allowed {
             holders.insert(m.home_address);
         }
-        let mnp = mobile_network(&v, &key("mobile_network_prefixes"), &m.mobile_network_prefixes)?;
+        let mnp = mobile_network(
+            &v,
+            &key("mobile_network_prefixes"),
+            &m.mobile_network_prefixes,
+        )?;
         if !m.router && !mnp.is_empty() {
-            return Err(v.bad(
-                key("mobile_network_prefixes"),
-                "needs router = true",
-            ));
+            return Err(v.bad(key("mobile_network_prefixes"), "needs router = true"));
         }
         if m.router {
             // One owner per prefix: a packet to the mobile network has one tunnel.
@@ -552,7 +553,8 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
-    machine.mobile_network = mobile_network(&v, "mobile_network_prefixes", &f.mobile_network_prefixes)?;
+    machine.mobile_network =
+        mobile_network(&v, "mobile_network_prefixes", &f.mobile_network_prefixes)?;
     machine.router = f.router;
     machine.explicit_prefixes = match f.prefix_mode.as_str() {
         "explicit" => true,
@@ -560,7 +562,10 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         _ => return Err(v.bad("prefix_mode", "must be \"explicit\" or \"implicit\"")),
     };
     if f.router && machine.mobile_network.is_empty() {
-        return Err(v.bad("mobile_network_prefixes", "a mobile router needs at least one prefix"));
+        return Err(v.bad(
+            "mobile_network_prefixes",
+            "a mobile router needs at least one prefix",
+        ));
     }
     if !f.router && !machine.mobile_network.is_empty() {
         return Err(v.bad("mobile_network_prefixes", "needs router = true"));

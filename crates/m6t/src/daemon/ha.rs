@@ -174,8 +174,13 @@ impl HomeLink {
             }
             HaEvent::Unrouted { hoa, prefix } => {
                 tracing::info!("mobile network {prefix} of {hoa} unrouted");
-                self.nl
-                    .del_route_ip(prefix.addr(), prefix.len(), self.tun, self.metric, MAIN_TABLE)
+                self.nl.del_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
             }
         };
         failures.check(Failure::Netlink, "home link", r);
