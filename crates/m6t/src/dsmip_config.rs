@@ -717,7 +717,8 @@ mod tests {
         assert!(
             u.starts_with(
                 "config ha.toml: key `mobile_node[0].prefix_allowed`: unknown key; allowed here: \
-                 home_address, ipv4_home_address, ipv4_prefix_allowed (line 6)"
+                 home_address, ipv4_home_address, ipv4_prefix_allowed, router, \
+                 mobile_network_prefixes (line 6)"
             ),
             "{u}"
         );
@@ -728,6 +729,78 @@ mod tests {
             )),
             "config ha.toml: key `mobile_node[1].home_address`: 2001:db8:9::a is not inside \
              home_prefix"
+        );
+    }
+
+    #[test]
+    fn mobile_routers_of_ha_and_mn() {
+        let r = "[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nrouter = true\n\
+                 mobile_network_prefixes = [\"2001:db8:77::/48\", \"198.51.100.96/27\"]\n";
+        let h = ha_from_str(Path::new("h"), &format!("{HA}{r}")).unwrap();
+        let a: Ipv6Addr = "2001:db8:1::a".parse().unwrap();
+        assert_eq!(
+            h.machine.routers.get(&a).unwrap(),
+            &vec![
+                "2001:db8:77::/48".parse().unwrap(),
+                "198.51.100.96/27".parse().unwrap()
+            ]
+        );
+        let e = |t: &str| {
+            ha_from_str(Path::new("ha.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&format!("{HA}{}", r.replace("router = true\n", ""))),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: needs router = true"
+        );
+        assert_eq!(
+            e(&format!("{HA}{}", r.replace("/27", "/33"))),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: `198.51.100.96/33` \
+             is not a prefix: length above 32 or host bits set"
+        );
+        assert_eq!(
+            e(&format!(
+                "{HA}{}",
+                r.replace("198.51.100.96/27", "fe80::/64")
+            )),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: `fe80::/64` cannot \
+             be a mobile network"
+        );
+        let second = r
+            .replace("::a", "::b")
+            .replace("2001:db8:77::/48", "2001:db8:78::/48")
+            .replace("96/27", "112/28");
+        assert_eq!(
+            e(&format!("{HA}{r}{second}")),
+            "config ha.toml: key `mobile_node[1].mobile_network_prefixes`: `198.51.100.112/28` \
+             overlaps a prefix of mobile router 2001:db8:1::a"
+        );
+        // The mobile router: explicit by default, implicit on request.
+        let top = |extra: &str| MN.replace("[[interfaces]]", &format!("{extra}[[interfaces]]"));
+        let mr = "router = true\nmobile_network_prefixes = [\"2001:db8:77::/48\"]\n";
+        let m = mn_from_str(Path::new("m"), &top(mr)).unwrap();
+        assert!(m.machine.router && m.machine.explicit_prefixes);
+        assert_eq!(m.machine.mobile_network.len(), 1);
+        let m = mn_from_str(
+            Path::new("m"),
+            &top(&format!("{mr}prefix_mode = \"implicit\"\n")),
+        )
+        .unwrap();
+        assert!(!m.machine.explicit_prefixes);
+        let e = |t: &str| {
+            mn_from_str(Path::new("mn.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&top("router = true\n")),
+            "config mn.toml: key `mobile_network_prefixes`: a mobile router needs at least one \
+             prefix"
+        );
+        assert_eq!(
+            e(&top(&format!("{mr}prefix_mode = \"both\"\n"))),
+            "config mn.toml: key `prefix_mode`: must be \"explicit\" or \"implicit\""
         );
     }
 
