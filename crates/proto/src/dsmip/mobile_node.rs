@@ -403,6 +403,20 @@ impl MobileNode {
         })
     }
 
+    /// Reports whether the home link is attached (RFC 6275 section 11.5.5): coming home
+    /// queues the deregistration BU from the home address, which the driver sends over the
+    /// home link once the home address is there; leaving registers anew.
+    pub fn handle_home(&mut self, now: Instant, home: bool) {
+        self.bul.handle_home(now, home);
+        self.pump(now);
+    }
+
+    /// On the home link with the deregistration accepted: the home agent no longer
+    /// intercepts the home address.
+    pub fn at_home(&self) -> bool {
+        self.bul.at_home()
+    }
+
     /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
     pub fn handle_coas(&mut self, now: Instant, v6: Option<Ipv6Addr>, v4: Option<Ipv4Addr>) {
         self.bul.handle_coas(now, v6, v4);

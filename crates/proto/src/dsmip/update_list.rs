@@ -173,6 +173,9 @@ pub struct BindingUpdateList {
     f_refused: bool,
     /// The status of the last refusal (a BA with status >= 128), until a registration.
     refused: Option<u8>,
+    /// On the home link (RFC 6275 section 11.5.5): the registration is a deregistration from
+    /// the home address, and care-of addresses wait until the node leaves.
+    home: bool,
 }
 
 impl BindingUpdateList {
@@ -190,6 +193,7 @@ impl BindingUpdateList {
             outbox: None,
             f_refused: false,
             refused: None,
+            home: false,
         }
     }
 
@@ -211,6 +215,10 @@ impl BindingUpdateList {
     }
 
     fn choose(&self) -> Option<Coa> {
+        if self.home {
+            // At home the "care-of address" of the deregistration is the home address.
+            return Some(Coa::V6(self.cfg.hoa));
+        }
         match (self.v6, self.v4) {
             (Some(a), _) if !(self.v6_failed && self.v4.is_some()) => Some(Coa::V6(a)),
             (_, Some(b)) => Some(Coa::V4(b)),
@@ -227,6 +235,10 @@ impl BindingUpdateList {
         }
         self.v6 = v6;
         self.v4 = v4;
+        if self.home {
+            // Kept for when the node leaves home.
+            return;
+        }
         let chosen = self.choose();
         let current = self
             .pending
@@ -246,11 +258,56 @@ impl BindingUpdateList {
         }
     }
 
+    /// Whether the node is on its home link ([`Self::handle_home`]).
+    pub fn is_home(&self) -> bool {
+        self.home
+    }
+
+    /// Whether the node is on its home link and the home agent accepted the deregistration.
+    pub fn at_home(&self) -> bool {
+        self.home && self.pending.is_none()
+    }
+
+    /// Movement detection found the home link (its prefix on-link, RFC 6275 section 11.5.5)
+    /// or lost it. Coming home starts a deregistration from the home address (A and H set,
+    /// lifetime 0, care-of address = home address); leaving registers anew from the care-of
+    /// addresses last reported.
+    pub fn handle_home(&mut self, now: Instant, home: bool) {
+        if home == self.home {
+            return;
+        }
+        self.home = home;
+        self.f_refused = false;
+        self.v6_failed = false;
+        self.pending = None;
+        self.refresh_at = None;
+        if home {
+            self.start(now, Coa::V6(self.cfg.hoa));
+        } else {
+            self.registered = None;
+            if let Some(c) = self.choose() {
+                self.start(now, c);
+            }
+        }
+    }
+
     fn bu_for(&self, seq: u16, coa: Coa, force_udp: bool) -> MhRepr {
         let mut flags = bu_flags::A | bu_flags::H;
         let mut options = Vec::new();
         if self.cfg.router {
             flags |= bu_flags::R;
+        }
+        if coa == Coa::V6(self.cfg.hoa) {
+            // The deregistration from home (RFC 6275 section 11.5.5): both home addresses'
+            // bindings go (RFC 5555 section 4.2.1), no option needed.
+            return MhRepr {
+                msg: MhMessage::Bu {
+                    seq,
+                    flags,
+                    lifetime: 0,
+                },
+                options,
+            };
         }
         if let Coa::V4(a) = coa {
             if force_udp {
@@ -358,6 +415,7 @@ impl BindingUpdateList {
                 return;
             }
             if matches!(p.coa, Coa::V6(_))
+                && !self.home
                 && p.attempts >= self.cfg.v6_attempts
                 && self.v4.is_some()
             {
