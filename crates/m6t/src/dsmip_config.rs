@@ -439,6 +439,9 @@ pub struct MnFile {
     /// agent knows them).
     #[serde(default = "d_prefix_mode")]
     pub prefix_mode: String,
+    /// The home link's prefix: when it is on-link on one of `interfaces`, the node is at
+    /// home (RFC 6275 section 11.5.5). Default: the home address's /64.
+    pub home_prefix: Option<Ipv6Prefix>,
 }
 
 fn d_prefix_mode() -> String {
@@ -482,6 +485,8 @@ pub struct Mn {
     pub ipsec: Option<IpsecSetup>,
     /// How the tunnel module tells a protected BU from payload (`ipsec.bu_detection`).
     pub bu_detection: BuDetection,
+    /// The home link's prefix (home detection).
+    pub home_prefix: Ipv6Prefix,
 }
 
 /// Reads and validates a mobile node file.
@@ -585,7 +590,22 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
             ))
         }
     };
+    let home_prefix = match f.home_prefix {
+        Some(p) if !p.contains(f.home_address) => {
+            return Err(v.bad(
+                "home_prefix",
+                format!("{p} does not hold home_address {}", f.home_address),
+            ))
+        }
+        Some(p) if p.len() == 128 => return Err(v.bad("home_prefix", "must be shorter than /128")),
+        Some(p) => p,
+        None => {
+            let a = u128::from(f.home_address) & !((1u128 << 64) - 1);
+            Ipv6Prefix::new(Ipv6Addr::from(a), 64).expect("host bits cleared")
+        }
+    };
     Ok(Mn {
+        home_prefix,
         machine,
         ha,
         interface: f.interface,
@@ -857,6 +877,22 @@ mod tests {
         assert_eq!(m.machine.lifetime, 100);
         assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::None);
         assert_eq!(m.table, 206);
+        assert_eq!(m.home_prefix.to_string(), "2001:db8:1::/64");
+        let hp = |p: &str| {
+            mn_from_str(
+                Path::new("mn.toml"),
+                &MN.replace(
+                    "[[interfaces]]",
+                    &format!("home_prefix = \"{p}\"\n[[interfaces]]"),
+                ),
+            )
+        };
+        assert_eq!(hp("2001:db8::/48").unwrap().home_prefix.len(), 48);
+        assert_eq!(
+            hp("2001:db8:9::/64").unwrap_err().to_string(),
+            "config mn.toml: key `home_prefix`: 2001:db8:9::/64 does not hold home_address \
+             2001:db8:1::a"
+        );
         let m = mn_from_str(Path::new("m"), &MN.replace("[[interfaces]]", "ipv4_home_address = \"dynamic\"\nroutes = [\"2001:db8:2::/64\", \"198.51.100.128/25\"]\n[[interfaces]]")).unwrap();
         assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::Dynamic);
         assert_eq!(m.routes.len(), 2);

@@ -3,7 +3,7 @@
 //! node (`m6t mn`) in `mn`, first in the IPv4-only network behind the NAT, then moving to
 //! another IPv4 address, to the IPv6 network 2001:db8:5::/64 and back.
 
-use super::{wait_for, Lab, CN, CN4, HA, MN4, V6_ROUTER};
+use super::{wait_for, Lab, CN, CN4, GW6, HA, MN4, V6_ROUTER};
 use crate::netns::{LabError, LabResult};
 use m6t::status::{self, MnInfo, Report};
 use std::path::PathBuf;
@@ -17,6 +17,10 @@ pub const HA4: &str = "198.51.100.2";
 pub const POOL: &str = "198.51.100.16/28";
 /// The MN's address in the IPv6 network it moves to.
 pub const MN6: &str = "2001:db8:5::10";
+
+/// The mobile node's own address on the home link when it is there (besides its home
+/// address, which it moves there itself).
+pub const MN_AT_HOME: &str = "2001:db8:1::b0";
 
 /// The IPv6 mobile network behind the mobile router (RFC 3963), routed by the home agent.
 pub const MNP6: &str = "2001:db8:77::/48";
@@ -231,6 +235,58 @@ impl Lab {
             &format!("ip link set xhosteth0 name eth0 && ip link set eth0 up && \
                       ip addr add {HOST6}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:77:1::1 && \
                       ip addr add {HOST4}/27 dev eth0 && ip route add default via 198.51.100.97"),
+        )?;
+        Ok(())
+    }
+
+    /// A way onto the home link for the mobile node: the gateway's side of the home link
+    /// becomes a bridge (its addresses and routes moved onto it), and the mobile node's
+    /// `home1` joins it, down until [`Self::mn_go_home`].
+    pub fn add_home_link_attachment(&mut self) -> LabResult<()> {
+        self.net.sh(
+            "gw",
+            &format!(
+                "ip link add homebr type bridge && ip link set homebr up && \
+                 ip addr flush dev home0 && ip link set home0 master homebr && \
+                 ip addr add {GW6}/64 dev homebr nodad && ip addr add 198.51.100.1/25 dev homebr && \
+                 ip -6 route replace 2001:db8::/32 via {HA} && \
+                 ip route replace 198.51.100.128/25 via 198.51.100.2"
+            ),
+        )?;
+        let ng = self.net.ns("gw");
+        self.net.sh(
+            "mn",
+            &format!("ip link add home1 type veth peer name xgwmnhome && ip link set xgwmnhome netns {ng}"),
+        )?;
+        self.net.sh(
+            "gw",
+            "ip link set xgwmnhome name mnhome && ip link set mnhome master homebr && ip link set mnhome up",
+        )?;
+        Ok(())
+    }
+
+    /// Takes the MN home: `home1` up with an address of the home prefix and the home
+    /// agent as router toward the correspondent, the IPv4 address `v4` gone from `eth0`.
+    pub fn mn_go_home(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!(
+                "ip link set home1 up && ip -6 addr add {MN_AT_HOME}/64 dev home1 nodad && \
+                 ip -6 route add 2001:db8:2::/64 via {HA} dev home1 && ip addr del {v4}/24 dev eth0"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Away from home again, behind the NAT at `v4`.
+    pub fn mn_leave_home(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!(
+                "ip addr add {v4}/24 dev eth0 && ip route replace default via 192.0.2.1 && \
+                 ip -6 route del 2001:db8:2::/64 via {HA} dev home1; \
+                 ip -6 addr del {MN_AT_HOME}/64 dev home1; ip link set home1 down"
+            ),
         )?;
         Ok(())
     }

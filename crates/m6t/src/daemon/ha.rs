@@ -359,15 +359,17 @@ impl Driver {
             node.handle_timeout(now);
             next = node.poll_timeout();
         }
-        while let Some(t) = node.poll_transmit() {
-            let r = send_signal(&self.socks, &t);
-            self.failures.check(Failure::SignalSend, "sending a BA", r);
-        }
+        // Routes first: the BA of a node returning home (RFC 6275 section 11.5.5) goes to
+        // its home address on the home link, not into the TUN whose route just ended.
         while let Some(e) = node.poll_event() {
             self.home.apply(&e, &self.failures);
             if let Some(f) = self.file.as_mut() {
                 f.changed(now);
             }
+        }
+        while let Some(t) = node.poll_transmit() {
+            let r = send_signal(&self.socks, &t);
+            self.failures.check(Failure::SignalSend, "sending a BA", r);
         }
         let Some(f) = self.file.as_mut() else {
             return next;

@@ -100,6 +100,31 @@ fn candidates(
     (v6, v4)
 }
 
+/// The home link (RFC 6275 section 11.5.5): the first configured interface, up, with an
+/// address inside the home prefix other than the home address itself (which the node puts
+/// there while at home): its index and name.
+fn home_link(
+    nl: &Netlink,
+    ifs: &[MnInterface],
+    prefix: m6t_wire::Ipv6Prefix,
+    hoa: Ipv6Addr,
+) -> Option<(u32, String)> {
+    let (Ok(links), Ok(addrs)) = (nl.links(), nl.addresses()) else {
+        return None;
+    };
+    ifs.iter().filter(|i| !i.tunnel).find_map(|i| {
+        let l = links.iter().find(|l| l.name == i.name && l.up)?;
+        addrs
+            .iter()
+            .any(|a| {
+                a.index == l.index
+                    && a.usable
+                    && matches!(a.addr, IpAddr::V6(x) if x != hoa && prefix.contains(x))
+            })
+            .then(|| (l.index, i.name.clone()))
+    })
+}
+
 fn mode_name(m: TunnelMode) -> &'static str {
     match m {
         TunnelMode::Ipv6 => "ipv6",
@@ -148,6 +173,8 @@ struct Driver {
     v4hoa: Option<Ipv4Addr>,
     /// Whether `routes` are in the main table.
     routes_in: bool,
+    /// The home link the node is on (index, name), when at home.
+    home: Option<(u32, String)>,
     /// Where the metrics are published, when `metrics_listen` is set.
     metrics: Option<Publisher>,
 }
@@ -203,6 +230,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         failures: Failures::default(),
         v4hoa: None,
         routes_in: false,
+        home: None,
         metrics,
     };
     let r = d.run(&mut node, monitor, &control);
@@ -369,11 +397,73 @@ impl Driver {
         Ok(())
     }
 
-    /// Movement detection: the care-of addresses the interfaces offer now.
+    /// Movement detection: the home link, and the care-of addresses the interfaces offer
+    /// now.
     fn movement(&mut self, node: &mut MobileNode, now: Instant) {
+        let home = home_link(
+            &self.nl,
+            &self.cfg.interfaces,
+            self.cfg.home_prefix,
+            self.cfg.machine.hoa,
+        );
+        if home.as_ref().map(|h| h.0) != self.home.as_ref().map(|h| h.0) {
+            self.set_home(node, now, home);
+        }
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
         self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
         node.handle_coas(now, v6, v4);
+    }
+
+    /// Coming home (RFC 6275 section 11.5.5): the home address leaves the TUN (and its rule
+    /// into the tunnel's table, the extra routes, the IPv4 home address) for the home link,
+    /// without duplicate address detection, so that the node answers for it there when the
+    /// home agent stops; then the deregistration BU leaves from it over the home link.
+    /// Leaving home: back onto the TUN with its rule, and a registration anew.
+    fn set_home(&mut self, node: &mut MobileNode, now: Instant, home: Option<(u32, String)>) {
+        let hoa = self.cfg.machine.hoa;
+        let (tun, table, prio) = (self.tun.index(), self.cfg.table, self.cfg.rule_priority);
+        if let Some((idx, name)) = self.home.take() {
+            let r = self.nl.del_address(idx, hoa);
+            self.failures
+                .check(Failure::Netlink, format_args!("home address off {name}"), r);
+            tracing::info!("left the home link {name}");
+        }
+        match &home {
+            Some((idx, name)) => {
+                let r = self
+                    .nl
+                    .del_source_rule(IpAddr::V6(hoa), table, prio)
+                    .and_then(|()| self.nl.del_address(tun, hoa))
+                    .and_then(|()| self.nl.add_address(*idx, hoa, self.cfg.home_prefix.len()));
+                self.failures.check(
+                    Failure::Netlink,
+                    format_args!("home address onto {name}"),
+                    r,
+                );
+                if self.routes_in {
+                    for (a, l) in &self.cfg.routes {
+                        let r = self.nl.del_route_ip(*a, *l, tun, 1024, MAIN_TABLE);
+                        self.failures
+                            .check(Failure::Netlink, format_args!("route {a}/{l}"), r);
+                    }
+                    self.routes_in = false;
+                }
+                self.ipv4_home_address(None);
+                tracing::info!("home link {name}: deregistering from {hoa}");
+                node.handle_home(now, true);
+            }
+            None => {
+                let r = self
+                    .nl
+                    .add_address(tun, hoa, 128)
+                    .and_then(|()| self.nl.add_source_rule(IpAddr::V6(hoa), table, prio));
+                self.failures
+                    .check(Failure::Netlink, "home address back onto the TUN", r);
+                node.handle_home(now, false);
+            }
+        }
+        self.info.home_link = home.as_ref().map(|h| h.1.clone());
+        self.home = home;
     }
 
     /// What the node asked: timers, BUs to send, registrations to install. Returns the
@@ -404,6 +494,8 @@ impl Driver {
                 );
             }
         }
+        self.info.at_home = node.at_home();
+        self.info.last_refusal = node.last_refusal();
         while let Some(e) = node.poll_event() {
             match e {
                 MnEvent::Registered { registration, took } => self.registered(&registration, took),
@@ -564,6 +656,11 @@ impl Driver {
     }
 
     fn cleanup(&mut self) {
+        if let Some((idx, name)) = self.home.take() {
+            let r = self.nl.del_address(idx, self.cfg.machine.hoa);
+            self.failures
+                .check(Failure::Netlink, format_args!("home address off {name}"), r);
+        }
         let (table, prio) = (self.cfg.table, self.cfg.rule_priority);
         let r = self
             .nl
