@@ -887,7 +887,7 @@ mod tests {
                 ),
             )
         };
-        assert_eq!(hp("2001:db8::/48").unwrap().home_prefix.len(), 48);
+        assert_eq!(hp("2001:db8::/32").unwrap().home_prefix.len(), 32);
         assert_eq!(
             hp("2001:db8:9::/64").unwrap_err().to_string(),
             "config mn.toml: key `home_prefix`: 2001:db8:9::/64 does not hold home_address \
