@@ -541,6 +541,10 @@ fn render_body(r: &Report) -> String {
                     secs(b.remaining_ms),
                     if b.nat { "yes" } else { "no" }
                 );
+                if b.router {
+                    let p: Vec<String> = b.mnp.iter().map(|p| p.to_string()).collect();
+                    let _ = writeln!(o, "    mobile router, network {}", p.join(" "));
+                }
             }
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);

@@ -551,6 +551,65 @@ pub fn run(lab: &mut Lab) -> LabResult<bool> {
     Ok(p6 > 0 && p4 > 0 && p > 0)
 }
 
+/// The mobile-router part of `m6t lab` (RFC 3963 with RFC 5555's IPv4 prefixes): the
+/// mobile node as a mobile router in explicit mode, a host behind it with no mobility
+/// software, reaching the correspondent over IPv6 and IPv4 while the router moves.
+pub fn run_router(lab: &mut Lab) -> LabResult<bool> {
+    println!(
+        "\nMobile router (RFC 3963, IPv4 prefixes of RFC 5555): host -> mobile router behind the \
+         NAT -> home agent -> correspondent"
+    );
+    let t = Instant::now();
+    lab.start_dsmip(&DsmipOptions {
+        mobile_router: Some("explicit"),
+        ..DsmipOptions::default()
+    })?;
+    let m = lab.wait_registered("udp", "192.0.2.", 0)?;
+    println!(
+        "  registered with R and the prefixes {MNP6}, {MNP4} in {} (BU sent -> BA received \
+         {:.2} ms), tunnel {}",
+        ms(t.elapsed()),
+        m.last_registration_ms.unwrap_or(f64::NAN),
+        m.mode.clone().unwrap_or_default()
+    );
+    let routes = lab.net.sh(
+        "ha",
+        "ip -4 route show dev mip6ha0; ip -6 route show dev mip6ha0",
+    )?;
+    println!("  home agent's routes into its TUN:");
+    for r in routes.lines() {
+        println!("    {r}");
+    }
+    let p6 = lab.ping_from("host", HOST6, CN, 3)?;
+    let p4 = lab.ping_from("host", HOST4, CN4, 3)?;
+    println!("  host behind the router: ping CN from {HOST6} {p6}/3, CN4 from {HOST4} {p4}/3");
+    lab.mn_renumber_v4(MN4[0], MN4[1])?;
+    let m2 = lab.wait_registered("udp", MN4[1], m.registrations)?;
+    let a = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!(
+        "  router's IPv4 address {} -> {}: registered again (BU->BA {:.2} ms), host pings {a}/2",
+        MN4[0],
+        MN4[1],
+        m2.last_registration_ms.unwrap_or(f64::NAN)
+    );
+    lab.mn_to_ipv6(MN4[1])?;
+    let m3 = lab.wait_registered("ipv6", "2001:db8:5::", m2.registrations)?;
+    let b = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!(
+        "  router to the IPv6 network: care-of {}, host pings {b}/2 (IPv4 inside IPv6)",
+        m3.coa.clone().unwrap_or_default()
+    );
+    lab.mn_to_ipv4(MN4[0])?;
+    lab.wait_registered("udp", MN4[0], m3.registrations)?;
+    let c = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!("  back behind the NAT: host pings {c}/2");
+    println!(
+        "\nhome agent status:\n{}",
+        status::render(&lab.ha_report()?)
+    );
+    Ok(p6 > 0 && p4 > 0 && a > 0 && b > 0 && c > 0)
+}
+
 impl Lab {
     /// Pings `dst` from the source address `src` (a home address); returns the replies.
     pub fn ping_from(&self, role: &str, src: &str, dst: &str, count: u32) -> LabResult<u32> {
