@@ -522,3 +522,156 @@ fn router_bindings_survive_a_restart_only_with_authorised_prefixes() {
     let s: Snapshot = serde_json::from_str(old).unwrap();
     assert_eq!(BindingCache::restore(ha_cfg(), &s, t0).len(), 1);
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const ROUTERS: [&str; 3] = ["2001:db8:1::a", "2001:db8:1::b", "2001:db8:1::c"];
+    /// Each router's Prefix Table: one IPv6 and one IPv4 prefix, disjoint between routers.
+    fn table(i: usize) -> Vec<NetPrefix> {
+        vec![
+            np(&format!("2001:db8:7{i}::/48")),
+            np(&format!("198.51.100.{}/28", 64 + 16 * i)),
+        ]
+    }
+    /// What a BU may ask for: the table's prefixes, a longer one inside, one outside, a
+    /// link-local one.
+    fn candidates(i: usize) -> Vec<NetPrefix> {
+        let mut c = table(i);
+        c.push(np(&format!("2001:db8:7{i}:5::/64")));
+        c.push(np("2001:db8:99::/48"));
+        c.push(np("fe80::/64"));
+        c
+    }
+
+    fn cfg() -> HaConfig {
+        let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+        c.accept_unprotected = true;
+        for (i, r) in ROUTERS.iter().enumerate() {
+            c.routers.insert(a6(r), table(i));
+        }
+        c
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Router i registers: R flag or not, lifetime (0: deregistration), the candidate
+        /// prefixes picked by the mask (none: implicit mode).
+        Bu {
+            i: usize,
+            r: bool,
+            lifetime: u16,
+            mask: u8,
+        },
+        /// Time passes, in seconds.
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, any::<bool>(), prop_oneof![Just(0u16), 1..5u16], any::<u8>())
+                .prop_map(|(i, r, lifetime, mask)| Op::Bu { i, r, lifetime, mask }),
+            1 => (1..30u16).prop_map(Op::Wait),
+        ]
+    }
+
+    fn bu_packet(i: usize, seq: u16, r: bool, lifetime: u16, mask: u8) -> Vec<u8> {
+        let mut options = vec![MobilityOption::Ipv4CareOfAddress(Ipv4Addr::new(
+            192,
+            0,
+            2,
+            10 + i as u8,
+        ))];
+        for (k, p) in candidates(i).iter().enumerate() {
+            if mask & (1 << k) != 0 {
+                options.push(match *p {
+                    NetPrefix::V6(prefix, len) => {
+                        MobilityOption::MobileNetworkPrefix { len, prefix }
+                    }
+                    NetPrefix::V4(addr, prefix_len) => MobilityOption::Ipv4HomeAddress {
+                        prefix_len,
+                        p: true,
+                        addr,
+                    },
+                });
+            }
+        }
+        let flags = bu_flags::A | bu_flags::H | if r { bu_flags::R } else { 0 };
+        let bu = MhRepr {
+            msg: MhMessage::Bu {
+                seq,
+                flags,
+                lifetime,
+            },
+            options,
+        };
+        let mut buf = vec![0u8; 400];
+        let n = mip6::emit(a6(ROUTERS[i]), a6(HA6), mip6::HomeIn::Source, &bu, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever BUs and timeouts come, the routes the driver was told about are exactly
+        /// the bound prefixes, each bound prefix leads to its router's tunnel, nothing else
+        /// does, and every refusal is one of RFC 3963's statuses.
+        #[test]
+        fn routes_indexes_and_bindings_agree(ops in proptest::collection::vec(op(), 1..40)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut h = HomeAgent::new(cfg(), a6(HA6));
+            let mut seq = [1u16; 3];
+            let mut routed: BTreeSet<NetPrefix> = BTreeSet::new();
+            for o in ops {
+                match o {
+                    Op::Bu { i, r, lifetime, mask } => {
+                        seq[i] += 1;
+                        let mut p = bu_packet(i, seq[i], r, lifetime, mask);
+                        let peer = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + i as u8), 4191);
+                        prop_assert_eq!(h.handle_udp(now, peer, &mut p), Verdict::Handled);
+                        while let Some(t) = h.poll_transmit() {
+                            let Transmit::Udp { data, .. } = t else { panic!() };
+                            let (st, fl) = ba_of(&mh_of(&data));
+                            prop_assert!(
+                                st == 0 || (139..=143).contains(&st),
+                                "status {}", st
+                            );
+                            if st == 0 && lifetime > 0 {
+                                prop_assert_eq!(fl & ba_flags::R != 0, r);
+                            }
+                        }
+                    }
+                    Op::Wait(s) => {
+                        now += Duration::from_secs(u64::from(s));
+                        h.handle_timeout(now);
+                    }
+                }
+                for e in events(&mut h) {
+                    match e {
+                        HaEvent::Routed { prefix, .. } => prop_assert!(routed.insert(prefix)),
+                        HaEvent::Unrouted { prefix, .. } => prop_assert!(routed.remove(&prefix)),
+                        _ => {}
+                    }
+                }
+                let bc = h.binding_cache();
+                let mut bound = BTreeSet::new();
+                for (i, r) in ROUTERS.iter().enumerate() {
+                    let b = bc.binding(a6(r));
+                    for p in b.map(|b| b.mnp.clone()).unwrap_or_default() {
+                        prop_assert!(b.unwrap().router);
+                        prop_assert_eq!(bc.mnp_owner(p.addr()), Some(a6(r)));
+                        bound.insert(p);
+                    }
+                    for p in candidates(i) {
+                        let inside = bound.iter().any(|q| q.contains(p.addr()));
+                        prop_assert_eq!(bc.mnp_owner(p.addr()).is_some(), inside, "{}", p);
+                    }
+                }
+                prop_assert_eq!(&routed, &bound);
+            }
+        }
+    }
+}
