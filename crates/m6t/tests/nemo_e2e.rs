@@ -307,3 +307,27 @@ fn implicit_mode_routes_follow_the_binding_and_end_with_it() {
     }
     assert_eq!(l.ping_from("host", HOST6, CN, 1).unwrap(), 0);
 }
+
+#[test]
+fn the_router_uses_the_m6t_tunnel_as_its_care_of_address() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // m6t client and gateway first (seed 000), then the mobile router preferring m6t0, an
+    // externally configured tunnel, over eth0.
+    let mut l = Lab::start(bin(), &LabOptions::new("nemom6t")).unwrap();
+    l.add_mobile_network().unwrap();
+    l.write_dsmip_configs(&DsmipOptions {
+        mobile_router: Some("explicit"),
+        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
+                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
+            .into(),
+        ..DsmipOptions::default()
+    })
+    .unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    l.wait_registered("ipv6", "fd00:6d36:7400:1:1:", 0).unwrap();
+    assert_eq!(l.ping_from("host", HOST6, CN, 3).unwrap(), 3);
+    assert_eq!(l.ping_from("host", HOST4, CN4, 3).unwrap(), 3);
+    transfer(&mut l, "6", HOST6, CN, "3");
+    assert!(check_transfer(&mut l, "6") > 100_000);
+}
