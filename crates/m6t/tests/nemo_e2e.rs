@@ -331,3 +331,44 @@ fn the_router_uses_the_m6t_tunnel_as_its_care_of_address() {
     transfer(&mut l, "6", HOST6, CN, "3");
     assert!(check_transfer(&mut l, "6") > 100_000);
 }
+
+#[test]
+fn a_prefix_outside_the_home_agents_table_is_refused_with_142_and_said() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::build(bin(), &LabOptions::new("nemo142")).unwrap();
+    l.add_mobile_network().unwrap();
+    l.write_dsmip_configs(&DsmipOptions {
+        mobile_router: Some("explicit"),
+        ..DsmipOptions::default()
+    })
+    .unwrap();
+    // The home agent authorises another IPv4 prefix than the one the router asks for.
+    let ha = l.net.dir.join("ha.toml");
+    let text = std::fs::read_to_string(&ha).unwrap();
+    std::fs::write(&ha, text.replace(MNP4, "198.51.100.64/27")).unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let t = std::time::Instant::now();
+    while l.mn_info().map(|m| m.0.last_refusal).ok().flatten() != Some(142) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no refusal: {:?}\nmn: {}",
+            l.mn_info(),
+            l.net.log("mn")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (m, _) = l.mn_info().unwrap();
+    assert!(m.coa.is_none());
+    assert!(l
+        .net
+        .log("mn")
+        .contains("status 142 (not authorized for prefix"));
+    let h = l.ha_report().unwrap();
+    assert!(h.counter("bu_refused") >= 1);
+    let Report::HomeAgent { bindings, .. } = h else {
+        panic!()
+    };
+    assert!(bindings.is_empty());
+    assert!(!ha_routes(&l).contains("198.51.100."));
+}

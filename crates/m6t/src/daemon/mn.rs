@@ -125,6 +125,30 @@ fn home_link(
     })
 }
 
+/// What a Binding Acknowledgement's refusal status means (RFC 6275 section 6.1.8, RFC 3963
+/// section 6.2, RFC 5555 section 4.5), for the log.
+fn refusal_name(st: u8) -> &'static str {
+    match st {
+        128 => "reason unspecified",
+        129 => "administratively prohibited: the BU was not protected by ESP",
+        130 => "insufficient resources",
+        131 => "home registration not supported",
+        132 => "not home subnet",
+        133 => "not home agent for this mobile node",
+        134 => "duplicate address detection failed",
+        135 => "sequence number out of window",
+        139 => "registration type change disallowed: a router binding cannot become a host's",
+        140 => {
+            "mobile router operation not permitted: not a router in the home agent's configuration"
+        }
+        141 => "invalid prefix",
+        142 => "not authorized for prefix: outside the home agent's mobile_network_prefixes",
+        143 => "forwarding setup failed: the home agent knows no prefix for this router",
+        144 => "forcing UDP encapsulation refused",
+        _ => "see RFC 6275 section 6.1.8",
+    }
+}
+
 fn mode_name(m: TunnelMode) -> &'static str {
     match m {
         TunnelMode::Ipv6 => "ipv6",
@@ -495,7 +519,17 @@ impl Driver {
             }
         }
         self.info.at_home = node.at_home();
-        self.info.last_refusal = node.last_refusal();
+        let refusal = node.last_refusal();
+        if refusal != self.info.last_refusal {
+            if let Some(st) = refusal {
+                tracing::warn!(
+                    "the home agent refused the registration: status {st} ({}); retrying with \
+                     backoff",
+                    refusal_name(st)
+                );
+            }
+            self.info.last_refusal = refusal;
+        }
         while let Some(e) = node.poll_event() {
             match e {
                 MnEvent::Registered { registration, took } => self.registered(&registration, took),
