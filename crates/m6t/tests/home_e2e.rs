@@ -4,10 +4,14 @@
 //! transfer on the home address lives across both moves (sha256 equal at both ends).
 
 use m6t::status::Report;
-use m6t_lab::lab::dsmip::{DsmipOptions, HOA};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HOA};
 use m6t_lab::lab::{Lab, LabOptions, CN, MN4};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// One lab at a time: the tests share the two cores and the tool binaries.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_m6t"))
@@ -20,12 +24,25 @@ fn peer(name: &str) -> String {
 
 #[test]
 fn tcp_on_the_home_address_lives_across_coming_home_and_leaving_again() {
-    let mut l = Lab::build(bin(), &LabOptions::new("d6home")).unwrap();
+    home_and_away("d6home", None);
+}
+
+#[test]
+fn with_esp_the_deregistration_from_home_is_protected_too() {
+    // BU and BA in transport-mode ESP right after the IPv6 header on the home link.
+    home_and_away("d6homeesp", Some(LabIpsec::random().unwrap()));
+}
+
+fn home_and_away(tag: &str, ipsec: Option<LabIpsec>) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let with_ipsec = ipsec.is_some();
+    let mut l = Lab::build(bin(), &LabOptions::new(tag)).unwrap();
     l.add_home_link_attachment().unwrap();
     let o = DsmipOptions {
         interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n\
                      [[interfaces]]\nname = \"home1\"\npreference = 2\n"
             .into(),
+        ipsec,
         ..DsmipOptions::default()
     };
     l.start_dsmip(&o).unwrap();
@@ -104,5 +121,13 @@ fn tcp_on_the_home_address_lives_across_coming_home_and_leaving_again() {
     assert!(f[1].parse::<u64>().unwrap() > 1_000_000, "{out}");
     assert_eq!(f[2], f[4], "sha256 differs: {out}");
     assert!(l.net.log("sink").contains(f[2]));
-    assert!(l.ha_report().unwrap().counter("to_home") > before);
+    let h = l.ha_report().unwrap();
+    assert!(h.counter("to_home") > before);
+    assert!(h.counter("bu_accepted") >= 3);
+    if with_ipsec {
+        assert_eq!(h.counter("bu_unprotected"), 0);
+        for drop in ["ipsec_esp_bad_icv", "ipsec_esp_replay", "ipsec_unprotected"] {
+            assert_eq!(h.counter(drop), 0, "{drop}");
+        }
+    }
 }

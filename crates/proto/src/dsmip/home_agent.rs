@@ -563,10 +563,27 @@ impl HomeAgent {
     /// home agent where to send ESP back.
     pub fn handle_esp<'a>(
         &mut self,
-        _now: Instant,
+        now: Instant,
         outer: Outer,
         esp: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
+        if let Outer::Ipv6(src) = outer {
+            // A BU from the home link (RFC 6275 section 11.5.5) in transport-mode ESP.
+            let bu = m6t_wire::mh::MH_TYPE_BU;
+            if let Some(mut pkt) =
+                protect::signalling_in_esp6(self.ipsec.as_ref(), src, self.addr6, esp, bu)
+            {
+                let t = protect::inbound_captured(self.ipsec.as_mut(), &mut pkt);
+                return match self.up(now, t) {
+                    Verdict::Handled => Verdict::Handled,
+                    Verdict::Drop(c) => Verdict::Drop(c),
+                    Verdict::ToTun(_) => {
+                        self.counters.bump(HaCounter::DropUnexpectedSignal);
+                        Verdict::Drop(HaCounter::DropUnexpectedSignal)
+                    }
+                };
+            }
+        }
         let Some(ipsec) = self.ipsec.as_mut() else {
             self.counters.bump(HaCounter::DropEspWithoutIpsec);
             return Verdict::Drop(HaCounter::DropEspWithoutIpsec);

@@ -644,7 +644,7 @@ impl MobileNode {
     /// home address.
     pub fn handle_esp<'a>(
         &mut self,
-        _now: Instant,
+        now: Instant,
         outer: Outer,
         esp: &'a mut [u8],
     ) -> Verdict<'a, MnCounter> {
@@ -656,6 +656,23 @@ impl MobileNode {
         if !from_ha {
             self.counters.bump(MnCounter::DropNotFromHa);
             return Verdict::Drop(MnCounter::DropNotFromHa);
+        }
+        if let Outer::Ipv6(src) = outer {
+            // The BA on the home link (RFC 6275 section 11.5.5) in transport-mode ESP.
+            let ba = m6t_wire::mh::MH_TYPE_BA;
+            if let Some(mut pkt) =
+                protect::signalling_in_esp6(self.ipsec.as_ref(), src, self.hoa, esp, ba)
+            {
+                let t = protect::inbound_captured(self.ipsec.as_mut(), &mut pkt);
+                return match self.up(now, t) {
+                    Verdict::Handled => Verdict::Handled,
+                    Verdict::Drop(c) => Verdict::Drop(c),
+                    Verdict::ToTun(_) => {
+                        self.counters.bump(MnCounter::DropUnexpectedSignal);
+                        Verdict::Drop(MnCounter::DropUnexpectedSignal)
+                    }
+                };
+            }
         }
         let Some(ipsec) = self.ipsec.as_mut() else {
             self.counters.bump(MnCounter::DropEspWithoutIpsec);
