@@ -1,6 +1,6 @@
 //! A fixed mobile node / home agent pair with deterministic seeds, shared by the fuzz
 //! targets (fuzz/fuzz_targets/ike_responder.rs), their seed writer
-//! (`cargo run -p m6t-ike --example fuzz_seeds`) and benchmarks: the same bytes every run,
+//! (`cargo run -p m6t-ike --example ike_fuzz_seeds`) and benchmarks: the same bytes every run,
 //! so a recorded initiator transcript establishes an SA with a fresh responder each time.
 
 use crate::config::{ChildConfig, Identity, IkeConfig, PeerConfig};

@@ -658,7 +658,11 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     let mut lab6 = Lab::build(bin, &LabOptions::new("m6tlab"))?;
     let dsmip_ok = dsmip::run(&mut lab6)?;
     drop(lab6);
-    let ok = m6t_ok && dsmip_ok;
+    check()?;
+    let mut lab_mr = Lab::build(bin, &LabOptions::new("m6tlab"))?;
+    let router_ok = dsmip::run_router(&mut lab_mr)?;
+    drop(lab_mr);
+    let ok = m6t_ok && dsmip_ok && router_ok;
     println!(
         "lab {} in {:.1} s; namespaces and processes removed.",
         if ok { "passed" } else { "FAILED" },

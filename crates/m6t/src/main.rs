@@ -94,7 +94,8 @@ enum Cmd {
     ///
     /// The lab has an MN behind an nftables NAT, the NAT, the gateway, the HA and a
     /// correspondent; the DSMIPv6 part runs a home agent and a mobile node with BU, BA and
-    /// payload in ESP through the same NAT.
+    /// payload in ESP through the same NAT, then the mobile node as a mobile router with a
+    /// host behind it.
     Lab {
         /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
         /// with `ip netns exec m6tlab-mn ...`).

@@ -663,3 +663,58 @@ fn a_bu_waits_for_ike_keyed_sas_and_goes_as_soon_as_they_are_keyed() {
     assert_eq!(w.bus.len(), 1, "the BU went at once, same instant");
     assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
 }
+
+/// On the home link the BU and the BA carry ESP right after the IPv6 header (RFC 6275 section
+/// 11.5.5, RFC 3776 section 3: no Home Address option, no Routing Header), and a raw socket
+/// for protocol 50 hands over the ESP without that header: each node rebuilds it from the
+/// addresses, tells signalling from payload by the SA the SPI names, and opens it.
+#[test]
+fn returning_home_the_deregistration_and_its_ba_travel_in_esp_from_the_home_address() {
+    use m6t_proto::dsmip::tif::Outer;
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, None, Some(COA4));
+    exchange(&mut m, &mut h, t0, true);
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+    while h.poll_event().is_some() {}
+
+    m.handle_home(t0, true);
+    let Some(Transmit::Ipv6 { from, to, data }) = m.poll_transmit() else {
+        panic!("no BU from home")
+    };
+    assert_eq!((from, to), (Some(a6(HOA)), a6(HA6)));
+    // IPv6 header, then ESP with SA1's SPI: what the raw socket strips, and what it keeps.
+    assert_eq!(data[6], 50);
+    assert_eq!(&data[8..24], &a6(HOA).octets());
+    let mut esp = data[40..].to_vec();
+    assert_eq!(
+        h.handle_esp(t0, Outer::Ipv6(a6(HOA)), &mut esp),
+        Verdict::Handled
+    );
+    assert!(h.binding_cache().is_empty());
+    assert!(matches!(h.poll_event(), Some(HaEvent::Unbound { .. })));
+    // The same again is a replay, dropped by IPsec (the window moved).
+    let mut again = data[40..].to_vec();
+    assert_eq!(
+        h.handle_esp(t0, Outer::Ipv6(a6(HOA)), &mut again),
+        Verdict::Drop(HaCounter::DropIpsec)
+    );
+    let Some(Transmit::Ipv6 { to, data, .. }) = h.poll_transmit() else {
+        panic!("no BA")
+    };
+    assert_eq!(to, a6(HOA));
+    assert_eq!(data[6], 50);
+    // A BA whose ESP claims to come from someone else than the home agent is not taken.
+    let mut stray = data[40..].to_vec();
+    assert_eq!(
+        m.handle_esp(t0, Outer::Ipv6(a6("2001:db8:1::99")), &mut stray),
+        Verdict::Drop(MnCounter::DropNotFromHa)
+    );
+    let mut ba = data[40..].to_vec();
+    assert_eq!(
+        m.handle_esp(t0, Outer::Ipv6(a6(HA6)), &mut ba),
+        Verdict::Handled
+    );
+    assert!(m.at_home());
+    assert_eq!(m.unanswered_bus(), 0);
+}

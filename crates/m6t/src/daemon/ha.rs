@@ -160,6 +160,29 @@ impl HomeLink {
                 self.del(IpAddr::V6(hoa), 128)
                     .and_then(|_| ipv4.map_or(Ok(()), |(a, l)| self.del(IpAddr::V4(a), l)))
             }
+            // A mobile network: routed into the TUN, where the node picks the router's
+            // tunnel (RFC 3963 section 6.5, the second way); no proxy entry, the home
+            // agent is the route toward it.
+            HaEvent::Routed { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} routed");
+                self.nl.replace_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
+            }
+            HaEvent::Unrouted { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} unrouted");
+                self.nl.del_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
+            }
         };
         failures.check(Failure::Netlink, "home link", r);
     }
@@ -363,15 +386,17 @@ impl Driver {
                 self.ike.as_ref().and_then(IkeDriver::poll_timeout),
             );
         }
-        while let Some(t) = node.poll_transmit() {
-            let r = send_signal(&self.socks, &t);
-            self.failures.check(Failure::SignalSend, "sending a BA", r);
-        }
+        // Routes first: the BA of a node returning home (RFC 6275 section 11.5.5) goes to
+        // its home address on the home link, not into the TUN whose route just ended.
         while let Some(e) = node.poll_event() {
             self.home.apply(&e, &self.failures);
             if let Some(f) = self.file.as_mut() {
                 f.changed(now);
             }
+        }
+        while let Some(t) = node.poll_transmit() {
+            let r = send_signal(&self.socks, &t);
+            self.failures.check(Failure::SignalSend, "sending a BA", r);
         }
         let Some(f) = self.file.as_mut() else {
             return next;
@@ -388,6 +413,13 @@ impl Driver {
             f.close(node, now, &self.failures);
         }
         for b in node.snapshot(now).bindings {
+            for prefix in &b.mnp {
+                let e = HaEvent::Unrouted {
+                    hoa: b.hoa,
+                    prefix: *prefix,
+                };
+                self.home.apply(&e, &self.failures);
+            }
             let unbound = HaEvent::Unbound {
                 hoa: b.hoa,
                 ipv4: b.ipv4,

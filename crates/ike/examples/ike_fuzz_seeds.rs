@@ -3,7 +3,7 @@
 //! datagram sequences for `ike_responder` (a repeated IKE_SA_INIT, a repeated IKE_AUTH, an
 //! IKE_SA_INIT on port 4500).
 //!
-//! `cargo run -p m6t-ike --example fuzz_seeds -- fuzz/seeds`
+//! `cargo run -p m6t-ike --example ike_fuzz_seeds -- fuzz/seeds`
 
 use m6t_ike::fixtures::{initiator, responder, transcript, HA, MN};
 use std::path::Path;
