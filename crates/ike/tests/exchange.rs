@@ -878,3 +878,71 @@ fn ike_exchanges_per_handover_with_and_without_the_k_flag() {
         }
     }
 }
+
+/// Section 2.21.4: the home agent restarts and forgets the IKE SA. The mobile node's next
+/// liveness check is answered, unprotected, with INVALID_IKE_SPI; that hint changes no SA
+/// by itself but hurries the check's verdict (two quick tries instead of the long backoff),
+/// after which a new IKE SA comes up. A forged hint without a request outstanding does
+/// nothing.
+#[test]
+fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
+    let esp = "aes128gcm16";
+    let cfg = || {
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            ha_peer("s", HOA, esp),
+        )
+    };
+    let mut n = Net::new(
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            mn_peer("s", HOA, esp),
+        ),
+        cfg(),
+    );
+    n.connect();
+    // A forged INVALID_IKE_SPI with nothing outstanding: ignored.
+    let ike = n.a.sas()[0].id;
+    let spi_r = n.b.sas()[0].id;
+    let forged = Message {
+        header: m6t_ike::HeaderRepr {
+            initiator_spi: ike,
+            responder_spi: spi_r,
+            exchange_type: m6t_ike::exchange::INFORMATIONAL,
+            flags: m6t_ike::flags::R,
+            message_id: 1,
+        },
+        payloads: vec![m6t_ike::Payload::Notify(m6t_ike::Notify {
+            protocol: 0,
+            spi: &[],
+            kind: m6t_ike::notify::INVALID_IKE_SPI,
+            data: &[],
+        })],
+    };
+    let mut bytes = vec![0u8; forged.emit_len()];
+    forged.emit(&mut bytes).unwrap();
+    n.a.handle(n.now, sock(MN), sock(HA), &bytes);
+    assert_eq!(n.a.counters().invalid_spi_hints, 0);
+    assert_eq!(n.a.sas().len(), 1);
+    // The HA restarts.
+    n.b = Endpoint::new(cfg(), [9; 32]);
+    let dpd = n.a.config().dpd.unwrap();
+    n.run(dpd + Duration::from_millis(10));
+    assert_eq!(n.b.counters().invalid_spi_sent, 1, "{:?}", n.b.counters());
+    assert_eq!(n.a.counters().invalid_spi_hints, 1);
+    assert!(
+        failures(&n.a_events).is_empty(),
+        "not torn down by the hint itself"
+    );
+    n.run(Duration::from_millis(1100));
+    assert_eq!(
+        failures(&n.a_events),
+        vec![Failure::Timeout],
+        "{:?}",
+        n.a_events
+    );
+    // And a new IKE SA comes up with the restarted HA.
+    n.a.connect(n.now, "ha", sock(MN), sock(HA)).unwrap();
+    n.run(Duration::from_millis(10));
+    assert_eq!(children(&n.a_events).len(), 2);
+}

@@ -57,6 +57,11 @@ const NONCE_LEN: usize = 32;
 const TS_LIMIT: usize = 16;
 /// Requests waiting behind the one outstanding (window size 1, section 2.3).
 const QUEUE_LIMIT: usize = 8;
+/// At most one unprotected INVALID_IKE_SPI answer in this time (section 2.21.4).
+const INVALID_SPI_GAP: Duration = Duration::from_millis(100);
+/// After an INVALID_IKE_SPI hint, the liveness check's tries come this often, and this many.
+const HINTED_GAP: Duration = Duration::from_millis(500);
+const HINTED_TRIES: u32 = 2;
 
 /// Our handle of an IKE SA: our own SPI, unique in this endpoint.
 pub type IkeSaId = u64;
@@ -274,11 +279,17 @@ pub struct IkeCounters {
     pub drop_state: u64,
     /// Half-open SAs expired.
     pub half_open_expired: u64,
+    /// Unprotected INVALID_IKE_SPI answers sent to requests for unknown IKE SAs (we
+    /// restarted).
+    pub invalid_spi_sent: u64,
+    /// Unprotected INVALID_IKE_SPI received for an IKE SA of ours: its liveness check was
+    /// hurried (the peer restarted, or a forgery: nothing else changes).
+    pub invalid_spi_hints: u64,
 }
 
 impl IkeCounters {
     /// Every counter with its name, for status and metrics.
-    pub fn iter(&self) -> [(&'static str, u64); 19] {
+    pub fn iter(&self) -> [(&'static str, u64); 21] {
         [
             ("ike_established", self.ike_established),
             ("ike_child_established", self.child_established),
@@ -299,6 +310,8 @@ impl IkeCounters {
             ("ike_drop_cookie", self.drop_cookie),
             ("ike_drop_state", self.drop_state),
             ("ike_half_open_expired", self.half_open_expired),
+            ("ike_invalid_spi_sent", self.invalid_spi_sent),
+            ("ike_invalid_spi_hints", self.invalid_spi_hints),
         ]
     }
 }
@@ -363,6 +376,8 @@ struct Outstanding {
     next_at: Instant,
     /// What this request was, for its answer.
     what: Option<Queued>,
+    /// An INVALID_IKE_SPI hint came: few, quick tries left (section 2.21.4).
+    hinted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -482,6 +497,8 @@ pub struct Endpoint {
     /// IKE_SA_INIT with the same response (section 2.1).
     by_initiator: HashMap<(u64, SocketAddr), IkeSaId>,
     cookie_secret: [u8; 32],
+    /// When the last unprotected INVALID_IKE_SPI went out.
+    invalid_spi_sent: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
     counters: IkeCounters,
@@ -575,6 +592,7 @@ impl Endpoint {
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
             cookie_secret,
+            invalid_spi_sent: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: IkeCounters::default(),
@@ -830,6 +848,7 @@ impl Endpoint {
             tries: 0,
             next_at: now + self.config.retransmit_timeout,
             what: None,
+            hinted: false,
         });
     }
 
@@ -964,6 +983,7 @@ impl Endpoint {
             tries: 0,
             next_at: now + self.config.retransmit_timeout,
             what,
+            hinted: false,
         });
         sa.next_id = sa.next_id.wrapping_add(1);
     }
@@ -1023,13 +1043,36 @@ impl Endpoint {
         } else {
             hdr.initiator_spi
         };
+        let from_initiator = hdr.flags & flags::I != 0;
         let Some(mut sa) = self.sas.remove(&ours) else {
             self.counters.drop_unknown_spi += 1;
+            // Section 2.21.4: a request for an IKE SA we do not know (we restarted and
+            // forgot it) may be answered, unprotected, with INVALID_IKE_SPI, which the peer
+            // takes as a hint to check liveness. At most ten a second: it costs a reply.
+            if hdr.flags & flags::R == 0
+                && self
+                    .invalid_spi_sent
+                    .map_or(true, |t| now >= t + INVALID_SPI_GAP)
+            {
+                self.invalid_spi_sent = Some(now);
+                self.counters.invalid_spi_sent += 1;
+                let m = Message {
+                    header: HeaderRepr {
+                        // A response; I set when the request came from a responder.
+                        flags: flags::R | if from_initiator { 0 } else { flags::I },
+                        ..hdr
+                    },
+                    payloads: vec![notify_payload(notify::INVALID_IKE_SPI, &[])],
+                };
+                let mut bytes = vec![0u8; m.emit_len()];
+                if m.emit(&mut bytes).is_ok() {
+                    self.send(local, remote, &bytes);
+                }
+            }
             return;
         };
         // The I flag must say the peer is the other role, and the other SPI must match
         // once known (an IKE_SA_INIT response brings it).
-        let from_initiator = hdr.flags & flags::I != 0;
         let other_ok = if sa.initiator {
             !from_initiator
                 && (sa.spi_r == hdr.responder_spi
@@ -1785,6 +1828,28 @@ impl Endpoint {
         if hdr.exchange_type == exchange::IKE_SA_INIT {
             return self.on_sa_init_response(now, sa, data, hdr);
         }
+        // Section 2.21.4: an unprotected INVALID_IKE_SPI answering our request says the
+        // peer may have restarted. It MUST NOT change any SA: it only hurries this
+        // request's liveness verdict (a few quick tries instead of the long backoff).
+        if remote == sa.remote {
+            if let Ok(m) = Message::parse(data) {
+                let unprotected = !m
+                    .payloads
+                    .iter()
+                    .any(|p| matches!(p, Payload::Encrypted(_)));
+                if unprotected && m.notify(notify::INVALID_IKE_SPI).is_some() {
+                    if let Some(o) = sa.outstanding.as_mut() {
+                        if !o.hinted {
+                            self.counters.invalid_spi_hints += 1;
+                            o.hinted = true;
+                            o.tries = o.tries.max(HINTED_TRIES - 1);
+                            o.next_at = o.next_at.min(now + HINTED_GAP);
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
         let (Some(suite), Some(keys)) = (sa.suite, sa.sk_keys(false)) else {
             self.counters.drop_state += 1;
             return true;
@@ -2171,7 +2236,12 @@ impl Endpoint {
         }
         if let Some(o) = &mut sa.outstanding {
             if o.next_at <= now {
-                if o.tries >= self.config.retransmit_tries {
+                let last = if o.hinted {
+                    HINTED_TRIES
+                } else {
+                    self.config.retransmit_tries
+                };
+                if o.tries >= last {
                     self.counters.timeouts += 1;
                     let taken = std::mem::replace(sa, self.placeholder(sa));
                     self.teardown(taken, Failure::Timeout);
@@ -2179,7 +2249,11 @@ impl Endpoint {
                 }
                 o.tries += 1;
                 let factor = self.config.retransmit_base.powi(o.tries as i32);
-                o.next_at = now + self.config.retransmit_timeout.mul_f64(factor);
+                o.next_at = if o.hinted {
+                    now + HINTED_GAP
+                } else {
+                    now + self.config.retransmit_timeout.mul_f64(factor)
+                };
                 let b = o.bytes.clone();
                 self.counters.retransmits += 1;
                 let (l, r) = (sa.local, sa.remote);

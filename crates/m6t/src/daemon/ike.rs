@@ -17,8 +17,10 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-/// How long the mobile node waits before a new IKE SA after one failed or went down.
-const RETRY: Duration = Duration::from_secs(5);
+/// How long the mobile node waits before a new IKE SA after one failed or went down: a
+/// second, so that a restarted home agent is back at once, while a refused one (wrong key)
+/// costs it one IKE_SA_INIT a second at most.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// The IKE endpoint of a daemon and where its CHILD_SAs' keys go.
 pub(crate) struct IkeDriver {
@@ -33,7 +35,12 @@ pub(crate) struct IkeDriver {
     retry_at: Option<Instant>,
     /// Seeds the IVs of the SAs IKE keys.
     iv_seed: u64,
+    /// The last failure logged, when, and how many identical ones were not logged since.
+    last_failure: Option<(String, Instant, u32)>,
 }
+
+/// The same failure is logged at most once in this time, then with its count.
+const FAILURE_LOG_GAP: Duration = Duration::from_secs(60);
 
 impl IkeDriver {
     /// The driver for `setup`, its generator seeded from the daemon's randomness.
@@ -47,6 +54,7 @@ impl IkeDriver {
             current: None,
             retry_at: None,
             iv_seed: u64::from_le_bytes(iv),
+            last_failure: None,
         }
     }
 
@@ -233,7 +241,17 @@ impl IkeDriver {
                 }
             }
             IkeEvent::Failed { why, detail, .. } => {
-                tracing::warn!("IKE: {detail}");
+                // A refused peer retries every second: one line a minute for it, counted.
+                match &mut self.last_failure {
+                    Some((d, at, n)) if *d == detail && now < *at + FAILURE_LOG_GAP => *n += 1,
+                    last => {
+                        if let Some((d, _, n)) = last.take().filter(|l| l.2 > 0) {
+                            tracing::warn!("IKE: {n} more times in the last minute: {d}");
+                        }
+                        tracing::warn!("IKE: {detail}");
+                        *last = Some((detail.clone(), now, 0));
+                    }
+                }
                 // A setup that failed leaves no SA: try again later.
                 if self.current.is_some() && self.ep.sa_with("home-agent").is_none() {
                     let gone = self
