@@ -60,6 +60,8 @@ pub struct LabOptions {
     pub gateway_extra: String,
     /// conntrack UDP timeouts in the NAT (unreplied, stream), seconds.
     pub nat_udp_timeouts: (u32, u32),
+    /// Start every daemon with `--pcap <scratch>/<daemon>.pcapng` ([`Lab::pcap_file`]).
+    pub pcap: bool,
 }
 
 impl LabOptions {
@@ -74,6 +76,7 @@ impl LabOptions {
             active_lifetime: 6.0,
             gateway_extra: String::new(),
             nat_udp_timeouts: (3, 5),
+            pcap: false,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Lab {
     pub bin_path: PathBuf,
     /// Client control socket.
     pub client_sock: PathBuf,
+    /// Daemons started from now on write their captures ([`Lab::pcap_file`]).
+    pub pcap: bool,
 }
 
 const INJECT_PY: &str = r#"
@@ -158,9 +163,25 @@ impl Lab {
             bin: bin.to_owned(),
             gw_sock,
             client_sock,
+            pcap: o.pcap,
         };
         lab.wire(o)?;
         Ok(lab)
+    }
+
+    /// Where the daemon `name` (`gateway`, `client`, `ha`, `mn`) writes its `--pcap`.
+    pub fn pcap_file(&self, name: &str) -> PathBuf {
+        self.net.dir.join(format!("{name}.pcapng"))
+    }
+
+    /// Starts the daemon `name` in `role` with `args`, and `--pcap` when [`Lab::pcap`] says so.
+    pub(crate) fn spawn_daemon(&mut self, role: &str, name: &str, args: &[&str]) -> LabResult<()> {
+        let pcap = self.pcap_file(name).display().to_string();
+        let mut all = args.to_vec();
+        if self.pcap {
+            all.extend_from_slice(&["--pcap", &pcap]);
+        }
+        self.net.spawn(role, name, &all)
     }
 
     fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> LabResult<()> {
@@ -287,7 +308,7 @@ impl Lab {
             ),
         )?;
         let bin = self.bin.display().to_string();
-        self.net.spawn(
+        self.spawn_daemon(
             "gw",
             "gateway",
             &[&bin, "gateway", "--config", &gw.display().to_string()],
@@ -298,7 +319,7 @@ impl Lab {
             || Ok(self.gw_sock.exists().then_some(())),
         )
         .map_err(|e| LabError(format!("{e}\n{}", self.net.log("gateway"))))?;
-        self.net.spawn(
+        self.spawn_daemon(
             "mn",
             "client",
             &[&bin, "client", "--config", &cl.display().to_string()],

@@ -35,24 +35,40 @@ enum Cmd {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run the tunnel gateway in front of (or on) the home agent.
     Gateway {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run a DSMIPv6 home agent (RFC 5555).
     Ha {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run a DSMIPv6 mobile node (RFC 5555).
     Mn {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Show the state of running daemons (all sockets in /run/m6t by default).
     Status {
@@ -142,6 +158,24 @@ fn logging(config: &std::path::Path) {
     tracing::debug!("reading the configuration {}", config.display());
 }
 
+/// Starts `--pcap FILE`, if given, before the daemon sets anything up, so that its first
+/// packets are in the file.
+fn capture(
+    pcap: Option<&std::path::Path>,
+    filter: &m6t_linux::capture::CaptureFilter,
+) -> Result<(), daemon::DaemonError> {
+    match pcap {
+        Some(p) => daemon::start_capture(p, filter),
+        None => Ok(()),
+    }
+}
+
+/// A daemon's result, once its capture (if any) is flushed.
+fn finish<T>(r: T) -> T {
+    daemon::stop_capture();
+    r
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("m6t: error: {msg}");
     ExitCode::FAILURE
@@ -218,18 +252,25 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Client { config } => {
+        Cmd::Client { config, pcap } => {
             logging(&config);
             let cfg = match config::load_client(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match daemon::client::run(cfg) {
+            let filter = m6t_linux::capture::CaptureFilter {
+                udp_ports: cfg.machine.ports.clone(),
+                ip_protocols: Vec::new(),
+            };
+            if let Err(e) = capture(pcap.as_deref(), &filter) {
+                return fail(e);
+            }
+            match finish(daemon::client::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Cmd::Gateway { config } => {
+        Cmd::Gateway { config, pcap } => {
             // Before the first allocation of the state table (see ALLOC).
             m6t_linux::hugealloc::set_enabled(true);
             logging(&config);
@@ -237,22 +278,35 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match daemon::gateway::run(cfg) {
+            let filter = m6t_linux::capture::CaptureFilter {
+                udp_ports: cfg.ports.clone(),
+                ip_protocols: Vec::new(),
+            };
+            if let Err(e) = capture(pcap.as_deref(), &filter) {
+                return fail(e);
+            }
+            match finish(daemon::gateway::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Cmd::Ha { config } => {
+        Cmd::Ha { config, pcap } => {
             logging(&config);
             match m6t::dsmip_config::load_ha(&config) {
-                Ok(c) => daemon::ha::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
+                Ok(c) => match capture(pcap.as_deref(), &daemon::dsmip_capture_filter()) {
+                    Ok(()) => finish(daemon::ha::run(c)).map_or_else(fail, |_| ExitCode::SUCCESS),
+                    Err(e) => fail(e),
+                },
                 Err(e) => fail(e),
             }
         }
-        Cmd::Mn { config } => {
+        Cmd::Mn { config, pcap } => {
             logging(&config);
             match m6t::dsmip_config::load_mn(&config) {
-                Ok(c) => daemon::mn::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
+                Ok(c) => match capture(pcap.as_deref(), &daemon::dsmip_capture_filter()) {
+                    Ok(()) => finish(daemon::mn::run(c)).map_or_else(fail, |_| ExitCode::SUCCESS),
+                    Err(e) => fail(e),
+                },
                 Err(e) => fail(e),
             }
         }

@@ -596,6 +596,8 @@ fn readme_explains_every_counter() {
             .iter()
             .map(|d| format!("ipsec_{}", d.name())),
     );
+    // Every daemon's with `--pcap`.
+    want.extend(m6t_linux::capture::COUNTER_NAMES.map(String::from));
     // The gateway's two values that are not counts (daemon/gateway.rs).
     want.extend(["states".to_string(), "gc_max_pause_us".to_string()]);
 

@@ -143,16 +143,64 @@ pub(crate) fn serve_reports(
     });
 }
 
-/// A machine's counters followed by the driver's failure counters and `extra`.
+/// The process's `--pcap` capture, when one runs (set once, before the daemon starts).
+static CAPTURE: std::sync::OnceLock<m6t_linux::capture::Capture> = std::sync::OnceLock::new();
+
+/// The UDP ports and IP protocols of DSMIPv6's tunnels (RFC 5555 section 4.1: UDP 4191;
+/// ESP in UDP 4500, RFC 3948; ESP, IPv6 and IPv4 in IPv6, and the Mobility Header with the
+/// options and routing headers that carry BU and BA from an IPv6 care-of address).
+pub fn dsmip_capture_filter() -> m6t_linux::capture::CaptureFilter {
+    m6t_linux::capture::CaptureFilter {
+        udp_ports: vec![
+            m6t_proto::dsmip::tif::DSMIP_PORT,
+            m6t_proto::dsmip::tif::ESP_UDP_PORT,
+        ],
+        ip_protocols: vec![50, 41, 4, 135, 60, 43],
+    }
+}
+
+/// Starts `--pcap FILE` for the whole process: what crosses the tunnel (`filter`), outer
+/// headers included, as pcapng ([`m6t_linux::capture`]). Its counts join every status
+/// report (`pcap_written`, `pcap_dropped`).
+pub fn start_capture(
+    path: &Path,
+    filter: &m6t_linux::capture::CaptureFilter,
+) -> Result<(), DaemonError> {
+    let c = m6t_linux::capture::Capture::start(path, filter)
+        .map_err(io(format!("--pcap {}", path.display())))?;
+    tracing::info!("capturing the tunnel's packets to {}", path.display());
+    // Set once per process, by main: a second call keeps the first capture.
+    let _ = CAPTURE.set(c);
+    Ok(())
+}
+
+/// Stops the capture, if any, flushing its file: called when the daemon returns (a static
+/// is never dropped).
+pub fn stop_capture() {
+    if let Some(c) = CAPTURE.get() {
+        c.stop();
+    }
+}
+
+/// A machine's counters followed by the driver's failure counters, `extra`, and the
+/// capture's counts when `--pcap` is on.
 pub(crate) fn counters_with(
     mut counters: Vec<m6t_proto::stats::Counter>,
     failures: &Failures,
     extra: &[(&'static str, u64)],
 ) -> Vec<m6t_proto::stats::Counter> {
+    let capture = CAPTURE.get().map(|c| {
+        let [written, dropped] = m6t_linux::capture::COUNTER_NAMES;
+        [
+            (written, c.stats().written()),
+            (dropped, c.stats().dropped()),
+        ]
+    });
     counters.extend(
         failures
             .snapshot()
             .chain(extra.iter().copied())
+            .chain(capture.into_iter().flatten())
             .map(|(name, value)| m6t_proto::stats::Counter {
                 name: name.into(),
                 value,
