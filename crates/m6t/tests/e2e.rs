@@ -424,6 +424,148 @@ fn bad_config_and_missing_privileges_give_one_clear_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `m6t lab --hold` while it runs; SIGINT on drop, whatever happened.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Only a process not yet reaped: its pid is still ours.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The processes whose command line names the lab's scratch directory or namespaces.
+fn lab_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains("m6t-m6tlab") || c.contains("m6tlab-") {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_held_lab_runs_both_halves_and_ctrl_c_removes_everything() {
+    use std::io::BufRead;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(bin())
+        .args(["lab", "--hold"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut held = Held(child);
+    // The text up to its last line, read on a thread so that a hung lab fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            text += &l;
+            text.push('\n');
+            if l.starts_with("Ctrl-C removes") {
+                let _ = tx.send(text.clone());
+            }
+        }
+        let _ = tx.send(text);
+    });
+    let text = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| {
+            let _ = held.0.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(held.0.stderr.as_mut().unwrap(), &mut err);
+            panic!("m6t lab --hold did not come up: {err}")
+        });
+    assert!(text.contains("both running"), "{text}");
+    for ns in ["mn", "nat", "gw", "ha", "cn", "atk"] {
+        assert!(text.contains(&format!("m6tlab-{ns} ")), "{ns}: {text}");
+    }
+    // The printed commands work: a ping over each half, from the sources they name.
+    let tunnel = text
+        .split("tunnel address ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no tunnel address in {text}"));
+    for line in text.lines().filter(|l| l.contains("ping -I")) {
+        let cmd = line
+            .trim()
+            .split("   #")
+            .next()
+            .unwrap()
+            .replace(" ping ", " ping -c 2 -i 0.2 -W 2 ");
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(text.contains(&format!("ping -I {tunnel} ")), "{text}");
+    assert!(text.contains("ping -I 2001:db8:1::a "), "{text}");
+    // Each daemon's status socket answers.
+    for sock in ["gw", "client", "ha", "mn"] {
+        let p = format!("/tmp/m6t-m6tlab/{sock}.sock");
+        let o = Command::new(bin())
+            .args(["status", "--socket", &p])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{p}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Ctrl-C: everything goes.
+    let pid = held.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = held.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "still running 30 s after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains("namespaces and processes removed"), "{rest}");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("m6tlab"),
+        "namespaces left behind"
+    );
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    assert!(
+        !Path::new("/tmp/m6t-m6tlab").exists(),
+        "scratch directory left behind"
+    );
+}
+
 #[test]
 fn the_lab_runs_and_cleans_up() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
