@@ -424,6 +424,56 @@ fn bad_config_and_missing_privileges_give_one_clear_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn drops_are_logged_once_per_interval_with_their_count() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = std::time::Instant::now();
+    let l = start("droplog", |_| {});
+    // 300 datagrams that are no IPv6 packet, from the attacker: 300 drops, no line each.
+    l.inject("atk", lab::ATTACKER4, 40000, 3544, 300, "garbage", "x", "x")
+        .unwrap();
+    // Past the interval (10 s), one more burst: the pass that handles it writes the line.
+    std::thread::sleep(
+        (t0 + Duration::from_millis(10_500)).saturating_duration_since(std::time::Instant::now()),
+    );
+    l.inject("atk", lab::ATTACKER4, 40001, 3544, 20, "garbage", "x", "x")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = l.net.log("gateway");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropped since the last such line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let total: u64 = lines[0]
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|p| {
+            let (name, n) = p.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("drop_"), "{p}");
+            n.parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(total >= 300, "{}", lines[0]);
+    let r = gw(&l);
+    let counted: u64 = [
+        "drop_malformed_from_mn",
+        "drop_bad_source",
+        "drop_source_outside_prefix",
+        "drop_destination_not_allowed",
+    ]
+    .iter()
+    .map(|n| r.counter(n))
+    .sum();
+    assert!(
+        counted >= total,
+        "the counters count every packet: {counted} < {total}"
+    );
+    assert!(log.lines().count() < 50, "a line per packet? {log}");
+}
+
 /// `m6t lab --hold` while it runs; SIGINT on drop, whatever happened.
 struct Held(std::process::Child);
 

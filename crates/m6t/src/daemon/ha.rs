@@ -294,6 +294,7 @@ impl Driver {
         next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
             snapshot(node, &self.failures)
         });
+        let mut drops = super::DropLog::new(Instant::now());
         while !self.rt.stopping() {
             let ready = self.rt.wait(next).map_err(io("epoll"))?;
             let now = Instant::now();
@@ -322,6 +323,7 @@ impl Driver {
             next = publish_metrics(&mut self.metrics, now, next, || {
                 snapshot(node, &self.failures)
             });
+            drops.pass(now, || snapshot(node, &self.failures).counters);
         }
         Ok(())
     }

@@ -265,6 +265,7 @@ impl Driver {
         next = publish_metrics(&mut self.metrics, now, next, || {
             snapshot(node, &self.info, &self.failures)
         });
+        let mut drops = super::DropLog::new(now);
         while !self.rt.stopping() {
             ready.clear();
             ready.extend_from_slice(self.rt.wait(next).map_err(io("epoll"))?);
@@ -307,6 +308,7 @@ impl Driver {
             next = publish_metrics(&mut self.metrics, now, next, || {
                 snapshot(node, &self.info, &self.failures)
             });
+            drops.pass(now, || snapshot(node, &self.info, &self.failures).counters);
         }
         Ok(())
     }
