@@ -474,6 +474,66 @@ fn drops_are_logged_once_per_interval_with_their_count() {
     assert!(log.lines().count() < 50, "a line per packet? {log}");
 }
 
+/// systemd's `Type=notify` as the units use it: READY=1 only once the tunnel interface is
+/// up and the UDP sockets listen, STOPPING=1 at SIGTERM.
+#[test]
+fn the_gateway_tells_systemd_it_is_ready_once_its_tunnel_is_up() {
+    use std::os::unix::net::UnixDatagram;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = Lab::build(bin(), &LabOptions::new("ready")).unwrap();
+    let cfg = l
+        .net
+        .write(
+            "gw-ready.toml",
+            &format!(
+                "listen = \"{}\"\nports = [3544, 4500]\naddress = \"2001:db8:1::2\"\n\
+                 ha_addresses = [\"{HA}\"]\nmn_prefixes = [\"fd00:6d36:7400::/48\"]\n\
+                 control_socket = \"{}\"\n",
+                lab::GW4,
+                l.net.dir.join("ready.sock").display()
+            ),
+        )
+        .unwrap();
+    let notify = l.net.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &l.net.ns("gw")])
+        .arg(bin())
+        .args(["gateway", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    // What systemd would now consider started: the interface up, the ports bound.
+    let link = l.net.sh("gw", "ip -o link show m6tgw0").unwrap();
+    let udp = l.net.sh("gw", "ss -Hnlu").unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopping = sock
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).to_string());
+    let _ = child.wait();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(link.contains(",UP") || link.contains("<UP"), "{link}");
+    for port in [3544, 4500] {
+        assert!(
+            udp.contains(&format!("{}:{port}", lab::GW4)),
+            "{port}: {udp}"
+        );
+    }
+    let stopping = stopping.expect("no message at SIGTERM");
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+}
+
 /// `m6t lab --hold` while it runs; SIGINT on drop, whatever happened.
 struct Held(std::process::Child);
 
