@@ -8,7 +8,7 @@
 //! tshark comes from scripts/install-deps.sh; without it the test fails (it must be able to).
 
 use m6t::status::Report;
-use m6t_lab::lab::dsmip::{DsmipOptions, HOA};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HOA};
 use m6t_lab::lab::{Lab, LabOptions, CN, HA};
 use std::path::Path;
 use std::process::Command;
@@ -95,6 +95,19 @@ fn tshark(file: &Path, decode: &[&str], filter: &str, fields: &[&str]) -> Vec<Ve
 /// What every capture must satisfy: records there, each IPv4/UDP with IPv6 inside and no
 /// datagram above the MTU; nothing malformed, no expert error (a bad checksum is one).
 fn check_capture(file: &Path, decode: &[&str], min: usize) -> Vec<Vec<String>> {
+    check_capture_of(file, decode, min, "IPv6 in UDP in IPv4", |p| {
+        p.starts_with("eth:ethertype:ip:udp:ipv6") || p.starts_with("raw:ip:udp:ipv6")
+    })
+}
+
+/// As [`check_capture`], each record's protocols (`frame.protocols`) accepted by `ok`.
+fn check_capture_of(
+    file: &Path,
+    decode: &[&str],
+    min: usize,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> Vec<Vec<String>> {
     let all = tshark(file, decode, "", &["frame.protocols", "ip.len"]);
     assert!(
         all.len() >= min,
@@ -103,11 +116,7 @@ fn check_capture(file: &Path, decode: &[&str], min: usize) -> Vec<Vec<String>> {
         all.len()
     );
     for r in &all {
-        assert!(
-            r[0].starts_with("eth:ethertype:ip:udp:ipv6") || r[0].starts_with("raw:ip:udp:ipv6"),
-            "{}: not IPv6 in UDP in IPv4: {r:?}",
-            file.display()
-        );
+        assert!(ok(&r[0]), "{}: not {what}: {r:?}", file.display());
         let len: usize = r[1].parse().unwrap();
         assert!(
             len <= 1500,
@@ -200,5 +209,44 @@ fn the_dsmipv6_home_agent_and_mobile_node_write_captures_tshark_decodes() {
         // RFC 6275 section 6.1.7 and 6.1.8: BU is MH type 5, BA type 6.
         assert!(mh.contains(&"5".to_string()), "{name}: no BU: {mh:?}");
         assert!(mh.contains(&"6".to_string()), "{name}: no BA: {mh:?}");
+    }
+}
+
+#[test]
+fn with_ipsec_the_capture_shows_the_esp_tshark_decodes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut o = LabOptions::new("pcapesp");
+    o.pcap = true;
+    let mut l = Lab::build(bin(), &o).unwrap_or_else(|e| panic!("lab: {e}"));
+    l.start_dsmip(&DsmipOptions {
+        ipsec: Some(LabIpsec::random_with_payload().unwrap()),
+        ..DsmipOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("dsmip: {e}"));
+    l.wait_registered("udp", "192.0.2.", 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    l.net.stop("mn");
+    l.net.stop("ha");
+    keep(&l, &["ha", "mn"]);
+    // The recipe of the README: no decode option; ESP in UDP 4500 is tshark's default, and
+    // the signalling on 4191 is IPv6 with ESP inside.
+    let decode = ["udp.port==4191,ipv6"];
+    for name in ["ha", "mn"] {
+        let f = l.pcap_file(name);
+        let all = check_capture_of(&f, &decode, 6, "ESP (or a NAT keep-alive)", |p| {
+            p.contains(":esp") || p.ends_with(":udpencap")
+        });
+        assert!(
+            all.iter().any(|r| r[0].contains(":udpencap:esp")),
+            "{name}: no ESP in UDP 4500"
+        );
+        let spis: std::collections::BTreeSet<String> = tshark(&f, &decode, "esp", &["esp.spi"])
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        // SA1 and SA2 carry BU and BA, SA3 and SA4 the payload (lab/dsmip.rs).
+        for spi in ["0x00001001", "0x00001002", "0x00001003", "0x00001004"] {
+            assert!(spis.contains(spi), "{name}: no SPI {spi}: {spis:?}");
+        }
     }
 }
