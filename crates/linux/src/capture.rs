@@ -186,11 +186,21 @@ fn open_socket(filter: &CaptureFilter) -> std::io::Result<OwnedFd> {
 }
 
 impl Capture {
-    /// Opens the packet socket (CAP_NET_RAW), creates `path` and starts the writer thread.
+    /// Opens the packet socket (CAP_NET_RAW), creates `path` (mode 0600) and starts the
+    /// writer thread.
     /// Errors are those of the socket or the file, before anything runs.
     pub fn start(path: &Path, filter: &CaptureFilter) -> std::io::Result<Capture> {
         let fd = open_socket(filter)?;
-        let file = File::create(path)?;
+        // Readable by its owner only: m6t's tunnel carries its payload in the clear.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?
+        };
         let writer = PcapNgWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file))
             .map_err(std::io::Error::other)?;
         let stop = Arc::new(AtomicBool::new(false));

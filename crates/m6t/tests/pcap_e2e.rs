@@ -169,6 +169,12 @@ fn the_m6t_client_and_gateway_write_captures_tshark_decodes() {
     keep(&l, &["gateway", "client"]);
     for name in ["gateway", "client"] {
         let f = l.pcap_file(name);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "{name}: the payload is in the clear: owner only"
+        );
         let all = check_capture(&f, &decode, 50);
         assert!(
             all.iter().any(|r| r[0].contains("ipv6:tcp")),
