@@ -5,6 +5,8 @@
 # scripts/lab.sh built. The fix is to ask for the same features in crates/workspace-hack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# join(1) needs its inputs sorted the way it compares.
+export LC_ALL=C
 # One line per crate: name@version and its features, as cargo resolves them for each build.
 features() { cargo tree "$@" -f '{p}|{f}' --prefix none | sed 's/ (\*)$//; s/ (proc-macro)//' | awk -F'|' '{split($1, a, " "); print a[1] "@" a[2] " " $2}' | sort -u; }
 daemons=$(features -p m6t -p m6t-lab -e normal,build)
