@@ -28,8 +28,9 @@ enum Cmd {
     /// payload in ESP through the same NAT, then the mobile node as a mobile router with a
     /// host behind it.
     Lab {
-        /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
-        /// with `ip netns exec m6tlab-mn ...`).
+        /// Build the lab and start both halves (m6t client and gateway, DSMIPv6 home agent
+        /// and mobile node), print every host with its addresses and commands to try, and
+        /// wait for Ctrl-C, which removes everything.
         #[arg(long)]
         hold: bool,
     },

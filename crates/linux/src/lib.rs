@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod caps;
+pub mod capture;
 pub mod claims;
 pub mod control;
 pub mod dns;

@@ -254,7 +254,7 @@ impl Lab {
     pub fn start_mn(&mut self) -> LabResult<()> {
         let bin = self.bin.display().to_string();
         let mn = self.net.dir.join("mn.toml").display().to_string();
-        self.net.spawn("mn", "mn", &[&bin, "mn", "--config", &mn])
+        self.spawn_daemon("mn", "mn", &[&bin, "mn", "--config", &mn])
     }
 
     /// The mobile network: namespace `host` on the mobile node's `lan0` (2001:db8:77:1::/64
@@ -427,8 +427,7 @@ impl Lab {
         let _ = std::fs::remove_file(self.ha_sock());
         let bin = self.bin.display().to_string();
         let cfg = self.net.dir.join("ha.toml").display().to_string();
-        self.net
-            .spawn("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
+        self.spawn_daemon("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
         let sock = self.ha_sock();
         wait_for(
             "the home agent's control socket",

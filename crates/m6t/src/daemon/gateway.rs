@@ -51,6 +51,8 @@ struct Shared {
     shards: Vec<Mutex<Gateway>>,
     failures: Failures,
     gc_max_pause_us: AtomicU64,
+    /// The drop log of all shards, written by whichever worker passes when it is due.
+    drops: Mutex<super::DropLog>,
 }
 
 impl Shared {
@@ -177,6 +179,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         shards,
         failures: Failures::default(),
         gc_max_pause_us: AtomicU64::new(0),
+        drops: Mutex::new(super::DropLog::new(Instant::now())),
     };
     let name = tuns[0].name().to_string();
     tracing::info!(
@@ -293,6 +296,10 @@ fn worker(
         }
         next = w.after(now);
         next = publish_metrics(&mut publisher, now, next, || shared.snapshot());
+        // Uncontended but for the moment one worker logs; a busy lock means it does.
+        if let Ok(mut d) = shared.drops.try_lock() {
+            d.pass(now, || shared.snapshot().counters);
+        }
     }
     Ok(())
 }

@@ -323,6 +323,7 @@ impl Driver {
         next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
             snapshot(node, &self.failures, self.ike.as_ref())
         });
+        let mut drops = super::DropLog::new(Instant::now());
         while !self.rt.stopping() {
             let ready = self.rt.wait(next).map_err(io("epoll"))?;
             let now = Instant::now();
@@ -361,6 +362,9 @@ impl Driver {
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
                 snapshot(node, &self.failures, self.ike.as_ref())
+            });
+            drops.pass(now, || {
+                snapshot(node, &self.failures, self.ike.as_ref()).counters
             });
         }
         Ok(())

@@ -403,6 +403,7 @@ impl Driver {
         next = publish_metrics(&mut self.metrics, now, next, || {
             snapshot(node, &self.info, &self.failures, self.ike.as_ref())
         });
+        let mut drops = super::DropLog::new(now);
         while !self.rt.stopping() {
             ready.clear();
             ready.extend_from_slice(self.rt.wait(next).map_err(io("epoll"))?);
@@ -448,6 +449,9 @@ impl Driver {
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
                 snapshot(node, &self.info, &self.failures, self.ike.as_ref())
+            });
+            drops.pass(now, || {
+                snapshot(node, &self.info, &self.failures, self.ike.as_ref()).counters
             });
         }
         Ok(())
