@@ -25,6 +25,8 @@ have tshark    || need+=(tshark)
 [ -x /usr/lib/ipsec/charon ] || need+=(strongswan-charon)
 have swanctl   || need+=(strongswan-swanctl)
 [ -e /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] || need+=(libcharon-extra-plugins)
+# The certification authority and certificates of the IKEv2 certificate tests.
+have openssl   || need+=(openssl)
 # Operator documents and packaging (crates/m6t/tests/docs.rs, package.rs): man page
 # checkers, the shells of the completions, systemd-analyze for the units, dpkg-deb and
 # dpkg-shlibdeps for the package.

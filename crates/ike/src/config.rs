@@ -99,8 +99,14 @@ pub struct PeerConfig {
     /// Its identity (matched against its ID payload).
     pub remote_id: Identity,
     /// The shared secret of Shared Key Message Integrity Code authentication (section
-    /// 2.15). Never logged.
+    /// 2.15); empty: not accepted from the peer, not used by us. Never logged.
     pub psk: Zeroizing<Vec<u8>>,
+    /// Our certificate and key: we authenticate with a digital signature (RFC 7427)
+    /// instead of the pre-shared key.
+    pub local_cert: Option<std::sync::Arc<crate::cert::Credential>>,
+    /// The authorities the peer's certificate must come from; `None`: the peer may not
+    /// authenticate with a certificate.
+    pub trust: Option<std::sync::Arc<crate::cert::Trust>>,
     /// The CHILD_SAs: an initiator creates the first in IKE_AUTH (the others are for a
     /// later CREATE_CHILD_SA); a responder picks the first whose mode and selectors fit.
     pub children: Vec<ChildConfig>,
@@ -113,6 +119,8 @@ impl std::fmt::Debug for PeerConfig {
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
             .field("psk", &"<not shown>")
+            .field("local_cert", &self.local_cert)
+            .field("trust", &self.trust.as_ref().map(|t| t.len()))
             .field("children", &self.children)
             .finish()
     }

@@ -38,6 +38,8 @@ fn config(initiator: bool) -> IkeConfig {
             local_id: Identity::parse(me),
             remote_id: Identity::parse(peer),
             psk: b"fixture only".to_vec().into(),
+            local_cert: None,
+            trust: None,
             children: vec![ChildConfig {
                 name: "payload".into(),
                 mode: Mode::Tunnel,

@@ -120,6 +120,18 @@ pub fn child_keymat(
 /// The pad of section 2.15.
 const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
+/// The octets a digital signature covers (section 2.15): the sender's first message as
+/// sent, the peer's nonce, and prf(SK_p, the sender's ID payload body).
+pub fn signed_octets(
+    first_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+) -> Vec<u8> {
+    let maced_id = prf(sk_p, &[id_body]);
+    [first_message, peer_nonce, &maced_id].concat()
+}
+
 /// AUTH for a pre-shared key (section 2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"),
 /// <SignedOctets>), where the signed octets are the sender's first message as sent, the
 /// peer's nonce, and prf(SK_p, the sender's ID payload body).

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod cert;
 pub mod config;
 pub mod endpoint;
 pub mod fixtures;

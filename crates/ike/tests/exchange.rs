@@ -74,6 +74,8 @@ fn mn_peer(psk: &str, hoa: &str, esp: &str) -> PeerConfig {
         local_id: Identity::parse("mn1@example.org"),
         remote_id: Identity::parse("ha.example.org"),
         psk: psk.as_bytes().to_vec().into(),
+        local_cert: None,
+        trust: None,
         children: mn_children(hoa, esp),
     }
 }
@@ -84,6 +86,8 @@ fn ha_peer(psk: &str, hoa: &str, esp: &str) -> PeerConfig {
         local_id: Identity::parse("ha.example.org"),
         remote_id: Identity::parse("mn1@example.org"),
         psk: psk.as_bytes().to_vec().into(),
+        local_cert: None,
+        trust: None,
         children: ha_children(hoa, esp),
     }
 }

@@ -12,7 +12,9 @@
 //! 4. CHILD_SA and IKE SA rekeys during a stream of echoes, initiated by each side: every
 //!    echo answered;
 //! 5. liveness: charon's DPD notices our peer gone, a restarted peer is established again,
-//!    and our liveness checks notice charon gone.
+//!    and our liveness checks notice charon gone;
+//! 6. certificates (RSA: this charon has no ECDSA) from a CA openssl made, RFC 7427
+//!    signatures each way, charon initiating and responding, then ESP both ways.
 
 mod common;
 
@@ -90,12 +92,17 @@ impl Peer {
     fn start_with(lab: &mut Lab, role: &str, psk: &str, extra: &[&str]) -> Peer {
         let psk_file = lab.dir.join("peer.psk");
         std::fs::write(&psk_file, psk).unwrap();
+        let psk_args: Vec<String> = if psk.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--psk-file".into(), psk_file.display().to_string()]
+        };
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &lab.ns[1], env!("CARGO_BIN_EXE_ike-peer")]);
         cmd.args(["--role", role, "--local", &PEER_ADDR.to_string()]);
         cmd.args(["--remote", &CHARON_ADDR.to_string()]);
         cmd.args(["--id", "mn1@example.org", "--remote-id", "ha.example.org"]);
-        cmd.arg("--psk-file").arg(&psk_file);
+        cmd.args(&psk_args);
         cmd.args(["--ike", "aes128-sha256-modp2048", "--esp", "aes128-sha256"]);
         cmd.args(["--local-ts", &format!("{OUR_INNER}/128")]);
         cmd.args(["--remote-ts", &format!("{CHARON_INNER}/128")]);
@@ -400,4 +407,82 @@ fn dead_peers_are_noticed_both_ways_and_a_restart_comes_back() {
         peer.dump()
     );
     assert!(peer.count("child down") >= 1, "{}", peer.dump());
+}
+
+/// swanctl.conf with certificates: charon is ha.example.org with `ha.pem`, trusts `ca.pem`
+/// for mn1@example.org.
+fn swanctl_certs(dir: &str, initiator: bool) -> String {
+    swanctl_conf("unused", initiator)
+        .replace(
+            "      auth = psk\n      id = ha.example.org",
+            &format!("      auth = pubkey\n      certs = {dir}/ha.pem\n      id = ha.example.org"),
+        )
+        .replace(
+            "      auth = psk\n      id = mn1@example.org",
+            &format!("      auth = pubkey\n      cacerts = {dir}/ca.pem\n      id = mn1@example.org"),
+        )
+        // The private key is loaded from private/ beside swanctl.conf, not from secrets.
+        .replace(
+            "  ike-mn {\n    id-1 = ha.example.org\n    id-2 = mn1@example.org\n    secret = \"unused\"\n  }\n",
+            "",
+        )
+}
+
+#[test]
+fn certificates_with_rfc7427_signatures_each_way() {
+    use common::pki::{self, Kind};
+    for ours_initiates in [false, true] {
+        let mut lab = common::lab(if ours_initiates { "ci" } else { "cr" });
+        let dir = lab.path();
+        let ca = pki::ca(&lab.dir, "ca", Kind::Rsa);
+        pki::leaf(&lab.dir, "ca", "ha", "DNS:ha.example.org", Kind::Rsa);
+        let (mc, mk) = pki::leaf(&lab.dir, "ca", "mn", "email:mn1@example.org", Kind::Rsa);
+        let conf = swanctl_certs(&dir, !ours_initiates);
+        assert!(
+            !conf.contains("secret =") && conf.contains("auth = pubkey"),
+            "{conf}"
+        );
+        // swanctl reads keys from private/ beside the swanctl.conf it loads.
+        let private = lab.dir.join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::copy(lab.dir.join("ha.key"), private.join("ha.key")).unwrap();
+        lab.start_charon(&format!("{PLUGINS} pkcs8"), "install_routes = yes", &conf);
+        inner_address_on_ipsec0(&lab);
+        let (c, k, a) = (
+            mc.display().to_string(),
+            mk.display().to_string(),
+            ca.display().to_string(),
+        );
+        let mut extra = vec!["--cert", &c, "--key", &k, "--ca", &a];
+        if ours_initiates {
+            extra.extend(["--ping", CHARON_INNER, "--count", "3"]);
+        }
+        let role = if ours_initiates {
+            "initiator"
+        } else {
+            "responder"
+        };
+        let peer = Peer::start_with(&mut lab, role, "", &extra);
+        if !ours_initiates {
+            let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+        }
+        assert!(
+            peer.wait(10, "child up"),
+            "{}\n{}\nswanctl:\n{}",
+            peer.dump(),
+            lab.log(),
+            lab.swanctl_said()
+        );
+        let log = lab
+            .wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
+            .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
+        // charon checked our signature against our certificate from its CA.
+        assert!(
+            log.contains(
+                "authentication of 'mn1@example.org' with RSA_EMSA_PKCS1_SHA2_256 successful"
+            ),
+            "{log}"
+        );
+        esp_both_ways(&lab, &peer, ours_initiates);
+    }
 }

@@ -355,6 +355,8 @@ fn tshark_decrypts_whole_exchanges_with_our_key_log() {
                 local_id: Identity::parse(me),
                 remote_id: Identity::parse(peer),
                 psk: b"tshark test".to_vec().into(),
+                local_cert: None,
+                trust: None,
                 children: ["payload", "second"]
                     .iter()
                     .map(|n| ChildConfig {

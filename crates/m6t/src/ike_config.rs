@@ -236,6 +236,8 @@ pub fn ike_setup(
                 local_id: local_id.clone(),
                 remote_id: Identity::parse(&p.id),
                 psk: psk.into(),
+                local_cert: None,
+                trust: None,
                 children: mine,
             });
         }
@@ -260,6 +262,8 @@ pub fn ike_setup(
             local_id,
             remote_id: Identity::parse(remote_id),
             psk: psk.into(),
+            local_cert: None,
+            trust: None,
             children: all,
         });
     }

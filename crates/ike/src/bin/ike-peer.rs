@@ -14,6 +14,7 @@
 //!   --local-ts 2001:db8:1::10/128 --remote-ts 2001:db8:f::1/128 \
 //!   [--encap] [--ping 2001:db8:f::1 --count 3 --interval MS] [--seconds 20] [--dpd SECONDS]
 //!   [--retransmit-tries N] [--rekey-child SECONDS] [--rekey-ike SECONDS]
+//!   [--cert PEM --key PEM] [--ca PEM]   (certificates, RFC 7427, instead of --psk-file)
 //! ```
 
 use m6t_ike::config::{ChildConfig, Identity, IkeConfig, PeerConfig};
@@ -100,9 +101,29 @@ fn main() {
     let remote_ip: IpAddr = arg(&args, "remote")
         .parse()
         .unwrap_or_else(|_| fail("bad --remote"));
-    let psk =
-        std::fs::read(arg(&args, "psk-file")).unwrap_or_else(|e| fail(&format!("--psk-file: {e}")));
-    let psk: Vec<u8> = String::from_utf8_lossy(&psk).trim_end().as_bytes().to_vec();
+    let psk: Vec<u8> = match args.get("psk-file") {
+        Some(f) => {
+            let b = std::fs::read(f).unwrap_or_else(|e| fail(&format!("--psk-file: {e}")));
+            String::from_utf8_lossy(&b).trim_end().as_bytes().to_vec()
+        }
+        None => Vec::new(),
+    };
+    let text = |k: &str| {
+        args.get(k)
+            .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| fail(&format!("--{k}: {e}"))))
+    };
+    let local_cert = match (text("cert"), text("key")) {
+        (Some(c), Some(k)) => Some(std::sync::Arc::new(
+            m6t_ike::cert::Credential::from_pem(&c, &k)
+                .unwrap_or_else(|e| fail(&format!("--cert/--key: {e}"))),
+        )),
+        _ => None,
+    };
+    let trust = text("ca").map(|c| {
+        std::sync::Arc::new(
+            m6t_ike::cert::Trust::from_pem(&c).unwrap_or_else(|e| fail(&format!("--ca: {e}"))),
+        )
+    });
     let esp = ChildSuite::parse(&arg(&args, "esp")).unwrap_or_else(|e| fail(&e));
     let child = ChildConfig {
         name: "c".into(),
@@ -122,6 +143,8 @@ fn main() {
             local_id: Identity::parse(&arg(&args, "id")),
             remote_id: Identity::parse(&arg(&args, "remote-id")),
             psk: psk.into(),
+            local_cert,
+            trust,
             children: vec![child],
         }],
         force_encap: args.contains_key("encap"),
@@ -145,6 +168,12 @@ fn main() {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
         .unwrap_or_else(|e| fail(&format!("/dev/urandom: {e}")));
     let mut ep = Endpoint::new(config, seed);
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    ep.set_unix_time(unix());
     let s500 =
         UdpSocket::bind((local_ip, IKE_PORT)).unwrap_or_else(|e| fail(&format!("bind 500: {e}")));
     let s4500 = UdpSocket::bind((local_ip, NAT_T_PORT))
@@ -187,6 +216,7 @@ fn main() {
                     idle = false;
                     let local = SocketAddr::new(local_ip, port);
                     let d = &mut buf[..n];
+                    ep.set_unix_time(unix());
                     if port == NAT_T_PORT && !Endpoint::is_ike_on_nat_t(d) {
                         if let Some(e) = esp.as_mut() {
                             on_esp(e, d, inner_local, &s4500);

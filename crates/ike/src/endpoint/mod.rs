@@ -30,7 +30,7 @@ use crate::body::{Auth, Delete, Identification, KeyExchange, Notify, TrafficSele
 use crate::config::{show_id, IkeConfig, PeerConfig};
 use crate::group::{Group, KeyPair};
 use crate::header::{HeaderRepr, IkeHeader};
-use crate::keys::{child_keymat, psk_auth, IkeKeys};
+use crate::keys::{child_keymat, psk_auth, signed_octets, IkeKeys};
 use crate::message::{Message, Payload};
 use crate::sa::SaPayload;
 use crate::sk::{open, seal, SkKeys};
@@ -45,12 +45,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+mod auth;
 mod create_child;
 
 /// The NAT-T port (RFC 3948 section 2.2, RFC 7296 section 2.23).
 pub const NAT_T_PORT: u16 = 4500;
 /// The non-ESP marker before an IKE message on port 4500 (RFC 3948 section 2.2).
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// SIGNATURE_HASH_ALGORITHMS data (RFC 7427 section 4): SHA2-256, the hash of the
+/// signatures we make and accept.
+const HASHES: [u8; 2] = crate::cert::HASH_SHA2_256.to_be_bytes();
 /// Our nonces: 32 bytes, at least half the PRF's key size as section 2.10 asks.
 const NONCE_LEN: usize = 32;
 /// Traffic selectors kept from one payload (a bound on hostile lists).
@@ -499,6 +503,8 @@ pub struct Endpoint {
     cookie_secret: [u8; 32],
     /// When the last unprotected INVALID_IKE_SPI went out.
     invalid_spi_sent: Option<Instant>,
+    /// Wall-clock time (Unix seconds) for certificate validity, set by the driver.
+    unix_time: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IkeEvent>,
     counters: IkeCounters,
@@ -593,10 +599,18 @@ impl Endpoint {
             by_initiator: HashMap::new(),
             cookie_secret,
             invalid_spi_sent: None,
+            unix_time: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: IkeCounters::default(),
         }
+    }
+
+    /// Sets the wall-clock time (Unix seconds) certificates are checked against (RFC 5280
+    /// section 6.1.3's "current time"): the machine reads no clock, so a driver that
+    /// authenticates with certificates calls this before [`Self::handle`].
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_time = secs;
     }
 
     /// The configuration.
@@ -824,6 +838,7 @@ impl Endpoint {
         payloads.push(Payload::Nonce(&sa.ni));
         payloads.push(notify_payload(notify::NAT_DETECTION_SOURCE_IP, &src));
         payloads.push(notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst));
+        payloads.push(notify_payload(notify::SIGNATURE_HASH_ALGORITHMS, &HASHES));
         let m = Message {
             header: HeaderRepr {
                 initiator_spi: sa.spi_i,
@@ -1273,6 +1288,15 @@ impl Endpoint {
         };
         let src = nat_hash(hdr.initiator_spi, spi_r, local);
         let dst = nat_hash(hdr.initiator_spi, spi_r, remote);
+        // The peer is unknown until IKE_AUTH: ask for certificates from every CA trusted
+        // for some peer (section 3.7).
+        let certreq: Vec<u8> = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|p| p.trust.as_ref())
+            .flat_map(|t| t.certreq())
+            .collect();
         let resp = Message {
             header: HeaderRepr {
                 initiator_spi: hdr.initiator_spi,
@@ -1292,8 +1316,16 @@ impl Endpoint {
                 Payload::Nonce(&nr),
                 notify_payload(notify::NAT_DETECTION_SOURCE_IP, &src),
                 notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst),
+                notify_payload(notify::SIGNATURE_HASH_ALGORITHMS, &HASHES),
             ],
         };
+        let mut resp = resp;
+        if !certreq.is_empty() {
+            resp.payloads.push(Payload::CertReq(crate::body::Cert {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: &certreq,
+            }));
+        }
         let mut bytes = vec![0u8; resp.emit_len()];
         if resp.emit(&mut bytes).is_err() {
             return;
@@ -1411,6 +1443,7 @@ impl Endpoint {
 
     fn respond_auth(&mut self, now: Instant, sa: &mut IkeSa, inner: &[Payload<'_>]) -> bool {
         let mut idi = None;
+        let mut cert = None;
         let mut auth = None;
         let mut child_sa = None;
         let (mut tsi, mut tsr) = (None, None);
@@ -1419,6 +1452,7 @@ impl Endpoint {
             match p {
                 Payload::IdI(i) => idi = Some(*i),
                 Payload::Auth(a) => auth = Some(*a),
+                Payload::Cert(c) if cert.is_none() => cert = Some(*c),
                 Payload::Sa(s) => child_sa = Some(s),
                 Payload::TsI(t) => tsi = Some(*t),
                 Payload::TsR(t) => tsr = Some(*t),
@@ -1441,13 +1475,22 @@ impl Endpoint {
             .peers
             .iter()
             .position(|p| p.remote_id.matches(&idi));
-        let verified = peer.is_some_and(|p| {
-            let psk = &self.config.peers[p].psk;
-            let keys = sa.keys.as_ref().expect("keys after IKE_SA_INIT");
-            let want = psk_auth(psk, &sa.init_request, &sa.nr, &keys.sk_pi, &id_body(&idi));
-            auth.method == auth_method::SHARED_KEY_MIC && want.as_slice() == auth.data
-        });
-        let (Some(p), true) = (peer, verified) else {
+        let verified = match peer {
+            None => Err(String::new()),
+            Some(p) => {
+                let keys = sa.keys.as_ref().expect("keys after IKE_SA_INIT");
+                self.check_auth(
+                    &self.config.peers[p],
+                    &auth,
+                    cert.as_ref(),
+                    &idi,
+                    &sa.init_request,
+                    &sa.nr,
+                    &keys.sk_pi,
+                )
+            }
+        };
+        let (Some(p), Ok(())) = (peer, &verified) else {
             self.counters.auth_failed += 1;
             self.events.push_back(IkeEvent::Failed {
                 peer: peer.map_or_else(
@@ -1462,9 +1505,10 @@ impl Endpoint {
                         show_id(&idi)
                     ),
                     Some(_) => format!(
-                        "IKE_AUTH from {}: identity {:?} did not prove the pre-shared key",
+                        "IKE_AUTH from {}: identity {:?} {}",
                         sa.remote,
-                        show_id(&idi)
+                        show_id(&idi),
+                        verified.as_ref().err().map_or("", String::as_str)
                     ),
                 },
             });
@@ -1479,14 +1523,13 @@ impl Endpoint {
         sa.peer = Some(p);
         let pc: PeerConfig = self.config.peers[p].clone();
         let idr = pc.local_id.payload();
-        let keys = sa.keys.as_ref().expect("keys after IKE_SA_INIT");
-        let my_auth = psk_auth(
-            &pc.psk,
-            &sa.init_response,
-            &sa.ni,
-            &keys.sk_pr,
-            &id_body(&idr),
-        );
+        let sk_pr = sa
+            .keys
+            .as_ref()
+            .expect("keys after IKE_SA_INIT")
+            .sk_pr
+            .clone();
+        let my_auth = self.our_auth(&pc, &sa.init_response, &sa.ni, &sk_pr, &id_body(&idr));
         sa.state = IkeState::Established;
         self.by_initiator.remove(&(sa.spi_i, sa.remote));
         self.counters.ike_established += 1;
@@ -1498,13 +1541,17 @@ impl Endpoint {
             suite: sa.suite.expect("suite"),
             nat: (sa.nat_local, sa.nat_remote),
         });
-        let mut out = vec![
-            Payload::IdR(idr),
-            Payload::Auth(Auth {
-                method: auth_method::SHARED_KEY_MIC,
-                data: &my_auth,
-            }),
-        ];
+        let mut out = vec![Payload::IdR(idr)];
+        if let Some(c) = &my_auth.cert {
+            out.push(Payload::Cert(crate::body::Cert {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: c,
+            }));
+        }
+        out.push(Payload::Auth(Auth {
+            method: my_auth.method,
+            data: &my_auth.data,
+        }));
         // The CHILD_SA (section 1.2): a failure here leaves the IKE SA up.
         let child = match (child_sa, tsi, tsr) {
             (Some(s), Some(i), Some(r)) => {
@@ -2023,14 +2070,8 @@ impl Endpoint {
         let cc = &pc.children[0];
         let inbound = self.fresh_child_spi();
         let idi = pc.local_id.payload();
-        let keys = sa.keys.as_ref().expect("keys");
-        let auth = psk_auth(
-            &pc.psk,
-            &sa.init_request,
-            &sa.nr,
-            &keys.sk_pi,
-            &id_body(&idi),
-        );
+        let sk_pi = sa.keys.as_ref().expect("keys").sk_pi.clone();
+        let auth = self.our_auth(&pc, &sa.init_request, &sa.nr, &sk_pi, &id_body(&idi));
         let tsi_b = ts_bytes(&cc.local_ts);
         let tsr_b = ts_bytes(&cc.remote_ts);
         let child = SaPayload {
@@ -2042,15 +2083,28 @@ impl Endpoint {
                 .map(|(i, s)| s.without_group().proposal(i as u8 + 1, inbound))
                 .collect(),
         };
-        let mut payloads = vec![
-            Payload::IdI(idi),
+        let mut payloads = vec![Payload::IdI(idi)];
+        if let Some(c) = &auth.cert {
+            payloads.push(Payload::Cert(crate::body::Cert {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: c,
+            }));
+        }
+        let certreq = pc.trust.as_ref().map(|t| t.certreq());
+        if let Some(c) = certreq.as_ref().filter(|c| !c.is_empty()) {
+            payloads.push(Payload::CertReq(crate::body::Cert {
+                encoding: auth::CERT_X509_SIGNATURE,
+                data: c,
+            }));
+        }
+        payloads.extend([
             notify_payload(notify::INITIAL_CONTACT, &[]),
             Payload::IdR(pc.remote_id.payload()),
             Payload::Auth(Auth {
-                method: auth_method::SHARED_KEY_MIC,
-                data: &auth,
+                method: auth.method,
+                data: &auth.data,
             }),
-        ];
+        ]);
         if cc.mode == Mode::Transport {
             payloads.push(notify_payload(notify::USE_TRANSPORT_MODE, &[]));
         }
@@ -2072,6 +2126,7 @@ impl Endpoint {
         let pc = self.config.peers[p].clone();
         let mut idr = None;
         let mut auth = None;
+        let mut cert = None;
         let mut child_sa = None;
         let (mut tsi, mut tsr) = (None, None);
         let mut transport = false;
@@ -2080,6 +2135,7 @@ impl Endpoint {
             match x {
                 Payload::IdR(i) => idr = Some(*i),
                 Payload::Auth(a) => auth = Some(*a),
+                Payload::Cert(c) if cert.is_none() => cert = Some(*c),
                 Payload::Sa(s) => child_sa = Some(s),
                 Payload::TsI(t) => tsi = Some(*t),
                 Payload::TsR(t) => tsr = Some(*t),
@@ -2091,18 +2147,19 @@ impl Endpoint {
         let verified = match (idr, auth) {
             (Some(idr), Some(auth)) if pc.remote_id.matches(&idr) => {
                 let keys = sa.keys.as_ref().expect("keys");
-                let want = psk_auth(
-                    &pc.psk,
+                self.check_auth(
+                    &pc,
+                    &auth,
+                    cert.as_ref(),
+                    &idr,
                     &sa.init_response,
                     &sa.ni,
                     &keys.sk_pr,
-                    &id_body(&idr),
-                );
-                auth.method == auth_method::SHARED_KEY_MIC && want.as_slice() == auth.data
+                )
             }
-            _ => false,
+            _ => Err("did not authenticate".to_string()),
         };
-        if !verified {
+        if let Err(why) = verified {
             self.counters.auth_failed += 1;
             let detail = match (error, idr) {
                 (Some(notify::AUTHENTICATION_FAILED), _) => format!(
@@ -2116,10 +2173,7 @@ impl Endpoint {
                     show_id(&i),
                     pc.remote_id
                 ),
-                _ => format!(
-                    "{} did not prove the pre-shared key as {} (AUTH mismatch)",
-                    sa.remote, pc.remote_id
-                ),
+                _ => format!("{} as {}: {why}", sa.remote, pc.remote_id),
             };
             self.events.push_back(IkeEvent::Failed {
                 peer: pc.name.clone(),

@@ -9,6 +9,8 @@
 //! caller. Names carry the test's pid and a tag, so runs never meet.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -147,7 +149,7 @@ impl Lab {
   }}
 }}
 swanctl {{
-  load = pem pkcs1 x509 pubkey random nonce
+  load = pem pkcs1 pkcs8 x509 pubkey gmp sha1 sha2 random nonce
 }}
 "#
         );
@@ -189,10 +191,24 @@ swanctl {{
             .args(args)
             .args(["--uri", &format!("unix://{dir}/charon.vici")])
             .env("STRONGSWAN_CONF", format!("{dir}/strongswan.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Kept for a failing test to show (`swanctl.log`).
+            .stdout(self.swanctl_log())
+            .stderr(self.swanctl_log())
             .status()
             .expect("swanctl not found: run bash scripts/install-deps.sh")
+    }
+
+    fn swanctl_log(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("swanctl.log"))
+            .map_or(Stdio::null(), Stdio::from)
+    }
+
+    /// What swanctl said so far.
+    pub fn swanctl_said(&self) -> String {
+        std::fs::read_to_string(self.dir.join("swanctl.log")).unwrap_or_default()
     }
 
     /// Waits up to `secs` for `pred` on charon's log; returns the log.
