@@ -37,6 +37,15 @@ pub(crate) struct IkeDriver {
     iv_seed: u64,
     /// The last failure logged, when, and how many identical ones were not logged since.
     last_failure: Option<(String, Instant, u32)>,
+    /// `keylog_file`: IKE keys for tshark, debugging only.
+    keylog: Option<std::path::PathBuf>,
+}
+
+/// The wall clock for certificate validity (the machine reads none itself).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The same failure is logged at most once in this time, then with its count.
@@ -47,14 +56,23 @@ impl IkeDriver {
     pub(crate) fn new(setup: &IkeSetup, seed: [u8; 32]) -> IkeDriver {
         let mut iv = [0u8; 8];
         iv.copy_from_slice(&seed[24..32]);
+        if let Some(k) = &setup.keylog {
+            tracing::warn!(
+                "[ike] keylog_file: IKE SA keys are written to {} for debugging; remove it in production",
+                k.display()
+            );
+        }
+        let mut ep = Endpoint::new(setup.config.clone(), seed);
+        ep.set_unix_time(unix_now());
         IkeDriver {
-            ep: Endpoint::new(setup.config.clone(), seed),
+            ep,
             slots: setup.slots.clone(),
             target: None,
             current: None,
             retry_at: None,
             iv_seed: u64::from_le_bytes(iv),
             last_failure: None,
+            keylog: setup.keylog.clone(),
         }
     }
 
@@ -67,6 +85,7 @@ impl IkeDriver {
         data: &[u8],
     ) {
         if let Some(l) = local {
+            self.ep.set_unix_time(unix_now());
             self.ep
                 .handle(now, SocketAddr::V4(l), SocketAddr::V4(from), data);
         }
@@ -150,7 +169,28 @@ impl IkeDriver {
         signalling
     }
 
+    /// Appends an IKE SA's keys to `keylog_file` (Wireshark's ikev2_decryption_table).
+    fn log_keys(&self, ike: IkeSaId) {
+        let (Some(path), Some(line)) = (&self.keylog, self.ep.wireshark_keys(ike)) else {
+            return;
+        };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let r = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = r {
+            tracing::warn!("[ike] keylog_file {}: {e}", path.display());
+        }
+    }
+
     fn event(&mut self, now: Instant, e: IkeEvent, ipsec: Option<&mut Ipsec>) {
+        if let IkeEvent::IkeUp { ike, .. } | IkeEvent::IkeRekeyed { new: ike, .. } = &e {
+            self.log_keys(*ike);
+        }
         match e {
             IkeEvent::IkeUp {
                 ike,
