@@ -223,11 +223,33 @@ pub struct GatewayFile {
     /// no metrics server. Any TOML value here, so that a wrong type too gets an error
     /// naming the key (from [`V::metrics_listen`]) rather than a line number.
     pub metrics_listen: Option<toml::Value>,
+    /// Datagrams per second one IPv4 source may send to the gateway's ports, enforced by
+    /// the kernel (an eBPF socket filter) before they reach the gateway; 0: no limit.
+    #[serde(default = "d_source_rate")]
+    pub source_packet_rate: u32,
+    /// Datagrams above `source_packet_rate` one source may send at once.
+    #[serde(default = "d_source_burst")]
+    pub source_packet_burst: u32,
 }
 
 fn d_workers() -> usize {
     1
 }
+fn d_source_rate() -> u32 {
+    DEFAULT_SOURCE_PACKET_RATE
+}
+fn d_source_burst() -> u32 {
+    DEFAULT_SOURCE_PACKET_BURST
+}
+
+/// Default `source_packet_rate`: datagrams per second one IPv4 source may send to the
+/// gateway's ports, counted by the kernel before the gateway reads them (each datagram of
+/// a GRO batch counts). About a third of what one worker forwards on the bench machine:
+/// a flood from one address keeps at most that share, while a NAT's bulk traffic still gets
+/// 1.2 Gbit/s of full-size datagrams (raise it for a busier NAT, 0 turns it off).
+pub const DEFAULT_SOURCE_PACKET_RATE: u32 = 100_000;
+/// Default `source_packet_burst`: half a second at the default rate.
+pub const DEFAULT_SOURCE_PACKET_BURST: u32 = 50_000;
 
 pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -444,6 +466,9 @@ pub struct Gateway {
     pub workers: usize,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The kernel's per-source packet budget (`source_packet_rate`, `source_packet_burst`):
+    /// `(rate, burst)`, `None` when `source_packet_rate = 0`.
+    pub source_limit: Option<(u32, u32)>,
 }
 
 /// Reads and validates a client configuration file.
@@ -557,6 +582,20 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
     if !(1..=64).contains(&f.workers) {
         return Err(v.bad("workers", "must be between 1 and 64"));
     }
+    if f.source_packet_rate > 100_000_000 {
+        return Err(v.bad(
+            "source_packet_rate",
+            "must be at most 100000000 datagrams/s (0 turns the budget off)",
+        ));
+    }
+    if f.source_packet_rate > 0 && !(1..=100_000_000).contains(&f.source_packet_burst) {
+        return Err(v.bad(
+            "source_packet_burst",
+            "must be between 1 and 100000000 (set source_packet_rate = 0 to turn the budget off)",
+        ));
+    }
+    let source_limit =
+        (f.source_packet_rate > 0).then_some((f.source_packet_rate, f.source_packet_burst));
     let machine = GatewayConfig {
         ha_addresses: f.ha_addresses,
         allowed_destinations: f.allowed_destinations,
@@ -580,6 +619,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         offload: f.offload,
         workers: f.workers,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        source_limit,
     })
 }
 

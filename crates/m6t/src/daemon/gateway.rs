@@ -26,6 +26,7 @@ const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
+use m6t_linux::budget::SourceBudget;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, prefetch, tun::Tun, udp};
@@ -51,9 +52,27 @@ struct Shared {
     shards: Vec<Mutex<Gateway>>,
     failures: Failures,
     gc_max_pause_us: AtomicU64,
+    /// The kernel's per-source budget, when configured (its drop counter).
+    budget: Option<SourceBudget>,
 }
 
 impl Shared {
+    /// Datagrams the kernel's per-source budget dropped (0 without one). A failed read of
+    /// the counter is counted and reads as 0 this time.
+    fn source_drops(&self) -> u64 {
+        match &self.budget {
+            Some(b) => b.dropped().unwrap_or_else(|e| {
+                self.failures.record(
+                    Failure::Netlink,
+                    1,
+                    format_args!("reading the source budget: {e}"),
+                );
+                0
+            }),
+            None => 0,
+        }
+    }
+
     fn lock(&self, i: usize) -> MutexGuard<'_, Gateway> {
         // A worker that panicked while holding a shard cannot leave it half-updated in a
         // way that matters more than stopping the gateway would: keep serving.
@@ -91,7 +110,11 @@ impl Shared {
         }
         const STATES: &str = "States of mobile nodes by kind (temporary, active)";
         Snapshot {
-            counters: counters_with(counters, &self.failures, &[]),
+            counters: counters_with(
+                counters,
+                &self.failures,
+                &[("drop_source_budget", self.source_drops())],
+            ),
             gauges: vec![
                 GaugeValue::labelled("states", STATES, "kind", "temporary", (len - active) as f64),
                 GaugeValue::labelled("states", STATES, "kind", "active", active as f64),
@@ -133,6 +156,7 @@ impl Shared {
                 counters,
                 &self.failures,
                 &[
+                    ("drop_source_budget", self.source_drops()),
                     ("states", len as u64),
                     (
                         "gc_max_pause_us",
@@ -166,6 +190,21 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             socks[w].push((*p, s));
         }
     }
+    // The kernel's per-source budget on every socket, before the first datagram is read.
+    let budget = match cfg.source_limit {
+        Some((rate, burst)) => {
+            let b = SourceBudget::new(rate, burst).map_err(io(
+                "per-source budget (key `source_packet_rate`; 0 turns it off)",
+            ))?;
+            for (p, s) in socks.iter().flatten() {
+                b.attach(s).map_err(io(format!(
+                    "attaching the per-source budget to UDP port {p}"
+                )))?;
+            }
+            Some(b)
+        }
+        None => None,
+    };
     let control = bind_control(&cfg.control_socket)?;
     let stop = shutdown()?;
     let shard_cfg = cfg.machine.shard(n);
@@ -177,6 +216,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         shards,
         failures: Failures::default(),
         gc_max_pause_us: AtomicU64::new(0),
+        budget,
     };
     let name = tuns[0].name().to_string();
     tracing::info!(
