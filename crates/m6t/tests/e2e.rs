@@ -239,6 +239,50 @@ fn state_flood_from_one_ipv4_is_capped_while_another_mn_works() {
 }
 
 #[test]
+fn one_source_over_its_budget_is_cut_by_the_kernel_and_counted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 1000 datagrams/s, 500 at once: the attacker's 20000 in a burst mostly never reach
+    // the gateway; the MN, behind another IPv4 address, has a budget of its own.
+    let l = start("e2ebudget", |o| {
+        o.gateway_extra = "source_packet_rate = 1000\nsource_packet_burst = 500\n".into();
+    });
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let t = std::time::Instant::now();
+    l.inject(
+        "atk",
+        lab::ATTACKER4,
+        50002,
+        3544,
+        20000,
+        "garbage",
+        "::",
+        "::",
+    )
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    wait("budget drops", 10, || {
+        let r = gw(&l);
+        r.counter("drop_source_budget") + r.counter("drop_malformed_from_mn") >= 20000
+    });
+    let r = gw(&l);
+    let read = r.counter("drop_malformed_from_mn");
+    // What the gateway read: the burst plus the rate over the injection's time.
+    assert!(
+        read as f64 <= 500.0 + 1000.0 * (secs + 0.5) && read >= 400,
+        "{read} read in {secs:.2} s"
+    );
+    assert_eq!(r.counter("drop_source_budget"), 20000 - read);
+    // The count is in `m6t status` too.
+    let o = Command::new(bin())
+        .args(["status", "--socket", &l.gw_sock.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("drop_source_budget"), "{text}");
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+}
+
+#[test]
 fn nat_reboot_with_a_new_mapping_recovers_by_itself() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let l = start("e2enat", |_| {});
