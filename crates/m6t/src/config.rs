@@ -565,6 +565,26 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
             "prefixes shorter than /8 would capture the whole Internet",
         ));
     }
+    // Two prefixes overlap when the shorter one holds the other's address.
+    let overlap = |a: &Ipv6Prefix, b: &Ipv6Prefix| a.contains(b.addr()) || b.contains(a.addr());
+    for (i, p) in f.mn_prefixes.iter().enumerate() {
+        if let Some(q) = f.mn_prefixes[..i].iter().find(|q| overlap(p, q)) {
+            return Err(v.bad(
+                format!("mn_prefixes[{i}]"),
+                format!("{p} overlaps {q} listed before it"),
+            ));
+        }
+    }
+    // An allowed destination inside a mobile-node prefix would let one mobile node's
+    // packets reach another's tunnel without the home agent.
+    for (i, p) in f.allowed_destinations.iter().enumerate() {
+        if let Some(q) = f.mn_prefixes.iter().find(|q| overlap(p, q)) {
+            return Err(v.bad(
+                format!("allowed_destinations[{i}]"),
+                format!("{p} overlaps the mobile-node prefix {q}"),
+            ));
+        }
+    }
     if f.address.is_unspecified() || f.address.is_multicast() {
         return Err(v.bad("address", "must be a unicast IPv6 address of the gateway"));
     }
