@@ -223,8 +223,9 @@ pub struct GatewayFile {
     /// no metrics server. Any TOML value here, so that a wrong type too gets an error
     /// naming the key (from [`V::metrics_listen`]) rather than a line number.
     pub metrics_listen: Option<toml::Value>,
-    /// Datagrams per second one IPv4 source may send to the gateway's ports, enforced by
-    /// the kernel (an eBPF socket filter) before they reach the gateway; 0: no limit.
+    /// Datagrams per second one IPv4 source may send to the gateway's ports that no active
+    /// state accepts, enforced by the kernel (an eBPF socket filter) before they reach the
+    /// gateway; 0: no budget.
     #[serde(default = "d_source_rate")]
     pub source_packet_rate: u32,
     /// Datagrams above `source_packet_rate` one source may send at once.
@@ -242,14 +243,14 @@ fn d_source_burst() -> u32 {
     DEFAULT_SOURCE_PACKET_BURST
 }
 
-/// Default `source_packet_rate`: datagrams per second one IPv4 source may send to the
-/// gateway's ports, counted by the kernel before the gateway reads them (each datagram of
-/// a GRO batch counts). About a third of what one worker forwards on the bench machine:
-/// a flood from one address keeps at most that share, while a NAT's bulk traffic still gets
-/// 1.2 Gbit/s of full-size datagrams (raise it for a busier NAT, 0 turns it off).
-pub const DEFAULT_SOURCE_PACKET_RATE: u32 = 100_000;
-/// Default `source_packet_burst`: half a second at the default rate.
-pub const DEFAULT_SOURCE_PACKET_BURST: u32 = 50_000;
+/// Default `source_packet_rate`: datagrams per second one IPv4 source may send that no
+/// active state accepts (counted by the kernel before the gateway reads them, each datagram
+/// of a GRO batch counted). A state's own traffic is never budgeted; what is left for a
+/// legitimate sender is the first packets of new states (at most `new_state_rate` of them a
+/// second) and traffic a NAT rebinding strands, far below it; a flood keeps at most this.
+pub const DEFAULT_SOURCE_PACKET_RATE: u32 = 5_000;
+/// Default `source_packet_burst`: a second at the default rate.
+pub const DEFAULT_SOURCE_PACKET_BURST: u32 = 5_000;
 
 pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

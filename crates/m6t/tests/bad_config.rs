@@ -165,6 +165,7 @@ fn cases() -> Vec<Case> {
             "mobile_node[0].home_address",
         ),
         case("ha", h("accept_tlv = 1\n"), "accept_tlv"),
+        case("ha", h("max_bindings = 0\n"), "max_bindings"),
         case(
             "ha",
             HA.replace("home_prefix = \"2001:db8:1::/64\"\n", ""),

@@ -30,7 +30,7 @@ use m6t_linux::budget::SourceBudget;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, prefetch, tun::Tun, udp};
-use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
+use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent, StateKind};
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -63,7 +63,7 @@ impl Shared {
         match &self.budget {
             Some(b) => b.dropped().unwrap_or_else(|e| {
                 self.failures.record(
-                    Failure::Netlink,
+                    Failure::Budget,
                     1,
                     format_args!("reading the source budget: {e}"),
                 );
@@ -193,7 +193,8 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     // The kernel's per-source budget on every socket, before the first datagram is read.
     let budget = match cfg.source_limit {
         Some((rate, burst)) => {
-            let b = SourceBudget::new(rate, burst).map_err(io(
+            let peers = u32::try_from(cfg.machine.max_states).unwrap_or(u32::MAX);
+            let b = SourceBudget::new(rate, burst, peers).map_err(io(
                 "per-source budget (key `source_packet_rate`; 0 turns it off)",
             ))?;
             for (p, s) in socks.iter().flatten() {
@@ -499,13 +500,34 @@ impl Worker<'_> {
             next = g.poll_timeout();
         }
         while let Some(e) = g.poll_event() {
+            // An active state's sender passes the kernel's budget; an expired one no more.
+            if let Some(b) = &shared.budget {
+                let r = match &e {
+                    GatewayEvent::Activated { address, peer } => b.add_peer(*peer, *address),
+                    GatewayEvent::Expired {
+                        address,
+                        peer,
+                        kind: StateKind::Active,
+                    } => b.remove_peer(*peer, *address),
+                    _ => Ok(()),
+                };
+                if let Err(err) = r {
+                    shared.failures.record(
+                        Failure::Budget,
+                        1,
+                        format_args!("the per-source budget's map of active states: {err}"),
+                    );
+                }
+            }
             match e {
                 // Per-state lines at debug level: a mass expiry must not flood the log.
                 GatewayEvent::Created { address, peer } => {
                     tracing::debug!("state {address} temporary from {peer}")
                 }
-                GatewayEvent::Activated { address } => tracing::debug!("state {address} active"),
-                GatewayEvent::Expired { address, kind } => {
+                GatewayEvent::Activated { address, .. } => {
+                    tracing::debug!("state {address} active")
+                }
+                GatewayEvent::Expired { address, kind, .. } => {
                     tracing::debug!("state {address} expired ({kind:?})")
                 }
             }
