@@ -2,6 +2,7 @@
 //! gateway (a fresh one at every address change), netlink notifications for IPv4
 //! attachment, and the client machine in between.
 
+use m6t_linux::caps::Capability;
 use super::hook::{Hook, HookCall};
 use super::{
     bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
@@ -178,6 +179,8 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
     rt.add(&control, Source::Control).map_err(io("epoll"))?;
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let mut m = Client::new(cfg.machine.clone(), os_seed()?);
     let mut d = Driver {

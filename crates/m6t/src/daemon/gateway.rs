@@ -9,6 +9,7 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
+use m6t_linux::caps::Capability;
 use super::{
     bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
     start_metrics, DaemonError, BURST,
@@ -229,6 +230,8 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
     );
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();

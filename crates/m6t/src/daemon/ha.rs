@@ -4,6 +4,7 @@
 //! extension headers); bound home addresses get a route into the TUN and a proxy ND / ARP
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
+use m6t_linux::caps::Capability;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
@@ -73,6 +74,11 @@ impl CacheFile {
         let writer = std::thread::Builder::new()
             .name("m6t-ha-save".into())
             .spawn(move || {
+                // Writing a root-owned file needs no capability; the thread starts before
+                // the daemon drops its own.
+                if let Err(e) = m6t_linux::caps::keep_only(&[]) {
+                    tracing::warn!("binding cache writer: {e}");
+                }
                 while let Ok(mut bytes) = rx.recv() {
                     // Only the newest of several queued snapshots matters.
                     while let Ok(newer) = rx.try_recv() {
@@ -246,6 +252,8 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.address4,
         cfg.machine.home_prefix
     );
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         home: HomeLink {

@@ -5,6 +5,7 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
+use m6t_linux::caps::Capability;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
@@ -186,6 +187,8 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         node = node.with_ipsec(i).with_bu_detection(cfg.bu_detection);
     }
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         info: MnInfo {
