@@ -344,6 +344,70 @@ fn largest_datagrams_get_packet_too_big_or_are_counted_and_change_nothing() {
     assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2);
 }
 
+/// The capability sets of every thread of the `m6t` processes in a namespace: (effective,
+/// permitted, bounding, ambient) masks.
+fn thread_caps(l: &Lab, role: &str) -> Vec<(u64, u64, u64, u64)> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &l.net.ns(role)])
+        .output()
+        .unwrap();
+    let mut v = Vec::new();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "m6t" {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            let get = |k: &str| {
+                st.lines()
+                    .find_map(|x| x.strip_prefix(k))
+                    .map(|x| u64::from_str_radix(x.trim(), 16).unwrap())
+                    .unwrap()
+            };
+            v.push((
+                get("CapEff:"),
+                get("CapPrm:"),
+                get("CapBnd:"),
+                get("CapAmb:"),
+            ));
+        }
+    }
+    v
+}
+
+/// Once up, the gateway and the client keep CAP_NET_ADMIN only, in every thread (the
+/// metrics thread none), and go on working.
+#[test]
+fn daemons_keep_only_cap_net_admin_after_start() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2ecaps", |o| {
+        o.gateway_extra = "metrics_listen = \"127.0.0.1:9464\"\n".into();
+    });
+    const NET_ADMIN: u64 = 1 << 12;
+    for role in ["gw", "mn"] {
+        let t = thread_caps(&l, role);
+        assert!(!t.is_empty(), "no m6t threads in {role}");
+        for (eff, prm, bnd, amb) in &t {
+            assert!(
+                (*eff == NET_ADMIN && *prm == NET_ADMIN) || (*eff == 0 && *prm == 0),
+                "{role}: effective {eff:x} permitted {prm:x}"
+            );
+            assert_eq!(*bnd & !NET_ADMIN, 0, "{role}: bounding {bnd:x}");
+            assert_eq!(*amb, 0);
+        }
+        assert!(
+            t.iter().any(|(e, ..)| *e == NET_ADMIN),
+            "{role}: no thread kept CAP_NET_ADMIN"
+        );
+    }
+    // The gateway's metrics thread serves without any.
+    assert!(thread_caps(&l, "gw")
+        .iter()
+        .any(|(e, p, ..)| *e == 0 && *p == 0));
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+}
+
 #[test]
 fn nat_reboot_with_a_new_mapping_recovers_by_itself() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

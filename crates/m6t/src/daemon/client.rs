@@ -2,7 +2,6 @@
 //! gateway (a fresh one at every address change), netlink notifications for IPv4
 //! attachment, and the client machine in between.
 
-use m6t_linux::caps::Capability;
 use super::hook::{Hook, HookCall};
 use super::{
     bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
@@ -12,6 +11,7 @@ use crate::config;
 use crate::metrics::{GaugeValue, Publisher, Snapshot};
 use crate::status::Report;
 use m6t_linux::batch::{RecvBatch, SendBatch};
+use m6t_linux::caps::Capability;
 use m6t_linux::claims::Claims;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};

@@ -9,12 +9,12 @@
 //! packet from the home side locks the shard of its destination, whichever queue it came
 //! from. No lock covers all states on the hot path.
 
-use m6t_linux::caps::Capability;
 use super::{
     bind_control, counters_with, io, os_seed, publish_metrics, serve_reports, shutdown,
     start_metrics, DaemonError, BURST,
 };
 use crate::metrics::{GaugeValue, Publisher, Snapshot};
+use m6t_linux::caps::Capability;
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;

@@ -4,7 +4,6 @@
 //! extension headers); bound home addresses get a route into the TUN and a proxy ND / ARP
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
-use m6t_linux::caps::Capability;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
@@ -13,6 +12,7 @@ use super::{
 use crate::dsmip_config::Ha;
 use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{IpsecInfo, Report};
+use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};

@@ -5,7 +5,6 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
-use m6t_linux::caps::Capability;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
@@ -14,6 +13,7 @@ use super::{
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
+use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
