@@ -197,12 +197,16 @@ pub(super) fn figures(
              ip neigh replace {SINK} lladdr $(cat /sys/class/net/sink1/address) dev sink0 nud permanent; }}"
         ),
     )?;
-    restart_gateway(lab, true)?;
-    t.add_runs(
-        "dos: MN tcp, no attack",
-        tcp(lab, "cn", CN, "", o)?,
-        "Gbit/s",
-    );
+    // The MN alone, with the budget and without (its own traffic is never budgeted).
+    for budget in [true, false] {
+        restart_gateway(lab, budget)?;
+        let tag = if budget { "" } else { ", no budget" };
+        t.add_runs(
+            &format!("dos: MN tcp, no attack{tag}"),
+            tcp(lab, "cn", CN, "", o)?,
+            "Gbit/s",
+        );
+    }
     for kind in Kind::ALL {
         let k = kind.name();
         for budget in [true, false] {
