@@ -507,8 +507,8 @@ fn unpolled_events_are_bounded_and_counted() {
 fn activation_and_expiry_events_name_the_sender() {
     let mut t = T::new(cfg());
     let p = pkt(MN, HA, 100);
-    t.mn(0, "198.51.100.7:40000", &p);
-    t.home(10, &swap(&p));
+    assert_eq!(t.mn(0, "198.51.100.7:40000", &p), FromMn::ToHome);
+    assert!(matches!(t.home(10, &swap(&p)), FromHome::ToMn { .. }));
     let mut got = Vec::new();
     while let Some(e) = t.gw.poll_event() {
         got.push(e);
