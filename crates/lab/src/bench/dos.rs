@@ -170,7 +170,7 @@ fn under(
         flood_pps: f["pps"].as_f64().unwrap_or(f64::NAN),
         attacker_states,
         gateway_cpu,
-        // Read about once a second by the gateway: over the whole window.
+        // From before the flood started (0.5 s before the TCP runs) to after them.
         kernel_drops_pps: drops1.saturating_sub(drops0) as f64 / (elapsed + 0.5),
         rss_before,
         rss_after,
