@@ -1,5 +1,6 @@
 //! The attacker of the bench's `dos` part: one IPv4 address sending a paced flood of UDP
-//! datagrams to the gateway from many source ports with sendmmsg, until its time is up or
+//! datagrams to the gateway from many source ports with sendmmsg (separate datagrams, no
+//! GSO), until its time is up or
 //! SIGTERM. Each kind is what a hostile sender can do without knowing anything but the
 //! gateway's address, the mobile-node prefix and (by sniffing) a mobile node's tunnel
 //! address. It prints one JSON line: datagrams sent, seconds, rate and its own CPU time.
@@ -178,7 +179,9 @@ pub fn run(a: FloodArgs) -> Result<(), String> {
     let socks: Vec<Udp> = (0..a.ports.max(1))
         .map(|_| udp::listen(Ipv4Addr::UNSPECIFIED, 0).map_err(|e| format!("socket: {e}")))
         .collect::<Result<_, _>>()?;
-    let mut batch = SendBatch::new(BATCH);
+    // One sendmmsg of separate datagrams per batch, no GSO: each datagram reaches the
+    // gateway as a packet of its own (GRO may still merge them on a real NIC).
+    let mut batch = SendBatch::without_gso(BATCH);
     let mut rng = Rng(0x6d36_7400_dead_beef);
     let mut round = 0u64;
     let mut packets = pool(&a, round, &mut rng);
