@@ -9,12 +9,12 @@
 //! a state's sender in the filter's map when the state becomes active and removes it when
 //! the state expires.
 //!
-//! Why a socket filter rather than an nftables meter: the kernel's GRO merges a flow's
-//! datagrams of equal size into one packet of up to 64 segments before netfilter sees it
-//! (for a socket with UDP_GRO, as the gateway's are), so a limit in packets per second counts
-//! a flood of identical datagrams up to 64 times too low: measured in the bench's `dos` part,
-//! an nftables `limit rate over 20000/second` per source dropped none of a 500 k datagram/s
-//! flood of equal-size packets. The filter counts datagrams (`gso_segs`), and it can tell a
+//! Why a socket filter rather than an nftables meter: a flow's datagrams of equal size reach
+//! netfilter as one packet of up to 64 segments when the sender uses UDP GSO, or after GRO
+//! on a real NIC (for a socket with UDP_GRO, as the gateway's are), so a limit in packets per
+//! second counts such a flood up to 64 times too low: measured in the bench's `dos` part, an
+//! nftables `limit rate over 20000/second` per source dropped none of a 500 k datagram/s
+//! flood of equal-size datagrams sent with GSO. The filter counts datagrams (`gso_segs`), and it can tell a
 //! state's traffic from the rest, which a per-address meter cannot: a uniform per-source
 //! limit low enough to matter against a flood also caps a NAT's bulk traffic (measured: a
 //! mobile node's TCP held at 1.2 Gbit/s by a 100 k datagram/s limit, 6-7 Gbit/s without).
