@@ -12,7 +12,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(ipv4 ipv6 mh tlv dsmip esp ike gateway client)
+  targets=(ipv4 ipv6 mh tlv dsmip esp ike ike_responder gateway client)
 fi
 CARGO_FUZZ_VERSION=0.13.2
 if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then

@@ -18,11 +18,13 @@ have ethtool   || need+=(ethtool)
 have miredo    || need+=(miredo)
 have miredo-server || need+=(miredo-server)
 have tshark    || need+=(tshark)
-# IKEv2 interop (crates/ike/tests/strongswan.rs): a real charon, run only by the test in its
-# own namespaces with its own configuration; the policy-rc.d guard below keeps any packaged
-# service from starting.
+# IKEv2 interop (crates/ike/tests/strongswan*.rs): a real charon, run only by the tests in
+# their own namespaces with their own configuration; the policy-rc.d guard below keeps any
+# packaged service from starting. kernel-libipsec (libcharon-extra-plugins) gives it ESP in
+# userspace, as this kernel has none.
 [ -x /usr/lib/ipsec/charon ] || need+=(strongswan-charon)
 have swanctl   || need+=(strongswan-swanctl)
+[ -e /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] || need+=(libcharon-extra-plugins)
 # Operator documents and packaging (crates/m6t/tests/docs.rs, package.rs): man page
 # checkers, the shells of the completions, systemd-analyze for the units, dpkg-deb and
 # dpkg-shlibdeps for the package.

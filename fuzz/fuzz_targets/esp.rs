@@ -137,6 +137,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = node.handle_captured(Instant::now(), &mut rest.to_vec());
     let _ = node.handle_esp(Instant::now(), Outer::Udp(from), &mut rest.to_vec());
     let _ = node.handle_esp(Instant::now(), Outer::Ipv4(*from.ip()), &mut rest.to_vec());
+    // From the home link: ESP straight after the IPv6 header (RFC 6275 section 11.5.5).
+    let hoa = HOA.parse::<Ipv6Addr>().unwrap();
+    let _ = node.handle_esp(Instant::now(), Outer::Ipv6(hoa), &mut rest.to_vec());
 
     // A real protected BU, corrupted by the input (XOR): accepted only if it still verifies
     // (then it is the original), and a refusal before the ICV leaves the SA as it was.

@@ -1,30 +1,38 @@
-//! Sans-IO IKEv2 for m6t (RFC 7296), first step: the message formats of RFC 7296 section 3.
+//! Sans-IO IKEv2 for m6t (RFC 7296), keying the IPsec of Mobile IPv6 and DSMIPv6 as RFC
+//! 4877 describes.
 //!
-//! The shapes follow `m6t_wire`:
+//! - The message formats of RFC 7296 section 3, in the shapes of `m6t_wire`: [`IkeHeader`]
+//!   ([`header`]) is a read-only zero-copy view of the fixed 28-byte header (section 3.1),
+//!   checked once by `new_checked`; [`Payloads`] ([`payload`]) walks the generic payload
+//!   chain (section 3.2) without allocating, refusing an unknown critical payload and more
+//!   than [`MAX_PAYLOADS`]; [`Payload`] is the typed form of one payload; [`Message`] a
+//!   header plus its payloads, with `parse` and `emit` that round-trip byte for byte.
+//! - The cryptography: the Diffie-Hellman groups ([`group`]), the PRF and prf+ ([`kdf`]),
+//!   the key derivation and PSK authentication ([`keys`]), the SK payload ([`sk`]),
+//!   proposals in strongSwan's keywords ([`suite`]), traffic selector narrowing ([`ts`]).
+//! - The machine ([`endpoint`]): IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA and INFORMATIONAL
+//!   as initiator and responder, quinn-proto's shape (`handle`, `handle_timeout`,
+//!   `poll_transmit`, `poll_event`, `poll_timeout`), configured by [`config`].
 //!
-//! - [`IkeHeader`] ([`header`]) is a read-only zero-copy view of the fixed 28-byte header
-//!   (section 3.1), checked once by `new_checked` (version 2, Length equal to the buffer),
-//!   after which no accessor can panic; [`HeaderRepr`] parses and emits it;
-//! - [`Payloads`] ([`payload`]) walks the generic payload chain (section 3.2) without
-//!   allocating, refusing an unknown payload with the critical bit set
-//!   ([`IkeError::UnsupportedCritical`], answered with UNSUPPORTED_CRITICAL_PAYLOAD) and
-//!   more than [`MAX_PAYLOADS`] payloads;
-//! - [`Payload`] is the typed form of one payload, borrowing its variable parts from the
-//!   message; [`SaPayload`] ([`sa`]) owns its proposals and transforms because they are
-//!   lists of lists; [`Message`] is a header plus its payloads, with `parse` and `emit`
-//!   that round-trip byte for byte.
-//!
-//! The Encrypted payload SK (section 3.14) is an envelope here ([`Encrypted`]): IV,
-//! ciphertext and ICV stay bytes until a later step brings the keys. Nothing in this crate
-//! holds state, reads a clock or touches the operating system.
+//! Nothing in this crate reads a clock or touches the operating system; the only binary,
+//! `ike-peer`, is a test tool around the machine.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod config;
+pub mod endpoint;
+pub mod fixtures;
+pub mod group;
 pub mod header;
+pub mod kdf;
+pub mod keys;
 pub mod message;
 pub mod payload;
 pub mod sa;
+pub mod sk;
+pub mod suite;
+pub mod ts;
 
 pub use body::{
     Auth, Cert, Delete, Encrypted, Identification, KeyExchange, Notify, SkParts, TrafficSelector,

@@ -16,93 +16,18 @@
 //! charon cannot reach outside. A guard kills charon and the listener and removes both
 //! namespaces and the directory even when an assertion fails.
 
+mod common;
+
+use common::{Lab, CHARON_ADDR, PEER_ADDR};
 use m6t_ike::{
     dh, encr, exchange, flags, integ, notify, prf, protocol, transform_type as tt, Message,
     Payload, Proposal, Transform,
 };
 use sha1::{Digest, Sha1};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CHARON: &str = "/usr/lib/ipsec/charon";
-const CHARON_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-
-/// What the test set up, torn down in reverse order by `Drop`, also on a panic.
-struct Lab {
-    dir: PathBuf,
-    ns: [String; 2],
-    charon: Option<Child>,
-    listener: Option<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in [self.charon.take(), self.listener.take()]
-            .into_iter()
-            .flatten()
-        {
-            stop(child);
-        }
-        for ns in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// SIGTERM (charon shuts down cleanly), then SIGKILL after a second.
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(1) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn strongswan_conf(dir: &str) -> String {
-    format!(
-        r#"charon {{
-  # Only what an IKE_SA_INIT with PSK and MODP groups needs; no plugin that could reach out.
-  load = random nonce aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey kernel-netlink socket-default vici
-  install_routes = no
-  install_virtual_ip = no
-  retransmit_tries = 0
-  filelog {{
-    charon {{
-      path = {dir}/charon.log
-      default = 1
-      ike = 2
-      flush_line = yes
-    }}
-  }}
-  plugins {{
-    vici {{
-      socket = unix://{dir}/charon.vici
-    }}
-  }}
-}}
-swanctl {{
-  load = pem pkcs1 x509 pubkey random nonce
-}}
-"#
-    )
-}
 
 /// Two IKE proposals with several transforms of one type and Key Length attributes.
 fn swanctl_conf() -> String {
@@ -139,11 +64,10 @@ secrets {{
     )
 }
 
-/// Starts charon in `ns`, starts the listener in `peer_ns`, has charon initiate, and returns
-/// the UDP payload the listener received.
+/// Starts the listener in our namespace, then charon, has charon initiate, and returns the
+/// UDP payload the listener received.
 fn capture_sa_init(lab: &mut Lab) -> Vec<u8> {
-    let dir = lab.dir.display().to_string();
-    let [ns, peer_ns] = lab.ns.clone();
+    let dir = lab.path();
     let listener_py = format!(
         "import socket,sys\n\
          s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
@@ -157,7 +81,7 @@ fn capture_sa_init(lab: &mut Lab) -> Vec<u8> {
         .args([
             "netns",
             "exec",
-            &peer_ns,
+            &lab.ns[1],
             "/usr/bin/python3",
             "-c",
             &listener_py,
@@ -170,47 +94,15 @@ fn capture_sa_init(lab: &mut Lab) -> Vec<u8> {
     BufReader::new(listener.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    lab.listener = Some(listener);
     assert_eq!(line.trim(), "ready", "the UDP listener did not start");
-
-    // `ip netns exec`, `unshare` and `sh` all exec: the child's pid is charon's.
-    let charon = Command::new("ip")
-        .args(["netns", "exec", &ns, "unshare", "-m", "sh", "-c"])
-        .arg(format!(
-            "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF={dir}/strongswan.conf {CHARON}"
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.charon = Some(charon);
-    let vici = lab.dir.join("charon.vici");
-    let t = Instant::now();
-    while !vici.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "charon did not open its vici socket; log: {}",
-            std::fs::read_to_string(lab.dir.join("charon.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let uri = format!("unix://{dir}/charon.vici");
-    let swanctl = |args: &[&str]| {
-        Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &uri])
-            .env("STRONGSWAN_CONF", format!("{dir}/strongswan.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("swanctl not found: run bash scripts/install-deps.sh")
-    };
-    let st = swanctl(&["--load-all", "--file", &format!("{dir}/swanctl.conf")]);
-    assert!(st.success(), "swanctl --load-all failed");
+    // Only what an IKE_SA_INIT with PSK and MODP groups needs; no plugin that could reach out.
+    lab.start_charon(
+        "random nonce aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey kernel-netlink socket-default vici",
+        "install_routes = no\n  install_virtual_ip = no",
+        &swanctl_conf(),
+    );
     // Nobody answers, so the initiation times out; its request is all we want.
-    let _ = swanctl(&["--initiate", "--child", "c", "--timeout", "2"]);
-
-    let mut listener = lab.listener.take().unwrap();
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "2"]);
     let t = Instant::now();
     loop {
         if let Some(st) = listener.try_wait().unwrap() {
@@ -218,7 +110,7 @@ fn capture_sa_init(lab: &mut Lab) -> Vec<u8> {
             break;
         }
         if t.elapsed() > Duration::from_secs(20) {
-            lab.listener = Some(listener);
+            lab.children.push(listener);
             panic!("no IKE_SA_INIT within 20 s");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -238,53 +130,7 @@ fn nat_hash(ispi: u64, rspi: u64, addr: Ipv4Addr, port: u16) -> Vec<u8> {
 
 #[test]
 fn strongswan_ike_sa_init_parses_and_reemits() {
-    assert!(
-        std::path::Path::new(CHARON).exists(),
-        "{CHARON} missing: run bash scripts/install-deps.sh"
-    );
-    let uid = Command::new("id").arg("-u").output().unwrap().stdout;
-    assert_eq!(
-        String::from_utf8_lossy(&uid).trim(),
-        "0",
-        "needs root (network namespaces)"
-    );
-
-    let pid = std::process::id();
-    let mut lab = Lab {
-        dir: std::env::temp_dir().join(format!("m6t-ike-strongswan-{pid}")),
-        ns: [format!("m6tike-c{pid}"), format!("m6tike-p{pid}")],
-        charon: None,
-        listener: None,
-    };
-    std::fs::create_dir_all(&lab.dir).unwrap();
-    let dir = lab.dir.display().to_string();
-    std::fs::File::create(lab.dir.join("strongswan.conf"))
-        .and_then(|mut f| f.write_all(strongswan_conf(&dir).as_bytes()))
-        .unwrap();
-    std::fs::write(lab.dir.join("swanctl.conf"), swanctl_conf()).unwrap();
-
-    let [ns, peer] = lab.ns.clone();
-    run(&["ip", "netns", "add", &ns]);
-    run(&["ip", "netns", "add", &peer]);
-    run(&[
-        "ip", "link", "add", "ike0", "netns", &ns, "type", "veth", "peer", "name", "ike0", "netns",
-        &peer,
-    ]);
-    for (n, a) in [(&ns, CHARON_ADDR), (&peer, PEER_ADDR)] {
-        run(&[
-            "ip",
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{a}/24"),
-            "dev",
-            "ike0",
-        ]);
-        run(&["ip", "-n", n, "link", "set", "ike0", "up"]);
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-    }
-
+    let mut lab = common::lab("s");
     let bytes = capture_sa_init(&mut lab);
     let m = Message::parse(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:02x?}"));
 

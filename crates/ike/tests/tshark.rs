@@ -85,22 +85,15 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A pcap file (LINKTYPE_RAW: the packet starts with its IP header) holding one IPv4/UDP
-/// datagram from 192.0.2.1:500 to 192.0.2.2:500 carrying `payload`.
-fn pcap_udp500(payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let ip_len = 20 + udp_len;
-    let mut ip = vec![
-        0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
-    ];
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    let c = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&500u16.to_be_bytes());
-    ip.extend_from_slice(&500u16.to_be_bytes());
-    ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
-    ip.extend_from_slice(payload);
+/// One IPv4/UDP datagram as captured.
+struct Datagram<'a> {
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    payload: &'a [u8],
+}
+
+/// A pcap file (LINKTYPE_RAW: the packet starts with its IP header) holding the datagrams.
+fn pcap(datagrams: &[Datagram<'_>]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     f.extend_from_slice(&2u16.to_le_bytes());
@@ -109,12 +102,36 @@ fn pcap_udp500(payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&0u32.to_le_bytes());
     f.extend_from_slice(&65535u32.to_le_bytes());
     f.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
-    f.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-    f.extend_from_slice(&0u32.to_le_bytes());
-    f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-    f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
-    f.extend_from_slice(&ip);
+    for (n, d) in datagrams.iter().enumerate() {
+        let udp_len = 8 + d.payload.len();
+        let ip_len = 20 + udp_len;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&d.src.0);
+        ip.extend_from_slice(&d.dst.0);
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        let c = ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip.extend_from_slice(&d.src.1.to_be_bytes());
+        ip.extend_from_slice(&d.dst.1.to_be_bytes());
+        ip.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        ip.extend_from_slice(d.payload);
+        f.extend_from_slice(&(1_700_000_000u32 + n as u32).to_le_bytes());
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(ip.len() as u32).to_le_bytes());
+        f.extend_from_slice(&ip);
+    }
     f
+}
+
+/// A pcap holding one datagram from 192.0.2.1:500 to 192.0.2.2:500.
+fn pcap_udp500(payload: &[u8]) -> Vec<u8> {
+    pcap(&[Datagram {
+        src: ([192, 0, 2, 1], 500),
+        dst: ([192, 0, 2, 2], 500),
+        payload,
+    }])
 }
 
 fn hex(b: &[u8]) -> String {
@@ -314,4 +331,178 @@ fn tshark_names_our_notify_types() {
         .filter(|line| !text.contains(line.as_str()))
         .collect();
     assert!(missing.is_empty(), "tshark disagrees: {missing:#?}");
+}
+
+/// Every message of full exchanges between our initiator and responder (IKE_SA_INIT,
+/// IKE_AUTH, CREATE_CHILD_SA for a second CHILD_SA and an IKE SA rekey, INFORMATIONAL
+/// deletes), one capture per cipher, decrypted by tshark from the keys our endpoints give
+/// for Wireshark's `ikev2_decryption_table`: the identities, AUTH and traffic selectors
+/// inside must show, and no packet may be malformed or fail its integrity check.
+#[test]
+fn tshark_decrypts_whole_exchanges_with_our_key_log() {
+    use m6t_ike::config::{ChildConfig, Identity, IkeConfig, PeerConfig};
+    use m6t_ike::endpoint::{Endpoint, IkeEvent};
+    use m6t_ike::suite::{ChildSuite, IkeSuite};
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    for suite in ["aes128-sha256-modp2048", "aes256gcm16-prfsha256-curve25519"] {
+        let hoa = m6t_ike::ts::prefix("2001:db8:1::10".parse().unwrap(), 128).unwrap();
+        let cfg = |me: &str, peer: &str, local, remote| IkeConfig {
+            proposals: vec![IkeSuite::parse(suite).unwrap()],
+            peers: vec![PeerConfig {
+                name: "p".into(),
+                local_id: Identity::parse(me),
+                remote_id: Identity::parse(peer),
+                psk: b"tshark test".to_vec().into(),
+                children: ["payload", "second"]
+                    .iter()
+                    .map(|n| ChildConfig {
+                        name: (*n).into(),
+                        mode: m6t_ipsec::Mode::Tunnel,
+                        local_ts: vec![local],
+                        remote_ts: vec![remote],
+                        proposals: vec![ChildSuite::parse("aes128-sha256").unwrap()],
+                    })
+                    .collect(),
+            }],
+            ..IkeConfig::default()
+        };
+        let any = m6t_ike::ts::any(true);
+        let mut i = Endpoint::new(cfg("mn1@example.org", "ha.example.org", hoa, any), [5; 32]);
+        let mut r = Endpoint::new(cfg("ha.example.org", "mn1@example.org", any, hoa), [6; 32]);
+        let (mn, ha): (SocketAddr, SocketAddr) = (
+            "192.0.2.10:500".parse().unwrap(),
+            "198.51.100.1:500".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let mut wire: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut keys = Vec::new();
+        let mut pump = |i: &mut Endpoint, r: &mut Endpoint, keys: &mut Vec<String>| loop {
+            let mut moved = false;
+            while let Some(t) = i.poll_transmit() {
+                r.handle(now, ha, mn, &t.payload);
+                wire.push((true, t.payload));
+                moved = true;
+            }
+            while let Some(t) = r.poll_transmit() {
+                i.handle(now, mn, ha, &t.payload);
+                wire.push((false, t.payload));
+                moved = true;
+            }
+            while let Some(e) = i.poll_event() {
+                let id = match e {
+                    IkeEvent::IkeUp { ike, .. } => Some(ike),
+                    IkeEvent::IkeRekeyed { new, .. } => Some(new),
+                    _ => None,
+                };
+                if let Some(k) = id.and_then(|id| i.wireshark_keys(id)) {
+                    keys.push(k);
+                }
+            }
+            while r.poll_event().is_some() {}
+            if !moved {
+                return;
+            }
+        };
+        let id = i.connect(now, "p", mn, ha).unwrap();
+        pump(&mut i, &mut r, &mut keys);
+        assert!(i.create_child(now, id, "second"));
+        pump(&mut i, &mut r, &mut keys);
+        assert!(i.rekey_ike(now, id));
+        pump(&mut i, &mut r, &mut keys);
+        let new_id = i.sas()[0].id;
+        i.close(now + Duration::from_secs(1), new_id);
+        pump(&mut i, &mut r, &mut keys);
+        assert_eq!(
+            keys.len(),
+            2,
+            "{suite}: the first IKE SA and its rekeyed successor"
+        );
+        // IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA x2, INFORMATIONAL x2 (old SA, new SA).
+        assert_eq!(wire.len(), 12, "{suite}");
+
+        let datagrams: Vec<Datagram> = wire
+            .iter()
+            .map(|(up, p)| {
+                let (a, b) = (([192, 0, 2, 10], 500), ([198, 51, 100, 1], 500));
+                let (src, dst) = if *up { (a, b) } else { (b, a) };
+                Datagram {
+                    src,
+                    dst,
+                    payload: p,
+                }
+            })
+            .collect();
+        let dir =
+            std::env::temp_dir().join(format!("m6t-ike-tshark-decrypt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.pcap", suite));
+        std::fs::write(&file, pcap(&datagrams)).unwrap();
+        // Wireshark's UAT syntax: byte fields as bare hex, names quoted, as the key log has them.
+        let table: Vec<String> = keys
+            .iter()
+            .map(|k| format!("uat:ikev2_decryption_table:{k}"))
+            .collect();
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-n", "-r"]).arg(&file);
+        for t in &table {
+            cmd.args(["-o", t]);
+        }
+        cmd.args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "isakmp.exchangetype",
+        ]);
+        cmd.args([
+            "-e",
+            "isakmp.id.data.fqdn",
+            "-e",
+            "isakmp.id.type",
+            "-e",
+            "isakmp.auth.data",
+            "-e",
+            "isakmp.ts.start_ipv6",
+        ]);
+        cmd.args(["-e", "_ws.malformed", "-e", "_ws.expert.message"]);
+        let out = cmd
+            .output()
+            .expect("tshark: run bash scripts/install-deps.sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if std::env::var_os("M6T_KEEP").is_some() {
+            std::fs::write(dir.join("keys"), table.join("\n")).unwrap();
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        assert!(out.status.success(), "{suite}: tshark failed: {err}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 12, "{suite}: {text}");
+        // IKE_AUTH request and response: identities and AUTH decrypted.
+        let f = |n: usize| lines[n].split('|').collect::<Vec<&str>>();
+        assert_eq!(f(2)[0], "35", "{suite}: {}", lines[2]);
+        // IDi is ID_RFC822_ADDR (3), IDr ID_FQDN (2) with the HA's name; AUTH 32 bytes.
+        assert_eq!(f(2)[1], "ha.example.org", "{suite}: IDr: {}", lines[2]);
+        assert_eq!(f(2)[2], "3,2", "{suite}: ID types: {}", lines[2]);
+        assert_eq!(f(3)[1], "ha.example.org", "{suite}: {}", lines[3]);
+        assert_eq!(f(2)[3].len(), 64, "{suite}: AUTH: {}", lines[2]);
+        assert_eq!(f(3)[3].len(), 64, "{suite}: {}", lines[3]);
+        // CREATE_CHILD_SA: the home address selector inside.
+        assert!(
+            lines[4].starts_with("36|") && lines[4].contains("2001:db8:1::10"),
+            "{suite}: {}",
+            lines[4]
+        );
+        for l in &lines {
+            assert!(
+                !l.contains("Malformed")
+                    && !l.to_lowercase().contains("checksum")
+                    && !l.contains("failed"),
+                "{suite}: {l}\n{text}"
+            );
+        }
+    }
 }

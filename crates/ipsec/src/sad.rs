@@ -28,7 +28,8 @@ pub struct SaConfig {
     pub direction: Direction,
     /// SPI, mode, algorithm, ESN.
     pub params: SaParams,
-    /// Key material, as [`crate::Algorithm::keymat_len`] lays it out.
+    /// Key material, as [`crate::Algorithm::keymat_len`] lays it out; empty for an SA that
+    /// IKE keys later ([`crate::Ipsec::key_sa`]), which carries nothing until then.
     pub keymat: Vec<u8>,
     /// Tunnel mode only: the outer addresses.
     pub tunnel: Option<TunnelEnds>,
@@ -69,8 +70,10 @@ pub struct SadEntry {
     pub direction: Direction,
     /// Tunnel mode: the outer addresses.
     pub tunnel: Option<TunnelEnds>,
-    /// The SA.
-    pub sa: Sa,
+    /// The SA; `None` while an IKE-keyed entry waits for its keys.
+    pub sa: Option<Sa>,
+    /// Mode, algorithm, ESN, and the SPI (the configured one, or the last IKE gave).
+    pub params: SaParams,
     /// Packets processed (protected outbound, accepted inbound).
     pub packets: u64,
     /// Bytes of payload processed.
@@ -81,13 +84,20 @@ pub struct SadEntry {
 }
 
 impl SadEntry {
-    /// Builds the entry, its SA seeded with `iv_seed`.
+    /// Builds the entry, its SA seeded with `iv_seed`; without key material, an entry
+    /// waiting for IKE.
     pub fn new(cfg: &SaConfig, iv_seed: u64) -> Result<SadEntry, SaError> {
+        let sa = if cfg.keymat.is_empty() {
+            None
+        } else {
+            Some(Sa::new(cfg.params, &cfg.keymat, iv_seed)?)
+        };
         Ok(SadEntry {
             name: cfg.name.clone(),
             direction: cfg.direction,
             tunnel: cfg.tunnel,
-            sa: Sa::new(cfg.params, &cfg.keymat, iv_seed)?,
+            sa,
+            params: cfg.params,
             packets: 0,
             bytes: 0,
             reserved: 0,
@@ -96,6 +106,11 @@ impl SadEntry {
 
     /// The SA's parameters.
     pub fn params(&self) -> SaParams {
-        self.sa.params()
+        self.params
+    }
+
+    /// Whether it has keys (manual ones, or IKE's).
+    pub fn keyed(&self) -> bool {
+        self.sa.is_some()
     }
 }

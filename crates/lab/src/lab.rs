@@ -60,6 +60,8 @@ pub struct LabOptions {
     pub gateway_extra: String,
     /// conntrack UDP timeouts in the NAT (unreplied, stream), seconds.
     pub nat_udp_timeouts: (u32, u32),
+    /// Start every daemon with `--pcap <scratch>/<daemon>.pcapng` ([`Lab::pcap_file`]).
+    pub pcap: bool,
 }
 
 impl LabOptions {
@@ -74,6 +76,7 @@ impl LabOptions {
             active_lifetime: 6.0,
             gateway_extra: String::new(),
             nat_udp_timeouts: (3, 5),
+            pcap: false,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Lab {
     pub bin_path: PathBuf,
     /// Client control socket.
     pub client_sock: PathBuf,
+    /// Daemons started from now on write their captures ([`Lab::pcap_file`]).
+    pub pcap: bool,
 }
 
 const INJECT_PY: &str = r#"
@@ -158,9 +163,25 @@ impl Lab {
             bin: bin.to_owned(),
             gw_sock,
             client_sock,
+            pcap: o.pcap,
         };
         lab.wire(o)?;
         Ok(lab)
+    }
+
+    /// Where the daemon `name` (`gateway`, `client`, `ha`, `mn`) writes its `--pcap`.
+    pub fn pcap_file(&self, name: &str) -> PathBuf {
+        self.net.dir.join(format!("{name}.pcapng"))
+    }
+
+    /// Starts the daemon `name` in `role` with `args`, and `--pcap` when [`Lab::pcap`] says so.
+    pub(crate) fn spawn_daemon(&mut self, role: &str, name: &str, args: &[&str]) -> LabResult<()> {
+        let pcap = self.pcap_file(name).display().to_string();
+        let mut all = args.to_vec();
+        if self.pcap {
+            all.extend_from_slice(&["--pcap", &pcap]);
+        }
+        self.net.spawn(role, name, &all)
     }
 
     fn veth(&self, a: &str, a_if: &str, b: &str, b_if: &str) -> LabResult<()> {
@@ -287,7 +308,7 @@ impl Lab {
             ),
         )?;
         let bin = self.bin.display().to_string();
-        self.net.spawn(
+        self.spawn_daemon(
             "gw",
             "gateway",
             &[&bin, "gateway", "--config", &gw.display().to_string()],
@@ -298,7 +319,7 @@ impl Lab {
             || Ok(self.gw_sock.exists().then_some(())),
         )
         .map_err(|e| LabError(format!("{e}\n{}", self.net.log("gateway"))))?;
-        self.net.spawn(
+        self.spawn_daemon(
             "mn",
             "client",
             &[&bin, "client", "--config", &cl.display().to_string()],
@@ -502,17 +523,75 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Builds the lab, starts the daemons and waits for Ctrl-C, then cleans up.
+/// Builds the lab, starts both halves (the m6t client and gateway; the DSMIPv6 home agent
+/// and mobile node with IPsec, as the scenario runs them), checks each answers a ping,
+/// prints how to reach every host, and waits for Ctrl-C (SIGINT or SIGTERM); dropping the
+/// lab then removes every namespace and process.
 pub fn hold(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
-    let lab = Lab::start(bin, &LabOptions::new("m6tlab"))?;
-    println!(
-        "lab up: namespaces m6tlab-{{mn,nat,gw,ha,cn,atk}}, scratch {}; Ctrl-C to remove it",
-        lab.net.dir.display()
-    );
+    let t = Instant::now();
+    let mut lab = Lab::start(bin, &LabOptions::new("m6tlab"))?;
+    let a = lab.wait_client_address(None)?;
+    lab.start_dsmip(&dsmip::DsmipOptions {
+        ipsec: Some(dsmip::LabIpsec::random_with_payload()?),
+        ..dsmip::DsmipOptions::default()
+    })?;
+    let m = lab.wait_registered("udp", "192.0.2.", 0)?;
+    let hoa4 = m.ipv4_home_address.clone().unwrap_or_default();
+    // Each half answers: the m6t tunnel address and the DSMIPv6 home address as sources.
+    let m6t_ping = lab.ping_from("mn", &a.to_string(), CN, 1)?;
+    let dsmip_ping = lab.ping_from("mn", dsmip::HOA, CN, 1)?;
+    if m6t_ping == 0 || dsmip_ping == 0 {
+        return Err(LabError(format!(
+            "no answer through the {} tunnel",
+            if m6t_ping == 0 { "m6t" } else { "DSMIPv6" }
+        )));
+    }
+    print!("{}", hold_text(&lab, a, &hoa4, t.elapsed()));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(lab);
+    println!("namespaces and processes removed.");
     Ok(())
+}
+
+/// What `m6t lab --hold` prints once both halves run: each host, its addresses and
+/// daemons, and commands to try.
+fn hold_text(lab: &Lab, tunnel: Ipv6Addr, hoa4: &str, up: Duration) -> String {
+    let d = lab.net.dir.display();
+    let ns = |r: &str| lab.net.ns(r);
+    let (mn, nat, gw, ha, cn, atk) = (ns("mn"), ns("nat"), ns("gw"), ns("ha"), ns("cn"), ns("atk"));
+    let (hoa, ha4) = (dsmip::HOA, dsmip::HA4);
+    let (mn4, nat4) = (MN4[0], NAT_PUBLIC[0]);
+    format!(
+        "lab up in {up}: m6t (client and gateway) and DSMIPv6 (mobile node and home agent, \
+         IPsec with manual keys) both running; each answered a ping.
+
+hosts (network namespaces; run a command in one with `ip netns exec NAMESPACE COMMAND`):
+  {mn:<12} mobile node: eth0 {mn4}/24 behind the NAT;
+               m6t client on m6t0, tunnel address {tunnel} (prefix {MN80});
+               DSMIPv6 mobile node on mip6mn0, home addresses {hoa} and {hoa4}
+  {nat:<12} nftables NAT: 192.0.2.1 inside, {nat4} outside (conntrack -L shows the mappings)
+  {gw:<12} m6t gateway on {GW4} UDP 3544 and 4500 (bridge br0), home side {GW6} (m6tgw0)
+  {ha:<12} DSMIPv6 home agent {HA} and {ha4} (UDP 4191, ESP in UDP 4500; mip6ha0)
+  {cn:<12} correspondent {CN} and {CN4}
+  {atk:<12} attacker {ATTACKER4} on the gateway's public bridge
+
+try:
+  ip netns exec {mn} ping -I {tunnel} {CN}   # through m6t
+  ip netns exec {mn} ping -I {hoa} {CN}   # through DSMIPv6 (ESP)
+  ip netns exec {mn} ping -I {hoa4} {CN4}   # DSMIPv6, IPv4 home address
+  ip netns exec {gw} tshark -i br0 -d udp.port==3544,ipv6 -d udp.port==4500,ipv6 host {GW4}
+  ip netns exec {ha} tshark -i eth0 -d udp.port==4191,ipv6 'udp port 4191 or udp port 4500 or esp'
+  m6t status --socket {d}/gw.sock   (also client.sock, ha.sock, mn.sock)
+
+configurations and logs: {d}/{{gateway,client,ha,mn}}.{{toml,log}}
+Ctrl-C removes every namespace and process.
+",
+        up = ms(up),
+    )
 }
 
 /// Runs the scenario and prints the report. Returns an error at the first failed step.
@@ -658,7 +737,11 @@ pub fn run(bin: &Path, stop: &std::sync::atomic::AtomicBool) -> LabResult<()> {
     let mut lab6 = Lab::build(bin, &LabOptions::new("m6tlab"))?;
     let dsmip_ok = dsmip::run(&mut lab6)?;
     drop(lab6);
-    let ok = m6t_ok && dsmip_ok;
+    check()?;
+    let mut lab_mr = Lab::build(bin, &LabOptions::new("m6tlab"))?;
+    let router_ok = dsmip::run_router(&mut lab_mr)?;
+    drop(lab_mr);
+    let ok = m6t_ok && dsmip_ok && router_ok;
     println!(
         "lab {} in {:.1} s; namespaces and processes removed.",
         if ok { "passed" } else { "FAILED" },

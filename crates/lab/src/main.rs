@@ -25,10 +25,12 @@ enum Cmd {
     ///
     /// The lab has an MN behind an nftables NAT, the NAT, the gateway, the HA and a
     /// correspondent; the DSMIPv6 part runs a home agent and a mobile node with BU, BA and
-    /// payload in ESP through the same NAT.
+    /// payload in ESP through the same NAT, then the mobile node as a mobile router with a
+    /// host behind it.
     Lab {
-        /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
-        /// with `ip netns exec m6tlab-mn ...`).
+        /// Build the lab and start both halves (m6t client and gateway, DSMIPv6 home agent
+        /// and mobile node), print every host with its addresses and commands to try, and
+        /// wait for Ctrl-C, which removes everything.
         #[arg(long)]
         hold: bool,
     },

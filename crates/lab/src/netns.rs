@@ -94,6 +94,22 @@ impl Netns {
         Ok(n)
     }
 
+    /// Adds one more namespace `<tag>-<role>` (removed on drop like the others).
+    pub fn add_role(&mut self, role: &str) -> LabResult<()> {
+        let name = self.ns(role);
+        kill_namespace(&name);
+        let o = run(Command::new("ip").args(["netns", "add", &name]))?;
+        if !o.status.success() {
+            return Err(LabError(format!(
+                "ip netns add {name}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )));
+        }
+        self.namespaces.push(name);
+        self.sh(role, "ip link set lo up")?;
+        Ok(())
+    }
+
     /// Full namespace name of a role.
     pub fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.tag)

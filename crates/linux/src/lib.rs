@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod budget;
 pub mod caps;
+pub mod capture;
 pub mod claims;
 pub mod control;
 pub mod dns;

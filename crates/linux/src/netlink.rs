@@ -38,6 +38,15 @@ pub struct Netlink {
     handle: Handle,
 }
 
+/// What a policy rule selects on: the source or the destination prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleSelector {
+    /// "from address/len".
+    From(IpAddr, u8),
+    /// "to address/len".
+    To(IpAddr, u8),
+}
+
 impl Netlink {
     /// Opens the request channel.
     pub fn open() -> Result<Netlink, NetlinkError> {
@@ -361,33 +370,37 @@ impl Netlink {
 
     fn rule_msg(
         &self,
-        src: IpAddr,
+        sel: RuleSelector,
         table: u32,
         priority: u32,
     ) -> netlink_packet_route::rule::RuleMessage {
-        match src {
+        let (a, len, from) = match sel {
+            RuleSelector::From(a, l) => (a, l, true),
+            RuleSelector::To(a, l) => (a, l, false),
+        };
+        match a {
             IpAddr::V6(a) => {
-                let mut r = self
-                    .handle
-                    .rule()
-                    .add()
-                    .v6()
-                    .source_prefix(a, 128)
-                    .table_id(table)
-                    .priority(priority)
-                    .action(netlink_packet_route::rule::RuleAction::ToTable);
+                let r = self.handle.rule().add().v6();
+                let mut r = if from {
+                    r.source_prefix(a, len)
+                } else {
+                    r.destination_prefix(a, len)
+                }
+                .table_id(table)
+                .priority(priority)
+                .action(netlink_packet_route::rule::RuleAction::ToTable);
                 r.message_mut().clone()
             }
             IpAddr::V4(a) => {
-                let mut r = self
-                    .handle
-                    .rule()
-                    .add()
-                    .v4()
-                    .source_prefix(a, 32)
-                    .table_id(table)
-                    .priority(priority)
-                    .action(netlink_packet_route::rule::RuleAction::ToTable);
+                let r = self.handle.rule().add().v4();
+                let mut r = if from {
+                    r.source_prefix(a, len)
+                } else {
+                    r.destination_prefix(a, len)
+                }
+                .table_id(table)
+                .priority(priority)
+                .action(netlink_packet_route::rule::RuleAction::ToTable);
                 r.message_mut().clone()
             }
         }
@@ -401,13 +414,8 @@ impl Netlink {
         table: u32,
         priority: u32,
     ) -> Result<(), NetlinkError> {
-        let _ = self.del_source_rule(src, table, priority);
-        let msg = self.rule_msg(src, table, priority);
-        self.raw_request(
-            RouteNetlinkMessage::NewRule(msg),
-            netlink_packet_core::NLM_F_EXCL,
-            "add rule",
-        )
+        let len = if src.is_ipv6() { 128 } else { 32 };
+        self.add_rule(RuleSelector::From(src, len), table, priority)
     }
 
     /// Removes the rule [`Self::add_source_rule`] added (no error when absent).
@@ -417,7 +425,35 @@ impl Netlink {
         table: u32,
         priority: u32,
     ) -> Result<(), NetlinkError> {
-        let msg = self.rule_msg(src, table, priority);
+        let len = if src.is_ipv6() { 128 } else { 32 };
+        self.del_rule(RuleSelector::From(src, len), table, priority)
+    }
+
+    /// Adds the policy rule "from|to `prefix` lookup `table`" at `priority` (replacing an
+    /// equal one left by an earlier run).
+    pub fn add_rule(
+        &self,
+        sel: RuleSelector,
+        table: u32,
+        priority: u32,
+    ) -> Result<(), NetlinkError> {
+        let _ = self.del_rule(sel, table, priority);
+        let msg = self.rule_msg(sel, table, priority);
+        self.raw_request(
+            RouteNetlinkMessage::NewRule(msg),
+            netlink_packet_core::NLM_F_EXCL,
+            "add rule",
+        )
+    }
+
+    /// Removes the rule [`Self::add_rule`] added (no error when absent).
+    pub fn del_rule(
+        &self,
+        sel: RuleSelector,
+        table: u32,
+        priority: u32,
+    ) -> Result<(), NetlinkError> {
+        let msg = self.rule_msg(sel, table, priority);
         self.rt.block_on(async {
             match self.handle.rule().del(msg).execute().await {
                 Ok(()) => Ok(()),

@@ -131,8 +131,9 @@ impl RawIpv6Sender {
 }
 
 /// A packet socket capturing incoming IPv6 packets whose first extension header is
-/// Hop-by-Hop, Routing or Destination Options, on every interface (a classic BPF filter
-/// keeps everything else, data included, out of it).
+/// Hop-by-Hop, Routing or Destination Options, or a Mobility Header right after the IPv6
+/// header (the BU from the home link and its BA, RFC 6275 section 11.5.5), on every
+/// interface (a classic BPF filter keeps everything else, data included, out of it).
 pub struct Capture {
     fd: OwnedFd,
 }
@@ -156,7 +157,7 @@ impl Capture {
         }
         // SAFETY: fd is a fresh descriptor owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // ldb [6]; jeq 0/43/60 -> accept; ret 0; accept: ret 0xffff (offsets from the
+        // ldb [6]; jeq 0/43/60/135 -> accept; ret 0; accept: ret 0xffff (offsets from the
         // network header: SOCK_DGRAM packet sockets strip the link header).
         let prog = [
             libc::sock_filter {
@@ -167,21 +168,27 @@ impl Capture {
             },
             libc::sock_filter {
                 code: 0x15,
-                jt: 3,
+                jt: 4,
                 jf: 0,
                 k: 0,
             },
             libc::sock_filter {
                 code: 0x15,
-                jt: 2,
+                jt: 3,
                 jf: 0,
                 k: 43,
             },
             libc::sock_filter {
                 code: 0x15,
-                jt: 1,
+                jt: 2,
                 jf: 0,
                 k: 60,
+            },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 1,
+                jf: 0,
+                k: 135,
             },
             libc::sock_filter {
                 code: 0x06,

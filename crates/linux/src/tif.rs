@@ -83,8 +83,13 @@ pub enum TifPacket {
         range: Range<usize>,
     },
     /// Something on port 4500 that is not ESP (an IKE message behind the Non-ESP Marker, a
-    /// NAT-keepalive byte): not for the tunnel (RFC 3948 section 2).
-    NotEsp,
+    /// NAT-keepalive byte): not for the tunnel (RFC 3948 section 2), for IKE.
+    NotEsp {
+        /// Outer source.
+        from: SocketAddrV4,
+        /// Length of the UDP payload in the buffer.
+        len: usize,
+    },
 }
 
 /// Whether the socket is bound to `addr`.
@@ -204,7 +209,7 @@ impl TifSockets {
                         outer: Outer::Udp(from),
                         range: 0..len,
                     },
-                    _ => TifPacket::NotEsp,
+                    _ => TifPacket::NotEsp { from, len },
                 })
             }
             TifSource::Ipv4(p) | TifSource::Ipv6(p) => {
@@ -246,6 +251,11 @@ impl TifSockets {
             },
             Encap::EspUdp { to } => self.send_esp_udp(to, pkt),
         }
+    }
+
+    /// The address and port the UDP 4500 socket is bound to, if open: where IKE runs.
+    pub fn esp_udp_local(&self) -> Option<SocketAddrV4> {
+        self.esp_udp.as_ref()?.local().ok()
     }
 
     /// Sends an ESP packet in UDP from port 4500 (RFC 3948).

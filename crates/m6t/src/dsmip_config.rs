@@ -3,14 +3,16 @@
 //! values the README lists.
 
 use crate::config::{parse, read, ConfigError, V};
+use crate::ike_config::{ike_setup, IkeFile, IkeSetup};
 use crate::ipsec_config::{ipsec_setup, IpsecFile, IpsecSetup};
 use m6t_proto::dsmip::binding_cache::HaConfig;
 use m6t_proto::dsmip::mobile_node::BuDetection;
 use m6t_proto::dsmip::update_list::{Ipv4HoaRequest, MnConfig};
+use m6t_proto::dsmip::NetPrefix;
 use m6t_wire::Ipv6Prefix;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -89,6 +91,36 @@ pub struct MobileNodeEntry {
     /// Whether it may hold an IPv4 prefix (P flag, RFC 5555 section 3.1.1).
     #[serde(default)]
     pub ipv4_prefix_allowed: bool,
+    /// A mobile router (RFC 3963): its BUs with the R flag are accepted.
+    #[serde(default)]
+    pub router: bool,
+    /// The mobile network prefixes the router may register (IPv6 and IPv4; the Prefix
+    /// Table of RFC 3963 section 6.1.2), bound in implicit mode.
+    #[serde(default)]
+    pub mobile_network_prefixes: Vec<String>,
+}
+
+/// Parses a list of mobile network prefixes (for key `key`): IPv6 or IPv4, not empty,
+/// neither link-local nor multicast, each listed once.
+fn mobile_network(v: &V, key: &str, list: &[String]) -> Result<Vec<NetPrefix>, ConfigError> {
+    let mut out: Vec<NetPrefix> = Vec::new();
+    for p in list {
+        let n: NetPrefix = p
+            .parse()
+            .map_err(|e| v.bad(key, format!("`{p}` is not a prefix: {e}")))?;
+        let bad = match n.addr() {
+            IpAddr::V6(a) => a.is_multicast() || (a.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V4(a) => a.is_multicast() || a.is_loopback(),
+        };
+        if n.is_empty() || bad {
+            return Err(v.bad(key, format!("`{p}` cannot be a mobile network")));
+        }
+        if let Some(o) = out.iter().find(|o| o.overlaps(&n)) {
+            return Err(v.bad(key, format!("`{p}` overlaps `{o}`")));
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// The home agent's file.
@@ -147,6 +179,8 @@ pub struct HaFile {
     pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
+    /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
+    pub ike: Option<IkeFile>,
 }
 
 /// A validated home agent configuration.
@@ -174,6 +208,8 @@ pub struct Ha {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
+    /// The `[ike]` section, validated; `None` when absent.
+    pub ike: Option<IkeSetup>,
 }
 
 fn v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -274,6 +310,26 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         if m.ipv4_prefix_allowed {
             holders.insert(m.home_address);
         }
+        let mnp = mobile_network(
+            &v,
+            &key("mobile_network_prefixes"),
+            &m.mobile_network_prefixes,
+        )?;
+        if !m.router && !mnp.is_empty() {
+            return Err(v.bad(key("mobile_network_prefixes"), "needs router = true"));
+        }
+        if m.router {
+            // One owner per prefix: a packet to the mobile network has one tunnel.
+            for (other, theirs) in &machine.routers {
+                if let Some(p) = mnp.iter().find(|p| theirs.iter().any(|q| q.overlaps(p))) {
+                    return Err(v.bad(
+                        key("mobile_network_prefixes"),
+                        format!("`{p}` overlaps a prefix of mobile router {other}"),
+                    ));
+                }
+            }
+            machine.routers.insert(m.home_address, mnp);
+        }
     }
     machine.ipv4_pool = pool;
     machine.static_ipv4 = statics;
@@ -289,6 +345,14 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
             "is the mobile node's (how it routes its own BUs); a home agent has none",
         ));
     }
+    let ike = ike_section(
+        &v,
+        path,
+        f.ike.as_ref(),
+        f.ipsec.as_ref(),
+        ipsec.as_ref(),
+        true,
+    )?;
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -309,6 +373,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         control_socket: f.control_socket,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         ipsec,
+        ike,
     })
 }
 
@@ -387,6 +452,26 @@ pub struct MnFile {
     pub metrics_listen: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
+    /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
+    pub ike: Option<IkeFile>,
+    /// Act as a mobile router (RFC 3963): BUs with the R flag, and forwarding between the
+    /// tunnel and the mobile network.
+    #[serde(default)]
+    pub router: bool,
+    /// The mobile network behind the router (IPv6 and IPv4 prefixes).
+    #[serde(default)]
+    pub mobile_network_prefixes: Vec<String>,
+    /// "explicit" (the BU lists the prefixes, RFC 3963 section 5.2) or "implicit" (the home
+    /// agent knows them).
+    #[serde(default = "d_prefix_mode")]
+    pub prefix_mode: String,
+    /// The home link's prefix: when it is on-link on one of `interfaces`, the node is at
+    /// home (RFC 6275 section 11.5.5). Default: the home address's /64.
+    pub home_prefix: Option<Ipv6Prefix>,
+}
+
+fn d_prefix_mode() -> String {
+    "explicit".into()
 }
 
 /// Where the mobile node gets its home agent's addresses.
@@ -424,8 +509,12 @@ pub struct Mn {
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
+    /// The `[ike]` section, validated; `None` when absent.
+    pub ike: Option<IkeSetup>,
     /// How the tunnel module tells a protected BU from payload (`ipsec.bu_detection`).
     pub bu_detection: BuDetection,
+    /// The home link's prefix (home detection).
+    pub home_prefix: Ipv6Prefix,
 }
 
 /// Reads and validates a mobile node file.
@@ -497,6 +586,23 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
     machine.lifetime = (lifetime.as_secs() / 4).clamp(1, u64::from(u16::MAX)) as u16;
     machine.force_udp = f.force_udp;
     machine.request_tlv = f.request_tlv;
+    machine.mobile_network =
+        mobile_network(&v, "mobile_network_prefixes", &f.mobile_network_prefixes)?;
+    machine.router = f.router;
+    machine.explicit_prefixes = match f.prefix_mode.as_str() {
+        "explicit" => true,
+        "implicit" => false,
+        _ => return Err(v.bad("prefix_mode", "must be \"explicit\" or \"implicit\"")),
+    };
+    if f.router && machine.mobile_network.is_empty() {
+        return Err(v.bad(
+            "mobile_network_prefixes",
+            "a mobile router needs at least one prefix",
+        ));
+    }
+    if !f.router && !machine.mobile_network.is_empty() {
+        return Err(v.bad("mobile_network_prefixes", "needs router = true"));
+    }
     let ipsec = f
         .ipsec
         .as_ref()
@@ -512,7 +618,30 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
             ))
         }
     };
+    let ike = ike_section(
+        &v,
+        path,
+        f.ike.as_ref(),
+        f.ipsec.as_ref(),
+        ipsec.as_ref(),
+        false,
+    )?;
+    let home_prefix = match f.home_prefix {
+        Some(p) if !p.contains(f.home_address) => {
+            return Err(v.bad(
+                "home_prefix",
+                format!("{p} does not hold home_address {}", f.home_address),
+            ))
+        }
+        Some(p) if p.len() == 128 => return Err(v.bad("home_prefix", "must be shorter than /128")),
+        Some(p) => p,
+        None => {
+            let a = u128::from(f.home_address) & !((1u128 << 64) - 1);
+            Ipv6Prefix::new(Ipv6Addr::from(a), 64).expect("host bits cleared")
+        }
+    };
     Ok(Mn {
+        home_prefix,
         machine,
         ha,
         interface: f.interface,
@@ -524,8 +653,34 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         interfaces: ifs,
         ipsec,
+        ike,
         bu_detection,
     })
+}
+
+/// `[ike]` if present, and the rule that IKE-keyed SAs need it.
+fn ike_section(
+    v: &V<'_>,
+    path: &Path,
+    f: Option<&IkeFile>,
+    ipsec_file: Option<&IpsecFile>,
+    ipsec: Option<&IpsecSetup>,
+    home_agent: bool,
+) -> Result<Option<IkeSetup>, ConfigError> {
+    match f {
+        Some(f) => ike_setup(path, f, ipsec, home_agent).map(Some),
+        None => {
+            let ike_sa = ipsec_file
+                .and_then(|i| i.sa.iter().position(|s| s.keys.eq_ignore_ascii_case("ike")));
+            match ike_sa {
+                Some(i) => Err(v.bad(
+                    format!("ipsec.sa[{i}].keys"),
+                    "\"ike\" needs an [ike] section (identities and pre-shared key)",
+                )),
+                None => Ok(None),
+            }
+        }
+    }
 }
 
 /// The lifetime as a duration (for display).
@@ -644,7 +799,8 @@ mod tests {
         assert!(
             u.starts_with(
                 "config ha.toml: key `mobile_node[0].prefix_allowed`: unknown key; allowed here: \
-                 home_address, ipv4_home_address, ipv4_prefix_allowed (line 6)"
+                 home_address, ipv4_home_address, ipv4_prefix_allowed, router, \
+                 mobile_network_prefixes (line 6)"
             ),
             "{u}"
         );
@@ -655,6 +811,78 @@ mod tests {
             )),
             "config ha.toml: key `mobile_node[1].home_address`: 2001:db8:9::a is not inside \
              home_prefix"
+        );
+    }
+
+    #[test]
+    fn mobile_routers_of_ha_and_mn() {
+        let r = "[[mobile_node]]\nhome_address = \"2001:db8:1::a\"\nrouter = true\n\
+                 mobile_network_prefixes = [\"2001:db8:77::/48\", \"198.51.100.96/27\"]\n";
+        let h = ha_from_str(Path::new("h"), &format!("{HA}{r}")).unwrap();
+        let a: Ipv6Addr = "2001:db8:1::a".parse().unwrap();
+        assert_eq!(
+            h.machine.routers.get(&a).unwrap(),
+            &vec![
+                "2001:db8:77::/48".parse().unwrap(),
+                "198.51.100.96/27".parse().unwrap()
+            ]
+        );
+        let e = |t: &str| {
+            ha_from_str(Path::new("ha.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&format!("{HA}{}", r.replace("router = true\n", ""))),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: needs router = true"
+        );
+        assert_eq!(
+            e(&format!("{HA}{}", r.replace("/27", "/33"))),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: `198.51.100.96/33` \
+             is not a prefix: length above 32 or host bits set"
+        );
+        assert_eq!(
+            e(&format!(
+                "{HA}{}",
+                r.replace("198.51.100.96/27", "fe80::/64")
+            )),
+            "config ha.toml: key `mobile_node[0].mobile_network_prefixes`: `fe80::/64` cannot \
+             be a mobile network"
+        );
+        let second = r
+            .replace("::a", "::b")
+            .replace("2001:db8:77::/48", "2001:db8:78::/48")
+            .replace("96/27", "112/28");
+        assert_eq!(
+            e(&format!("{HA}{r}{second}")),
+            "config ha.toml: key `mobile_node[1].mobile_network_prefixes`: `198.51.100.112/28` \
+             overlaps a prefix of mobile router 2001:db8:1::a"
+        );
+        // The mobile router: explicit by default, implicit on request.
+        let top = |extra: &str| MN.replace("[[interfaces]]", &format!("{extra}[[interfaces]]"));
+        let mr = "router = true\nmobile_network_prefixes = [\"2001:db8:77::/48\"]\n";
+        let m = mn_from_str(Path::new("m"), &top(mr)).unwrap();
+        assert!(m.machine.router && m.machine.explicit_prefixes);
+        assert_eq!(m.machine.mobile_network.len(), 1);
+        let m = mn_from_str(
+            Path::new("m"),
+            &top(&format!("{mr}prefix_mode = \"implicit\"\n")),
+        )
+        .unwrap();
+        assert!(!m.machine.explicit_prefixes);
+        let e = |t: &str| {
+            mn_from_str(Path::new("mn.toml"), t)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&top("router = true\n")),
+            "config mn.toml: key `mobile_network_prefixes`: a mobile router needs at least one \
+             prefix"
+        );
+        assert_eq!(
+            e(&top(&format!("{mr}prefix_mode = \"both\"\n"))),
+            "config mn.toml: key `prefix_mode`: must be \"explicit\" or \"implicit\""
         );
     }
 
@@ -711,6 +939,22 @@ mod tests {
         assert_eq!(m.machine.lifetime, 100);
         assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::None);
         assert_eq!(m.table, 206);
+        assert_eq!(m.home_prefix.to_string(), "2001:db8:1::/64");
+        let hp = |p: &str| {
+            mn_from_str(
+                Path::new("mn.toml"),
+                &MN.replace(
+                    "[[interfaces]]",
+                    &format!("home_prefix = \"{p}\"\n[[interfaces]]"),
+                ),
+            )
+        };
+        assert_eq!(hp("2001:db8::/32").unwrap().home_prefix.len(), 32);
+        assert_eq!(
+            hp("2001:db8:9::/64").unwrap_err().to_string(),
+            "config mn.toml: key `home_prefix`: 2001:db8:9::/64 does not hold home_address \
+             2001:db8:1::a"
+        );
         let m = mn_from_str(Path::new("m"), &MN.replace("[[interfaces]]", "ipv4_home_address = \"dynamic\"\nroutes = [\"2001:db8:2::/64\", \"198.51.100.128/25\"]\n[[interfaces]]")).unwrap();
         assert_eq!(m.machine.ipv4_hoa, Ipv4HoaRequest::Dynamic);
         assert_eq!(m.routes.len(), 2);

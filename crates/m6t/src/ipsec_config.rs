@@ -71,6 +71,9 @@ fn d_protect() -> String {
 fn d_transport() -> String {
     "transport".into()
 }
+fn d_manual() -> String {
+    "manual".into()
+}
 
 /// The `[ipsec]` section as written: the SPD (RFC 4301 section 4.4.1) and the SAD with
 /// manual keys (section 4.4.2, RFC 4877 section 6).
@@ -146,8 +149,13 @@ pub struct SaFile {
     pub name: String,
     /// `"out"` or `"in"` (RFC 4301 section 4.1: an SA is one-way).
     pub direction: String,
-    /// The SPI, chosen by the receiving side (RFC 4301 section 4.1); not 0.
-    pub spi: i64,
+    /// `"manual"` (the default: `spi` and `key_file` below) or `"ike"`: IKEv2 negotiates
+    /// the SPI and keys (RFC 4877 section 4; the `[ike]` section), the policy naming this SA
+    /// becoming one CHILD_SA.
+    #[serde(default = "d_manual")]
+    pub keys: String,
+    /// The SPI, chosen by the receiving side (RFC 4301 section 4.1); not 0. Manual keys only.
+    pub spi: Option<i64>,
     /// `"transport"` (the default) or `"tunnel"`.
     #[serde(default = "d_transport")]
     pub mode: String,
@@ -157,8 +165,8 @@ pub struct SaFile {
     #[serde(default)]
     pub esn: bool,
     /// The file holding the key material in hex, owned by root, mode 0600 or 0400; relative
-    /// to the configuration file's directory.
-    pub key_file: PathBuf,
+    /// to the configuration file's directory. Manual keys only.
+    pub key_file: Option<PathBuf>,
     /// Tunnel mode only: this node's outer address.
     pub tunnel_local: Option<String>,
     /// Tunnel mode only: the peer's outer address.
@@ -178,6 +186,29 @@ pub struct IpsecSetup {
     pub warnings: Vec<String>,
     /// Where sequence numbers are reserved; `None`: in memory only.
     pub sequence_file: Option<PathBuf>,
+    /// The policies whose SAs IKE keys, each a CHILD_SA (RFC 4877 sections 4.4 and 5).
+    pub ike_children: Vec<IkeChild>,
+}
+
+/// A pair of SAs with `keys = "ike"` and the policies naming it: what IKEv2 negotiates
+/// as one CHILD_SA, and where its keys go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeChild {
+    /// The first policy's name, which is the CHILD_SA's.
+    pub name: String,
+    /// The SAD index of its outbound SA.
+    pub out_sa: usize,
+    /// The SAD index of its inbound SA.
+    pub in_sa: usize,
+    /// Transport (BU/BA) or tunnel (payload).
+    pub mode: Mode,
+    /// The ESP transform the SAs are configured with.
+    pub algorithm: Algorithm,
+    /// Extended Sequence Numbers.
+    pub esn: bool,
+    /// The selectors of the policies naming the pair, from which the traffic selectors are
+    /// written.
+    pub selectors: Vec<Selectors>,
 }
 
 impl IpsecSetup {
@@ -254,24 +285,42 @@ pub fn ipsec_setup(
             "in" => Direction::In,
             _ => return Err(v.bad(key("direction"), "must be \"out\" or \"in\"")),
         };
-        let spi = match u32::try_from(s.spi) {
-            Ok(0) => {
+        let ike = match s.keys.to_ascii_lowercase().as_str() {
+            "manual" => false,
+            "ike" => true,
+            _ => return Err(v.bad(key("keys"), "must be \"manual\" or \"ike\"")),
+        };
+        if ike {
+            if s.spi.is_some() {
+                return Err(v.bad(key("spi"), "not with keys = \"ike\": IKEv2 chooses the SPI"));
+            }
+            if s.key_file.is_some() {
+                return Err(v.bad(
+                    key("key_file"),
+                    "not with keys = \"ike\": IKEv2 derives the keys",
+                ));
+            }
+        }
+        let spi = match s.spi.map(u32::try_from) {
+            None if ike => 0,
+            None => return Err(v.bad(key("spi"), "missing (manual keys need an SPI)")),
+            Some(Ok(0)) => {
                 return Err(v.bad(
                     key("spi"),
                     "0 is reserved and never sent (RFC 4303 section 2.1)",
                 ))
             }
-            Ok(x) => x,
-            Err(_) => return Err(v.bad(key("spi"), "must be between 1 and 0xffffffff")),
+            Some(Ok(x)) => x,
+            Some(Err(_)) => return Err(v.bad(key("spi"), "must be between 1 and 0xffffffff")),
         };
-        if spi <= 255 {
+        if !ike && spi <= 255 {
             warnings.push(format!(
                 "ipsec.sa[{i}] `{}`: SPI {spi} is in 1-255, reserved by IANA (RFC 4303 section 2.1); \
                  the peer may refuse it",
                 s.name
             ));
         }
-        if direction == Direction::In {
+        if direction == Direction::In && !ike {
             if let Some(j) = inbound_spis.insert(spi, i) {
                 return Err(v.bad(
                     key("spi"),
@@ -299,7 +348,7 @@ pub fn ipsec_setup(
                     format!("must be one of {}", names.join(", ")),
                 )
             })?;
-        if matches!(algorithm, Algorithm::AesGcm128 | Algorithm::AesGcm256) {
+        if !ike && matches!(algorithm, Algorithm::AesGcm128 | Algorithm::AesGcm256) {
             warnings.push(format!(
                 "ipsec.sa[{i}] `{}`: {} with a manual key: RFC 4106 section 2 forbids AES-GCM \
                  with manually configured keys, since a counter that restarts under the same \
@@ -345,8 +394,16 @@ pub fn ipsec_setup(
                 Some(TunnelEnds { local, remote })
             }
         };
-        let file = dir.join(&s.key_file);
-        let mut keymat = read_key_file(&file, algorithm).map_err(|m| v.bad(key("key_file"), m))?;
+        // An IKE-keyed SA has no key material until IKEv2 brings it (an empty keymat).
+        let mut keymat = match (&s.key_file, ike) {
+            (_, true) => Secret(Vec::new()),
+            (None, false) => {
+                return Err(v.bad(key("key_file"), "missing (manual keys need a key file)"))
+            }
+            (Some(f), false) => {
+                read_key_file(&dir.join(f), algorithm).map_err(|m| v.bad(key("key_file"), m))?
+            }
+        };
         sas.push(SaConfig {
             name: s.name.clone(),
             direction,
@@ -363,6 +420,7 @@ pub fn ipsec_setup(
     }
 
     let mut policies = Vec::with_capacity(f.policy.len());
+    let mut ike_children: Vec<IkeChild> = Vec::new();
     let mut used = vec![false; sas.len()];
     let mut policy_names: BTreeMap<String, usize> = BTreeMap::new();
     for (i, p) in f.policy.iter().enumerate() {
@@ -511,6 +569,51 @@ pub fn ipsec_setup(
                 }
             }
         }
+        // An IKE-keyed pair is one CHILD_SA: both SAs of the policy IKE-keyed, named by no
+        // other policy (RFC 4877 section 4.4: one CHILD_SA per protected flow).
+        if let Action::Protect { out, inbound } = action {
+            let ike = |j: Option<usize>| j.is_some_and(|j| sas[j].keymat.is_empty());
+            match (out, inbound) {
+                (Some(o), Some(n)) if ike(out) && ike(inbound) => {
+                    // Policies naming the same pair share its CHILD_SA, each adding its
+                    // selectors (e.g. payload on the IPv6 and the IPv4 home address).
+                    match ike_children
+                        .iter_mut()
+                        .find(|c| c.out_sa == o || c.in_sa == n)
+                    {
+                        Some(c) if c.out_sa == o && c.in_sa == n => c.selectors.push(sel),
+                        Some(c) => {
+                            return Err(v.bad(
+                                key("in_sa"),
+                                format!(
+                                    "shares one SA with the CHILD_SA of policy `{}` but not the \
+                                     other: IKE-keyed SAs come in pairs (RFC 7296 section 2.17)",
+                                    c.name
+                                ),
+                            ))
+                        }
+                        None => ike_children.push(IkeChild {
+                            name: name.clone(),
+                            out_sa: o,
+                            in_sa: n,
+                            mode: sas[o].params.mode,
+                            algorithm: sas[o].params.algorithm,
+                            esn: sas[o].params.esn,
+                            selectors: vec![sel],
+                        }),
+                    }
+                }
+                _ if ike(out) || ike(inbound) => {
+                    let k = if ike(out) { "in_sa" } else { "out_sa" };
+                    return Err(v.bad(
+                        key(k),
+                        "a policy with an SA keyed by IKE needs both out_sa and in_sa with \
+                         keys = \"ike\" (IKEv2 makes SAs in pairs, RFC 7296 section 2.17)",
+                    ));
+                }
+                _ => {}
+            }
+        }
         policies.push(Policy {
             name,
             selectors: sel,
@@ -551,6 +654,7 @@ pub fn ipsec_setup(
         sas,
         warnings,
         sequence_file,
+        ike_children,
     })
 }
 
@@ -643,7 +747,9 @@ fn icmp6_type(x: &NameOrNumber) -> Result<u8, String> {
 
 /// The effective uid, from `/proc/self/status` (`Uid:` real, effective, saved, filesystem):
 /// std has no call for it and this crate leaves raw syscalls to m6t-linux.
-fn effective_uid() -> Option<u32> {
+/// The effective uid (from /proc/self/status): files owned by the user running the daemon
+/// are accepted as well as root's.
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -938,6 +1044,7 @@ key_file = "sa1.key"
             ],
             warnings: vec![],
             sequence_file: Some("/var/lib/m6t/mn-ipsec-seq.json".into()),
+            ike_children: vec![],
         };
         assert_eq!(m.ipsec, Some(want));
     }
@@ -958,6 +1065,7 @@ key_file = "sa1.key"
             ],
             warnings: vec![],
             sequence_file: Some("/var/lib/m6t/ha-ipsec-seq.json".into()),
+            ike_children: vec![],
         };
         assert_eq!(h.ipsec, Some(want));
     }

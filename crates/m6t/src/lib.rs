@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod docs;
 pub mod dsmip_config;
+pub mod ike_config;
 pub mod ipsec_config;
 pub mod logging;
 pub mod metrics;

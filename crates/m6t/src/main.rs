@@ -35,24 +35,40 @@ enum Cmd {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run the tunnel gateway in front of (or on) the home agent.
     Gateway {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run a DSMIPv6 home agent (RFC 5555).
     Ha {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Run a DSMIPv6 mobile node (RFC 5555).
     Mn {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Write what crosses the tunnel, outer headers included, to FILE as pcapng
+        /// (`tshark -r FILE`; needs CAP_NET_RAW).
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Show the state of running daemons (all sockets in /run/m6t by default).
     Status {
@@ -94,10 +110,12 @@ enum Cmd {
     ///
     /// The lab has an MN behind an nftables NAT, the NAT, the gateway, the HA and a
     /// correspondent; the DSMIPv6 part runs a home agent and a mobile node with BU, BA and
-    /// payload in ESP through the same NAT.
+    /// payload in ESP through the same NAT, then the mobile node as a mobile router with a
+    /// host behind it.
     Lab {
-        /// Only build the lab and start the daemons, then wait for Ctrl-C (to explore it
-        /// with `ip netns exec m6tlab-mn ...`).
+        /// Build the lab and start both halves (m6t client and gateway, DSMIPv6 home agent
+        /// and mobile node), print every host with its addresses and commands to try, and
+        /// wait for Ctrl-C, which removes everything.
         #[arg(long)]
         hold: bool,
     },
@@ -140,6 +158,24 @@ fn parse_u16(s: &str) -> Result<u16, String> {
 fn logging(config: &std::path::Path) {
     m6t::logging::init();
     tracing::debug!("reading the configuration {}", config.display());
+}
+
+/// Starts `--pcap FILE`, if given, before the daemon sets anything up, so that its first
+/// packets are in the file.
+fn capture(
+    pcap: Option<&std::path::Path>,
+    filter: &m6t_linux::capture::CaptureFilter,
+) -> Result<(), daemon::DaemonError> {
+    match pcap {
+        Some(p) => daemon::start_capture(p, filter),
+        None => Ok(()),
+    }
+}
+
+/// A daemon's result, once its capture (if any) is flushed.
+fn finish<T>(r: T) -> T {
+    daemon::stop_capture();
+    r
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -218,18 +254,25 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Client { config } => {
+        Cmd::Client { config, pcap } => {
             logging(&config);
             let cfg = match config::load_client(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match daemon::client::run(cfg) {
+            let filter = m6t_linux::capture::CaptureFilter {
+                udp_ports: cfg.machine.ports.clone(),
+                ip_protocols: Vec::new(),
+            };
+            if let Err(e) = capture(pcap.as_deref(), &filter) {
+                return fail(e);
+            }
+            match finish(daemon::client::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Cmd::Gateway { config } => {
+        Cmd::Gateway { config, pcap } => {
             // Before the first allocation of the state table (see ALLOC).
             m6t_linux::hugealloc::set_enabled(true);
             logging(&config);
@@ -237,22 +280,35 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match daemon::gateway::run(cfg) {
+            let filter = m6t_linux::capture::CaptureFilter {
+                udp_ports: cfg.ports.clone(),
+                ip_protocols: Vec::new(),
+            };
+            if let Err(e) = capture(pcap.as_deref(), &filter) {
+                return fail(e);
+            }
+            match finish(daemon::gateway::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Cmd::Ha { config } => {
+        Cmd::Ha { config, pcap } => {
             logging(&config);
             match m6t::dsmip_config::load_ha(&config) {
-                Ok(c) => daemon::ha::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
+                Ok(c) => match capture(pcap.as_deref(), &daemon::dsmip_capture_filter()) {
+                    Ok(()) => finish(daemon::ha::run(c)).map_or_else(fail, |_| ExitCode::SUCCESS),
+                    Err(e) => fail(e),
+                },
                 Err(e) => fail(e),
             }
         }
-        Cmd::Mn { config } => {
+        Cmd::Mn { config, pcap } => {
             logging(&config);
             match m6t::dsmip_config::load_mn(&config) {
-                Ok(c) => daemon::mn::run(c).map_or_else(fail, |_| ExitCode::SUCCESS),
+                Ok(c) => match capture(pcap.as_deref(), &daemon::dsmip_capture_filter()) {
+                    Ok(()) => finish(daemon::mn::run(c)).map_or_else(fail, |_| ExitCode::SUCCESS),
+                    Err(e) => fail(e),
+                },
                 Err(e) => fail(e),
             }
         }

@@ -131,6 +131,17 @@ pub struct MnInfo {
     /// BUs sent since the last BA was taken: a registration that fails shows here.
     #[serde(default)]
     pub unanswered_bus: u32,
+    /// On the home link, deregistered (RFC 6275 section 11.5.5): the home address is on
+    /// `home_link`, nothing is tunnelled.
+    #[serde(default)]
+    pub at_home: bool,
+    /// The interface of the home link while the node is there.
+    #[serde(default)]
+    pub home_link: Option<String>,
+    /// The status of the last refused BU (e.g. 140-143 for a mobile router), until a
+    /// registration.
+    #[serde(default)]
+    pub last_refusal: Option<u8>,
 }
 
 /// Unanswered BUs from which the mobile node says its registration fails (the first BU
@@ -263,9 +274,11 @@ impl IpsecInfo {
                     algorithm: p.algorithm.name().into(),
                     packets: e.packets,
                     bytes: e.bytes,
-                    seq: match e.direction {
-                        Direction::Out => e.sa.last_sent(),
-                        Direction::In => e.sa.replay_window().top(),
+                    // 0 for an SA that IKE has not keyed yet.
+                    seq: match (&e.sa, e.direction) {
+                        (None, _) => 0,
+                        (Some(sa), Direction::Out) => sa.last_sent(),
+                        (Some(sa), Direction::In) => sa.replay_window().top(),
                     },
                 }
             })
@@ -370,7 +383,12 @@ pub fn health(r: &Report) -> String {
                 .to_string(),
         },
         Report::MobileNode { mn, ipsec, .. } => {
-            if mn.unanswered_bus >= FAILING_AFTER {
+            if mn.at_home {
+                format!(
+                    "at home on {}: deregistered, the home address is on the home link",
+                    mn.home_link.as_deref().unwrap_or("-")
+                )
+            } else if mn.unanswered_bus >= FAILING_AFTER {
                 format!(
                     "registration FAILING: {} Binding Updates unanswered",
                     mn.unanswered_bus
@@ -525,6 +543,10 @@ fn render_body(r: &Report) -> String {
                     secs(b.remaining_ms),
                     if b.nat { "yes" } else { "no" }
                 );
+                if b.router {
+                    let p: Vec<String> = b.mnp.iter().map(|p| p.to_string()).collect();
+                    let _ = writeln!(o, "    mobile router, network {}", p.join(" "));
+                }
             }
             if let Some(i) = ipsec {
                 render_ipsec(&mut o, i);
@@ -555,6 +577,16 @@ fn render_body(r: &Report) -> String {
             let _ = writeln!(o, "  lifetime       {}s", mn.lifetime_s);
             if let Some(ms) = mn.last_registration_ms {
                 let _ = writeln!(o, "  registration   {ms:.2} ms (BU sent -> BA received)");
+            }
+            if mn.at_home {
+                let _ = writeln!(
+                    o,
+                    "  at home        on {} (deregistered, RFC 6275 section 11.5.5)",
+                    dash(&mn.home_link)
+                );
+            }
+            if let Some(st) = mn.last_refusal {
+                let _ = writeln!(o, "  last refusal   BA status {st}");
             }
             if mn.unanswered_bus >= FAILING_AFTER {
                 let _ = writeln!(

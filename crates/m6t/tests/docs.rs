@@ -203,6 +203,51 @@ echo "gateway: $(ask m6t gateway --c)"
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The README's capture drop-in (packaging/systemd/pcap-dropin.conf) on the gateway's unit:
+/// systemd accepts the result, and the drop-in's settings add to the unit's (the sandbox
+/// then allows packet sockets, which the unit alone does not).
+#[test]
+fn pcap_dropin_verifies() {
+    if !have("systemd-analyze") {
+        eprintln!("SKIPPED pcap_dropin_verifies: systemd-analyze is not installed");
+        return;
+    }
+    let docs = generate("dropin-man");
+    let dir = scratch("dropin");
+    let unit = std::fs::read_to_string(repo().join("packaging/systemd/m6t-gateway.service"))
+        .unwrap()
+        .replace("/usr/bin/m6t ", &format!("{} ", m6t().display()));
+    let dropin = std::fs::read_to_string(repo().join("packaging/systemd/pcap-dropin.conf"))
+        .unwrap()
+        .replace("/usr/bin/m6t ", &format!("{} ", m6t().display()));
+    assert!(
+        dropin.contains("--pcap /run/m6t/gateway.pcapng"),
+        "{dropin}"
+    );
+    // A drop-in is read as if appended to the unit file.
+    std::fs::write(dir.join("m6t-gateway.service"), &unit).unwrap();
+    std::fs::write(dir.join("m6t-gwpcap.service"), unit + "\n" + &dropin).unwrap();
+    let o = run(Command::new("systemd-analyze")
+        .args(["verify", "m6t-gwpcap.service"])
+        .current_dir(&dir)
+        .env("MANPATH", &docs));
+    let msgs = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(msgs.trim().is_empty(), "systemd-analyze verify:\n{msgs}");
+    let packet_sockets = |u: &str| {
+        let o = run(Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(format!("./{u}"))
+            .current_dir(&dir));
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(text.contains("AF_PACKET"), "{u}: {text}");
+        text.contains("Service may allocate packet sockets")
+    };
+    assert!(!packet_sockets("m6t-gateway.service"));
+    assert!(packet_sockets("m6t-gwpcap.service"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&docs);
+}
+
 #[test]
 fn systemd_units_verify() {
     if !have("systemd-analyze") {
@@ -596,6 +641,13 @@ fn readme_explains_every_counter() {
             .iter()
             .map(|d| format!("ipsec_{}", d.name())),
     );
+    want.extend(
+        m6t_ike::endpoint::IkeCounters::default()
+            .iter()
+            .map(|(n, _)| n.to_string()),
+    );
+    // Every daemon's with `--pcap`.
+    want.extend(m6t_linux::capture::COUNTER_NAMES.map(String::from));
     // The gateway's two values that are not counts, and the kernel's drops before the
     // gateway (daemon/gateway.rs).
     want.extend([

@@ -595,6 +595,258 @@ fn bad_config_and_missing_privileges_give_one_clear_line() {
 }
 
 #[test]
+fn drops_are_logged_once_per_interval_with_their_count() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = std::time::Instant::now();
+    let l = start("droplog", |_| {});
+    // 300 datagrams that are no IPv6 packet, from the attacker: 300 drops, no line each.
+    l.inject("atk", lab::ATTACKER4, 40000, 3544, 300, "garbage", "x", "x")
+        .unwrap();
+    // Past the interval (10 s), one more burst: the pass that handles it writes the line.
+    std::thread::sleep(
+        (t0 + Duration::from_millis(10_500)).saturating_duration_since(std::time::Instant::now()),
+    );
+    l.inject("atk", lab::ATTACKER4, 40001, 3544, 20, "garbage", "x", "x")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = l.net.log("gateway");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropped since the last such line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let total: u64 = lines[0]
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|p| {
+            let (name, n) = p.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("drop_"), "{p}");
+            n.parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(total >= 300, "{}", lines[0]);
+    let r = gw(&l);
+    let counted: u64 = [
+        "drop_malformed_from_mn",
+        "drop_bad_source",
+        "drop_source_outside_prefix",
+        "drop_destination_not_allowed",
+    ]
+    .iter()
+    .map(|n| r.counter(n))
+    .sum();
+    assert!(
+        counted >= total,
+        "the counters count every packet: {counted} < {total}"
+    );
+    assert!(log.lines().count() < 50, "a line per packet? {log}");
+}
+
+/// systemd's `Type=notify` as the units use it: READY=1 only once the tunnel interface is
+/// up and the UDP sockets listen, STOPPING=1 at SIGTERM.
+#[test]
+fn the_gateway_tells_systemd_it_is_ready_once_its_tunnel_is_up() {
+    use std::os::unix::net::UnixDatagram;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = Lab::build(bin(), &LabOptions::new("ready")).unwrap();
+    let cfg = l
+        .net
+        .write(
+            "gw-ready.toml",
+            &format!(
+                "listen = \"{}\"\nports = [3544, 4500]\naddress = \"2001:db8:1::2\"\n\
+                 ha_addresses = [\"{HA}\"]\nmn_prefixes = [\"fd00:6d36:7400::/48\"]\n\
+                 control_socket = \"{}\"\n",
+                lab::GW4,
+                l.net.dir.join("ready.sock").display()
+            ),
+        )
+        .unwrap();
+    let notify = l.net.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &l.net.ns("gw")])
+        .arg(bin())
+        .args(["gateway", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    // What systemd would now consider started: the interface up, the ports bound.
+    let link = l.net.sh("gw", "ip -o link show m6tgw0").unwrap();
+    let udp = l.net.sh("gw", "ss -Hnlu").unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopping = sock
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).to_string());
+    let _ = child.wait();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(link.contains(",UP") || link.contains("<UP"), "{link}");
+    for port in [3544, 4500] {
+        assert!(
+            udp.contains(&format!("{}:{port}", lab::GW4)),
+            "{port}: {udp}"
+        );
+    }
+    let stopping = stopping.expect("no message at SIGTERM");
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+}
+
+/// `m6t lab --hold` while it runs; SIGINT on drop, whatever happened.
+struct Held(std::process::Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Only a process not yet reaped: its pid is still ours.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The processes whose command line names the lab's scratch directory or namespaces.
+fn lab_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains("m6t-m6tlab") || c.contains("m6tlab-") {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_held_lab_runs_both_halves_and_ctrl_c_removes_everything() {
+    use std::io::BufRead;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(bin())
+        .args(["lab", "--hold"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut held = Held(child);
+    // The text up to its last line, read on a thread so that a hung lab fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            text += &l;
+            text.push('\n');
+            if l.starts_with("Ctrl-C removes") {
+                let _ = tx.send(text.clone());
+            }
+        }
+        let _ = tx.send(text);
+    });
+    let text = rx
+        .recv_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|_| {
+            let _ = held.0.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(held.0.stderr.as_mut().unwrap(), &mut err);
+            panic!("m6t lab --hold did not come up: {err}")
+        });
+    assert!(text.contains("both running"), "{text}");
+    for ns in ["mn", "nat", "gw", "ha", "cn", "atk"] {
+        assert!(text.contains(&format!("m6tlab-{ns} ")), "{ns}: {text}");
+    }
+    // The printed commands work: a ping over each half, from the sources they name.
+    let tunnel = text
+        .split("tunnel address ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no tunnel address in {text}"));
+    for line in text.lines().filter(|l| l.contains("ping -I")) {
+        let cmd = line
+            .trim()
+            .split("   #")
+            .next()
+            .unwrap()
+            .replace(" ping ", " ping -c 2 -i 0.2 -W 2 ");
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(text.contains(&format!("ping -I {tunnel} ")), "{text}");
+    assert!(text.contains("ping -I 2001:db8:1::a "), "{text}");
+    // Each daemon's status socket answers.
+    for sock in ["gw", "client", "ha", "mn"] {
+        let p = format!("/tmp/m6t-m6tlab/{sock}.sock");
+        let o = Command::new(bin())
+            .args(["status", "--socket", &p])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{p}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Ctrl-C: everything goes.
+    let pid = held.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = held.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "still running 30 s after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains("namespaces and processes removed"), "{rest}");
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("m6tlab"),
+        "namespaces left behind"
+    );
+    assert_eq!(
+        lab_processes(),
+        Vec::<String>::new(),
+        "processes left behind"
+    );
+    assert!(
+        !Path::new("/tmp/m6t-m6tlab").exists(),
+        "scratch directory left behind"
+    );
+}
+
+#[test]
 fn the_lab_runs_and_cleans_up() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let o = Command::new(bin()).arg("lab").output().unwrap();

@@ -132,6 +132,12 @@ fn deb_installs_where_systemd_man_and_shells_look_then_purges() {
         let ours = std::fs::read_to_string(repo().join("packaging/systemd").join(u)).unwrap();
         assert_eq!(text, ours, "{}", installed.display());
     }
+    // The capture drop-in the README points at, beside it.
+    let dropin = std::fs::read_to_string("/usr/share/doc/m6t/pcap-dropin.conf").unwrap();
+    assert_eq!(
+        dropin,
+        std::fs::read_to_string(repo().join("packaging/systemd/pcap-dropin.conf")).unwrap()
+    );
     // systemd-analyze finds them by name in its search path, instances included; every
     // ExecStart names an executable and every Documentation= page opens in man.
     let o = output(Command::new("systemd-analyze").args([
@@ -185,6 +191,7 @@ fn deb_installs_where_systemd_man_and_shells_look_then_purges() {
     for (section, page, word) in [
         ("1", "m6t", "SUBCOMMANDS"),
         ("1", "m6t-gateway", "--config"),
+        ("1", "m6t-ha", "--pcap"),
         ("5", "m6t.toml", "claims_dir"),
     ] {
         let path = run(Command::new("man").args(["-w", section, page]));

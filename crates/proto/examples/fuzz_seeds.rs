@@ -144,6 +144,53 @@ fn main() {
         lifetime: 100,
     };
     let ba_rh2 = signal(HA, COA, HomeIn::RoutingHeader(a6(HOA)), ba, vec![]);
+    // A mobile router's BU in explicit mode (RFC 3963, RFC 5555 section 3.1.1).
+    let bu_router = signal(
+        HOA,
+        HA,
+        HomeIn::Source,
+        MhMessage::Bu {
+            seq: 8,
+            flags: bu_flags::A | bu_flags::H | bu_flags::R,
+            lifetime: 100,
+        },
+        vec![
+            MobilityOption::MobileNetworkPrefix {
+                len: 48,
+                prefix: a6("2001:db8:77::"),
+            },
+            MobilityOption::Ipv4HomeAddress {
+                prefix_len: 27,
+                p: true,
+                addr: Ipv4Addr::new(198, 51, 100, 96),
+            },
+            MobilityOption::Ipv4CareOfAddress(Ipv4Addr::new(192, 0, 2, 10)),
+        ],
+    );
+    // The deregistration from the home link and its BA (RFC 6275 section 11.5.5).
+    let bu_home = signal(
+        HOA,
+        HA,
+        HomeIn::Source,
+        MhMessage::Bu {
+            seq: 9,
+            flags: bu_flags::A | bu_flags::H,
+            lifetime: 0,
+        },
+        vec![],
+    );
+    let ba_home = signal(
+        HA,
+        HOA,
+        HomeIn::Source,
+        MhMessage::Ba {
+            status: 0,
+            flags: 0,
+            seq: 9,
+            lifetime: 0,
+        },
+        vec![],
+    );
     let data6 = ipv6("fd00:1::5", HA, 59, &[0; 20]);
     let data4 = ipv4(&[0; 8]);
     let mut tlv = tlv_header(&bu_udp).to_vec();
@@ -155,6 +202,9 @@ fn main() {
         ("bu-hao", bu_hao.clone()),
         ("bu-udp", bu_udp.clone()),
         ("ba-rh2", ba_rh2),
+        ("bu-router", bu_router),
+        ("bu-home", bu_home),
+        ("ba-home", ba_home),
         ("data6", data6),
         ("data4", data4),
         ("tlv-bu", tlv),

@@ -611,3 +611,110 @@ fn after_a_move_the_protected_bu_leaves_from_the_new_address_and_payload_keeps_t
         assert_eq!(m.registration().unwrap().coa, Coa::V4(coa2));
     }
 }
+
+/// SAs keyed by IKE (RFC 4877 section 4): before the keys the BU is dropped by IPsec and
+/// counted; once IKE keys the pair, `signalling_keyed` sends the waiting BU at once (no
+/// retransmission timer) and the home agent binds it.
+#[test]
+fn a_bu_waits_for_ike_keyed_sas_and_goes_as_soon_as_they_are_keyed() {
+    let unkeyed = |mn_side: bool, hoas: &[&str]| {
+        let mut i = ipsec(mn_side, hoas, 1);
+        for slot in 0..i.sad().len() {
+            i.unkey_sa(slot);
+        }
+        i
+    };
+    let mut m = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 100)
+        .with_ipsec(unkeyed(true, &[HOA]));
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![Ipv4Addr::new(198, 51, 100, 10)];
+    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(unkeyed(false, &[HOA]));
+    let now = Instant::now();
+    m.handle_coas(now, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
+    let w = exchange(&mut m, &mut h, now, true);
+    assert!(
+        w.bus.is_empty() && w.bas.is_empty(),
+        "nothing leaves unprotected"
+    );
+    assert_eq!(m.ipsec().unwrap().dropped(IpsecDrop::NotKeyed), 1);
+    // IKE keys both ends alike (what the CHILD_SA events carry).
+    let key = |k: u8| -> Vec<u8> {
+        (0..Algorithm::AesCbc128HmacSha256.keymat_len())
+            .map(|i| k ^ i as u8)
+            .collect()
+    };
+    for (node_mn, slot_out, slot_in) in [(true, 0, 1), (false, 0, 1)] {
+        let ip = if node_mn {
+            m.ipsec_mut().unwrap()
+        } else {
+            h.ipsec_mut().unwrap()
+        };
+        let (o, i) = if node_mn {
+            (0x7001, 0x7002)
+        } else {
+            (0x7002, 0x7001)
+        };
+        let (ko, ki) = if node_mn { (3, 4) } else { (4, 3) };
+        ip.key_sa(slot_out, o, &key(ko), 5).unwrap();
+        ip.key_sa(slot_in, i, &key(ki), 6).unwrap();
+    }
+    m.signalling_keyed(now);
+    let w = exchange(&mut m, &mut h, now, true);
+    assert_eq!(w.bus.len(), 1, "the BU went at once, same instant");
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+}
+
+/// On the home link the BU and the BA carry ESP right after the IPv6 header (RFC 6275 section
+/// 11.5.5, RFC 3776 section 3: no Home Address option, no Routing Header), and a raw socket
+/// for protocol 50 hands over the ESP without that header: each node rebuilds it from the
+/// addresses, tells signalling from payload by the SA the SPI names, and opens it.
+#[test]
+fn returning_home_the_deregistration_and_its_ba_travel_in_esp_from_the_home_address() {
+    use m6t_proto::dsmip::tif::Outer;
+    let t0 = Instant::now();
+    let (mut h, mut m) = (ha(), mn(HOA, 1));
+    m.handle_coas(t0, None, Some(COA4));
+    exchange(&mut m, &mut h, t0, true);
+    assert_eq!(registered(&mut m), Some(TunnelMode::Udp));
+    while h.poll_event().is_some() {}
+
+    m.handle_home(t0, true);
+    let Some(Transmit::Ipv6 { from, to, data }) = m.poll_transmit() else {
+        panic!("no BU from home")
+    };
+    assert_eq!((from, to), (Some(a6(HOA)), a6(HA6)));
+    // IPv6 header, then ESP with SA1's SPI: what the raw socket strips, and what it keeps.
+    assert_eq!(data[6], 50);
+    assert_eq!(&data[8..24], &a6(HOA).octets());
+    let mut esp = data[40..].to_vec();
+    assert_eq!(
+        h.handle_esp(t0, Outer::Ipv6(a6(HOA)), &mut esp),
+        Verdict::Handled
+    );
+    assert!(h.binding_cache().is_empty());
+    assert!(matches!(h.poll_event(), Some(HaEvent::Unbound { .. })));
+    // The same again is a replay, dropped by IPsec (the window moved).
+    let mut again = data[40..].to_vec();
+    assert_eq!(
+        h.handle_esp(t0, Outer::Ipv6(a6(HOA)), &mut again),
+        Verdict::Drop(HaCounter::DropIpsec)
+    );
+    let Some(Transmit::Ipv6 { to, data, .. }) = h.poll_transmit() else {
+        panic!("no BA")
+    };
+    assert_eq!(to, a6(HOA));
+    assert_eq!(data[6], 50);
+    // A BA whose ESP claims to come from someone else than the home agent is not taken.
+    let mut stray = data[40..].to_vec();
+    assert_eq!(
+        m.handle_esp(t0, Outer::Ipv6(a6("2001:db8:1::99")), &mut stray),
+        Verdict::Drop(MnCounter::DropNotFromHa)
+    );
+    let mut ba = data[40..].to_vec();
+    assert_eq!(
+        m.handle_esp(t0, Outer::Ipv6(a6(HA6)), &mut ba),
+        Verdict::Handled
+    );
+    assert!(m.at_home());
+    assert_eq!(m.unanswered_bus(), 0);
+}

@@ -540,8 +540,20 @@ fn ipv4_prefixes_need_authorisation() {
         100,
         vec![hoa_opt(26, true, [198, 51, 100, 64]), coa4([192, 0, 2, 10])],
     );
+    // With R from a node that is neither a router nor a prefix holder: 140 (RFC 3963
+    // section 6.2); without R, the P flag is refused in the acknowledgement.
     let o = ha
         .handle_bu(t0, a6(MN2), udp([203, 0, 113, 2], 1), true, &req)
+        .unwrap();
+    assert!(matches!(o.ba.msg, MhMessage::Ba { status: 140, .. }));
+    let host = bu(
+        2,
+        AH,
+        100,
+        vec![hoa_opt(26, true, [198, 51, 100, 64]), coa4([192, 0, 2, 10])],
+    );
+    let o = ha
+        .handle_bu(t0, a6(MN2), udp([203, 0, 113, 2], 1), true, &host)
         .unwrap();
     assert_eq!(ack(&o).unwrap().0, v4status::PREFIX_UNAUTHORIZED);
     c.prefix_holders.insert(a6(MN2));

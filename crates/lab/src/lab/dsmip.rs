@@ -3,7 +3,7 @@
 //! node (`m6t mn`) in `mn`, first in the IPv4-only network behind the NAT, then moving to
 //! another IPv4 address, to the IPv6 network 2001:db8:5::/64 and back.
 
-use super::{wait_for, Lab, CN, CN4, HA, MN4, V6_ROUTER};
+use super::{wait_for, Lab, CN, CN4, GW6, HA, MN4, V6_ROUTER};
 use crate::netns::{LabError, LabResult};
 use m6t::status::{self, MnInfo, Report};
 use std::path::PathBuf;
@@ -17,6 +17,20 @@ pub const HA4: &str = "198.51.100.2";
 pub const POOL: &str = "198.51.100.16/28";
 /// The MN's address in the IPv6 network it moves to.
 pub const MN6: &str = "2001:db8:5::10";
+
+/// The mobile node's own address on the home link when it is there (besides its home
+/// address, which it moves there itself).
+pub const MN_AT_HOME: &str = "2001:db8:1::b0";
+
+/// The IPv6 mobile network behind the mobile router (RFC 3963), routed by the home agent.
+pub const MNP6: &str = "2001:db8:77::/48";
+/// The IPv4 mobile network behind the mobile router (RFC 5555 section 3.1.1), inside the
+/// home link's /25 but routed into the tunnel by the more specific route.
+pub const MNP4: &str = "198.51.100.96/27";
+/// The host behind the mobile router (no mobility software), IPv6.
+pub const HOST6: &str = "2001:db8:77:1::10";
+/// The host behind the mobile router, IPv4.
+pub const HOST4: &str = "198.51.100.100";
 
 /// The SPI of SA1 (mobile node -> home agent, RFC 4877 section 6.1's `spi_a`).
 pub const SPI_A: u32 = 0x1001;
@@ -43,7 +57,15 @@ pub struct LabIpsec {
     pub payload: Option<(String, String)>,
     /// The mobile node's `bu_detection` (`"spi"`, `"heuristic"`), or its default.
     pub bu_detection: Option<&'static str>,
+    /// Keys by IKEv2 (RFC 4877 section 4; `[ike]` with this pre-shared key) instead of the
+    /// manual keys above, which are then not written.
+    pub ike_psk: Option<String>,
 }
+
+/// The mobile node's IKE identity in the lab (RFC 4877 section 4.3's user@FQDN).
+pub const MN_ID: &str = "mn1@example.org";
+/// The home agent's.
+pub const HA_ID: &str = "ha.example.org";
 
 impl std::fmt::Debug for LabIpsec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +84,16 @@ fn random_hex(n: usize) -> LabResult<String> {
 }
 
 impl LabIpsec {
+    /// Keys by IKEv2 with a fresh random pre-shared key, payload protected too, AES-GCM (no
+    /// manual key, so RFC 4106's objection to GCM does not apply).
+    pub fn ike() -> LabResult<LabIpsec> {
+        Ok(LabIpsec {
+            algorithm: "aes128gcm16",
+            ike_psk: Some(random_hex(24)?),
+            ..LabIpsec::random_with_payload()?
+        })
+    }
+
     /// Fresh random keys for `aes128-sha256` (48 bytes each: the AES key, then the HMAC key).
     pub fn random() -> LabResult<LabIpsec> {
         Ok(LabIpsec {
@@ -69,6 +101,7 @@ impl LabIpsec {
             sa1_key: random_hex(48)?,
             sa2_key: random_hex(48)?,
             mn_wrong_key: false,
+            ike_psk: None,
             payload: None,
             bu_detection: None,
         })
@@ -91,9 +124,13 @@ impl LabIpsec {
             (HA, HOA, "back", "bu", "SA2", "SA1")
         };
         let sa = |name: &str, dir: &str, spi: u32, file: &str, tunnel: &str| {
+            let keys = match self.ike_psk {
+                Some(_) => "keys = \"ike\"\n".to_string(),
+                None => format!("spi = {spi:#x}\nkey_file = \"{prefix}{file}\"\n"),
+            };
             format!(
-                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\nspi = {spi:#x}\n\
-                 algorithm = \"{}\"\nkey_file = \"{prefix}{file}\"\n{tunnel}",
+                "[[ipsec.sa]]\nname = \"{name}\"\ndirection = \"{dir}\"\n{keys}\
+                 algorithm = \"{}\"\n{tunnel}",
                 self.algorithm
             )
         };
@@ -132,6 +169,21 @@ impl LabIpsec {
             s += &sa("SA3", d3, SPI_C, "sa3.key", &e);
             s += &sa("SA4", d4, SPI_D, "sa4.key", &e);
         }
+        if self.ike_psk.is_some() {
+            s += &if mn {
+                // Liveness checked after 2 quiet seconds: a restarted home agent is noticed
+                // within about 3 s (RFC 7296 section 2.21.4).
+                format!(
+                    "[ike]\nlocal_id = \"{MN_ID}\"\nremote_id = \"{HA_ID}\"\n\
+                     psk_file = \"{prefix}ike.psk\"\ndpd_seconds = 2\n"
+                )
+            } else {
+                format!(
+                    "[ike]\nlocal_id = \"{HA_ID}\"\n[[ike.peer]]\nid = \"{MN_ID}\"\n\
+                     psk_file = \"{prefix}ike.psk\"\nhome_address = \"{HOA}\"\n"
+                )
+            };
+        }
         s
     }
 }
@@ -154,6 +206,9 @@ pub struct DsmipOptions {
     /// BU and BA protected by ESP with these SAs; `None`: unprotected BUs accepted (the
     /// home agent says `accept_unprotected = true`).
     pub ipsec: Option<LabIpsec>,
+    /// The mobile node is a mobile router (RFC 3963) for [`MNP6`] and [`MNP4`], in this
+    /// `prefix_mode` ("explicit" or "implicit"), with the namespace `host` behind it.
+    pub mobile_router: Option<&'static str>,
 }
 
 impl Default for DsmipOptions {
@@ -166,6 +221,7 @@ impl Default for DsmipOptions {
             interfaces: "[[interfaces]]\nname = \"eth0\"\npreference = 1\n".into(),
             home_agent: format!("ha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n"),
             ipsec: None,
+            mobile_router: None,
         }
     }
 }
@@ -186,6 +242,9 @@ impl Lab {
 
     /// Writes the configurations and starts the home agent, then the mobile node.
     pub fn start_dsmip(&mut self, o: &DsmipOptions) -> LabResult<()> {
+        if o.mobile_router.is_some() {
+            self.add_mobile_network()?;
+        }
         self.write_dsmip_configs(o)?;
         self.start_ha()?;
         self.start_mn()
@@ -195,7 +254,79 @@ impl Lab {
     pub fn start_mn(&mut self) -> LabResult<()> {
         let bin = self.bin.display().to_string();
         let mn = self.net.dir.join("mn.toml").display().to_string();
-        self.net.spawn("mn", "mn", &[&bin, "mn", "--config", &mn])
+        self.spawn_daemon("mn", "mn", &[&bin, "mn", "--config", &mn])
+    }
+
+    /// The mobile network: namespace `host` on the mobile node's `lan0` (2001:db8:77:1::/64
+    /// and 198.51.100.96/27, the router at ::1 and .97), default routes toward the router.
+    pub fn add_mobile_network(&mut self) -> LabResult<()> {
+        self.net.add_role("host")?;
+        self.net.sh("host", "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0")?;
+        let nb = self.net.ns("host");
+        self.net.sh(
+            "mn",
+            &format!("ip link add lan0 type veth peer name xhosteth0 && ip link set xhosteth0 netns {nb} && ip link set lan0 up && \
+                      ip addr add 2001:db8:77:1::1/64 dev lan0 nodad && ip addr add 198.51.100.97/27 dev lan0"),
+        )?;
+        self.net.sh(
+            "host",
+            &format!("ip link set xhosteth0 name eth0 && ip link set eth0 up && \
+                      ip addr add {HOST6}/64 dev eth0 nodad && ip -6 route add default via 2001:db8:77:1::1 && \
+                      ip addr add {HOST4}/27 dev eth0 && ip route add default via 198.51.100.97"),
+        )?;
+        Ok(())
+    }
+
+    /// A way onto the home link for the mobile node: the gateway's side of the home link
+    /// becomes a bridge (its addresses and routes moved onto it), and the mobile node's
+    /// `home1` joins it, down until [`Self::mn_go_home`].
+    pub fn add_home_link_attachment(&mut self) -> LabResult<()> {
+        self.net.sh(
+            "gw",
+            &format!(
+                "ip link add homebr type bridge && ip link set homebr up && \
+                 ip addr flush dev home0 && ip link set home0 master homebr && \
+                 ip addr add {GW6}/64 dev homebr nodad && ip addr add 198.51.100.1/25 dev homebr && \
+                 ip -6 route replace 2001:db8::/32 via {HA} && \
+                 ip route replace 198.51.100.128/25 via 198.51.100.2"
+            ),
+        )?;
+        let ng = self.net.ns("gw");
+        self.net.sh(
+            "mn",
+            &format!("ip link add home1 type veth peer name xgwmnhome && ip link set xgwmnhome netns {ng}"),
+        )?;
+        self.net.sh(
+            "gw",
+            "ip link set xgwmnhome name mnhome && ip link set mnhome master homebr && ip link set mnhome up",
+        )?;
+        Ok(())
+    }
+
+    /// Takes the MN home: `home1` up with an address of the home prefix and the home
+    /// agent as router toward the correspondent, the IPv4 address `v4` gone from `eth0`.
+    pub fn mn_go_home(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!(
+                "ip link set home1 up && ip -6 addr add {MN_AT_HOME}/64 dev home1 nodad && \
+                 ip -6 route add 2001:db8:2::/64 via {HA} dev home1 && ip addr del {v4}/24 dev eth0"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Away from home again, behind the NAT at `v4`.
+    pub fn mn_leave_home(&self, v4: &str) -> LabResult<()> {
+        self.net.sh(
+            "mn",
+            &format!(
+                "ip addr add {v4}/24 dev eth0 && ip route replace default via 192.0.2.1 && \
+                 ip -6 route del 2001:db8:2::/64 via {HA} dev home1; \
+                 ip -6 addr del {MN_AT_HOME}/64 dev home1; ip link set home1 down"
+            ),
+        )?;
+        Ok(())
     }
 
     /// Writes a key file readable by root only, as the daemons require.
@@ -217,6 +348,17 @@ impl Lab {
     /// directory.
     pub fn write_dsmip_configs(&mut self, o: &DsmipOptions) -> LabResult<()> {
         let (ha_ipsec, mn_ipsec) = match &o.ipsec {
+            Some(i) if i.ike_psk.is_some() => {
+                let psk = i.ike_psk.as_deref().unwrap_or_default();
+                let mn_psk = if i.mn_wrong_key {
+                    random_hex(24)?
+                } else {
+                    psk.to_string()
+                };
+                self.write_key("ha-ike.psk", psk)?;
+                self.write_key("mn-ike.psk", &mn_psk)?;
+                (i.section(false, "ha-"), i.section(true, "mn-"))
+            }
             Some(i) => {
                 self.write_key("ha-sa1.key", &i.sa1_key)?;
                 self.write_key("ha-sa2.key", &i.sa2_key)?;
@@ -243,12 +385,17 @@ impl Lab {
                 "address6 = \"{HA}\"\naddress4 = \"{HA4}\"\nhome_prefix = \"2001:db8:1::/64\"\n\
                  home_link = \"eth0\"\naccept_unprotected = {}\naccept_tlv = {}\n\
                  ipv4_pool = [\"{POOL}\"]\nnat_keepalive = {}\nstate_file = \"{}\"\n\
-                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{ha_ipsec}",
+                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{}{ha_ipsec}",
                 o.ipsec.is_none(),
                 o.tlv,
                 o.nat_keepalive,
                 self.ha_state_file().display(),
-                self.ha_sock().display()
+                self.ha_sock().display(),
+                if o.mobile_router.is_some() {
+                    format!("router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\n")
+                } else {
+                    String::new()
+                }
             ),
         )?;
         let mn = self.net.write(
@@ -256,12 +403,18 @@ impl Lab {
             &format!(
                 "home_address = \"{HOA}\"\n{}\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
-                 control_socket = \"{}\"\n{}{mn_ipsec}",
+                 control_socket = \"{}\"\n{}{}{mn_ipsec}",
                 o.home_agent,
                 o.lifetime,
                 o.force_udp,
                 o.tlv,
                 self.mn_sock().display(),
+                match o.mobile_router {
+                    Some(mode) => format!(
+                        "router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\nprefix_mode = \"{mode}\"\n"
+                    ),
+                    None => String::new(),
+                },
                 o.interfaces
             ),
         )?;
@@ -274,8 +427,7 @@ impl Lab {
         let _ = std::fs::remove_file(self.ha_sock());
         let bin = self.bin.display().to_string();
         let cfg = self.net.dir.join("ha.toml").display().to_string();
-        self.net
-            .spawn("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
+        self.spawn_daemon("ha", "ha", &[&bin, "ha", "--config", &cfg])?;
         let sock = self.ha_sock();
         wait_for(
             "the home agent's control socket",
@@ -381,12 +533,12 @@ fn ms(d: Duration) -> String {
 pub fn run(lab: &mut Lab) -> LabResult<bool> {
     println!("\nDSMIPv6 (RFC 5555): mobile node behind the NAT -> home agent -> correspondent");
     let t = Instant::now();
-    let ipsec = LabIpsec::random_with_payload()?;
+    let ipsec = LabIpsec::ike()?;
     println!(
-        "  IPsec with manual keys ({}): BU and BA in ESP transport mode (RFC 4877 section 6.1; \
-         SA1 SPI {SPI_A:#x} to the home agent, SA2 {SPI_B:#x} back); payload of both home \
-         addresses in ESP tunnel mode (RFC 5555 section 5; SA3 {SPI_C:#x}, SA4 {SPI_D:#x}): \
-         UDP 4500 behind the NAT, IP/ESP from the IPv6 network",
+        "  IPsec keyed by IKEv2 (RFC 4877 section 4; {MN_ID} and {HA_ID}, pre-shared key, \
+         IKE over UDP 4500): BU and BA in a transport-mode CHILD_SA, payload of both home \
+         addresses in a tunnel-mode CHILD_SA (RFC 5555 section 5), ESP {}: UDP 4500 behind the \
+         NAT, IP/ESP from the IPv6 network",
         ipsec.algorithm
     );
     lab.start_dsmip(&DsmipOptions {
@@ -436,15 +588,96 @@ pub fn run(lab: &mut Lab) -> LabResult<bool> {
         m4.mode.clone().unwrap_or_default()
     );
 
+    let (_, before) = lab.mn_info()?;
+    let ike_sas = before.counter("ike_established");
     lab.stop_ha();
+    let t3 = Instant::now();
     lab.start_ha()?;
+    // The binding cache comes back from its file; the IKE SAs do not: the mobile node's
+    // next liveness check meets INVALID_IKE_SPI and it makes a new IKE SA.
+    let back = loop {
+        let (_, r) = lab.mn_info()?;
+        if r.counter("ike_established") > ike_sas && r.counter("ike_child_established") >= 4 {
+            break Some(t3.elapsed());
+        }
+        if t3.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let p = lab.ping_from("mn", HOA, CN, 3)?;
-    println!("  home agent restarted (binding cache from its file): ping {p}/3 right away");
+    match back {
+        Some(d) => println!(
+            "  home agent restarted (binding cache from its file): new IKE SA after {} \
+             (liveness check, INVALID_IKE_SPI), ping {p}/3",
+            ms(d)
+        ),
+        None => println!("  home agent restarted: no new IKE SA within 15 s, ping {p}/3"),
+    }
     println!(
         "\nhome agent status:\n{}",
         status::render(&lab.ha_report()?)
     );
     Ok(p6 > 0 && p4 > 0 && p > 0)
+}
+
+/// The mobile-router part of `m6t lab` (RFC 3963 with RFC 5555's IPv4 prefixes): the
+/// mobile node as a mobile router in explicit mode, a host behind it with no mobility
+/// software, reaching the correspondent over IPv6 and IPv4 while the router moves.
+pub fn run_router(lab: &mut Lab) -> LabResult<bool> {
+    println!(
+        "\nMobile router (RFC 3963, IPv4 prefixes of RFC 5555): host -> mobile router behind the \
+         NAT -> home agent -> correspondent"
+    );
+    let t = Instant::now();
+    lab.start_dsmip(&DsmipOptions {
+        mobile_router: Some("explicit"),
+        ..DsmipOptions::default()
+    })?;
+    let m = lab.wait_registered("udp", "192.0.2.", 0)?;
+    println!(
+        "  registered with R and the prefixes {MNP6}, {MNP4} in {} (BU sent -> BA received \
+         {:.2} ms), tunnel {}",
+        ms(t.elapsed()),
+        m.last_registration_ms.unwrap_or(f64::NAN),
+        m.mode.clone().unwrap_or_default()
+    );
+    let routes = lab.net.sh(
+        "ha",
+        "ip -4 route show dev mip6ha0; ip -6 route show dev mip6ha0",
+    )?;
+    println!("  home agent's routes into its TUN:");
+    for r in routes.lines() {
+        println!("    {r}");
+    }
+    let p6 = lab.ping_from("host", HOST6, CN, 3)?;
+    let p4 = lab.ping_from("host", HOST4, CN4, 3)?;
+    println!("  host behind the router: ping CN from {HOST6} {p6}/3, CN4 from {HOST4} {p4}/3");
+    lab.mn_renumber_v4(MN4[0], MN4[1])?;
+    let m2 = lab.wait_registered("udp", MN4[1], m.registrations)?;
+    let a = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!(
+        "  router's IPv4 address {} -> {}: registered again (BU->BA {:.2} ms), host pings {a}/2",
+        MN4[0],
+        MN4[1],
+        m2.last_registration_ms.unwrap_or(f64::NAN)
+    );
+    lab.mn_to_ipv6(MN4[1])?;
+    let m3 = lab.wait_registered("ipv6", "2001:db8:5::", m2.registrations)?;
+    let b = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!(
+        "  router to the IPv6 network: care-of {}, host pings {b}/2 (IPv4 inside IPv6)",
+        m3.coa.clone().unwrap_or_default()
+    );
+    lab.mn_to_ipv4(MN4[0])?;
+    lab.wait_registered("udp", MN4[0], m3.registrations)?;
+    let c = lab.ping_from("host", HOST6, CN, 1)? + lab.ping_from("host", HOST4, CN4, 1)?;
+    println!("  back behind the NAT: host pings {c}/2");
+    println!(
+        "\nhome agent status:\n{}",
+        status::render(&lab.ha_report()?)
+    );
+    Ok(p6 > 0 && p4 > 0 && a > 0 && b > 0 && c > 0)
 }
 
 impl Lab {

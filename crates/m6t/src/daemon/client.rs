@@ -260,6 +260,7 @@ impl Loop {
         let mut publish_at = publish_metrics(&mut d.metrics, Instant::now(), None, || {
             snapshot(m, &d.failures)
         });
+        let mut drops = super::DropLog::new(now);
         while !d.rt.stopping() {
             d.hook.reap();
             ready.clear();
@@ -299,6 +300,7 @@ impl Loop {
             self.after(d, m, now)?;
             // With the pass's clock reading: no extra one per wake-up, metrics or not.
             publish_at = publish_metrics(&mut d.metrics, now, None, || snapshot(m, &d.failures));
+            drops.pass(now, || snapshot(m, &d.failures).counters);
         }
         Ok(())
     }

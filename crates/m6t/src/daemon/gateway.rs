@@ -55,6 +55,8 @@ struct Shared {
     gc_max_pause_us: AtomicU64,
     /// The kernel's per-source budget, when configured (its drop counter).
     budget: Option<SourceBudget>,
+    /// The drop log of all shards, written by whichever worker passes when it is due.
+    drops: Mutex<super::DropLog>,
 }
 
 impl Shared {
@@ -219,6 +221,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         failures: Failures::default(),
         gc_max_pause_us: AtomicU64::new(0),
         budget,
+        drops: Mutex::new(super::DropLog::new(Instant::now())),
     };
     let name = tuns[0].name().to_string();
     tracing::info!(
@@ -337,6 +340,10 @@ fn worker(
         }
         next = w.after(now);
         next = publish_metrics(&mut publisher, now, next, || shared.snapshot());
+        // Uncontended but for the moment one worker logs; a busy lock means it does.
+        if let Ok(mut d) = shared.drops.try_lock() {
+            d.pass(now, || shared.snapshot().counters);
+        }
     }
     Ok(())
 }

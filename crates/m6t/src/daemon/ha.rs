@@ -4,10 +4,11 @@
 //! extension headers); bound home addresses get a route into the TUN and a proxy ND / ARP
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
+use super::ike::IkeDriver;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
-    shutdown, start_metrics, with_ipsec, write_atomically, DaemonError,
+    shutdown, start_metrics, with_ike, with_ipsec, write_atomically, DaemonError,
 };
 use crate::dsmip_config::Ha;
 use crate::metrics::{GaugeValue, Publisher};
@@ -165,6 +166,29 @@ impl HomeLink {
                 self.del(IpAddr::V6(hoa), 128)
                     .and_then(|_| ipv4.map_or(Ok(()), |(a, l)| self.del(IpAddr::V4(a), l)))
             }
+            // A mobile network: routed into the TUN, where the node picks the router's
+            // tunnel (RFC 3963 section 6.5, the second way); no proxy entry, the home
+            // agent is the route toward it.
+            HaEvent::Routed { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} routed");
+                self.nl.replace_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
+            }
+            HaEvent::Unrouted { hoa, prefix } => {
+                tracing::info!("mobile network {prefix} of {hoa} unrouted");
+                self.nl.del_route_ip(
+                    prefix.addr(),
+                    prefix.len(),
+                    self.tun,
+                    self.metric,
+                    MAIN_TABLE,
+                )
+            }
         };
         failures.check(Failure::Netlink, "home link", r);
     }
@@ -242,9 +266,11 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         }
         None => HomeAgent::new(cfg.machine.clone(), cfg.address6),
     };
-    if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &super::os_seed()?)? {
+    let seed = super::os_seed()?;
+    if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &seed)? {
         node = node.with_ipsec(i);
     }
+    let ike = cfg.ike.as_ref().map(|s| IkeDriver::new(s, seed));
     tracing::info!(
         "home agent up: {} {} / {} port {DSMIP_PORT}, home prefix {}",
         tun.name(),
@@ -269,6 +295,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         failures,
         seq_file: cfg.ipsec.as_ref().and_then(|i| i.sequence_file.clone()),
         metrics,
+        ike,
     };
     let r = d.run(&mut node, &control);
     m6t_linux::notify::stopping();
@@ -290,6 +317,8 @@ struct Driver {
     seq_file: Option<PathBuf>,
     /// Where the metrics are published, when `metrics_listen` is set.
     metrics: Option<Publisher>,
+    /// IKEv2, when `[ike]` keys the SAs.
+    ike: Option<IkeDriver>,
 }
 
 impl Driver {
@@ -300,27 +329,39 @@ impl Driver {
         // Bindings restored from the file: their routes go in before the first packet.
         let mut next = self.after(node, Instant::now());
         next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
-            snapshot(node, &self.failures)
+            snapshot(node, &self.failures, self.ike.as_ref())
         });
+        let mut drops = super::DropLog::new(Instant::now());
         while !self.rt.stopping() {
             let ready = self.rt.wait(next).map_err(io("epoll"))?;
             let now = Instant::now();
             let (socks, failures) = (&self.socks, &*self.failures);
+            let ike = &mut self.ike;
             for &source in ready {
                 match source {
                     Source::Tun => to_tunnel(&mut tun_rx, socks, node, failures, now)
                         .map_err(io("TUN read"))?,
-                    Source::Tif(s) => {
-                        from_tunnel(socks, s, &mut buf, node, &mut tun_tx, failures, now)
-                    }
+                    Source::Tif(s) => from_tunnel(
+                        socks,
+                        s,
+                        &mut buf,
+                        node,
+                        &mut tun_tx,
+                        ike.as_mut(),
+                        failures,
+                        now,
+                    ),
                     Source::Control => serve_reports(control, |_| Report::HomeAgent {
                         interface: self.tun.name().to_string(),
                         bindings: node.snapshot(Instant::now()).bindings,
                         ipsec: node.ipsec().map(IpsecInfo::of),
                         start: crate::status::start(),
-                        counters: with_ipsec(
-                            counters_with(node.counters().snapshot(), failures, &[]),
-                            node.ipsec(),
+                        counters: with_ike(
+                            with_ipsec(
+                                counters_with(node.counters().snapshot(), failures, &[]),
+                                node.ipsec(),
+                            ),
+                            ike.as_ref(),
                         ),
                     }),
                 }
@@ -328,7 +369,10 @@ impl Driver {
             failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
-                snapshot(node, &self.failures)
+                snapshot(node, &self.failures, self.ike.as_ref())
+            });
+            drops.pass(now, || {
+                snapshot(node, &self.failures, self.ike.as_ref()).counters
             });
         }
         Ok(())
@@ -339,20 +383,32 @@ impl Driver {
     /// Returns when the loop must wake next (a binding's end or a pending save).
     fn after(&mut self, node: &mut HomeAgent, now: Instant) -> Option<Instant> {
         ipsec_upkeep(node.ipsec_mut(), self.seq_file.as_deref(), &self.failures);
-        let mut next = node.poll_timeout();
+        if let Some(ike) = self.ike.as_mut() {
+            // The home agent only answers BUs: nothing waits for its SAs.
+            let _ = ike.drive(now, &self.socks, node.ipsec_mut(), &self.failures);
+        }
+        let mut next = earliest(
+            node.poll_timeout(),
+            self.ike.as_ref().and_then(IkeDriver::poll_timeout),
+        );
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
-            next = node.poll_timeout();
+            next = earliest(
+                node.poll_timeout(),
+                self.ike.as_ref().and_then(IkeDriver::poll_timeout),
+            );
         }
-        while let Some(t) = node.poll_transmit() {
-            let r = send_signal(&self.socks, &t);
-            self.failures.check(Failure::SignalSend, "sending a BA", r);
-        }
+        // Routes first: the BA of a node returning home (RFC 6275 section 11.5.5) goes to
+        // its home address on the home link, not into the TUN whose route just ended.
         while let Some(e) = node.poll_event() {
             self.home.apply(&e, &self.failures);
             if let Some(f) = self.file.as_mut() {
                 f.changed(now);
             }
+        }
+        while let Some(t) = node.poll_transmit() {
+            let r = send_signal(&self.socks, &t);
+            self.failures.check(Failure::SignalSend, "sending a BA", r);
         }
         let Some(f) = self.file.as_mut() else {
             return next;
@@ -369,6 +425,13 @@ impl Driver {
             f.close(node, now, &self.failures);
         }
         for b in node.snapshot(now).bindings {
+            for prefix in &b.mnp {
+                let e = HaEvent::Unrouted {
+                    hoa: b.hoa,
+                    prefix: *prefix,
+                };
+                self.home.apply(&e, &self.failures);
+            }
             let unbound = HaEvent::Unbound {
                 hoa: b.hoa,
                 ipv4: b.ipv4,
@@ -380,7 +443,11 @@ impl Driver {
 
 /// What the metrics show: the counters of `m6t status`, the bindings by tunnel and the
 /// IPsec SAs.
-fn snapshot(node: &HomeAgent, failures: &Failures) -> crate::metrics::Snapshot {
+fn snapshot(
+    node: &HomeAgent,
+    failures: &Failures,
+    ike: Option<&IkeDriver>,
+) -> crate::metrics::Snapshot {
     use m6t_proto::dsmip::binding_cache::Tunnel;
     let mut by = [0usize; 4];
     for b in node.snapshot(Instant::now()).bindings {
@@ -400,9 +467,12 @@ fn snapshot(node: &HomeAgent, failures: &Failures) -> crate::metrics::Snapshot {
         .collect();
     gauges.extend(ipsec_gauges(node.ipsec()));
     crate::metrics::Snapshot {
-        counters: with_ipsec(
-            counters_with(node.counters().snapshot(), failures, &[]),
-            node.ipsec(),
+        counters: with_ike(
+            with_ipsec(
+                counters_with(node.counters().snapshot(), failures, &[]),
+                node.ipsec(),
+            ),
+            ike,
         ),
         gauges,
     }

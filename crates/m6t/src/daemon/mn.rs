@@ -5,10 +5,11 @@
 //! configured interfaces, in preference order (UMIP's MnIfPreference), an interface marked
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
+use super::ike::IkeDriver;
 use super::tif::{from_tunnel, send_signal, to_tunnel};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
-    shutdown, start_metrics, with_ipsec, DaemonError,
+    shutdown, start_metrics, with_ike, with_ipsec, DaemonError,
 };
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::metrics::{GaugeValue, Publisher};
@@ -16,7 +17,7 @@ use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
 use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
-use m6t_linux::netlink::{Monitor, Netlink, MAIN_TABLE};
+use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
 use m6t_linux::{caps, raw, tun::Tun};
@@ -37,6 +38,21 @@ enum Source {
     Control,
     /// A tunnel-interface socket.
     Tif(TifSource),
+}
+
+/// Registers the UDP sockets under their tokens again after one was bound, replaced or
+/// promoted (all removed first: a promoted descriptor moves from one token to another).
+fn sync_sources(rt: &mut Runtime<Source>, socks: &TifSockets) -> std::io::Result<()> {
+    let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
+    for s in udp {
+        rt.remove(Source::Tif(s))?;
+    }
+    for s in udp {
+        if let Some(fd) = socks.fd(s) {
+            rt.add(&fd, Source::Tif(s))?;
+        }
+    }
+    Ok(())
 }
 
 /// True when the kernel has a route from `src` toward `dst` (connect(2) on a UDP socket
@@ -101,6 +117,55 @@ fn candidates(
     (v6, v4)
 }
 
+/// The home link (RFC 6275 section 11.5.5): the first configured interface, up, with an
+/// address inside the home prefix other than the home address itself (which the node puts
+/// there while at home): its index and name.
+fn home_link(
+    nl: &Netlink,
+    ifs: &[MnInterface],
+    prefix: m6t_wire::Ipv6Prefix,
+    hoa: Ipv6Addr,
+) -> Option<(u32, String)> {
+    let (Ok(links), Ok(addrs)) = (nl.links(), nl.addresses()) else {
+        return None;
+    };
+    ifs.iter().filter(|i| !i.tunnel).find_map(|i| {
+        let l = links.iter().find(|l| l.name == i.name && l.up)?;
+        addrs
+            .iter()
+            .any(|a| {
+                a.index == l.index
+                    && a.usable
+                    && matches!(a.addr, IpAddr::V6(x) if x != hoa && prefix.contains(x))
+            })
+            .then(|| (l.index, i.name.clone()))
+    })
+}
+
+/// What a Binding Acknowledgement's refusal status means (RFC 6275 section 6.1.8, RFC 3963
+/// section 6.2, RFC 5555 section 4.5), for the log.
+fn refusal_name(st: u8) -> &'static str {
+    match st {
+        128 => "reason unspecified",
+        129 => "administratively prohibited: the BU was not protected by ESP",
+        130 => "insufficient resources",
+        131 => "home registration not supported",
+        132 => "not home subnet",
+        133 => "not home agent for this mobile node",
+        134 => "duplicate address detection failed",
+        135 => "sequence number out of window",
+        139 => "registration type change disallowed: a router binding cannot become a host's",
+        140 => {
+            "mobile router operation not permitted: not a router in the home agent's configuration"
+        }
+        141 => "invalid prefix",
+        142 => "not authorized for prefix: outside the home agent's mobile_network_prefixes",
+        143 => "forwarding setup failed: the home agent knows no prefix for this router",
+        144 => "forcing UDP encapsulation refused",
+        _ => "see RFC 6275 section 6.1.8",
+    }
+}
+
 fn mode_name(m: TunnelMode) -> &'static str {
     match m {
         TunnelMode::Ipv6 => "ipv6",
@@ -149,8 +214,12 @@ struct Driver {
     v4hoa: Option<Ipv4Addr>,
     /// Whether `routes` are in the main table.
     routes_in: bool,
+    /// The home link the node is on (index, name), when at home.
+    home: Option<(u32, String)>,
     /// Where the metrics are published, when `metrics_listen` is set.
     metrics: Option<Publisher>,
+    /// IKEv2, when `[ike]` keys the SAs.
+    ike: Option<IkeDriver>,
 }
 
 /// Runs the mobile node until SIGINT/SIGTERM.
@@ -168,6 +237,9 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let nl = Netlink::open()?;
     let hoa = cfg.machine.hoa;
     home_routing(&nl, &tun, &cfg)?;
+    if cfg.machine.router {
+        mobile_network_routing(&nl, &cfg)?;
+    }
     let monitor = Monitor::open_dual().map_err(io("netlink notifications"))?;
     let socks = TifSockets::mobile_node(cfg.ipsec.is_some()).map_err(|(what, e)| io(what)(e))?;
     let control = bind_control(&cfg.control_socket)?;
@@ -186,6 +258,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     if let Some(i) = super::install_ipsec(cfg.ipsec.as_ref(), &seed)? {
         node = node.with_ipsec(i).with_bu_detection(cfg.bu_detection);
     }
+    let ike = cfg.ike.as_ref().map(|s| IkeDriver::new(s, seed));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     // Everything privileged is open: keep only what the loop still needs.
     super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
@@ -203,7 +276,9 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         failures: Failures::default(),
         v4hoa: None,
         routes_in: false,
+        home: None,
         metrics,
+        ike,
     };
     let r = d.run(&mut node, monitor, &control);
     m6t_linux::notify::stopping();
@@ -214,7 +289,12 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
 
 /// What the metrics show: the counters of `m6t status` with the registrations accepted,
 /// whether the node is registered, and the IPsec SAs.
-fn snapshot(node: &MobileNode, info: &MnInfo, failures: &Failures) -> crate::metrics::Snapshot {
+fn snapshot(
+    node: &MobileNode,
+    info: &MnInfo,
+    failures: &Failures,
+    ike: Option<&IkeDriver>,
+) -> crate::metrics::Snapshot {
     let registered = info.coa.is_some() && info.unanswered_bus < FAILING_AFTER;
     let mut gauges = vec![GaugeValue::plain(
         "registered",
@@ -223,9 +303,12 @@ fn snapshot(node: &MobileNode, info: &MnInfo, failures: &Failures) -> crate::met
         if registered { 1.0 } else { 0.0 },
     )];
     gauges.extend(ipsec_gauges(node.ipsec()));
-    let mut counters = with_ipsec(
-        counters_with(node.counters().snapshot(), failures, &[]),
-        node.ipsec(),
+    let mut counters = with_ike(
+        with_ipsec(
+            counters_with(node.counters().snapshot(), failures, &[]),
+            node.ipsec(),
+        ),
+        ike,
     );
     counters.push(m6t_proto::stats::Counter {
         name: "registrations".into(),
@@ -251,6 +334,61 @@ fn home_routing(nl: &Netlink, tun: &Tun, cfg: &Mn) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The policy rules of a mobile router's mobile network: "from <prefix>" into the tunnel's
+/// table (RFC 3963 section 5.5: packets from the mobile network are reverse-tunnelled),
+/// after "to <prefix>" in the main table, so that traffic inside the mobile network, and
+/// what comes out of the tunnel for it, stays on its ingress link.
+fn mnp_rules(cfg: &Mn) -> Vec<(RuleSelector, u32, u32)> {
+    let prio = cfg.rule_priority;
+    cfg.machine
+        .mobile_network
+        .iter()
+        .flat_map(|p| {
+            [
+                (
+                    RuleSelector::To(p.addr(), p.len()),
+                    MAIN_TABLE,
+                    prio.saturating_sub(1),
+                ),
+                (RuleSelector::From(p.addr(), p.len()), cfg.table, prio),
+            ]
+        })
+        .collect()
+}
+
+/// A mobile router forwards between its egress (the tunnel) and its ingress links: IPv6
+/// and IPv4 forwarding on, and router advertisements still taken on the care-of
+/// interfaces (accept_ra 2: a forwarding interface ignores them otherwise, and movement
+/// detection needs them).
+fn mobile_network_routing(nl: &Netlink, cfg: &Mn) -> Result<(), DaemonError> {
+    for (p, v) in [
+        ("net/ipv6/conf/all/forwarding", "1"),
+        ("net/ipv4/ip_forward", "1"),
+    ] {
+        raw::sysctl(p, v).map_err(io(format!("sysctl {p}")))?;
+    }
+    for i in cfg.interfaces.iter().filter(|i| !i.tunnel) {
+        let p = format!("net/ipv6/conf/{}/accept_ra", i.name);
+        // An interface that appears later keeps the kernel's default: said, not fatal.
+        if let Err(e) = raw::sysctl(&p, "2") {
+            tracing::warn!("sysctl {p}: {e}");
+        }
+    }
+    for (sel, table, prio) in mnp_rules(cfg) {
+        nl.add_rule(sel, table, prio)?;
+    }
+    tracing::info!(
+        "mobile router for {}",
+        cfg.machine
+            .mobile_network
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 impl Driver {
     fn run(
         &mut self,
@@ -266,8 +404,9 @@ impl Driver {
         self.movement(node, now);
         let mut next = self.after(node, now);
         next = publish_metrics(&mut self.metrics, now, next, || {
-            snapshot(node, &self.info, &self.failures)
+            snapshot(node, &self.info, &self.failures, self.ike.as_ref())
         });
+        let mut drops = super::DropLog::new(now);
         while !self.rt.stopping() {
             ready.clear();
             ready.extend_from_slice(self.rt.wait(next).map_err(io("epoll"))?);
@@ -287,6 +426,7 @@ impl Driver {
                         &mut buf,
                         node,
                         &mut tun_tx,
+                        self.ike.as_mut(),
                         &self.failures,
                         now,
                     ),
@@ -295,9 +435,12 @@ impl Driver {
                         mn: self.info.clone(),
                         ipsec: node.ipsec().map(IpsecInfo::of),
                         start: crate::status::start(),
-                        counters: with_ipsec(
-                            counters_with(node.counters().snapshot(), &self.failures, &[]),
-                            node.ipsec(),
+                        counters: with_ike(
+                            with_ipsec(
+                                counters_with(node.counters().snapshot(), &self.failures, &[]),
+                                node.ipsec(),
+                            ),
+                            self.ike.as_ref(),
                         ),
                     }),
                 }
@@ -308,17 +451,96 @@ impl Driver {
             // now, so the registration time it reports is the one on the wire.
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
-                snapshot(node, &self.info, &self.failures)
+                snapshot(node, &self.info, &self.failures, self.ike.as_ref())
+            });
+            drops.pass(now, || {
+                snapshot(node, &self.info, &self.failures, self.ike.as_ref()).counters
             });
         }
         Ok(())
     }
 
-    /// Movement detection: the care-of addresses the interfaces offer now.
+    /// Movement detection: the home link, and the care-of addresses the interfaces offer
+    /// now.
     fn movement(&mut self, node: &mut MobileNode, now: Instant) {
+        let home = home_link(
+            &self.nl,
+            &self.cfg.interfaces,
+            self.cfg.home_prefix,
+            self.cfg.machine.hoa,
+        );
+        if home.as_ref().map(|h| h.0) != self.home.as_ref().map(|h| h.0) {
+            self.set_home(node, now, home);
+        }
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
         self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
         node.handle_coas(now, v6, v4);
+        // RFC 4877 section 4: the IKE SA runs from the care-of address, here the IPv4 one
+        // and over UDP 4500 (RFC 5555 section 5), from the socket ESP uses.
+        if let (Some(ike), Some(coa)) = (self.ike.as_mut(), v4) {
+            let res = self.socks.bind_esp_udp(coa).and_then(|changed| {
+                if changed {
+                    sync_sources(&mut self.rt, &self.socks)
+                } else {
+                    Ok(())
+                }
+            });
+            self.failures
+                .check(Failure::UdpSend, format_args!("UDP 4500 on {coa}"), res);
+            ike.attach(now, coa, self.cfg.machine.ha4);
+        }
+    }
+
+    /// Coming home (RFC 6275 section 11.5.5): the home address leaves the TUN (and its rule
+    /// into the tunnel's table, the extra routes, the IPv4 home address) for the home link,
+    /// without duplicate address detection, so that the node answers for it there when the
+    /// home agent stops; then the deregistration BU leaves from it over the home link.
+    /// Leaving home: back onto the TUN with its rule, and a registration anew.
+    fn set_home(&mut self, node: &mut MobileNode, now: Instant, home: Option<(u32, String)>) {
+        let hoa = self.cfg.machine.hoa;
+        let (tun, table, prio) = (self.tun.index(), self.cfg.table, self.cfg.rule_priority);
+        if let Some((idx, name)) = self.home.take() {
+            let r = self.nl.del_address(idx, hoa);
+            self.failures
+                .check(Failure::Netlink, format_args!("home address off {name}"), r);
+            tracing::info!("left the home link {name}");
+        }
+        match &home {
+            Some((idx, name)) => {
+                let r = self
+                    .nl
+                    .del_source_rule(IpAddr::V6(hoa), table, prio)
+                    .and_then(|()| self.nl.del_address(tun, hoa))
+                    .and_then(|()| self.nl.add_address(*idx, hoa, self.cfg.home_prefix.len()));
+                self.failures.check(
+                    Failure::Netlink,
+                    format_args!("home address onto {name}"),
+                    r,
+                );
+                if self.routes_in {
+                    for (a, l) in &self.cfg.routes {
+                        let r = self.nl.del_route_ip(*a, *l, tun, 1024, MAIN_TABLE);
+                        self.failures
+                            .check(Failure::Netlink, format_args!("route {a}/{l}"), r);
+                    }
+                    self.routes_in = false;
+                }
+                self.ipv4_home_address(None);
+                tracing::info!("home link {name}: deregistering from {hoa}");
+                node.handle_home(now, true);
+            }
+            None => {
+                let r = self
+                    .nl
+                    .add_address(tun, hoa, 128)
+                    .and_then(|()| self.nl.add_source_rule(IpAddr::V6(hoa), table, prio));
+                self.failures
+                    .check(Failure::Netlink, "home address back onto the TUN", r);
+                node.handle_home(now, false);
+            }
+        }
+        self.info.home_link = home.as_ref().map(|h| h.1.clone());
+        self.home = home;
     }
 
     /// What the node asked: timers, BUs to send, registrations to install. Returns the
@@ -330,11 +552,18 @@ impl Driver {
             .as_ref()
             .and_then(|i| i.sequence_file.as_deref());
         ipsec_upkeep(node.ipsec_mut(), seq_file, &self.failures);
+        if let Some(ike) = self.ike.as_mut() {
+            if ike.drive(now, &self.socks, node.ipsec_mut(), &self.failures) {
+                node.signalling_keyed(now);
+            }
+        }
+        let ike_next = self.ike.as_ref().and_then(IkeDriver::poll_timeout);
         let mut next = node.poll_timeout();
         if next.is_some_and(|t| t <= now) {
             node.handle_timeout(now);
             next = node.poll_timeout();
         }
+        let next = [next, ike_next].into_iter().flatten().min();
         while let Some(t) = node.poll_transmit() {
             self.transmit(&t);
         }
@@ -348,6 +577,18 @@ impl Driver {
                     failing_why(n, node.ipsec().is_some())
                 );
             }
+        }
+        self.info.at_home = node.at_home();
+        let refusal = node.last_refusal();
+        if refusal != self.info.last_refusal {
+            if let Some(st) = refusal {
+                tracing::warn!(
+                    "the home agent refused the registration: status {st} ({}); retrying with \
+                     backoff",
+                    refusal_name(st)
+                );
+            }
+            self.info.last_refusal = refusal;
         }
         while let Some(e) = node.poll_event() {
             match e {
@@ -391,16 +632,7 @@ impl Driver {
     /// Registers the UDP sockets under their tokens again after one was bound, replaced or
     /// promoted (all removed first: a promoted descriptor moves from one token to another).
     fn sync_udp_sources(&mut self) -> std::io::Result<()> {
-        let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
-        for s in udp {
-            self.rt.remove(Source::Tif(s))?;
-        }
-        for s in udp {
-            if let Some(fd) = self.socks.fd(s) {
-                self.rt.add(&fd, Source::Tif(s))?;
-            }
-        }
-        Ok(())
+        sync_sources(&mut self.rt, &self.socks)
     }
 
     /// A registration the home agent accepted: the tunnel's sockets, the IPv4 home
@@ -509,6 +741,11 @@ impl Driver {
     }
 
     fn cleanup(&mut self) {
+        if let Some((idx, name)) = self.home.take() {
+            let r = self.nl.del_address(idx, self.cfg.machine.hoa);
+            self.failures
+                .check(Failure::Netlink, format_args!("home address off {name}"), r);
+        }
         let (table, prio) = (self.cfg.table, self.cfg.rule_priority);
         let r = self
             .nl
@@ -519,6 +756,13 @@ impl Driver {
             let r = self.nl.del_source_rule(IpAddr::V4(a), table, prio);
             self.failures
                 .check(Failure::Netlink, "removing the IPv4 home address rule", r);
+        }
+        if self.cfg.machine.router {
+            for (sel, table, prio) in mnp_rules(&self.cfg) {
+                let r = self.nl.del_rule(sel, table, prio);
+                self.failures
+                    .check(Failure::Netlink, "removing a mobile network rule", r);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod gateway;
 /// The DSMIPv6 home agent daemon.
 pub mod ha;
 mod hook;
+mod ike;
 /// The DSMIPv6 mobile node daemon.
 pub mod mn;
 mod tif;
@@ -17,6 +18,7 @@ use m6t_linux::control::ControlServer;
 use m6t_linux::failures::Failures;
 use std::io::Write;
 use std::path::Path;
+use std::time::Instant;
 
 /// Most reads from one descriptor before the loop looks at the others, so that one busy
 /// socket cannot starve the rest (timers, control socket).
@@ -127,6 +129,80 @@ pub(crate) fn ipsec_gauges(ipsec: Option<&m6t_ipsec::Ipsec>) -> Vec<crate::metri
     ]
 }
 
+/// The drop counters in the log: one line per [`m6t_linux::failures::LOG_EVERY`] at most,
+/// naming each reason that dropped packets since the last line and how many, so that a
+/// flood of refused packets is one line every ten seconds, not one per packet (the
+/// counters themselves count every packet, in `m6t status` and the metrics). Checked
+/// during the loop's passes with the pass's clock reading, so it costs no wake-up: drops
+/// only happen in passes.
+pub(crate) struct DropLog {
+    next: Instant,
+    last: Vec<(String, u64)>,
+}
+
+/// True for the counters that count dropped packets (a reason each).
+fn is_drop(name: &str) -> bool {
+    name.starts_with("drop_") || name.starts_with("ipsec_") || name == "pcap_dropped"
+}
+
+impl DropLog {
+    /// Starts counting from zero: the first line covers the drops since start.
+    pub(crate) fn new(now: Instant) -> Self {
+        DropLog {
+            next: now + m6t_linux::failures::LOG_EVERY,
+            last: Vec::new(),
+        }
+    }
+
+    /// Whether a line may be written now (the caller then takes the counters).
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// Logs the drops since the last line, if any, and returns the line.
+    pub(crate) fn log(
+        &mut self,
+        now: Instant,
+        counters: &[m6t_proto::stats::Counter],
+    ) -> Option<String> {
+        self.next = now + m6t_linux::failures::LOG_EVERY;
+        let mut parts = Vec::new();
+        for c in counters.iter().filter(|c| is_drop(&c.name)) {
+            let before = match self.last.iter_mut().find(|(n, _)| *n == c.name) {
+                Some((_, v)) => std::mem::replace(v, c.value),
+                None => {
+                    self.last.push((c.name.clone(), c.value));
+                    0
+                }
+            };
+            if c.value > before {
+                parts.push(format!("{} {}", c.name, c.value - before));
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        let line = format!(
+            "dropped since the last such line (at most one per {} s): {}",
+            m6t_linux::failures::LOG_EVERY.as_secs(),
+            parts.join(", ")
+        );
+        tracing::info!("{line}");
+        Some(line)
+    }
+
+    /// In a loop pass: logs when due, taking the counters only then.
+    pub(crate) fn pass(
+        &mut self,
+        now: Instant,
+        counters: impl FnOnce() -> Vec<m6t_proto::stats::Counter>,
+    ) {
+        if self.due(now) {
+            self.log(now, &counters());
+        }
+    }
+}
+
 /// A seed for a machine from the kernel's generator.
 pub(crate) fn os_seed() -> Result<[u8; 32], DaemonError> {
     m6t_linux::seed::os_seed().map_err(io("getrandom"))
@@ -151,16 +227,64 @@ pub(crate) fn serve_reports(
     });
 }
 
-/// A machine's counters followed by the driver's failure counters and `extra`.
+/// The process's `--pcap` capture, when one runs (set once, before the daemon starts).
+static CAPTURE: std::sync::OnceLock<m6t_linux::capture::Capture> = std::sync::OnceLock::new();
+
+/// The UDP ports and IP protocols of DSMIPv6's tunnels (RFC 5555 section 4.1: UDP 4191;
+/// ESP in UDP 4500, RFC 3948; ESP, IPv6 and IPv4 in IPv6, and the Mobility Header with the
+/// options and routing headers that carry BU and BA from an IPv6 care-of address).
+pub fn dsmip_capture_filter() -> m6t_linux::capture::CaptureFilter {
+    m6t_linux::capture::CaptureFilter {
+        udp_ports: vec![
+            m6t_proto::dsmip::tif::DSMIP_PORT,
+            m6t_proto::dsmip::tif::ESP_UDP_PORT,
+        ],
+        ip_protocols: vec![50, 41, 4, 135, 60, 43],
+    }
+}
+
+/// Starts `--pcap FILE` for the whole process: what crosses the tunnel (`filter`), outer
+/// headers included, as pcapng ([`m6t_linux::capture`]). Its counts join every status
+/// report (`pcap_written`, `pcap_dropped`).
+pub fn start_capture(
+    path: &Path,
+    filter: &m6t_linux::capture::CaptureFilter,
+) -> Result<(), DaemonError> {
+    let c = m6t_linux::capture::Capture::start(path, filter)
+        .map_err(io(format!("--pcap {}", path.display())))?;
+    tracing::info!("capturing the tunnel's packets to {}", path.display());
+    // Set once per process, by main: a second call keeps the first capture.
+    let _ = CAPTURE.set(c);
+    Ok(())
+}
+
+/// Stops the capture, if any, flushing its file: called when the daemon returns (a static
+/// is never dropped).
+pub fn stop_capture() {
+    if let Some(c) = CAPTURE.get() {
+        c.stop();
+    }
+}
+
+/// A machine's counters followed by the driver's failure counters, `extra`, and the
+/// capture's counts when `--pcap` is on.
 pub(crate) fn counters_with(
     mut counters: Vec<m6t_proto::stats::Counter>,
     failures: &Failures,
     extra: &[(&'static str, u64)],
 ) -> Vec<m6t_proto::stats::Counter> {
+    let capture = CAPTURE.get().map(|c| {
+        let [written, dropped] = m6t_linux::capture::COUNTER_NAMES;
+        [
+            (written, c.stats().written()),
+            (dropped, c.stats().dropped()),
+        ]
+    });
     counters.extend(
         failures
             .snapshot()
             .chain(extra.iter().copied())
+            .chain(capture.into_iter().flatten())
             .map(|(name, value)| m6t_proto::stats::Counter {
                 name: name.into(),
                 value,
@@ -176,6 +300,17 @@ pub(crate) fn with_ipsec(
 ) -> Vec<m6t_proto::stats::Counter> {
     if let Some(i) = ipsec {
         counters.extend(crate::status::IpsecInfo::counters(i));
+    }
+    counters
+}
+
+/// The counters with IKE's appended (`ike_*`), when `[ike]` keys the SAs.
+pub(crate) fn with_ike(
+    mut counters: Vec<m6t_proto::stats::Counter>,
+    ike: Option<&ike::IkeDriver>,
+) -> Vec<m6t_proto::stats::Counter> {
+    if let Some(i) = ike {
+        counters.extend(i.counters());
     }
     counters
 }
@@ -225,10 +360,11 @@ pub(crate) fn install_ipsec(
         }
         None => i.reserve_unlimited(),
     }
+    let manual = i.sad().iter().filter(|e| e.keyed()).count();
     tracing::info!(
-        "IPsec: {} policies, {} SAs with manual keys",
+        "IPsec: {} policies, {manual} SAs with manual keys, {} keyed by IKEv2",
         i.spd().policies.len(),
-        i.sad().len()
+        i.sad().len() - manual
     );
     Ok(Some(i))
 }
@@ -312,5 +448,53 @@ pub(crate) fn ipsec_upkeep(
             1,
             format_args!("[ipsec] sequence_file {}: {e}", p.display()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use m6t_proto::stats::Counter;
+
+    fn c(name: &str, value: u64) -> Counter {
+        Counter {
+            name: name.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn drops_are_logged_at_most_once_per_interval_with_their_counts() {
+        let t0 = Instant::now();
+        let mut d = DropLog::new(t0);
+        assert!(!d.due(t0));
+        let every = m6t_linux::failures::LOG_EVERY;
+        let mut asked = 0;
+        d.pass(t0 + every / 2, || {
+            asked += 1;
+            Vec::new()
+        });
+        assert_eq!(asked, 0, "counters taken only when a line is due");
+        let first = [
+            c("drop_no_state_for_home", 3),
+            c("forwarded_to_mn", 100),
+            c("ipsec_replay", 0),
+        ];
+        let line = d.log(t0 + every, &first).unwrap();
+        assert!(line.ends_with(": drop_no_state_for_home 3"), "{line}");
+        assert!(!d.due(t0 + every + every / 2));
+        // Nothing new dropped: no line.
+        assert_eq!(d.log(t0 + every * 2, &first), None);
+        let later = [
+            c("drop_no_state_for_home", 10),
+            c("forwarded_to_mn", 500),
+            c("ipsec_replay", 2),
+            c("pcap_dropped", 1),
+        ];
+        let line = d.log(t0 + every * 3, &later).unwrap();
+        assert!(
+            line.ends_with(": drop_no_state_for_home 7, ipsec_replay 2, pcap_dropped 1"),
+            "{line}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! payloads, IP-in-IP inner packets, captured signalling, packets from the TUN), so one
 //! pump serves both.
 
+use super::ike::IkeDriver;
 use super::BURST;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::tif::{TifPacket, TifSockets, TifSource};
@@ -92,12 +93,14 @@ tunnel_end!(MobileNode, MnCounter);
 
 /// Drains one tunnel-interface socket into the node, and what the node lets through into
 /// the TUN.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn from_tunnel(
     socks: &TifSockets,
     source: TifSource,
     buf: &mut [u8],
     node: &mut impl TunnelEnd,
     tun_tx: &mut TunTx,
+    mut ike: Option<&mut IkeDriver>,
     failures: &Failures,
     now: Instant,
 ) {
@@ -108,8 +111,13 @@ pub(crate) fn from_tunnel(
             Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &mut buf[range]),
             Ok(TifPacket::Captured { len }) => node.captured(now, &mut buf[..len]),
             Ok(TifPacket::Esp { outer, range }) => node.esp(now, outer, &mut buf[range]),
-            // IKE and NAT-keepalives on port 4500 are not the tunnel's.
-            Ok(TifPacket::NotEsp) => continue,
+            // IKE and NAT-keepalives on port 4500 are not the tunnel's but IKE's.
+            Ok(TifPacket::NotEsp { from, len }) => {
+                if let Some(ike) = ike.as_deref_mut() {
+                    ike.datagram(now, socks.esp_udp_local(), from, &buf[..len]);
+                }
+                continue;
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             // ICMP errors of earlier sends surface here.
             Err(e) => {

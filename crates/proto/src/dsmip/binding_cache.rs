@@ -12,13 +12,13 @@
 //! what is due; IPv4 home addresses and prefixes have an index, so
 //! [`BindingCache::tunnel_for_v4`] is O(log n) per data packet.
 
-use crate::dsmip::seq;
+use crate::dsmip::{seq, NetPrefix};
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
 use m6t_wire::Ipv6Prefix;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 /// Binding Acknowledgement status codes used here (RFC 6275 section 6.1.8, RFC 5555).
@@ -37,6 +37,17 @@ pub mod status {
     pub const NOT_HOME_SUBNET: u8 = 132;
     /// Sequence number out of window.
     pub const SEQ_OUT_OF_WINDOW: u8 = 135;
+    /// Registration type change disallowed (the R flag differs from the binding's, RFC
+    /// 3963 section 6.2).
+    pub const REG_TYPE_CHANGE: u8 = 139;
+    /// Mobile Router Operation not permitted (RFC 3963 section 6.2).
+    pub const MR_NOT_PERMITTED: u8 = 140;
+    /// Invalid Prefix (RFC 3963 section 6.2).
+    pub const INVALID_PREFIX: u8 = 141;
+    /// Not Authorized for Prefix (RFC 3963 section 6.2).
+    pub const PREFIX_NOT_AUTHORIZED: u8 = 142;
+    /// Forwarding Setup failed: no prefixes known in implicit mode (RFC 3963 section 6.2).
+    pub const FORWARDING_FAILED: u8 = 143;
     /// Forcing UDP encapsulation refused (RFC 5555 section 4.5; IANA lists 144 for
     /// RFC 4285, the conflict is in RFC 5555 itself).
     pub const FORCE_UDP_REFUSED: u8 = 144;
@@ -69,6 +80,11 @@ pub struct HaConfig {
     pub ipv4_pool: Vec<Ipv4Addr>,
     /// Mobile nodes (IPv6 home addresses) allowed IPv4 prefixes (P flag).
     pub prefix_holders: BTreeSet<Ipv6Addr>,
+    /// Mobile routers (IPv6 home addresses) and the mobile network prefixes each may
+    /// register (RFC 3963 section 6.1.2, the Prefix Table): what a BU with the R flag is
+    /// checked against, and what implicit mode binds. Two routers' prefixes must not
+    /// overlap (the configuration loader refuses it): a prefix has one owner.
+    pub routers: BTreeMap<Ipv6Addr, Vec<NetPrefix>>,
     /// Longest lifetime granted.
     pub max_lifetime: Duration,
     /// NAT keep-alive refresh time sent in the NAT Detection option (NATKATIMEOUT, 110 s).
@@ -97,6 +113,7 @@ impl Default for HaConfig {
             static_ipv4: BTreeMap::new(),
             ipv4_pool: Vec::new(),
             prefix_holders: BTreeSet::new(),
+            routers: BTreeMap::new(),
             max_lifetime: Duration::from_secs(3600),
             nat_keepalive: 110,
             accept_force_udp: true,
@@ -176,6 +193,10 @@ pub struct Binding {
     pub nat: bool,
     /// Whether the IPv4 home address came from the dynamic pool.
     dynamic: bool,
+    /// A mobile router's binding (R flag, RFC 3963 section 6.1.1).
+    pub router: bool,
+    /// The mobile network prefixes forwarded to it (RFC 3963 section 6.2).
+    pub mnp: Vec<NetPrefix>,
 }
 
 /// An answer to send: a Binding Acknowledgement to the home address, through `via`.
@@ -208,6 +229,12 @@ pub struct SavedBinding {
     pub nat: bool,
     /// IPv4 home address from the dynamic pool.
     pub dynamic: bool,
+    /// A mobile router's binding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub router: bool,
+    /// Its mobile network prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mnp: Vec<NetPrefix>,
 }
 
 /// The binding cache as saved: lifetimes are relative, so the file means the same whatever
@@ -236,6 +263,14 @@ pub struct BindingCache {
     prefixes: BTreeMap<(u8, u32), Ipv6Addr>,
     /// How many entries of `prefixes` have each length: a lookup tries only those.
     prefix_lens: [u32; 32],
+    /// Bound IPv6 mobile network prefixes by (length, network) -> the router's home address.
+    mnp6: BTreeMap<(u8, u128), Ipv6Addr>,
+    /// How many entries of `mnp6` have each length.
+    mnp6_lens: [u32; 129],
+    /// Bound IPv4 mobile network prefixes by (length, network) -> the router's home address.
+    mnp4: BTreeMap<(u8, u32), Ipv6Addr>,
+    /// How many entries of `mnp4` have each length.
+    mnp4_lens: [u32; 33],
     free_pool: VecDeque<Ipv4Addr>,
 }
 
@@ -270,15 +305,48 @@ fn nat_detection(arrival: Arrival, nat: bool, forced: bool, keepalive: u32) -> V
 }
 
 /// The IPv4 Home Address option of a BU (RFC 5555 section 3.1.1): length, P flag, address.
-fn ipv4_hoa_request(bu: &MhRepr) -> Option<(u8, bool, Ipv4Addr)> {
+/// A mobile router's options with the P flag ask for mobile network prefixes instead
+/// ([`BindingCache::mobile_network`]): its own IPv4 home address is the one without.
+fn ipv4_hoa_request(bu: &MhRepr, router: bool) -> Option<(u8, bool, Ipv4Addr)> {
     bu.options.iter().find_map(|o| match o {
         MobilityOption::Ipv4HomeAddress {
             prefix_len,
             p,
             addr,
-        } => Some((*prefix_len, *p, *addr)),
+        } if !(router && *p) => Some((*prefix_len, *p, *addr)),
         _ => None,
     })
+}
+
+/// Most mobile network prefixes one binding holds (explicit mode; a BU of 64 KiB could
+/// carry thousands of options).
+pub const MAX_MNP: usize = 64;
+
+/// Whether `p` lies inside one of the prefixes in `allowed` (the Prefix Table check of RFC
+/// 3963 section 6.2).
+fn authorised(allowed: &[NetPrefix], p: &NetPrefix) -> bool {
+    allowed
+        .iter()
+        .any(|a| a.len() <= p.len() && a.contains(p.addr()))
+}
+
+/// Whether a prefix can be a mobile network at all: not empty, and neither multicast nor
+/// link-local nor loopback.
+fn usable_mnp(p: &NetPrefix) -> bool {
+    match p {
+        NetPrefix::V6(a, l) => {
+            *l > 0 && !a.is_multicast() && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80
+        }
+        NetPrefix::V4(a, l) => *l > 0 && !a.is_multicast() && !a.is_loopback() && !a.is_broadcast(),
+    }
+}
+
+/// The flags of a BU (0 for another message).
+fn bu_flags_of(bu: &MhRepr) -> u16 {
+    match bu.msg {
+        MhMessage::Bu { flags, .. } => flags,
+        _ => 0,
+    }
 }
 
 /// A Binding Acknowledgement (RFC 6275 section 6.1.8; the T flag of RFC 5845 section 7.2
@@ -321,6 +389,10 @@ impl BindingCache {
             v4: BTreeMap::new(),
             prefixes: BTreeMap::new(),
             prefix_lens: [0; 32],
+            mnp6: BTreeMap::new(),
+            mnp6_lens: [0; 129],
+            mnp4: BTreeMap::new(),
+            mnp4_lens: [0; 33],
             free_pool,
         }
     }
@@ -340,6 +412,8 @@ impl BindingCache {
                 ipv4: b.ipv4,
                 nat: b.nat,
                 dynamic: b.dynamic,
+                router: b.router,
+                mnp: b.mnp.clone(),
             })
             .collect();
         Snapshot { bindings }
@@ -354,6 +428,7 @@ impl BindingCache {
             if b.remaining_ms == 0
                 || !bc.cfg.home_prefix.contains(b.hoa)
                 || bc.cache.contains_key(&b.hoa)
+                || (b.router && !bc.restorable_mnp(b.hoa, &b.mnp))
             {
                 continue;
             }
@@ -375,6 +450,8 @@ impl BindingCache {
                     Some((a, l))
                 }
             };
+            let mnp = if b.router { b.mnp.clone() } else { Vec::new() };
+            bc.index_mnp(b.hoa, &mnp);
             bc.put(Binding {
                 hoa: b.hoa,
                 tunnel: b.tunnel,
@@ -383,6 +460,8 @@ impl BindingCache {
                 ipv4,
                 nat: b.nat,
                 dynamic: b.dynamic && ipv4.is_some(),
+                router: b.router,
+                mnp,
             });
         }
         bc.settle();
@@ -414,6 +493,104 @@ impl BindingCache {
         self.cache.get(&dst).map(|b| b.tunnel)
     }
 
+    /// The tunnel for a packet to an IPv6 destination that is a bound home address or lies
+    /// inside a bound mobile network prefix (RFC 3963 section 6.5), and the home address
+    /// of its owner. O(log n): one lookup per prefix length in use.
+    pub fn route_v6(&self, dst: Ipv6Addr) -> Option<(Ipv6Addr, Tunnel)> {
+        if let Some(b) = self.cache.get(&dst) {
+            return Some((dst, b.tunnel));
+        }
+        let d = u128::from(dst);
+        let owner = (0..=128u8)
+            .rev()
+            .filter(|l| self.mnp6_lens[usize::from(*l)] > 0)
+            .find_map(|l| {
+                let m = if l == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(l))
+                };
+                self.mnp6.get(&(l, d & m)).copied()
+            })?;
+        self.cache.get(&owner).map(|b| (owner, b.tunnel))
+    }
+
+    /// The owner of the bound IPv4 mobile network prefix holding `dst`, longest first.
+    fn mnp4_owner(&self, dst: Ipv4Addr) -> Option<Ipv6Addr> {
+        let d = u32::from(dst);
+        (0..=32u8)
+            .rev()
+            .filter(|l| self.mnp4_lens[usize::from(*l)] > 0)
+            .find_map(|l| self.mnp4.get(&(l, d & v4_mask(l))).copied())
+    }
+
+    /// The router whose bound mobile network prefixes hold `a`, if any.
+    pub fn mnp_owner(&self, a: IpAddr) -> Option<Ipv6Addr> {
+        match a {
+            IpAddr::V6(d) => self.route_v6(d).map(|(h, _)| h).filter(|h| *h != d),
+            IpAddr::V4(d) => self.mnp4_owner(d),
+        }
+    }
+
+    fn mnp_key6(p: &NetPrefix) -> Option<(u8, u128)> {
+        match p {
+            NetPrefix::V6(a, l) => Some((*l, u128::from(*a))),
+            NetPrefix::V4(..) => None,
+        }
+    }
+
+    /// Adds a router's mobile network prefixes to the indexes.
+    fn index_mnp(&mut self, hoa: Ipv6Addr, mnp: &[NetPrefix]) {
+        for p in mnp {
+            match *p {
+                NetPrefix::V6(..) => {
+                    if let Some(k) = Self::mnp_key6(p) {
+                        if self.mnp6.insert(k, hoa).is_none() {
+                            self.mnp6_lens[usize::from(k.0)] += 1;
+                        }
+                    }
+                }
+                NetPrefix::V4(a, l) => {
+                    if self.mnp4.insert((l, u32::from(a)), hoa).is_none() {
+                        self.mnp4_lens[usize::from(l)] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a router's mobile network prefixes from the indexes (only those it owns).
+    fn unindex_mnp(&mut self, hoa: Ipv6Addr, mnp: &[NetPrefix]) {
+        for p in mnp {
+            match *p {
+                NetPrefix::V6(..) => {
+                    if let Some(k) = Self::mnp_key6(p) {
+                        if self.mnp6.get(&k) == Some(&hoa) {
+                            self.mnp6.remove(&k);
+                            self.mnp6_lens[usize::from(k.0)] -= 1;
+                        }
+                    }
+                }
+                NetPrefix::V4(a, l) => {
+                    let k = (l, u32::from(a));
+                    if self.mnp4.get(&k) == Some(&hoa) {
+                        self.mnp4.remove(&k);
+                        self.mnp4_lens[usize::from(l)] -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A saved router binding is restored only with prefixes the configuration still
+    /// authorises for it.
+    fn restorable_mnp(&self, hoa: Ipv6Addr, mnp: &[NetPrefix]) -> bool {
+        let Some(allowed) = self.cfg.routers.get(&hoa) else {
+            return false;
+        };
+        mnp.iter().all(|p| authorised(allowed, p))
+    }
+
     /// The tunnel for a packet to an IPv4 destination inside a bound IPv4 home address or
     /// prefix, and the IPv6 home address of its owner: the bound address itself, else the
     /// longest bound prefix holding it. O(log n): one lookup per prefix length in use.
@@ -424,7 +601,8 @@ impl BindingCache {
                 .rev()
                 .filter(|l| self.prefix_lens[usize::from(*l)] > 0)
                 .find_map(|l| self.prefixes.get(&(l, d & v4_mask(l))).copied())
-        })?;
+        });
+        let owner = owner.or_else(|| self.mnp4_owner(dst))?;
         self.cache.get(&owner).map(|b| (owner, b.tunnel))
     }
 
@@ -460,6 +638,7 @@ impl BindingCache {
     fn remove(&mut self, hoa: Ipv6Addr) {
         if let Some(b) = self.cache.remove(&hoa) {
             self.drop_v4(&b);
+            self.unindex_mnp(hoa, &b.mnp);
         }
     }
 
@@ -550,6 +729,14 @@ impl BindingCache {
         if !protected && !self.cfg.accept_unprotected {
             return Err((status::PROHIBITED, seq));
         }
+        // RFC 3963 section 6.2: a router's BU without H, or from a node configured neither
+        // as a router nor as an IPv4 prefix holder (RFC 5555's P flag), is refused with 140.
+        if flags & bu_flags::R != 0
+            && (flags & bu_flags::H == 0
+                || !(self.cfg.routers.contains_key(&hoa) || self.cfg.prefix_holders.contains(&hoa)))
+        {
+            return Err((status::MR_NOT_PERMITTED, seq));
+        }
         if flags & bu_flags::H == 0 {
             return Err((status::HOME_REGISTRATION_NOT_SUPPORTED, seq));
         }
@@ -630,7 +817,8 @@ impl BindingCache {
         hoa: Ipv6Addr,
         bu: &MhRepr,
     ) -> (Option<MobilityOption>, Option<(Ipv4Addr, u8, bool)>) {
-        let Some((plen, p, addr)) = ipv4_hoa_request(bu) else {
+        let router = bu_flags_of(bu) & bu_flags::R != 0 && self.cfg.routers.contains_key(&hoa);
+        let Some((plen, p, addr)) = ipv4_hoa_request(bu, router) else {
             return (None, None);
         };
         let (st, granted) = self.ipv4_hoa(hoa, plen, p, addr);
@@ -657,6 +845,7 @@ impl BindingCache {
         let hoa = b.hoa;
         let mut ipv4 = ipv4;
         if let Some(old) = self.cache.remove(&hoa) {
+            self.unindex_mnp(hoa, &old.mnp);
             let keep_dynamic =
                 old.dynamic && ipv4.is_some_and(|(a, _, d)| d && Some(a) == old.ipv4.map(|x| x.0));
             if !keep_dynamic {
@@ -675,6 +864,9 @@ impl BindingCache {
         }
         b.ipv4 = ipv4.map(|(a, l, _)| (a, l));
         b.dynamic = ipv4.is_some_and(|(_, _, d)| d);
+        let mnp = std::mem::take(&mut b.mnp);
+        self.index_mnp(hoa, &mnp);
+        b.mnp = mnp;
         self.put(b);
         ipv4
     }
@@ -745,6 +937,22 @@ impl BindingCache {
             let opts = nat_detection(arrival, nat, forced, keepalive);
             return ack_wanted.then(|| ba(hoa, back, status::ACCEPTED, s, 0, opts));
         }
+        // A router of the Prefix Table; an IPv4 prefix holder that is not one keeps RFC
+        // 5555's single IPv4 home prefix (its P option, checked with status 133).
+        let router = flags & bu_flags::R != 0 && self.cfg.routers.contains_key(&hoa);
+        // RFC 3963 section 6.2: a registration does not change its type (a deregistration,
+        // above, ignores R).
+        if self.cache.get(&hoa).is_some_and(|b| b.router != router) {
+            return refuse((status::REG_TYPE_CHANGE, s));
+        }
+        let mnp = if router {
+            match self.mobile_network(hoa, bu) {
+                Ok(m) => m,
+                Err(st) => return refuse((st, s)),
+            }
+        } else {
+            Vec::new()
+        };
         // A new binding only while there is room; the cache never grows past the cap,
         // whatever the number of home addresses asking.
         if !self.cache.contains_key(&hoa) && self.cache.len() >= self.cfg.max_bindings {
@@ -752,6 +960,26 @@ impl BindingCache {
         }
         let (ack, granted_v4) = self.ipv4_registration(hoa, bu);
         let granted = self.granted_lifetime(lifetime);
+        // Each IPv4 Home Address option with P is answered (RFC 5555 section 3.2.1): with
+        // the IPv4 prefixes bound.
+        let p_options = bu
+            .options
+            .iter()
+            .filter(|o| router && matches!(o, MobilityOption::Ipv4HomeAddress { p: true, .. }))
+            .count();
+        let v4_acks: Vec<MobilityOption> = mnp
+            .iter()
+            .filter_map(|p| match *p {
+                NetPrefix::V4(addr, prefix_len) if p_options > 0 => {
+                    Some(MobilityOption::Ipv4AddressAck {
+                        status: v4status::SUCCESS,
+                        prefix_len,
+                        addr,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
         let kept_v4 = self.install(
             Binding {
                 hoa,
@@ -761,6 +989,8 @@ impl BindingCache {
                 ipv4: None,
                 nat,
                 dynamic: false,
+                router,
+                mnp,
             },
             granted_v4,
         );
@@ -770,12 +1000,78 @@ impl BindingCache {
                 *status = v4status::INCORRECT_HOA;
             }
         }
+        options.extend(v4_acks);
         options.extend(nat_detection(arrival, nat, forced, keepalive));
         let ba_via = match (arrival, tunnel) {
             (Arrival::Udp { .. }, Tunnel::Tlv { peer }) => Tunnel::Tlv { peer },
             _ => back,
         };
-        ack_wanted.then(|| ba(hoa, ba_via, status::ACCEPTED, s, granted, options))
+        ack_wanted.then(|| {
+            let mut out = ba(hoa, ba_via, status::ACCEPTED, s, granted, options);
+            // R in the BA: forwarding for the mobile network is set up (RFC 3963 6.6).
+            if let MhMessage::Ba { flags, .. } = &mut out.ba.msg {
+                if router {
+                    *flags |= ba_flags::R;
+                }
+            }
+            out
+        })
+    }
+
+    /// The mobile network prefixes a router's BU registers (RFC 3963 section 6.2): those
+    /// of its Mobile Network Prefix options and of its IPv4 Home Address options with the
+    /// P flag (RFC 5555 section 3.1.1; 0.0.0.0 asks for the configured IPv4 prefixes) in
+    /// explicit mode, the configured ones in implicit mode (no such option). Refusals: 141
+    /// for a prefix that cannot be one, 142 for one outside the router's Prefix Table, 143
+    /// when implicit mode finds no configured prefix.
+    fn mobile_network(&self, hoa: Ipv6Addr, bu: &MhRepr) -> Result<Vec<NetPrefix>, u8> {
+        let allowed = self.cfg.routers.get(&hoa).map(Vec::as_slice).unwrap_or(&[]);
+        let mut asked: Vec<NetPrefix> = Vec::new();
+        let mut explicit = false;
+        for o in &bu.options {
+            let p = match *o {
+                MobilityOption::MobileNetworkPrefix { len, prefix } => NetPrefix::v6(prefix, len),
+                MobilityOption::Ipv4HomeAddress {
+                    prefix_len,
+                    p: true,
+                    addr,
+                } => {
+                    if prefix_len == 0 || prefix_len > 32 {
+                        return Err(status::INVALID_PREFIX);
+                    }
+                    if addr.is_unspecified() {
+                        explicit = true;
+                        for a in allowed.iter().filter(|a| matches!(a, NetPrefix::V4(..))) {
+                            if !asked.contains(a) {
+                                asked.push(*a);
+                            }
+                        }
+                        continue;
+                    }
+                    NetPrefix::v4(addr, prefix_len)
+                }
+                _ => continue,
+            };
+            explicit = true;
+            let p = p.filter(usable_mnp).ok_or(status::INVALID_PREFIX)?;
+            if !asked.contains(&p) {
+                // Bounded: a binding holds at most what the Prefix Table holds.
+                if asked.len() >= MAX_MNP {
+                    return Err(status::INVALID_PREFIX);
+                }
+                asked.push(p);
+            }
+        }
+        if !explicit {
+            if allowed.is_empty() {
+                return Err(status::FORWARDING_FAILED);
+            }
+            return Ok(allowed.to_vec());
+        }
+        if asked.is_empty() || asked.iter().any(|p| !authorised(allowed, p)) {
+            return Err(status::PREFIX_NOT_AUTHORIZED);
+        }
+        Ok(asked)
     }
 
     /// When the next binding ends. O(1).

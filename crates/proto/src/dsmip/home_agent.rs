@@ -9,7 +9,7 @@
 use crate::dsmip::binding_cache::{status, Arrival, BindingCache, HaConfig, Snapshot, Tunnel};
 use crate::dsmip::protect::{self, Through};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT, ESP_UDP_PORT};
-use crate::dsmip::{Outbound, Transmit, Verdict};
+use crate::dsmip::{NetPrefix, Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut};
@@ -62,6 +62,10 @@ reasons! {
         DropNotBound => "drop_not_bound",
         /// A packet from the home network to an address without a binding.
         DropNoBinding => "drop_no_binding",
+        /// Data from where a mobile router's tunnel ends whose source is neither a bound
+        /// home address nor inside that router's mobile network prefixes (RFC 3963 section
+        /// 9: the home agent's ingress filtering of the mobile network).
+        DropIngressFilter => "drop_ingress_filter",
     }
 }
 
@@ -84,6 +88,48 @@ pub enum HaEvent {
         /// IPv4 home address or prefix it had.
         ipv4: Option<(Ipv4Addr, u8)>,
     },
+    /// A mobile network prefix of router `hoa` is now forwarded into its tunnel (RFC 3963
+    /// section 6.5): the driver routes it into the TUN.
+    Routed {
+        /// The router's home address.
+        hoa: Ipv6Addr,
+        /// The prefix.
+        prefix: NetPrefix,
+    },
+    /// A mobile network prefix is no longer forwarded (deregistration, expiry, or a BU
+    /// without it, RFC 3963 sections 6.2 and 6.7).
+    Unrouted {
+        /// The router's home address.
+        hoa: Ipv6Addr,
+        /// The prefix.
+        prefix: NetPrefix,
+    },
+}
+
+/// What the driver was told about one binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    ipv4: Option<(Ipv4Addr, u8)>,
+    tunnel: Tunnel,
+    router: bool,
+    mnp: Vec<NetPrefix>,
+}
+
+/// The outer address a tunnel's packets come from (what the ingress counter keys on).
+fn outer_ip(t: Tunnel) -> IpAddr {
+    match t {
+        Tunnel::Ipv6 { coa } => coa.into(),
+        Tunnel::Ipv4 { coa } => coa.into(),
+        Tunnel::Udp { peer } | Tunnel::Tlv { peer } => (*peer.ip()).into(),
+    }
+}
+
+fn outer_of(o: Outer) -> IpAddr {
+    match o {
+        Outer::Ipv6(a) => a.into(),
+        Outer::Ipv4(a) => a.into(),
+        Outer::Udp(s) => (*s.ip()).into(),
+    }
 }
 
 /// The home agent node: the binding cache joined to the tunnel-interface module. See the
@@ -95,8 +141,11 @@ pub struct HomeAgent {
     counters: Counters<HaCounter>,
     out: VecDeque<Transmit>,
     events: VecDeque<HaEvent>,
-    /// What the driver was told is bound: IPv4 home address per IPv6 home address.
-    installed: BTreeMap<Ipv6Addr, (Option<(Ipv4Addr, u8)>, Tunnel)>,
+    /// What the driver was told is bound, per IPv6 home address.
+    installed: BTreeMap<Ipv6Addr, Installed>,
+    /// Outer addresses of mobile routers' tunnels (with how many routers use each): data
+    /// from there failing the source check is counted as ingress filtering.
+    router_outer: BTreeMap<IpAddr, u32>,
     /// Home addresses whose binding ended, reused across `handle_timeout` calls.
     ended: Vec<Ipv6Addr>,
     /// The IPsec bump in the stack, when configured.
@@ -172,6 +221,7 @@ impl HomeAgent {
             out: VecDeque::new(),
             events: VecDeque::new(),
             installed: BTreeMap::new(),
+            router_outer: BTreeMap::new(),
             ended: Vec::new(),
             ipsec: None,
             scratch: Vec::new(),
@@ -225,31 +275,62 @@ impl HomeAgent {
     }
 
     fn reconcile(&mut self, hoa: Ipv6Addr) {
-        let now_bound = self.bc.binding(hoa).map(|b| (b.ipv4, b.tunnel));
-        let before = self.installed.get(&hoa).copied();
+        let now_bound = self.bc.binding(hoa).map(|b| Installed {
+            ipv4: b.ipv4,
+            tunnel: b.tunnel,
+            router: b.router,
+            mnp: b.mnp.clone(),
+        });
+        let before = self.installed.get(&hoa).cloned();
         if now_bound == before {
             return;
         }
-        // A new tunnel or none: the NAT mapping for ESP is learned again from the node.
-        self.esp_peer.remove(&hoa);
-        if let Some((ipv4, _)) = before {
-            // An IPv4 home address that stays is not withdrawn and re-added.
-            let keep_v4 = now_bound.is_some_and(|(v, _)| v == ipv4);
-            if now_bound.is_none() || !keep_v4 {
-                self.events.push_back(HaEvent::Unbound {
-                    hoa,
-                    ipv4: if now_bound.is_none() || !keep_v4 {
-                        ipv4
-                    } else {
-                        None
-                    },
-                });
+        let same_tunnel =
+            matches!((&now_bound, &before), (Some(n), Some(b)) if n.tunnel == b.tunnel);
+        if !same_tunnel {
+            // A new tunnel or none: the NAT mapping for ESP is learned again from the node.
+            self.esp_peer.remove(&hoa);
+        }
+        if let Some(b) = before.as_ref().filter(|b| b.router) {
+            let k = outer_ip(b.tunnel);
+            if let Some(n) = self.router_outer.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.router_outer.remove(&k);
+                }
             }
         }
-        match now_bound {
-            Some((ipv4, tunnel)) => {
-                self.installed.insert(hoa, (ipv4, tunnel));
+        if let Some(n) = now_bound.as_ref().filter(|n| n.router) {
+            *self.router_outer.entry(outer_ip(n.tunnel)).or_default() += 1;
+        }
+        let old_mnp = before.as_ref().map(|b| b.mnp.clone()).unwrap_or_default();
+        let new_mnp = now_bound
+            .as_ref()
+            .map(|n| n.mnp.clone())
+            .unwrap_or_default();
+        for p in old_mnp.iter().filter(|p| !new_mnp.contains(p)) {
+            self.events.push_back(HaEvent::Unrouted { hoa, prefix: *p });
+        }
+        let old_core = before.as_ref().map(|b| (b.ipv4, b.tunnel));
+        let new_core = now_bound.as_ref().map(|n| (n.ipv4, n.tunnel));
+        if old_core != new_core {
+            if let Some((ipv4, _)) = old_core {
+                // An IPv4 home address that stays is not withdrawn and re-added.
+                let keep_v4 = new_core.is_some_and(|(v, _)| v == ipv4);
+                if new_core.is_none() || !keep_v4 {
+                    self.events.push_back(HaEvent::Unbound { hoa, ipv4 });
+                }
+            }
+            if let Some((ipv4, tunnel)) = new_core {
                 self.events.push_back(HaEvent::Bound { hoa, ipv4, tunnel });
+            }
+        }
+        for p in new_mnp.iter().filter(|p| !old_mnp.contains(p)) {
+            self.events.push_back(HaEvent::Routed { hoa, prefix: *p });
+        }
+        match now_bound {
+            Some(n) => {
+                self.installed.insert(hoa, n);
             }
             None => {
                 self.installed.remove(&hoa);
@@ -331,8 +412,10 @@ impl HomeAgent {
     }
 
     fn data<'a>(&mut self, outer: Outer, inner: &'a [u8], src: IpAddr) -> Verdict<'a, HaCounter> {
+        // A home address, or (RFC 3963 section 9) an address inside the mobile network
+        // prefixes of the router whose tunnel it came through.
         let tunnel = match src {
-            IpAddr::V6(s) => self.bc.tunnel_for_v6(s),
+            IpAddr::V6(s) => self.bc.route_v6(s).map(|(_, t)| t),
             IpAddr::V4(s) => self
                 .bc
                 .tunnel_for_v4(s)
@@ -343,6 +426,10 @@ impl HomeAgent {
             Some(t) if came_through(t, outer) => {
                 self.counters.bump(HaCounter::ToHome);
                 Verdict::ToTun(inner)
+            }
+            _ if self.router_outer.contains_key(&outer_of(outer)) => {
+                self.counters.bump(HaCounter::DropIngressFilter);
+                Verdict::Drop(HaCounter::DropIngressFilter)
             }
             _ => {
                 self.counters.bump(HaCounter::DropNotBound);
@@ -428,7 +515,7 @@ impl HomeAgent {
                 self.counters.bump(HaCounter::TunLinkLocal);
                 return Outbound::Drop(HaCounter::TunLinkLocal);
             }
-            Some((_, IpAddr::V6(d))) => self.bc.tunnel_for_v6(d).map(|t| (d, t)),
+            Some((_, IpAddr::V6(d))) => self.bc.route_v6(d),
             Some((_, IpAddr::V4(d))) => self.bc.tunnel_for_v4(d),
             None => {
                 self.counters.bump(HaCounter::DropBadInner);
@@ -480,10 +567,27 @@ impl HomeAgent {
     /// home agent where to send ESP back.
     pub fn handle_esp<'a>(
         &mut self,
-        _now: Instant,
+        now: Instant,
         outer: Outer,
         esp: &'a mut [u8],
     ) -> Verdict<'a, HaCounter> {
+        if let Outer::Ipv6(src) = outer {
+            // A BU from the home link (RFC 6275 section 11.5.5) in transport-mode ESP.
+            let bu = m6t_wire::mh::MH_TYPE_BU;
+            if let Some(mut pkt) =
+                protect::signalling_in_esp6(self.ipsec.as_ref(), src, self.addr6, esp, bu)
+            {
+                let t = protect::inbound_captured(self.ipsec.as_mut(), &mut pkt);
+                return match self.up(now, t) {
+                    Verdict::Handled => Verdict::Handled,
+                    Verdict::Drop(c) => Verdict::Drop(c),
+                    Verdict::ToTun(_) => {
+                        self.counters.bump(HaCounter::DropUnexpectedSignal);
+                        Verdict::Drop(HaCounter::DropUnexpectedSignal)
+                    }
+                };
+            }
+        }
         let Some(ipsec) = self.ipsec.as_mut() else {
             self.counters.bump(HaCounter::DropEspWithoutIpsec);
             return Verdict::Drop(HaCounter::DropEspWithoutIpsec);

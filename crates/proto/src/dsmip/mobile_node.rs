@@ -10,7 +10,7 @@
 use crate::dsmip::protect::{self, Through};
 use crate::dsmip::tif::{self, Encap, Outer, TifDrop, Up, DSMIP_PORT, ESP_UDP_PORT};
 use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, TunnelMode};
-use crate::dsmip::{Outbound, Transmit, Verdict};
+use crate::dsmip::{NetPrefix, Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
 use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut, Traffic};
@@ -141,6 +141,8 @@ pub struct MobileNode {
     locked: bool,
     /// Heuristic and locking: the SPI payload has been using.
     payload_spi: Option<u32>,
+    /// A mobile router's mobile network prefixes (empty for a host).
+    mobile_network: Vec<NetPrefix>,
 }
 
 /// How often a mobile node behind a NAT sends an ESP keep-alive on port 4500: RFC 3948
@@ -160,6 +162,11 @@ impl MobileNode {
     /// A mobile node; `seq0` is its first sequence number (random, or from a saved state).
     pub fn new(cfg: MnConfig, seq0: u16) -> Self {
         MobileNode {
+            mobile_network: if cfg.router {
+                cfg.mobile_network.clone()
+            } else {
+                Vec::new()
+            },
             hoa: cfg.hoa,
             ha6: cfg.ha6,
             ha4: cfg.ha4,
@@ -298,6 +305,18 @@ impl MobileNode {
         self.hoa
     }
 
+    /// The status of the last refused BU, until a registration ([`BindingUpdateList::last_refusal`]).
+    pub fn last_refusal(&self) -> Option<u8> {
+        self.bul.last_refusal()
+    }
+
+    /// Whether `a` is inside the mobile network while the home agent forwards it (a
+    /// registration whose BA had R, RFC 3963 section 6.6).
+    fn in_mobile_network(&self, a: IpAddr) -> bool {
+        self.registered.as_ref().is_some_and(|r| r.router)
+            && self.mobile_network.iter().any(|p| p.contains(a))
+    }
+
     fn pump(&mut self, now: Instant) {
         while let Some(b) = self.bul.poll_transmit() {
             let seq = match b.bu.msg {
@@ -384,6 +403,20 @@ impl MobileNode {
         })
     }
 
+    /// Reports whether the home link is attached (RFC 6275 section 11.5.5): coming home
+    /// queues the deregistration BU from the home address, which the driver sends over the
+    /// home link once the home address is there; leaving registers anew.
+    pub fn handle_home(&mut self, now: Instant, home: bool) {
+        self.bul.handle_home(now, home);
+        self.pump(now);
+    }
+
+    /// On the home link with the deregistration accepted: the home agent no longer
+    /// intercepts the home address.
+    pub fn at_home(&self) -> bool {
+        self.bul.at_home()
+    }
+
     /// Reports the care-of addresses movement detection chose (RFC 5555 section 4.4.1).
     pub fn handle_coas(&mut self, now: Instant, v6: Option<Ipv6Addr>, v4: Option<Ipv4Addr>) {
         self.bul.handle_coas(now, v6, v4);
@@ -423,7 +456,7 @@ impl MobileNode {
                 .as_ref()
                 .and_then(|r| r.ipv4_hoa)
                 .is_some_and(|a| a == d),
-        };
+        } || self.in_mobile_network(dst);
         if !ours {
             self.counters.bump(MnCounter::DropNotForUs);
             return Verdict::Drop(MnCounter::DropNotForUs);
@@ -513,10 +546,12 @@ impl MobileNode {
             self.counters.bump(MnCounter::DropNotRegistered);
             return Outbound::Drop(MnCounter::DropNotRegistered);
         };
+        // A router forwards its mobile network's packets too, and only those (RFC 3963
+        // section 9: ingress filtering on the mobile router).
         let ok = match src {
             IpAddr::V6(s) => s == self.hoa,
             IpAddr::V4(s) => r.ipv4_hoa == Some(s),
-        };
+        } || self.in_mobile_network(src);
         if !ok {
             self.counters.bump(MnCounter::DropWrongSource);
             return Outbound::Drop(MnCounter::DropWrongSource);
@@ -595,6 +630,14 @@ impl MobileNode {
         }
     }
 
+    /// The SAs protecting signalling were just created (keyed by IKE, RFC 4877 section 4):
+    /// the outstanding BU, which IPsec dropped while they did not exist, goes now rather
+    /// than at its retransmission time.
+    pub fn signalling_keyed(&mut self, now: Instant) {
+        self.bul.send_now(now);
+        self.pump(now);
+    }
+
     /// Retransmissions, refreshes and ESP keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.bul.handle_timeout(now);
@@ -609,7 +652,7 @@ impl MobileNode {
     /// home address.
     pub fn handle_esp<'a>(
         &mut self,
-        _now: Instant,
+        now: Instant,
         outer: Outer,
         esp: &'a mut [u8],
     ) -> Verdict<'a, MnCounter> {
@@ -621,6 +664,23 @@ impl MobileNode {
         if !from_ha {
             self.counters.bump(MnCounter::DropNotFromHa);
             return Verdict::Drop(MnCounter::DropNotFromHa);
+        }
+        if let Outer::Ipv6(src) = outer {
+            // The BA on the home link (RFC 6275 section 11.5.5) in transport-mode ESP.
+            let ba = m6t_wire::mh::MH_TYPE_BA;
+            if let Some(mut pkt) =
+                protect::signalling_in_esp6(self.ipsec.as_ref(), src, self.hoa, esp, ba)
+            {
+                let t = protect::inbound_captured(self.ipsec.as_mut(), &mut pkt);
+                return match self.up(now, t) {
+                    Verdict::Handled => Verdict::Handled,
+                    Verdict::Drop(c) => Verdict::Drop(c),
+                    Verdict::ToTun(_) => {
+                        self.counters.bump(MnCounter::DropUnexpectedSignal);
+                        Verdict::Drop(MnCounter::DropUnexpectedSignal)
+                    }
+                };
+            }
         }
         let Some(ipsec) = self.ipsec.as_mut() else {
             self.counters.bump(MnCounter::DropEspWithoutIpsec);

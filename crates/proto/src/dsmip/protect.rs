@@ -11,7 +11,7 @@
 
 use crate::dsmip::tif::{self, Outer, Up};
 use m6t_ipsec::{EspDrop, Inbound, Ipsec, IpsecDrop, Outbound as IpsecOut};
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV4};
 
 /// What came out of IPsec for the modules above.
 #[derive(Debug)]
@@ -133,4 +133,36 @@ pub fn outbound_signal(
         IpsecOut::Tunnel { .. } => Err(IpsecDrop::Esp(m6t_ipsec::EspDrop::WrongMode)),
         IpsecOut::Drop(d) => Err(d),
     }
+}
+
+/// Signalling in transport-mode ESP straight after the IPv6 header, as it travels on the
+/// home link (RFC 6275 section 11.5.5: the BU from the home address has no Home Address
+/// option, its BA no Routing Header; RFC 3776 section 3): a raw socket for protocol 50 gets
+/// it without the IPv6 header. When the SA its SPI names carries Mobility Header messages of
+/// `mh_type` (the "DSMIPv6-IPsec API" look-up, before anything is opened), the IPv6 packet
+/// rebuilt around it from `src` to `dst` (ESP's integrity check covers ESP only, so the
+/// header is not part of what it verifies), for [`inbound_captured`]; `None` for payload.
+pub fn signalling_in_esp6(
+    ipsec: Option<&Ipsec>,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    esp: &[u8],
+    mh_type: u8,
+) -> Option<Vec<u8>> {
+    let ipsec = ipsec?;
+    let spi = m6t_wire::esp::EspPacket::new_checked(esp).ok()?.spi();
+    let sa = ipsec.inbound_sa(spi)?;
+    if !ipsec.sa_selects_mh_type(sa, mh_type) {
+        return None;
+    }
+    let len = u16::try_from(esp.len()).ok()?;
+    let mut pkt = vec![0u8; 40 + esp.len()];
+    pkt[0] = 0x60;
+    pkt[4..6].copy_from_slice(&len.to_be_bytes());
+    pkt[6] = crate::dsmip::tif::PROTO_ESP;
+    pkt[7] = 64;
+    pkt[8..24].copy_from_slice(&src.octets());
+    pkt[24..40].copy_from_slice(&dst.octets());
+    pkt[40..].copy_from_slice(esp);
+    Some(pkt)
 }

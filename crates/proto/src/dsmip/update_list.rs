@@ -9,7 +9,7 @@
 //! tunnel-interface module, builds the packets and takes bytes is
 //! [`crate::dsmip::mobile_node::MobileNode`].
 
-use crate::dsmip::seq;
+use crate::dsmip::{seq, NetPrefix};
 use m6t_wire::mh::{ba_flags, bu_flags, MhMessage, MhRepr, MobilityOption};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -52,6 +52,14 @@ pub struct MnConfig {
     pub v6_attempts: u32,
     /// NAT keep-alive period when the HA gives none (NATKATIMEOUT).
     pub nat_keepalive: Duration,
+    /// Register as a mobile router (R flag, RFC 3963 section 6.1).
+    pub router: bool,
+    /// The mobile network prefixes behind the router (IPv6 and IPv4).
+    pub mobile_network: Vec<NetPrefix>,
+    /// Explicit mode: the BU lists `mobile_network` (Mobile Network Prefix options, RFC
+    /// 3963 section 6.2; IPv4 Home Address options with the P flag, RFC 5555 section
+    /// 3.1.1). Implicit mode otherwise: the home agent knows them (RFC 3963 section 5.2).
+    pub explicit_prefixes: bool,
 }
 
 impl Default for MnConfig {
@@ -72,6 +80,9 @@ impl Default for MnConfig {
             max_timeout: Duration::from_secs(32),
             v6_attempts: 3,
             nat_keepalive: Duration::from_secs(110),
+            router: false,
+            mobile_network: Vec::new(),
+            explicit_prefixes: false,
         }
     }
 }
@@ -132,6 +143,8 @@ pub struct Registration {
     pub ipv4_hoa: Option<Ipv4Addr>,
     /// The last IPv4 acknowledgement status (when an IPv4 HoA was asked for).
     pub ipv4_status: Option<u8>,
+    /// The home agent forwards the mobile network (R in the BA, RFC 3963 section 6.6).
+    pub router: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +171,11 @@ pub struct BindingUpdateList {
     outbox: Option<BuOut>,
     /// Whether the HA refused F (status 144): ask no more for this attachment.
     f_refused: bool,
+    /// The status of the last refusal (a BA with status >= 128), until a registration.
+    refused: Option<u8>,
+    /// On the home link (RFC 6275 section 11.5.5): the registration is a deregistration from
+    /// the home address, and care-of addresses wait until the node leaves.
+    home: bool,
 }
 
 impl BindingUpdateList {
@@ -174,12 +192,20 @@ impl BindingUpdateList {
             refresh_at: None,
             outbox: None,
             f_refused: false,
+            refused: None,
+            home: false,
         }
     }
 
     /// The current registration, if the last BU was accepted.
     pub fn registration(&self) -> Option<&Registration> {
         self.registered.as_ref()
+    }
+
+    /// The status of the last refused BU (e.g. 140-143 for a mobile router, RFC 3963
+    /// section 6.2), cleared by the next registration: what status shows when it fails.
+    pub fn last_refusal(&self) -> Option<u8> {
+        self.refused
     }
 
     /// The care-of address movement detection prefers now (RFC 5555 section 4.4.1): the
@@ -189,6 +215,10 @@ impl BindingUpdateList {
     }
 
     fn choose(&self) -> Option<Coa> {
+        if self.home {
+            // At home the "care-of address" of the deregistration is the home address.
+            return Some(Coa::V6(self.cfg.hoa));
+        }
         match (self.v6, self.v4) {
             (Some(a), _) if !(self.v6_failed && self.v4.is_some()) => Some(Coa::V6(a)),
             (_, Some(b)) => Some(Coa::V4(b)),
@@ -205,6 +235,10 @@ impl BindingUpdateList {
         }
         self.v6 = v6;
         self.v4 = v4;
+        if self.home {
+            // Kept for when the node leaves home.
+            return;
+        }
         let chosen = self.choose();
         let current = self
             .pending
@@ -224,9 +258,57 @@ impl BindingUpdateList {
         }
     }
 
+    /// Whether the node is on its home link ([`Self::handle_home`]).
+    pub fn is_home(&self) -> bool {
+        self.home
+    }
+
+    /// Whether the node is on its home link and the home agent accepted the deregistration.
+    pub fn at_home(&self) -> bool {
+        self.home && self.pending.is_none()
+    }
+
+    /// Movement detection found the home link (its prefix on-link, RFC 6275 section 11.5.5)
+    /// or lost it. Coming home starts a deregistration from the home address (A and H set,
+    /// lifetime 0, care-of address = home address); leaving registers anew from the care-of
+    /// addresses last reported.
+    pub fn handle_home(&mut self, now: Instant, home: bool) {
+        if home == self.home {
+            return;
+        }
+        self.home = home;
+        self.f_refused = false;
+        self.v6_failed = false;
+        self.pending = None;
+        self.refresh_at = None;
+        if home {
+            self.start(now, Coa::V6(self.cfg.hoa));
+        } else {
+            self.registered = None;
+            if let Some(c) = self.choose() {
+                self.start(now, c);
+            }
+        }
+    }
+
     fn bu_for(&self, seq: u16, coa: Coa, force_udp: bool) -> MhRepr {
         let mut flags = bu_flags::A | bu_flags::H;
         let mut options = Vec::new();
+        if self.cfg.router {
+            flags |= bu_flags::R;
+        }
+        if coa == Coa::V6(self.cfg.hoa) {
+            // The deregistration from home (RFC 6275 section 11.5.5): both home addresses'
+            // bindings go (RFC 5555 section 4.2.1), no option needed.
+            return MhRepr {
+                msg: MhMessage::Bu {
+                    seq,
+                    flags,
+                    lifetime: 0,
+                },
+                options,
+            };
+        }
         if let Coa::V4(a) = coa {
             if force_udp {
                 flags |= bu_flags::F;
@@ -259,6 +341,22 @@ impl BindingUpdateList {
                         .unwrap_or(Ipv4Addr::UNSPECIFIED),
                 },
             ),
+        }
+        if self.cfg.router && self.cfg.explicit_prefixes {
+            // After the IPv4 Home Address option of the router itself, if any: the home
+            // agent answers that one first.
+            for p in &self.cfg.mobile_network {
+                options.push(match *p {
+                    NetPrefix::V6(prefix, len) => {
+                        MobilityOption::MobileNetworkPrefix { len, prefix }
+                    }
+                    NetPrefix::V4(addr, prefix_len) => MobilityOption::Ipv4HomeAddress {
+                        prefix_len,
+                        p: true,
+                        addr,
+                    },
+                });
+            }
         }
         MhRepr {
             msg: MhMessage::Bu {
@@ -317,6 +415,7 @@ impl BindingUpdateList {
                 return;
             }
             if matches!(p.coa, Coa::V6(_))
+                && !self.home
                 && p.attempts >= self.cfg.v6_attempts
                 && self.v4.is_some()
             {
@@ -344,6 +443,20 @@ impl BindingUpdateList {
             if let Some(c) = self.registered.as_ref().map(|r| r.coa) {
                 self.start(now, c);
             }
+        }
+    }
+
+    /// Sends the outstanding BU again now, without counting an attempt or growing its
+    /// timeout: the SA protecting it has just been created (RFC 4301 section 5.1: the
+    /// packet that waited for an SA goes once the SA exists), so the BU the SPD dropped
+    /// need not wait for its retransmission timer. Nothing when no BU is outstanding.
+    pub fn send_now(&mut self, now: Instant) {
+        if let Some(p) = self.pending.clone() {
+            self.outbox = Some(BuOut {
+                coa: p.coa,
+                bu: self.bu_for(p.seq, p.coa, p.force_udp),
+            });
+            self.pending = Some(Pending { sent: now, ..p });
         }
     }
 
@@ -379,9 +492,12 @@ impl BindingUpdateList {
             return true;
         }
         if status >= 128 {
-            // Refused: keep trying with backoff (another status may follow a fix on the HA).
+            // Refused: keep trying with backoff (another status may follow a fix on the HA;
+            // RFC 3963 section 5.4 lets a router try another home agent, m6t has one).
+            self.refused = Some(status);
             return true;
         }
+        self.refused = None;
         self.pending = None;
         let nat = ba.options.iter().find_map(|o| match o {
             MobilityOption::NatDetection { f, refresh } => Some((*f, *refresh)),
@@ -399,10 +515,18 @@ impl BindingUpdateList {
                 }
             }
         };
-        let (ipv4_hoa, ipv4_status) = match ba.options.iter().find_map(|o| match o {
-            MobilityOption::Ipv4AddressAck { status, addr, .. } => Some((*status, *addr)),
-            _ => None,
-        }) {
+        // The first acknowledgement answers the node's own IPv4 home address option, which
+        // comes first; a router's prefixes follow it.
+        let own_v4 = !matches!(self.cfg.ipv4_hoa, Ipv4HoaRequest::None);
+        let (ipv4_hoa, ipv4_status) = match ba
+            .options
+            .iter()
+            .find_map(|o| match o {
+                MobilityOption::Ipv4AddressAck { status, addr, .. } => Some((*status, *addr)),
+                _ => None,
+            })
+            .filter(|_| own_v4)
+        {
             Some((st, a)) if st < 128 => (Some(a), Some(st)),
             Some((st, _)) => (None, Some(st)),
             None => (None, None),
@@ -425,6 +549,7 @@ impl BindingUpdateList {
             lifetime: granted,
             ipv4_hoa,
             ipv4_status,
+            router: flags & ba_flags::R != 0,
         });
         true
     }

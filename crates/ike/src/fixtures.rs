@@ -1,0 +1,100 @@
+//! A fixed mobile node / home agent pair with deterministic seeds, shared by the fuzz
+//! targets (fuzz/fuzz_targets/ike_responder.rs), their seed writer
+//! (`cargo run -p m6t-ike --example ike_fuzz_seeds`) and benchmarks: the same bytes every run,
+//! so a recorded initiator transcript establishes an SA with a fresh responder each time.
+
+use crate::config::{ChildConfig, Identity, IkeConfig, PeerConfig};
+use crate::endpoint::Endpoint;
+use crate::suite::{ChildSuite, IkeSuite};
+use crate::ts;
+use m6t_ipsec::Mode;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// The home agent's IKE address.
+pub const HA: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 500);
+/// The mobile node's.
+pub const MN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 500);
+/// The mobile node's home address.
+pub const HOA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+
+fn config(initiator: bool) -> IkeConfig {
+    let hoa = ts::prefix(IpAddr::V6(HOA), 128).expect("prefix");
+    let (local_ts, remote_ts) = if initiator {
+        (vec![hoa], vec![ts::any(true)])
+    } else {
+        (vec![ts::any(true)], vec![hoa])
+    };
+    let (me, peer) = if initiator {
+        ("mn1@example.org", "ha.example.org")
+    } else {
+        ("ha.example.org", "mn1@example.org")
+    };
+    IkeConfig {
+        proposals: vec![IkeSuite::parse("aes128gcm16-prfsha256-curve25519").expect("suite")],
+        peers: vec![PeerConfig {
+            name: "peer".into(),
+            local_id: Identity::parse(me),
+            remote_id: Identity::parse(peer),
+            psk: b"fixture only".to_vec().into(),
+            children: vec![ChildConfig {
+                name: "payload".into(),
+                mode: Mode::Tunnel,
+                local_ts,
+                remote_ts,
+                proposals: vec![ChildSuite::parse("aes128gcm16").expect("suite")],
+            }],
+        }],
+        ..IkeConfig::default()
+    }
+}
+
+/// A fresh home agent (responder), always seeded alike.
+pub fn responder() -> Endpoint {
+    Endpoint::new(config(false), [2; 32])
+}
+
+/// A fresh mobile node (initiator), always seeded alike.
+pub fn initiator() -> Endpoint {
+    Endpoint::new(config(true), [1; 32])
+}
+
+/// The initiator's IKE_SA_INIT and IKE_AUTH requests of an exchange with [`responder`]: fed
+/// to a fresh responder, they establish an IKE SA and a CHILD_SA.
+pub fn transcript() -> &'static [Vec<u8>] {
+    static T: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    T.get_or_init(|| {
+        let now = Instant::now();
+        let (mut i, mut r) = (initiator(), responder());
+        i.connect(now, "peer", MN, HA).expect("configured");
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            while let Some(t) = i.poll_transmit() {
+                r.handle(now, HA, MN, &t.payload);
+                sent.push(t.payload);
+            }
+            while let Some(t) = r.poll_transmit() {
+                i.handle(now, MN, HA, &t.payload);
+            }
+        }
+        sent
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transcript_establishes_with_a_fresh_responder() {
+        let now = Instant::now();
+        let mut r = responder();
+        for m in transcript() {
+            r.handle(now, HA, MN, m);
+        }
+        assert_eq!(transcript().len(), 2);
+        assert_eq!(r.counters().child_established, 1);
+        assert_eq!(r.sas().len(), 1);
+    }
+}

@@ -1,0 +1,403 @@
+//! strongSwan judges our IKEv2: a real charon (Debian's strongswan-charon with the
+//! kernel-libipsec plugin, which does ESP in userspace on an `ipsec0` TUN) negotiates with
+//! our machine, driven by the `ike-peer` tool of this crate, in two namespaces joined by a
+//! veth ([`common`]). Then ESP flows both ways between charon's ESP and ours: ICMPv6 echoes
+//! between charon's inner address on ipsec0 and our inner address, each side answering the
+//! other's. kernel-libipsec does tunnel mode in UDP 4500 only and neither AES-GCM nor ECP
+//! here, so the suite is AES-CBC + HMAC-SHA-256 with MODP-2048 and encapsulation is forced.
+//!
+//! 1. charon initiates to our responder;
+//! 2. our initiator to charon as responder;
+//! 3. a wrong pre-shared key, each way: AUTHENTICATION_FAILED and one clear line;
+//! 4. CHILD_SA and IKE SA rekeys during a stream of echoes, initiated by each side: every
+//!    echo answered;
+//! 5. liveness: charon's DPD notices our peer gone, a restarted peer is established again,
+//!    and our liveness checks notice charon gone.
+
+mod common;
+
+use common::{Lab, CHARON_ADDR, PEER_ADDR};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CHARON_INNER: &str = "2001:db8:f::1";
+const OUR_INNER: &str = "2001:db8:1::10";
+const PLUGINS: &str = "random nonce aes sha1 sha2 hmac gmp pem pkcs1 x509 pubkey kdf \
+                       kernel-libipsec kernel-netlink socket-default vici";
+
+fn swanctl_conf(psk: &str, initiator: bool) -> String {
+    let remote_addrs = if initiator {
+        PEER_ADDR.to_string()
+    } else {
+        "%any".into()
+    };
+    format!(
+        r#"connections {{
+  m6t {{
+    version = 2
+    local_addrs = {CHARON_ADDR}
+    remote_addrs = {remote_addrs}
+    proposals = aes128-sha256-modp2048
+    encap = yes
+    dpd_delay = 0
+    local {{
+      auth = psk
+      id = ha.example.org
+    }}
+    remote {{
+      auth = psk
+      id = mn1@example.org
+    }}
+    children {{
+      c {{
+        mode = tunnel
+        local_ts = {CHARON_INNER}/128
+        remote_ts = {OUR_INNER}/128
+        esp_proposals = aes128-sha256
+        start_action = none
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-mn {{
+    id-1 = ha.example.org
+    id-2 = mn1@example.org
+    secret = "{psk}"
+  }}
+}}
+"#
+    )
+}
+
+/// Our peer's output lines, collected by a thread.
+struct Peer {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Peer {
+    fn start(lab: &mut Lab, role: &str, psk: &str, ping: bool) -> Peer {
+        let extra: &[&str] = if ping {
+            &["--ping", CHARON_INNER, "--count", "3"]
+        } else {
+            &[]
+        };
+        Self::start_with(lab, role, psk, extra)
+    }
+
+    fn start_with(lab: &mut Lab, role: &str, psk: &str, extra: &[&str]) -> Peer {
+        let psk_file = lab.dir.join("peer.psk");
+        std::fs::write(&psk_file, psk).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &lab.ns[1], env!("CARGO_BIN_EXE_ike-peer")]);
+        cmd.args(["--role", role, "--local", &PEER_ADDR.to_string()]);
+        cmd.args(["--remote", &CHARON_ADDR.to_string()]);
+        cmd.args(["--id", "mn1@example.org", "--remote-id", "ha.example.org"]);
+        cmd.arg("--psk-file").arg(&psk_file);
+        cmd.args(["--ike", "aes128-sha256-modp2048", "--esp", "aes128-sha256"]);
+        cmd.args(["--local-ts", &format!("{OUR_INNER}/128")]);
+        cmd.args(["--remote-ts", &format!("{CHARON_INNER}/128")]);
+        cmd.args(["--encap", "--seconds", "25"]);
+        cmd.args(extra);
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        lab.children.push(child);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let p = Peer { lines };
+        assert!(p.wait(5, "ready"), "ike-peer did not start");
+        p
+    }
+
+    fn wait(&self, secs: u64, prefix: &str) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(secs) {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with(prefix))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    }
+
+    fn dump(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+/// charon's ipsec0 appears when kernel-libipsec loads; the inner address must be on it
+/// before the CHILD_SA installs (lab facts).
+fn inner_address_on_ipsec0(lab: &Lab) {
+    let t = Instant::now();
+    loop {
+        let st = Command::new("ip")
+            .args(["-n", &lab.ns[0], "link", "show", "ipsec0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if st.success() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no ipsec0: {}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::run(&["ip", "-n", &lab.ns[0], "link", "set", "ipsec0", "up"]);
+    common::run(&[
+        "ip",
+        "-n",
+        &lab.ns[0],
+        "addr",
+        "add",
+        &format!("{CHARON_INNER}/128"),
+        "dev",
+        "ipsec0",
+        "nodad",
+    ]);
+}
+
+/// ESP both ways: charon's kernel's echoes (ping from its namespace, through its ESP)
+/// answered by our ESP, and, when our peer pings, its echoes answered by charon's kernel.
+fn esp_both_ways(lab: &Lab, peer: &Peer, we_ping: bool) {
+    if we_ping {
+        assert!(
+            peer.wait(10, "ping reply"),
+            "no echo reply through charon's ESP:\n{}\n{}",
+            peer.dump(),
+            lab.log()
+        );
+    }
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.ns[0], "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2",
+        ])
+        .args(["-I", CHARON_INNER, OUR_INNER])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3 received"),
+        "charon's side ping: {text}\n{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert!(peer.count("echo answered") >= 3, "{}", peer.dump());
+    assert_eq!(peer.count("esp drop"), 0, "{}", peer.dump());
+}
+
+#[test]
+fn charon_initiates_to_our_responder() {
+    let mut lab = common::lab("r");
+    lab.start_charon(
+        PLUGINS,
+        "install_routes = yes",
+        &swanctl_conf("m6t interop secret", true),
+    );
+    inner_address_on_ipsec0(&lab);
+    let peer = Peer::start(&mut lab, "responder", "m6t interop secret", false);
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    let log = lab
+        .wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
+        .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
+    assert!(log.contains("IKE_SA m6t[1] established"), "{log}");
+    assert!(peer.dump().contains("encap=true"));
+    esp_both_ways(&lab, &peer, false);
+}
+
+#[test]
+fn our_initiator_to_charon_as_responder() {
+    let mut lab = common::lab("i");
+    lab.start_charon(
+        PLUGINS,
+        "install_routes = yes",
+        &swanctl_conf("m6t interop secret", false),
+    );
+    inner_address_on_ipsec0(&lab);
+    let peer = Peer::start(&mut lab, "initiator", "m6t interop secret", true);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    lab.wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
+        .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
+    esp_both_ways(&lab, &peer, true);
+}
+
+#[test]
+fn wrong_psk_each_way_is_authentication_failed() {
+    // charon initiates with a key our responder does not share.
+    let mut lab = common::lab("w");
+    lab.start_charon(PLUGINS, "", &swanctl_conf("charon's secret", true));
+    let peer = Peer::start(&mut lab, "responder", "our other secret", false);
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "5"]);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}",
+        peer.dump()
+    );
+    let line = peer
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("failed"))
+        .cloned()
+        .unwrap();
+    // charon initiates as ha.example.org (one swanctl.conf serves both roles).
+    assert!(
+        line.contains("ha.example.org") && !line.contains("secret"),
+        "{line}"
+    );
+    lab.wait_log(5, |l| l.contains("AUTHENTICATION_FAILED"))
+        .unwrap_or_else(|| panic!("charon did not see AUTHENTICATION_FAILED: {}", lab.log()));
+    drop(lab);
+
+    // Our initiator with a key charon does not share.
+    let mut lab = common::lab("x");
+    lab.start_charon(PLUGINS, "", &swanctl_conf("charon's secret", false));
+    let peer = Peer::start(&mut lab, "initiator", "our other secret", false);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert!(
+        lab.log().contains("tried 1 shared key")
+            || lab.log().contains("verification of AUTH")
+            || lab.log().contains("AUTHENTICATION_FAILED"),
+        "{}",
+        lab.log()
+    );
+    assert_eq!(peer.count("child up"), 0);
+}
+
+/// Rekeys during 40 echoes 200 ms apart: all answered, through the new SAs.
+fn rekeys_lose_nothing(ours: bool) {
+    let tag = if ours { "k" } else { "K" };
+    let mut lab = common::lab(tag);
+    lab.start_charon(
+        PLUGINS,
+        "install_routes = yes",
+        &swanctl_conf("m6t interop secret", false),
+    );
+    inner_address_on_ipsec0(&lab);
+    let mut extra = vec!["--ping", CHARON_INNER, "--count", "40", "--interval", "200"];
+    if ours {
+        extra.extend(["--rekey-child", "2", "--rekey-ike", "5"]);
+    }
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &extra);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    if !ours {
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            lab.swanctl(&["--rekey", "--child", "c"]).success(),
+            "{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            lab.swanctl(&["--rekey", "--ike", "m6t"]).success(),
+            "{}",
+            lab.log()
+        );
+    }
+    assert!(
+        peer.wait(15, "child rekeyed"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert!(
+        peer.wait(15, "ike rekeyed"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let t = Instant::now();
+    while peer.count("ping reply") < 40 && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        peer.count("ping reply"),
+        40,
+        "an echo was lost:\n{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    assert_eq!(peer.count("esp drop"), 0, "{}", peer.dump());
+    assert!(
+        peer.count("child down") >= 1,
+        "the old pair was deleted: {}",
+        peer.dump()
+    );
+    let log = lab.log();
+    assert!(log.contains("rekeyed") || log.contains("rekeying"), "{log}");
+    assert!(
+        !log.contains("received AUTHENTICATION_FAILED") && !log.contains("INVALID_SYNTAX"),
+        "{log}"
+    );
+}
+
+#[test]
+fn rekeys_initiated_by_us_lose_nothing() {
+    rekeys_lose_nothing(true);
+}
+
+#[test]
+fn rekeys_initiated_by_charon_lose_nothing() {
+    rekeys_lose_nothing(false);
+}
+
+#[test]
+fn dead_peers_are_noticed_both_ways_and_a_restart_comes_back() {
+    let mut lab = common::lab("d");
+    let conf = swanctl_conf("m6t interop secret", false).replace("dpd_delay = 0", "dpd_delay = 2s");
+    lab.start_charon(PLUGINS, "install_routes = yes", &conf);
+    inner_address_on_ipsec0(&lab);
+    let live = ["--dpd", "2", "--retransmit-tries", "2"];
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &live);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    // Our peer dies: charon's liveness checks go unanswered and it gives up.
+    common::stop(lab.children.pop().unwrap());
+    lab.wait_log(20, |l| l.contains("giving up after"))
+        .unwrap_or_else(|| panic!("charon did not notice: {}", lab.log()));
+    // A restarted peer is established again.
+    let peer = Peer::start_with(&mut lab, "initiator", "m6t interop secret", &live);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    // charon dies without a word (SIGKILL: SIGTERM would delete the SA politely): our
+    // liveness checks notice (2 s quiet, then 1 + 1.8 + 3.2 s of tries).
+    let mut charon = lab.children.remove(0);
+    charon.kill().unwrap();
+    charon.wait().unwrap();
+    assert!(
+        peer.wait(20, "ike down peer did not answer"),
+        "{}",
+        peer.dump()
+    );
+    assert!(peer.count("child down") >= 1, "{}", peer.dump());
+}

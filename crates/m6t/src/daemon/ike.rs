@@ -1,0 +1,282 @@
+//! The IKEv2 driver the home agent and the mobile node share: the sans-IO
+//! [`m6t_ike::endpoint::Endpoint`] fed with what arrives on UDP port 4500 behind the
+//! non-ESP marker, its timers, its datagrams sent from the same socket, and its CHILD_SAs
+//! keyed into the SAD slots of `[ipsec]` (RFC 4877 section 4: IKE creates the SAs the SPD
+//! names). The mobile node's IKE SA runs from its IPv4 care-of address to the home agent;
+//! after a move it continues from the new address without a new IKE SA, as the K flag of
+//! RFC 6275 section 11.7.1 allows, and the home agent follows the first authenticated
+//! message from there (RFC 7296 section 2.23).
+
+use crate::ike_config::IkeSetup;
+use m6t_ike::endpoint::{Endpoint, Failure as IkeFailure, IkeEvent, IkeSaId, NAT_T_PORT};
+use m6t_ipsec::{Direction, Ipsec};
+use m6t_linux::failures::{Failure, Failures};
+use m6t_linux::tif::TifSockets;
+use m6t_proto::stats::Counter;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// How long the mobile node waits before a new IKE SA after one failed or went down: a
+/// second, so that a restarted home agent is back at once, while a refused one (wrong key)
+/// costs it one IKE_SA_INIT a second at most.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The IKE endpoint of a daemon and where its CHILD_SAs' keys go.
+pub(crate) struct IkeDriver {
+    ep: Endpoint,
+    /// CHILD_SA name -> (outbound, inbound) SAD slot.
+    slots: BTreeMap<String, (usize, usize)>,
+    /// Mobile node: the home agent's IPv4 address and our care-of address.
+    target: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Mobile node: the IKE SA toward the home agent, established or being set up.
+    current: Option<IkeSaId>,
+    /// Mobile node: no new attempt before this.
+    retry_at: Option<Instant>,
+    /// Seeds the IVs of the SAs IKE keys.
+    iv_seed: u64,
+    /// The last failure logged, when, and how many identical ones were not logged since.
+    last_failure: Option<(String, Instant, u32)>,
+}
+
+/// The same failure is logged at most once in this time, then with its count.
+const FAILURE_LOG_GAP: Duration = Duration::from_secs(60);
+
+impl IkeDriver {
+    /// The driver for `setup`, its generator seeded from the daemon's randomness.
+    pub(crate) fn new(setup: &IkeSetup, seed: [u8; 32]) -> IkeDriver {
+        let mut iv = [0u8; 8];
+        iv.copy_from_slice(&seed[24..32]);
+        IkeDriver {
+            ep: Endpoint::new(setup.config.clone(), seed),
+            slots: setup.slots.clone(),
+            target: None,
+            current: None,
+            retry_at: None,
+            iv_seed: u64::from_le_bytes(iv),
+            last_failure: None,
+        }
+    }
+
+    /// A UDP payload that arrived on port 4500 and is not ESP.
+    pub(crate) fn datagram(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddrV4>,
+        from: SocketAddrV4,
+        data: &[u8],
+    ) {
+        if let Some(l) = local {
+            self.ep
+                .handle(now, SocketAddr::V4(l), SocketAddr::V4(from), data);
+        }
+    }
+
+    /// Mobile node: the IKE SA must run from `coa` to the home agent `ha`.
+    pub(crate) fn attach(&mut self, now: Instant, coa: Ipv4Addr, ha: Ipv4Addr) {
+        let moved = self.target.is_some_and(|(_, c)| c != coa);
+        self.target = Some((ha, coa));
+        if let (true, Some(ike)) = (moved, self.current) {
+            let local = SocketAddr::V4(SocketAddrV4::new(coa, NAT_T_PORT));
+            if self.ep.sa_with("home-agent") == Some(ike) && self.ep.local_moved(ike, local) {
+                tracing::info!("IKE SA continues from care-of address {coa}");
+                self.ep.check_liveness(now, ike);
+            } else {
+                // Not established yet: start again from the new address.
+                self.ep.close(now, ike);
+                self.current = None;
+                self.retry_at = None;
+            }
+        }
+    }
+
+    /// When [`Self::drive`] wants to run next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let connect = match (self.target, self.current) {
+            (Some(_), None) => Some(self.retry_at.unwrap_or(Instant::now())),
+            _ => None,
+        };
+        [self.ep.poll_timeout(), connect]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Timers, new attempts, datagrams to send and CHILD_SAs to key. True when a
+    /// transport-mode CHILD_SA (signalling) was keyed: the node's waiting BU can go.
+    pub(crate) fn drive(
+        &mut self,
+        now: Instant,
+        socks: &TifSockets,
+        mut ipsec: Option<&mut Ipsec>,
+        failures: &Failures,
+    ) -> bool {
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        if let (Some((ha, coa)), None) = (self.target, self.current) {
+            if self.retry_at.map_or(true, |t| t <= now) {
+                let local = SocketAddr::V4(SocketAddrV4::new(coa, NAT_T_PORT));
+                let remote = SocketAddr::V4(SocketAddrV4::new(ha, NAT_T_PORT));
+                match self.ep.connect(now, "home-agent", local, remote) {
+                    Ok(id) => {
+                        tracing::info!("IKE: initiating an IKE SA from {local} to {remote}");
+                        self.current = Some(id);
+                    }
+                    Err(e) => {
+                        tracing::error!("IKE: {e}");
+                        self.retry_at = Some(now + RETRY);
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.ep.poll_transmit() {
+            let r = match t.remote {
+                SocketAddr::V4(to) => socks.send_esp_udp(to, &t.payload).map(|_| ()),
+                SocketAddr::V6(to) => Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!("IKE toward {to}: IPv6 is not carried by this daemon yet"),
+                )),
+            };
+            failures.check(Failure::UdpSend, "sending IKE", r);
+        }
+        let mut signalling = false;
+        while let Some(e) = self.ep.poll_event() {
+            if let IkeEvent::ChildUp(c) = &e {
+                signalling |= c.mode == m6t_ipsec::Mode::Transport;
+            }
+            self.event(now, e, ipsec.as_deref_mut());
+        }
+        signalling
+    }
+
+    fn event(&mut self, now: Instant, e: IkeEvent, ipsec: Option<&mut Ipsec>) {
+        match e {
+            IkeEvent::IkeUp {
+                ike,
+                peer,
+                remote,
+                suite,
+                nat,
+                ..
+            } => {
+                tracing::info!(
+                    "IKE SA with {peer} at {remote} established ({}; NAT here: {}, there: {})",
+                    suite.name(),
+                    nat.0,
+                    nat.1
+                );
+                // The first CHILD_SA came with IKE_AUTH; the others follow (RFC 4877
+                // section 4.4: one per policy).
+                if self.target.is_some() {
+                    let names: Vec<String> = self.ep.config().peers[0]
+                        .children
+                        .iter()
+                        .skip(1)
+                        .map(|c| c.name.clone())
+                        .collect();
+                    for n in names {
+                        self.ep.create_child(now, ike, &n);
+                    }
+                }
+            }
+            IkeEvent::ChildUp(c) => {
+                let Some(ipsec) = ipsec else { return };
+                let Some(&(out, inb)) = self.slots.get(&c.name) else {
+                    tracing::error!("IKE: CHILD_SA {} names no SA pair in [ipsec]", c.name);
+                    return;
+                };
+                self.iv_seed = self.iv_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let r = ipsec
+                    .key_sa(out, c.outbound.spi, &c.outbound.keymat, self.iv_seed)
+                    .and_then(|()| {
+                        ipsec.key_sa(inb, c.inbound.spi, &c.inbound.keymat, !self.iv_seed)
+                    });
+                match r {
+                    Ok(()) => tracing::info!(
+                        "CHILD_SA {} with {} {}: SPIs in {:#010x} out {:#010x}, {}",
+                        c.name,
+                        c.peer,
+                        if c.rekeys.is_some() { "rekeyed" } else { "up" },
+                        c.inbound.spi,
+                        c.outbound.spi,
+                        c.suite.algorithm.name()
+                    ),
+                    Err(e) => tracing::error!("IKE: keying CHILD_SA {}: {e}", c.name),
+                }
+            }
+            IkeEvent::ChildDown {
+                name,
+                inbound_spi,
+                outbound_spi,
+                ..
+            } => {
+                let Some(ipsec) = ipsec else { return };
+                ipsec.forget_spi(inbound_spi);
+                if let Some(&(out, _)) = self.slots.get(&name) {
+                    let e = &ipsec.sad()[out];
+                    if e.direction == Direction::Out && e.keyed() && e.params.spi == outbound_spi {
+                        ipsec.unkey_sa(out);
+                    }
+                }
+                tracing::info!("CHILD_SA {name}: SPI {inbound_spi:#010x} deleted");
+            }
+            IkeEvent::IkeRekeyed { old, new } => {
+                if self.current == Some(old) {
+                    self.current = Some(new);
+                }
+                tracing::info!("IKE SA rekeyed");
+            }
+            IkeEvent::PeerMoved { remote, .. } => {
+                tracing::info!("IKE peer now at {remote}")
+            }
+            IkeEvent::IkeDown { ike, peer, why } => {
+                if why == IkeFailure::Rekeyed {
+                    return;
+                }
+                tracing::warn!("IKE SA with {peer} down: {why}");
+                if self.current == Some(ike) {
+                    self.current = None;
+                    self.retry_at = Some(now + RETRY);
+                }
+            }
+            IkeEvent::Failed { why, detail, .. } => {
+                // A refused peer retries every second: one line a minute for it, counted.
+                match &mut self.last_failure {
+                    Some((d, at, n)) if *d == detail && now < *at + FAILURE_LOG_GAP => *n += 1,
+                    last => {
+                        if let Some((d, _, n)) = last.take().filter(|l| l.2 > 0) {
+                            tracing::warn!("IKE: {n} more times in the last minute: {d}");
+                        }
+                        tracing::warn!("IKE: {detail}");
+                        *last = Some((detail.clone(), now, 0));
+                    }
+                }
+                // A setup that failed leaves no SA: try again later.
+                if self.current.is_some() && self.ep.sa_with("home-agent").is_none() {
+                    let gone = self
+                        .current
+                        .is_some_and(|id| !self.ep.sas().iter().any(|s| s.id == id));
+                    if gone {
+                        self.current = None;
+                        self.retry_at = Some(now + RETRY);
+                    }
+                }
+                let _ = why;
+            }
+        }
+    }
+
+    /// The endpoint's counters, as `m6t status` and the metrics show them.
+    pub(crate) fn counters(&self) -> Vec<Counter> {
+        self.ep
+            .counters()
+            .iter()
+            .into_iter()
+            .map(|(name, value)| Counter {
+                name: name.into(),
+                value,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,209 @@
+//! DSMIPv6 keyed by IKEv2 end to end (RFC 4877 section 4, RFC 5555 section 5): `m6t ha` and
+//! `m6t mn` in network namespaces, the mobile node behind a real nftables NAT. The mobile
+//! node's IKE SA runs from its care-of address over UDP 4500; IKE_AUTH brings the BU/BA
+//! transport-mode CHILD_SA, CREATE_CHILD_SA the payload tunnel-mode one, and the SAs the
+//! `[ipsec]` sections name with `keys = "ike"` are keyed with what was negotiated. A TCP
+//! transfer on the home address survives IPv4 moves, a move to IPv6 and back with one IKE
+//! SA throughout (no IKE_SA_INIT per handover, counted on the wire by tshark), and a wrong
+//! pre-shared key is one clear line on each side.
+
+use m6t::status::{self, Report};
+use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HOA};
+use m6t_lab::lab::{Lab, LabOptions, CN, MN4};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One lab at a time: the tests share the two cores and the tool binaries.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_m6t"))
+}
+
+fn peer(name: &str) -> String {
+    format!("{}/tests/peers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts tcpdump on `role`'s eth0 with `filter` into `file` and waits until it listens.
+fn capture(l: &mut Lab, role: &str, file: &str, filter: &str) -> PathBuf {
+    let pcap = l.net.dir.join(file);
+    let p = pcap.display().to_string();
+    l.net
+        .spawn(
+            role,
+            "tcpdump",
+            &["tcpdump", "-i", "eth0", "-U", "-n", "-w", &p, filter],
+        )
+        .unwrap();
+    let t = Instant::now();
+    while !l.net.log("tcpdump").contains("listening") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pcap
+}
+
+fn report(r: &Report) -> String {
+    status::render(r)
+}
+
+fn wait_counter(what: &str, get: impl Fn() -> Report, name: &str, at_least: u64) -> Report {
+    let t = Instant::now();
+    loop {
+        let r = get();
+        if r.counter(name) >= at_least {
+            return r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{what}: {name} < {at_least}\n{}",
+            report(&r)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::ike().unwrap()),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6ike")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    let pcap = capture(&mut l, "mn", "mn.pcap", "udp port 4500");
+    l.start_mn().unwrap();
+    let m = l
+        .wait_registered("udp", MN4[0], 0)
+        .unwrap_or_else(|e| panic!("{e}\nmn: {}\nha: {}", l.net.log("mn"), l.net.log("ha")));
+    let mn = wait_counter("MN", || l.mn_info().unwrap().1, "ike_child_established", 2);
+    assert_eq!(mn.counter("ike_established"), 1, "{}", report(&mn));
+    l.net
+        .spawn(
+            "cn",
+            "sink",
+            &["/usr/bin/python3", &peer("tcp_sink.py"), CN],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    l.net
+        .spawn(
+            "mn",
+            "source",
+            &["/usr/bin/python3", &peer("tcp_source.py"), HOA, CN, "8"],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_renumber_v4(MN4[0], MN4[1]).unwrap();
+    let m2 = l.wait_registered("udp", MN4[1], m.registrations).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv6(MN4[1]).unwrap();
+    let m3 = l
+        .wait_registered("ipv6", "2001:db8:5::", m2.registrations)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    l.mn_to_ipv4(MN4[0]).unwrap();
+    l.wait_registered("udp", MN4[0], m3.registrations).unwrap();
+    let t = Instant::now();
+    while l.net.running("source") && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    l.net.stop("tcpdump");
+    let out = l.net.log("source");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert!(
+        f.len() >= 5 && f[0] == "sent",
+        "source: {out}\nsink: {}\nmn: {}\nha: {}",
+        l.net.log("sink"),
+        l.net.log("mn"),
+        l.net.log("ha")
+    );
+    assert!(f[1].parse::<u64>().unwrap() > 1_000_000, "{out}");
+    assert_eq!(f[2], f[4], "sha256 differs: {out}");
+
+    // One IKE SA through every move: IKE_SA_INIT crossed once each way (tshark counts).
+    let pcap_s = pcap.display().to_string();
+    let tshark = std::process::Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            &pcap_s,
+            "-Y",
+            "isakmp",
+            "-T",
+            "fields",
+            "-e",
+            "isakmp.exchangetype",
+        ])
+        .output()
+        .expect("tshark");
+    let types = String::from_utf8_lossy(&tshark.stdout);
+    let sa_init = types.lines().filter(|t| *t == "34").count();
+    let auth = types.lines().filter(|t| *t == "35").count();
+    assert_eq!(
+        (sa_init, auth),
+        (2, 2),
+        "IKE exchanges on the wire: {types}"
+    );
+    let mn = l.mn_info().unwrap().1;
+    let ha = l.ha_report().unwrap();
+    for r in [&mn, &ha] {
+        assert_eq!(r.counter("ike_established"), 1, "{}", report(r));
+        assert_eq!(r.counter("ike_auth_failed"), 0, "{}", report(r));
+        assert_eq!(r.counter("ipsec_unprotected"), 0, "{}", report(r));
+    }
+    assert_eq!(ha.counter("ike_child_established"), 2, "{}", report(&ha));
+    let log = l.net.log("mn");
+    assert!(
+        log.contains("IKE SA continues from care-of address"),
+        "{log}"
+    );
+    // Attach to BA with IKE: from the IKE_SA_INIT to the first registration, read from the
+    // mobile node's log (the BU waits for its SA, then goes at once).
+    let at = |what: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what}: {log}"));
+        let t = &line[11..26]; // HH:MM:SS.ffffff
+        let f: Vec<f64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+        f[0] * 3600.0 + f[1] * 60.0 + f[2]
+    };
+    let ms = (at("registered care-of") - at("initiating an IKE SA")) * 1e3;
+    eprintln!("attach to BA with IKEv2: {ms:.1} ms");
+    assert!(ms < 1000.0, "attach to BA took {ms:.1} ms: {log}");
+}
+
+#[test]
+fn a_wrong_pre_shared_key_is_one_clear_line_each_side_and_no_registration() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut i = LabIpsec::ike().unwrap();
+    i.mn_wrong_key = true;
+    let o = DsmipOptions {
+        ipsec: Some(i),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6ikw")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let ha = wait_counter("HA", || l.ha_report().unwrap(), "ike_auth_failed", 1);
+    let mn = wait_counter("MN", || l.mn_info().unwrap().1, "ike_auth_failed", 1);
+    assert_eq!(ha.counter("ike_established"), 0, "{}", report(&ha));
+    assert_eq!(mn.counter("ike_child_established"), 0, "{}", report(&mn));
+    let (hl, ml) = (l.net.log("ha"), l.net.log("mn"));
+    assert!(
+        hl.contains("mn1@example.org") && hl.contains("did not prove the pre-shared key"),
+        "{hl}"
+    );
+    assert!(ml.contains("AUTHENTICATION_FAILED"), "{ml}");
+    assert!(
+        l.mn_info().unwrap().1.counter("registrations") == 0 || !ml.contains("registered care-of")
+    );
+}
