@@ -45,7 +45,7 @@ enum Cmd {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
         /// Run only these parts (comma-separated): tunnel, teredo, dsmip, ceiling, scale, idle,
-        /// floor, workers.
+        /// floor, workers, dos.
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Group>,
     },
@@ -68,6 +68,26 @@ enum Cmd {
         no_counters: bool,
         #[arg(long = "phase")]
         phases: Vec<String>,
+    },
+    /// The attacker of the bench's `dos` part: a paced sendmmsg flood from many ports.
+    #[command(hide = true)]
+    Flood {
+        #[arg(long)]
+        target: std::net::SocketAddrV4,
+        #[arg(long)]
+        kind: bench::flood::Kind,
+        #[arg(long, default_value_t = 500_000)]
+        rate: u32,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 256)]
+        ports: usize,
+        #[arg(long)]
+        ha: std::net::Ipv6Addr,
+        #[arg(long)]
+        base: std::net::Ipv6Addr,
+        #[arg(long)]
+        spoof: std::net::Ipv6Addr,
     },
     /// The syscall floor of the bench: recvmmsg -> TUN write, nothing else.
     #[command(hide = true)]
@@ -161,6 +181,31 @@ fn main() -> ExitCode {
                 no_counters,
             };
             match bench::loadgen::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Flood {
+            target,
+            kind,
+            rate,
+            secs,
+            ports,
+            ha,
+            base,
+            spoof,
+        } => {
+            let a = bench::flood::FloodArgs {
+                target,
+                kind,
+                rate,
+                secs,
+                ports,
+                ha,
+                base,
+                spoof,
+            };
+            match bench::flood::run(a) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

@@ -13,8 +13,11 @@ fn help_lists_lab_and_bench_and_hides_the_tools() {
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("lab") && out.contains("bench"), "{out}");
-    assert!(!out.contains("loadgen") && !out.contains("floor"), "{out}");
-    for tool in ["loadgen", "floor"] {
+    assert!(
+        !out.contains("loadgen") && !out.contains("floor") && !out.contains("flood"),
+        "{out}"
+    );
+    for tool in ["loadgen", "floor", "flood"] {
         let o = Command::new(env!("CARGO_BIN_EXE_m6t-lab"))
             .args([tool, "--help"])
             .output()

@@ -96,12 +96,26 @@ pub struct SendBatch {
     iov: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_in>,
     msgs: Vec<libc::mmsghdr>,
+    /// Every datagram its own message of one sendmmsg, never a GSO run.
+    no_gso: bool,
 }
 
 impl SendBatch {
-    /// A batch of at most `cap` datagrams.
+    /// A batch of at most `cap` datagrams, equal-size runs sent with GSO.
     pub fn new(cap: usize) -> Self {
+        Self::with_gso(cap, true)
+    }
+
+    /// A batch of at most `cap` datagrams sent as one sendmmsg of separate datagrams,
+    /// without GSO: each reaches the peer as a packet of its own, as from a sender that
+    /// does not segment late (the bench's flooder).
+    pub fn without_gso(cap: usize) -> Self {
+        Self::with_gso(cap, false)
+    }
+
+    fn with_gso(cap: usize, gso: bool) -> Self {
         SendBatch {
+            no_gso: !gso,
             arena: Vec::with_capacity(cap * 1500),
             entries: Vec::with_capacity(cap),
             cap,
@@ -154,9 +168,13 @@ impl SendBatch {
         while i < self.entries.len() {
             let (off, size, to) = self.entries[i];
             // A run: same peer, same size; the last datagram of a run may be shorter.
-            let limit = 65000usize
-                .checked_div(size)
-                .map_or(1, |n| n.clamp(1, max_segs));
+            let limit = if self.no_gso {
+                1
+            } else {
+                65000usize
+                    .checked_div(size)
+                    .map_or(1, |n| n.clamp(1, max_segs))
+            };
             let mut j = i + 1;
             let mut end = off + size;
             while j < self.entries.len() && j - i < limit {

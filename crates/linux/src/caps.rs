@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+pub use caps::Capability;
+
 /// Bit of CAP_NET_ADMIN in the capability sets (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 
@@ -35,6 +37,39 @@ pub fn check_tunnel_privileges() -> Result<(), CapsError> {
     if !Path::new("/dev/net/tun").exists() {
         return Err(CapsError::NoTunDevice);
     }
+    Ok(())
+}
+
+/// Keeps only `keep` for the calling thread, for good: the effective and permitted sets
+/// become `keep`, the inheritable and ambient sets empty, and every other capability leaves
+/// the bounding set, so no program it runs (a hook script run by root included) gets one
+/// back. Capabilities are per thread: a daemon calls this in its main thread before it
+/// starts its workers (which inherit the sets) and in each thread started before.
+///
+/// Without CAP_SETPCAP (a daemon given only its capabilities, e.g. by systemd) the
+/// bounding set cannot be changed and is left as it is; the other sets still shrink.
+pub fn keep_only(keep: &[Capability]) -> std::io::Result<()> {
+    let err = |what: &str, e: caps::errors::CapsError| {
+        std::io::Error::other(format!("dropping capabilities ({what}): {e}"))
+    };
+    let keep_set: caps::CapsHashSet = keep.iter().copied().collect();
+    // The bounding set first: changing it needs CAP_SETPCAP in the effective set.
+    if caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if !keep_set.contains(&c)
+                && caps::has_cap(None, caps::CapSet::Bounding, c).unwrap_or(false)
+            {
+                caps::drop(None, caps::CapSet::Bounding, c).map_err(|e| err("bounding", e))?;
+            }
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(|e| err("ambient", e))?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
+    // Effective before permitted: the effective set must stay inside the permitted one.
+    let have = caps::read(None, caps::CapSet::Permitted).map_err(|e| err("permitted", e))?;
+    let kept: caps::CapsHashSet = keep_set.intersection(&have).copied().collect();
+    caps::set(None, caps::CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
+    caps::set(None, caps::CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
     Ok(())
 }
 

@@ -45,6 +45,10 @@ failures! {
     Netlink => "netlink_errors",
     /// A write of the saved state (binding cache) that failed.
     StateFile => "state_file_errors",
+    /// A request to the gateway's per-source budget (its eBPF maps) that failed: a state's
+    /// sender not entered (its traffic then counts against its source's budget) or not
+    /// removed, or the drop counter not read.
+    Budget => "budget_errors",
 }
 
 /// Failure counters with rate-limited logging.

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod budget;
 pub mod caps;
 pub mod capture;
 pub mod claims;

@@ -223,11 +223,34 @@ pub struct GatewayFile {
     /// no metrics server. Any TOML value here, so that a wrong type too gets an error
     /// naming the key (from [`V::metrics_listen`]) rather than a line number.
     pub metrics_listen: Option<toml::Value>,
+    /// Datagrams per second one IPv4 source may send to the gateway's ports that no active
+    /// state accepts, enforced by the kernel (an eBPF socket filter) before they reach the
+    /// gateway; 0: no budget.
+    #[serde(default = "d_source_rate")]
+    pub source_packet_rate: u32,
+    /// Datagrams above `source_packet_rate` one source may send at once.
+    #[serde(default = "d_source_burst")]
+    pub source_packet_burst: u32,
 }
 
 fn d_workers() -> usize {
     1
 }
+fn d_source_rate() -> u32 {
+    DEFAULT_SOURCE_PACKET_RATE
+}
+fn d_source_burst() -> u32 {
+    DEFAULT_SOURCE_PACKET_BURST
+}
+
+/// Default `source_packet_rate`: datagrams per second one IPv4 source may send that no
+/// active state accepts (counted by the kernel before the gateway reads them, each datagram
+/// of a GRO batch counted). A state's own traffic is never budgeted; what is left for a
+/// legitimate sender is the first packets of new states (at most `new_state_rate` of them a
+/// second) and traffic a NAT rebinding strands, far below it; a flood keeps at most this.
+pub const DEFAULT_SOURCE_PACKET_RATE: u32 = 5_000;
+/// Default `source_packet_burst`: a second at the default rate.
+pub const DEFAULT_SOURCE_PACKET_BURST: u32 = 5_000;
 
 pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -444,6 +467,9 @@ pub struct Gateway {
     pub workers: usize,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The kernel's per-source packet budget (`source_packet_rate`, `source_packet_burst`):
+    /// `(rate, burst)`, `None` when `source_packet_rate = 0`.
+    pub source_limit: Option<(u32, u32)>,
 }
 
 /// Reads and validates a client configuration file.
@@ -540,6 +566,26 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
             "prefixes shorter than /8 would capture the whole Internet",
         ));
     }
+    // Two prefixes overlap when the shorter one holds the other's address.
+    let overlap = |a: &Ipv6Prefix, b: &Ipv6Prefix| a.contains(b.addr()) || b.contains(a.addr());
+    for (i, p) in f.mn_prefixes.iter().enumerate() {
+        if let Some(q) = f.mn_prefixes[..i].iter().find(|q| overlap(p, q)) {
+            return Err(v.bad(
+                format!("mn_prefixes[{i}]"),
+                format!("{p} overlaps {q} listed before it"),
+            ));
+        }
+    }
+    // An allowed destination inside a mobile-node prefix would let one mobile node's
+    // packets reach another's tunnel without the home agent.
+    for (i, p) in f.allowed_destinations.iter().enumerate() {
+        if let Some(q) = f.mn_prefixes.iter().find(|q| overlap(p, q)) {
+            return Err(v.bad(
+                format!("allowed_destinations[{i}]"),
+                format!("{p} overlaps the mobile-node prefix {q}"),
+            ));
+        }
+    }
     if f.address.is_unspecified() || f.address.is_multicast() {
         return Err(v.bad("address", "must be a unicast IPv6 address of the gateway"));
     }
@@ -557,6 +603,20 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
     if !(1..=64).contains(&f.workers) {
         return Err(v.bad("workers", "must be between 1 and 64"));
     }
+    if f.source_packet_rate > 100_000_000 {
+        return Err(v.bad(
+            "source_packet_rate",
+            "must be at most 100000000 datagrams/s (0 turns the budget off)",
+        ));
+    }
+    if f.source_packet_rate > 0 && !(1..=100_000_000).contains(&f.source_packet_burst) {
+        return Err(v.bad(
+            "source_packet_burst",
+            "must be between 1 and 100000000 (set source_packet_rate = 0 to turn the budget off)",
+        ));
+    }
+    let source_limit =
+        (f.source_packet_rate > 0).then_some((f.source_packet_rate, f.source_packet_burst));
     let machine = GatewayConfig {
         ha_addresses: f.ha_addresses,
         allowed_destinations: f.allowed_destinations,
@@ -580,6 +640,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         offload: f.offload,
         workers: f.workers,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        source_limit,
     })
 }
 

@@ -30,6 +30,9 @@ fn d_mtu() -> u16 {
 fn d_max_lifetime() -> f64 {
     HaConfig::default().max_lifetime.as_secs_f64()
 }
+fn d_max_bindings() -> usize {
+    HaConfig::default().max_bindings
+}
 fn d_nat_keepalive() -> u32 {
     HaConfig::default().nat_keepalive
 }
@@ -144,6 +147,9 @@ pub struct HaFile {
     /// NAT keep-alive refresh time sent in NAT Detection, seconds (NATKATIMEOUT).
     #[serde(default = "d_nat_keepalive")]
     pub nat_keepalive: u32,
+    /// Most bindings at once; a BU for a new home address beyond it gets status 130.
+    #[serde(default = "d_max_bindings")]
+    pub max_bindings: usize,
     /// Accept the F flag (force UDP); refused with status 144 otherwise.
     #[serde(default = "d_accept_force_udp")]
     pub accept_force_udp: bool,
@@ -233,6 +239,9 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     if f.nat_keepalive == 0 {
         return Err(v.bad("nat_keepalive", "must be at least 1 second"));
     }
+    if !(1..=10_000_000).contains(&f.max_bindings) {
+        return Err(v.bad("max_bindings", "must be between 1 and 10000000"));
+    }
     if !f.home_prefix.contains(f.address6) {
         return Err(v.bad("address6", "must be inside home_prefix"));
     }
@@ -263,6 +272,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
     let mut machine = HaConfig::new(f.home_prefix);
     machine.max_lifetime = max_lifetime;
     machine.nat_keepalive = f.nat_keepalive;
+    machine.max_bindings = f.max_bindings;
     machine.accept_force_udp = f.accept_force_udp;
     machine.accept_tlv = f.accept_tlv;
     machine.accept_unprotected = f.accept_unprotected;

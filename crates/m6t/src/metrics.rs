@@ -352,6 +352,11 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
     std::thread::Builder::new()
         .name("m6t-metrics".into())
         .spawn(move || {
+            // This thread reads requests from the network and needs no privilege: it
+            // starts before the daemon drops its own, so it drops all of them itself.
+            if let Err(e) = m6t_linux::caps::keep_only(&[]) {
+                tracing::warn!("metrics thread: {e}");
+            }
             for conn in listener.incoming() {
                 // One client at a time: scrapes are rare and short, and the timeouts bound
                 // how long a bad client holds the thread. Failures are the client's.

@@ -648,8 +648,13 @@ fn readme_explains_every_counter() {
     );
     // Every daemon's with `--pcap`.
     want.extend(m6t_linux::capture::COUNTER_NAMES.map(String::from));
-    // The gateway's two values that are not counts (daemon/gateway.rs).
-    want.extend(["states".to_string(), "gc_max_pause_us".to_string()]);
+    // The gateway's two values that are not counts, and the kernel's drops before the
+    // gateway (daemon/gateway.rs).
+    want.extend([
+        "states".to_string(),
+        "gc_max_pause_us".to_string(),
+        "drop_source_budget".to_string(),
+    ]);
 
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let start = readme

@@ -12,6 +12,38 @@ use std::time::Duration;
 /// One lab at a time: the tests share the two cores and the tool binaries.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Effective, permitted, bounding and ambient capability masks of every thread of the `m6t`
+/// processes in a role's namespace.
+fn thread_caps(l: &Lab, role: &str) -> Vec<[u64; 4]> {
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &l.net.ns(role)])
+        .output()
+        .unwrap();
+    let mut v = Vec::new();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "m6t" {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            let get = |k: &str| {
+                st.lines()
+                    .find_map(|x| x.strip_prefix(k))
+                    .map(|x| u64::from_str_radix(x.trim(), 16).unwrap())
+                    .unwrap()
+            };
+            v.push([
+                get("CapEff:"),
+                get("CapPrm:"),
+                get("CapBnd:"),
+                get("CapAmb:"),
+            ]);
+        }
+    }
+    v
+}
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_m6t"))
 }
@@ -163,6 +195,19 @@ fn without_nat_the_tunnel_is_ip_in_ip() {
     l.start_dsmip(&DsmipOptions::default()).unwrap();
     let m = l.wait_registered("ip-in-ip", MN4[0], 0).unwrap();
     let v4hoa = m.ipv4_home_address.clone().unwrap();
+    // Registered: the home agent and the mobile node keep CAP_NET_ADMIN and CAP_NET_RAW at
+    // most, in every thread.
+    for role in ["ha", "mn"] {
+        const KEPT: u64 = (1 << 12) | (1 << 13);
+        let caps = thread_caps(&l, role);
+        assert!(caps.iter().any(|c| c[0] == KEPT), "{role}: {caps:x?}");
+        for c in &caps {
+            assert!(
+                c[0] & !KEPT == 0 && c[1] & !KEPT == 0 && c[2] & !KEPT == 0 && c[3] == 0,
+                "{role}: {caps:x?}"
+            );
+        }
+    }
     l.net
         .spawn(
             "nat",

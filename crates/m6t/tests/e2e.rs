@@ -222,9 +222,13 @@ fn state_flood_from_one_ipv4_is_capped_while_another_mn_works() {
         HA,
     )
     .unwrap();
+    // What the kernel's per-source budget took never reached the gateway's checks.
     wait("flood drops", 10, || {
         let r = gw(&l);
-        r.counter("drop_per_source_cap") + r.counter("drop_rate_limited") >= 1984
+        r.counter("drop_per_source_cap")
+            + r.counter("drop_rate_limited")
+            + r.counter("drop_source_budget")
+            >= 1984
     });
     let r = gw(&l);
     assert_eq!(r.counter("states_created"), 16);
@@ -236,6 +240,172 @@ fn state_flood_from_one_ipv4_is_capped_while_another_mn_works() {
     // The MN, behind another IPv4 address, creates its state and is served.
     assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
     assert!(states(&l).iter().any(|s| s.address == addr(&l)));
+}
+
+#[test]
+fn one_source_over_its_budget_is_cut_by_the_kernel_and_counted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 1000 datagrams/s, 500 at once: the attacker's 20000 in a burst mostly never reach
+    // the gateway; the MN, behind another IPv4 address, has a budget of its own.
+    let l = start("e2ebudget", |o| {
+        o.gateway_extra = "source_packet_rate = 1000\nsource_packet_burst = 500\n".into();
+    });
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let t = std::time::Instant::now();
+    l.inject(
+        "atk",
+        lab::ATTACKER4,
+        50002,
+        3544,
+        20000,
+        "garbage",
+        "::",
+        "::",
+    )
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    wait("budget drops", 10, || {
+        let r = gw(&l);
+        r.counter("drop_source_budget") + r.counter("drop_malformed_from_mn") >= 20000
+    });
+    let r = gw(&l);
+    let read = r.counter("drop_malformed_from_mn");
+    // What the gateway read: the burst plus the rate over the injection's time.
+    assert!(
+        read as f64 <= 500.0 + 1000.0 * (secs + 0.5) && read >= 400,
+        "{read} read in {secs:.2} s"
+    );
+    assert_eq!(r.counter("drop_source_budget"), 20000 - read);
+    // The count is in `m6t status` too.
+    let o = Command::new(bin())
+        .args(["status", "--socket", &l.gw_sock.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("drop_source_budget"), "{text}");
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+    // The MN's active state is exempt: its bulk TCP is far above 1000 datagrams/s (12
+    // Mbit/s of full-size ones), and none of it was dropped by the budget.
+    let drops = gw(&l).counter("drop_source_budget");
+    let out = l
+        .net
+        .sh(
+            "mn",
+            &format!(
+                "ip netns exec {cn} iperf3 -s -1 -B {c} >/dev/null 2>&1 & sleep 0.3; \
+                 iperf3 -c {c} -t 1 -J",
+                cn = l.net.ns("cn"),
+                c = lab::CN
+            ),
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    assert!(bps > 100e6, "MN TCP {bps} bit/s under a 1000/s budget");
+    assert_eq!(gw(&l).counter("drop_source_budget"), drops);
+}
+
+/// The largest datagrams: 65507 bytes (the most UDP/IPv4 carries) are read whole; as one
+/// IPv6 packet above the tunnel MTU they get a Packet Too Big (RFC 4443 section 3.2) and are
+/// not forwarded, as garbage they are counted malformed; the gateway keeps serving.
+#[test]
+fn largest_datagrams_get_packet_too_big_or_are_counted_and_change_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2ebig", |_| {});
+    assert_eq!(l.ping("mn", HA, 1, 56).unwrap().received, 1);
+    let before = gw(&l);
+    let py = format!(
+        "import socket, ipaddress\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         body = 65507 - 40\n\
+         src = ipaddress.IPv6Address('fd00:6d36:7400:9::1').packed\n\
+         dst = ipaddress.IPv6Address('{HA}').packed\n\
+         s.sendto(bytes([0x60, 0, 0, 0]) + body.to_bytes(2, 'big') + bytes([59, 64]) + src + dst + bytes(body), ('{gw4}', 3544))\n\
+         s.sendto(bytes([0x61]) * 65507, ('{gw4}', 3544))\n",
+        gw4 = lab::GW4
+    );
+    let script = l.net.write("big.py", &py).unwrap();
+    l.net
+        .sh("atk", &format!("/usr/bin/python3 {}", script.display()))
+        .unwrap();
+    wait("both big datagrams handled", 5, || {
+        let r = gw(&l);
+        r.counter("packet_too_big_sent") > before.counter("packet_too_big_sent")
+            && r.counter("drop_malformed_from_mn") > before.counter("drop_malformed_from_mn")
+    });
+    let r = gw(&l);
+    assert_eq!(
+        r.counter("forwarded_to_home") - before.counter("forwarded_to_home"),
+        0,
+        "nothing but the two big datagrams was sent"
+    );
+    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2);
+}
+
+/// The capability sets of every thread of the `m6t` processes in a namespace: (effective,
+/// permitted, bounding, ambient) masks.
+fn thread_caps(l: &Lab, role: &str) -> Vec<(u64, u64, u64, u64)> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &l.net.ns(role)])
+        .output()
+        .unwrap();
+    let mut v = Vec::new();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "m6t" {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            let get = |k: &str| {
+                st.lines()
+                    .find_map(|x| x.strip_prefix(k))
+                    .map(|x| u64::from_str_radix(x.trim(), 16).unwrap())
+                    .unwrap()
+            };
+            v.push((
+                get("CapEff:"),
+                get("CapPrm:"),
+                get("CapBnd:"),
+                get("CapAmb:"),
+            ));
+        }
+    }
+    v
+}
+
+/// Once up, the gateway and the client keep CAP_NET_ADMIN only, in every thread (the
+/// metrics thread none), and go on working.
+#[test]
+fn daemons_keep_only_cap_net_admin_after_start() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = start("e2ecaps", |o| {
+        o.gateway_extra = "metrics_listen = \"127.0.0.1:9464\"\n".into();
+    });
+    const NET_ADMIN: u64 = 1 << 12;
+    for role in ["gw", "mn"] {
+        let t = thread_caps(&l, role);
+        assert!(!t.is_empty(), "no m6t threads in {role}");
+        for (eff, prm, bnd, amb) in &t {
+            assert!(
+                (*eff == NET_ADMIN && *prm == NET_ADMIN) || (*eff == 0 && *prm == 0),
+                "{role}: effective {eff:x} permitted {prm:x}"
+            );
+            assert_eq!(*bnd & !NET_ADMIN, 0, "{role}: bounding {bnd:x}");
+            assert_eq!(*amb, 0);
+        }
+        assert!(
+            t.iter().any(|(e, ..)| *e == NET_ADMIN),
+            "{role}: no thread kept CAP_NET_ADMIN"
+        );
+    }
+    // The gateway's metrics thread serves without any.
+    assert!(thread_caps(&l, "gw")
+        .iter()
+        .any(|(e, p, ..)| *e == 0 && *p == 0));
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
 }
 
 #[test]

@@ -333,3 +333,29 @@ fn lifetime_end_unbinds_and_hostile_input_is_counted() {
     ));
     assert!(h.binding_cache().is_empty());
 }
+
+/// A full binding cache: the next home address is refused with status 130 and counted in
+/// `bu_cache_full`, not in `bu_refused`; the bound node keeps its binding.
+#[test]
+fn a_full_binding_cache_refuses_the_next_home_address_and_counts_it() {
+    let t0 = Instant::now();
+    let mut c = ha_cfg();
+    c.max_bindings = 1;
+    c.ipv4_pool = Vec::new();
+    let mut h = HomeAgent::new(c, a6(HA6));
+    let node = |hoa: &str| {
+        let c = MnConfig::new(a6(hoa), a6(HA6), HA4);
+        MobileNode::new(c, 100)
+    };
+    let mut m1 = node(HOA);
+    m1.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
+    exchange(&mut m1, &mut h, t0, false);
+    assert!(registered(&mut m1).is_some());
+    let mut m2 = node("2001:db8:1::b");
+    m2.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 11)));
+    exchange(&mut m2, &mut h, t0, false);
+    assert!(registered(&mut m2).is_none());
+    assert_eq!(h.counters().get(HaCounter::BuCacheFull), 1);
+    assert_eq!(h.counters().get(HaCounter::BuRefused), 0);
+    assert_eq!(h.counters().get(HaCounter::BuAccepted), 1);
+}

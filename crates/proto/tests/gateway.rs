@@ -475,3 +475,63 @@ fn prefetch_addresses_name_the_state_of_a_payload_and_nothing_for_garbage() {
     // Out-of-range positions are harmless.
     assert!(t.gw.prefetch_slot(usize::MAX).is_null());
 }
+
+/// The event queue is bounded: a driver that never polls loses the newest events, counted,
+/// and the machine holds at most 4096 of them.
+#[test]
+fn unpolled_events_are_bounded_and_counted() {
+    let mut c = cfg();
+    c.new_state_rate = 1_000_000;
+    c.new_state_burst = 1_000_000;
+    c.max_states_per_ipv4 = 1_000_000;
+    let mut t = T::new(c);
+    for i in 0..5000u32 {
+        let src = format!("fd00:1:2:3:4::{:x}:{:x}", i >> 16, i & 0xffff);
+        assert_eq!(
+            t.mn(0, "198.51.100.7:40000", &pkt(&src, HA, 60)),
+            FromMn::ToHome
+        );
+    }
+    assert_eq!(t.gw.counters().get(GatewayCounter::StatesCreated), 5000);
+    assert_eq!(t.gw.counters().get(GatewayCounter::EventsLost), 5000 - 4096);
+    let mut n = 0;
+    while t.gw.poll_event().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4096);
+}
+
+/// The events of an active state carry its sender, which the driver's per-source budget
+/// lets through while the state is active.
+#[test]
+fn activation_and_expiry_events_name_the_sender() {
+    let mut t = T::new(cfg());
+    let p = pkt(MN, HA, 100);
+    assert_eq!(t.mn(0, "198.51.100.7:40000", &p), FromMn::ToHome);
+    assert!(matches!(t.home(10, &swap(&p)), FromHome::ToMn { .. }));
+    let mut got = Vec::new();
+    while let Some(e) = t.gw.poll_event() {
+        got.push(e);
+    }
+    assert!(got.contains(&GatewayEvent::Activated {
+        address: a(MN),
+        peer: peer("198.51.100.7:40000")
+    }));
+    t.tick(1_000_000);
+    let mut expired = false;
+    while let Some(e) = t.gw.poll_event() {
+        if let GatewayEvent::Expired {
+            address,
+            peer: p,
+            kind,
+        } = e
+        {
+            assert_eq!(
+                (address, p, kind),
+                (a(MN), peer("198.51.100.7:40000"), StateKind::Active)
+            );
+            expired = true;
+        }
+    }
+    assert!(expired);
+}

@@ -6,7 +6,9 @@
 //! [`Lab::bin_path`]), the load generator and the syscall floor the `m6t-lab` binary
 //! (`tools`, its hidden `loadgen` and `floor` subcommands).
 
+mod dos;
 mod dsmip;
+pub mod flood;
 pub mod floor;
 pub mod loadgen;
 pub mod teredo;
@@ -377,6 +379,9 @@ pub enum Group {
     Floor,
     /// The gateway with two workers.
     Workers,
+    /// The gateway (defaults) flooded from one IPv4 address: the MN's throughput against
+    /// no attack and a CPU-matched control, with and without the kernel's per-source budget.
+    Dos,
 }
 
 impl std::str::FromStr for Group {
@@ -391,9 +396,10 @@ impl std::str::FromStr for Group {
             "idle" => Group::Idle,
             "floor" => Group::Floor,
             "workers" => Group::Workers,
+            "dos" => Group::Dos,
             _ => {
                 return Err(format!(
-                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers)"
+                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers, dos)"
             ))
             }
         })
@@ -408,12 +414,15 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     let t0 = Instant::now();
     let wants = |g: Group| only.is_empty() || only.contains(&g);
     let mut lo = LabOptions::new("m6tbench");
-    // Long enough for the scale phases; generous limits for the load generator.
+    // Long enough for the scale phases; generous limits for the load generator (one IPv4
+    // address standing for many nodes: no per-source budget either; the dos part restarts
+    // the gateway with its defaults).
     lo.active_lifetime = o.state_lifetime;
     lo.keepalive_interval = 5.0;
     lo.nat_udp_timeouts = (30, 120);
     lo.gateway_extra = "new_state_rate = 1000000000\nnew_state_burst = 1000000000\n\
-                        max_states_per_ipv4 = 2000000\nmax_states = 2000000\n"
+                        max_states_per_ipv4 = 2000000\nmax_states = 2000000\n\
+                        source_packet_rate = 0\n"
         .into();
     let mut lab = Lab::start(bin, &lo)?;
     let mut t = Table {
@@ -451,6 +460,10 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     }
     if wants(Group::Workers) {
         workers(&mut lab, tools, &mut t, &o)?;
+    }
+    // Last: it restarts the gateway with its defaults.
+    if wants(Group::Dos) {
+        dos::figures(&mut lab, tools, &mut t, &o)?;
     }
 
     let (s0, s2) = (o.scale[0], o.scale[2]);

@@ -11,6 +11,7 @@ use crate::config;
 use crate::metrics::{GaugeValue, Publisher, Snapshot};
 use crate::status::Report;
 use m6t_linux::batch::{RecvBatch, SendBatch};
+use m6t_linux::caps::Capability;
 use m6t_linux::claims::Claims;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
@@ -178,6 +179,8 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
     rt.add(&control, Source::Control).map_err(io("epoll"))?;
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let mut m = Client::new(cfg.machine.clone(), os_seed()?);
     let mut d = Driver {

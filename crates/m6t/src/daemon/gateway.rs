@@ -14,6 +14,7 @@ use super::{
     start_metrics, DaemonError, BURST,
 };
 use crate::metrics::{GaugeValue, Publisher, Snapshot};
+use m6t_linux::caps::Capability;
 
 /// Datagrams per recvmmsg call.
 const RECV_BATCH: usize = 32;
@@ -26,10 +27,11 @@ const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
+use m6t_linux::budget::SourceBudget;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, prefetch, tun::Tun, udp};
-use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent};
+use m6t_proto::m6t::gateway::{FromHome, FromMn, Gateway, GatewayEvent, StateKind};
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -51,11 +53,29 @@ struct Shared {
     shards: Vec<Mutex<Gateway>>,
     failures: Failures,
     gc_max_pause_us: AtomicU64,
+    /// The kernel's per-source budget, when configured (its drop counter).
+    budget: Option<SourceBudget>,
     /// The drop log of all shards, written by whichever worker passes when it is due.
     drops: Mutex<super::DropLog>,
 }
 
 impl Shared {
+    /// Datagrams the kernel's per-source budget dropped (0 without one). A failed read of
+    /// the counter is counted and reads as 0 this time.
+    fn source_drops(&self) -> u64 {
+        match &self.budget {
+            Some(b) => b.dropped().unwrap_or_else(|e| {
+                self.failures.record(
+                    Failure::Budget,
+                    1,
+                    format_args!("reading the source budget: {e}"),
+                );
+                0
+            }),
+            None => 0,
+        }
+    }
+
     fn lock(&self, i: usize) -> MutexGuard<'_, Gateway> {
         // A worker that panicked while holding a shard cannot leave it half-updated in a
         // way that matters more than stopping the gateway would: keep serving.
@@ -93,7 +113,11 @@ impl Shared {
         }
         const STATES: &str = "States of mobile nodes by kind (temporary, active)";
         Snapshot {
-            counters: counters_with(counters, &self.failures, &[]),
+            counters: counters_with(
+                counters,
+                &self.failures,
+                &[("drop_source_budget", self.source_drops())],
+            ),
             gauges: vec![
                 GaugeValue::labelled("states", STATES, "kind", "temporary", (len - active) as f64),
                 GaugeValue::labelled("states", STATES, "kind", "active", active as f64),
@@ -135,6 +159,7 @@ impl Shared {
                 counters,
                 &self.failures,
                 &[
+                    ("drop_source_budget", self.source_drops()),
                     ("states", len as u64),
                     (
                         "gc_max_pause_us",
@@ -168,6 +193,22 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             socks[w].push((*p, s));
         }
     }
+    // The kernel's per-source budget on every socket, before the first datagram is read.
+    let budget = match cfg.source_limit {
+        Some((rate, burst)) => {
+            let peers = u32::try_from(cfg.machine.max_states).unwrap_or(u32::MAX);
+            let b = SourceBudget::new(rate, burst, peers).map_err(io(
+                "per-source budget (key `source_packet_rate`; 0 turns it off)",
+            ))?;
+            for (p, s) in socks.iter().flatten() {
+                b.attach(s).map_err(io(format!(
+                    "attaching the per-source budget to UDP port {p}"
+                )))?;
+            }
+            Some(b)
+        }
+        None => None,
+    };
     let control = bind_control(&cfg.control_socket)?;
     let stop = shutdown()?;
     let shard_cfg = cfg.machine.shard(n);
@@ -179,6 +220,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
         shards,
         failures: Failures::default(),
         gc_max_pause_us: AtomicU64::new(0),
+        budget,
         drops: Mutex::new(super::DropLog::new(Instant::now())),
     };
     let name = tuns[0].name().to_string();
@@ -191,6 +233,8 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
     );
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -466,13 +510,34 @@ impl Worker<'_> {
             next = g.poll_timeout();
         }
         while let Some(e) = g.poll_event() {
+            // An active state's sender passes the kernel's budget; an expired one no more.
+            if let Some(b) = &shared.budget {
+                let r = match &e {
+                    GatewayEvent::Activated { address, peer } => b.add_peer(*peer, *address),
+                    GatewayEvent::Expired {
+                        address,
+                        peer,
+                        kind: StateKind::Active,
+                    } => b.remove_peer(*peer, *address),
+                    _ => Ok(()),
+                };
+                if let Err(err) = r {
+                    shared.failures.record(
+                        Failure::Budget,
+                        1,
+                        format_args!("the per-source budget's map of active states: {err}"),
+                    );
+                }
+            }
             match e {
                 // Per-state lines at debug level: a mass expiry must not flood the log.
                 GatewayEvent::Created { address, peer } => {
                     tracing::debug!("state {address} temporary from {peer}")
                 }
-                GatewayEvent::Activated { address } => tracing::debug!("state {address} active"),
-                GatewayEvent::Expired { address, kind } => {
+                GatewayEvent::Activated { address, .. } => {
+                    tracing::debug!("state {address} active")
+                }
+                GatewayEvent::Expired { address, kind, .. } => {
                     tracing::debug!("state {address} expired ({kind:?})")
                 }
             }

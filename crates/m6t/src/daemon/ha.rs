@@ -13,6 +13,7 @@ use super::{
 use crate::dsmip_config::Ha;
 use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{IpsecInfo, Report};
+use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};
@@ -74,6 +75,11 @@ impl CacheFile {
         let writer = std::thread::Builder::new()
             .name("m6t-ha-save".into())
             .spawn(move || {
+                // Writing a root-owned file needs no capability; the thread starts before
+                // the daemon drops its own.
+                if let Err(e) = m6t_linux::caps::keep_only(&[]) {
+                    tracing::warn!("binding cache writer: {e}");
+                }
                 while let Ok(mut bytes) = rx.recv() {
                     // Only the newest of several queued snapshots matters.
                     while let Ok(newer) = rx.try_recv() {
@@ -272,6 +278,8 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.address4,
         cfg.machine.home_prefix
     );
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         home: HomeLink {

@@ -14,6 +14,7 @@ use super::{
 use crate::dsmip_config::{HaSource, Mn, MnInterface};
 use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{failing_why, IpsecInfo, MnInfo, Report, FAILING_AFTER};
+use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
@@ -259,6 +260,8 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     }
     let ike = cfg.ike.as_ref().map(|s| IkeDriver::new(s, seed));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
+    // Everything privileged is open: keep only what the loop still needs.
+    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         info: MnInfo {

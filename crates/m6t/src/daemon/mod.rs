@@ -54,6 +54,14 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Daem
     }
 }
 
+/// Drops every capability but `keep` (see [`m6t_linux::caps::keep_only`]) once a daemon
+/// has opened what needs more: CAP_NET_ADMIN stays for the addresses, routes and proxy
+/// entries it changes as it runs, CAP_NET_RAW for the raw sockets the DSMIPv6 daemons may
+/// open again on an interface change.
+pub(crate) fn keep_only(keep: &[m6t_linux::caps::Capability]) -> Result<(), DaemonError> {
+    m6t_linux::caps::keep_only(keep).map_err(io("capabilities"))
+}
+
 /// Binds a daemon's control socket (for `m6t status`).
 pub(crate) fn bind_control(path: &Path) -> Result<ControlServer, DaemonError> {
     ControlServer::bind(path).map_err(io(format!("control socket {}", path.display())))

@@ -29,6 +29,8 @@ pub mod status {
     pub const UNSPECIFIED: u8 = 128;
     /// Administratively prohibited (e.g. an unprotected BU).
     pub const PROHIBITED: u8 = 129;
+    /// Insufficient resources: the binding cache is full (RFC 6275 section 6.1.8).
+    pub const INSUFFICIENT_RESOURCES: u8 = 130;
     /// Home registration not supported (H flag clear).
     pub const HOME_REGISTRATION_NOT_SUPPORTED: u8 = 131;
     /// Not home subnet.
@@ -93,11 +95,16 @@ pub struct HaConfig {
     pub accept_tlv: bool,
     /// Whether BUs without ESP are accepted (only until the IPsec work lands).
     pub accept_unprotected: bool,
+    /// Most bindings held at once: a BU for a home address not yet bound while the cache
+    /// holds this many is refused with status 130, insufficient resources (RFC 6275
+    /// sections 6.1.8 and 10.3.1); refreshes and deregistrations of bound ones still pass.
+    pub max_bindings: usize,
 }
 
 impl Default for HaConfig {
     /// No IPv4 home addresses, 1 h lifetimes, NAT keep-alive 110 s (NATKATIMEOUT, RFC 5555
-    /// section 4.3), F accepted, TLV refused, unprotected BUs refused. The required
+    /// section 4.3), F accepted, TLV refused, unprotected BUs refused, at most 100 000
+    /// bindings. The required
     /// `home_prefix` is left unspecified (`::/0`, every address): set it, see
     /// [`HaConfig::new`].
     fn default() -> Self {
@@ -112,6 +119,7 @@ impl Default for HaConfig {
             accept_force_udp: true,
             accept_tlv: false,
             accept_unprotected: false,
+            max_bindings: 100_000,
         }
     }
 }
@@ -945,6 +953,11 @@ impl BindingCache {
         } else {
             Vec::new()
         };
+        // A new binding only while there is room; the cache never grows past the cap,
+        // whatever the number of home addresses asking.
+        if !self.cache.contains_key(&hoa) && self.cache.len() >= self.cfg.max_bindings {
+            return refuse((status::INSUFFICIENT_RESOURCES, s));
+        }
         let (ack, granted_v4) = self.ipv4_registration(hoa, bu);
         let granted = self.granted_lifetime(lifetime);
         // Each IPv4 Home Address option with P is answered (RFC 5555 section 3.2.1): with
@@ -1143,6 +1156,27 @@ mod tests {
 
     fn secs(t0: Instant, s: u64) -> Instant {
         t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_full_cache_refuses_new_home_addresses_with_130_and_keeps_serving_bound_ones() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.max_bindings = 2;
+        let mut bc = BindingCache::new(c);
+        assert_eq!(bu(&mut bc, t0, MN1, 1, 3, None), status::ACCEPTED);
+        assert_eq!(bu(&mut bc, t0, MN2, 1, 3, None), status::ACCEPTED);
+        assert_eq!(
+            bu(&mut bc, t0, MN3, 1, 3, None),
+            status::INSUFFICIENT_RESOURCES
+        );
+        assert_eq!(bc.len(), 2);
+        assert!(bc.binding(MN3).is_none());
+        // A bound node refreshes, and its deregistration makes room.
+        assert_eq!(bu(&mut bc, t0, MN1, 2, 3, None), status::ACCEPTED);
+        assert_eq!(bu(&mut bc, t0, MN2, 2, 0, None), status::ACCEPTED);
+        assert_eq!(bu(&mut bc, t0, MN3, 2, 3, None), status::ACCEPTED);
+        assert_eq!(bc.len(), 2);
     }
 
     #[test]

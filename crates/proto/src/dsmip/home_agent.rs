@@ -26,6 +26,9 @@ reasons! {
         BuAccepted => "bu_accepted",
         /// Binding Updates refused (a BA with status >= 128 answered them).
         BuRefused => "bu_refused",
+        /// Binding Updates for a new home address refused with status 130 because the
+        /// binding cache held `max_bindings` (not counted in `bu_refused`).
+        BuCacheFull => "bu_cache_full",
         /// Binding Updates without ESP: refused with status 129 without IPsec configured,
         /// silently discarded with it (RFC 6275 section 9.5.1, RFC 4877 section 4.1).
         BuUnprotected => "bu_unprotected",
@@ -363,6 +366,7 @@ impl HomeAgent {
         });
         self.counters.bump(match status {
             Some(status::PROHIBITED) => HaCounter::BuUnprotected,
+            Some(status::INSUFFICIENT_RESOURCES) => HaCounter::BuCacheFull,
             Some(s) if s >= 128 => HaCounter::BuRefused,
             _ => HaCounter::BuAccepted,
         });

@@ -203,11 +203,16 @@ pub enum GatewayEvent {
     Activated {
         /// Tunnel address of the mobile node.
         address: Ipv6Addr,
+        /// Its IPv4 address and UDP port after NAT (the driver's per-source budget lets
+        /// this exact sender through unbudgeted while the state is active).
+        peer: SocketAddrV4,
     },
     /// A state was garbage collected.
     Expired {
         /// Tunnel address of the mobile node.
         address: Ipv6Addr,
+        /// Its IPv4 address and UDP port after NAT.
+        peer: SocketAddrV4,
         /// Kind it had when it expired.
         kind: StateKind,
     },
@@ -498,6 +503,7 @@ impl Gateway {
         s.last_seen = t;
         s.packets = s.packets.wrapping_add(1);
         s.bytes += packet.len() as u64;
+        let out_peer = s.peer;
         let out = FromHome::ToMn {
             peer: s.peer,
             local_port: s.local_port,
@@ -507,7 +513,10 @@ impl Gateway {
             // active one: GC will find the state alive and push the right deadline then.
             self.counters.bump(GatewayCounter::StatesActivated);
             self.active += 1;
-            self.push_event(GatewayEvent::Activated { address: dst });
+            self.push_event(GatewayEvent::Activated {
+                address: dst,
+                peer: out_peer,
+            });
         }
         self.counters.bump(GatewayCounter::ForwardedToMn);
         out
@@ -553,7 +562,8 @@ impl Gateway {
                 self.table.reschedule(i, real);
                 continue;
             }
-            let (kind, v4, addr) = (s.kind, *s.peer.ip(), s.address);
+            let (kind, peer, addr) = (s.kind, s.peer, s.address);
+            let v4 = *peer.ip();
             self.table.remove(i);
             removed += 1;
             if kind == StateKind::Active {
@@ -562,6 +572,7 @@ impl Gateway {
             self.counters.bump(GatewayCounter::StatesExpired);
             self.push_event(GatewayEvent::Expired {
                 address: addr,
+                peer,
                 kind,
             });
             if let Some(src) = self.sources.get_mut(&v4) {
