@@ -70,8 +70,10 @@ fn wait_counter(what: &str, get: impl Fn() -> Report, name: &str, at_least: u64)
 #[test]
 fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut i = LabIpsec::ike().unwrap();
+    i.ike_keylog = true;
     let o = DsmipOptions {
-        ipsec: Some(LabIpsec::ike().unwrap()),
+        ipsec: Some(i),
         ..DsmipOptions::default()
     };
     let mut l = Lab::build(bin(), &LabOptions::new("d6ike")).unwrap();
@@ -150,6 +152,50 @@ fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
         (sa_init, auth),
         (2, 2),
         "IKE exchanges on the wire: {types}"
+    );
+
+    // tshark decrypts every IKE message with the keys the mobile node's keylog_file holds
+    // (Wireshark's ikev2_decryption_table syntax, one line per IKE SA).
+    let keys = std::fs::read_to_string(l.net.dir.join("mn-ike.keys")).unwrap();
+    assert_eq!(keys.lines().count(), 1, "one IKE SA: {keys}");
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-n", "-r", &pcap_s]);
+    for k in keys.lines() {
+        cmd.args(["-o", &format!("uat:ikev2_decryption_table:{k}")]);
+    }
+    cmd.args(["-Y", "isakmp", "-T", "fields", "-E", "separator=|"]);
+    cmd.args(["-e", "isakmp.exchangetype", "-e", "isakmp.id.data.fqdn"]);
+    cmd.args([
+        "-e",
+        "isakmp.ts.start_ipv6",
+        "-e",
+        "_ws.malformed",
+        "-e",
+        "_ws.expert.message",
+    ]);
+    let out = cmd.output().expect("tshark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let auth: Vec<&Vec<&str>> = lines.iter().filter(|f| f[0] == "35").collect();
+    assert!(
+        auth.len() == 2 && auth.iter().all(|f| f[1].contains("ha.example.org")),
+        "IKE_AUTH not decrypted: {text}"
+    );
+    let child = lines
+        .iter()
+        .filter(|f| f[0] == "36" && f[2].contains(HOA))
+        .count();
+    assert_eq!(
+        child, 2,
+        "CREATE_CHILD_SA with the home address inside: {text}"
+    );
+    assert!(
+        lines.iter().filter(|f| f[0] == "37").count() >= 2,
+        "liveness checks after the moves: {text}"
+    );
+    assert!(
+        !text.contains("Malformed") && !text.to_lowercase().contains("checksum"),
+        "{text}"
     );
     let mn = l.mn_info().unwrap().1;
     let ha = l.ha_report().unwrap();

@@ -60,6 +60,9 @@ pub struct LabIpsec {
     /// Keys by IKEv2 (RFC 4877 section 4; `[ike]` with this pre-shared key) instead of the
     /// manual keys above, which are then not written.
     pub ike_psk: Option<String>,
+    /// With IKE: the mobile node writes its IKE keys to `mn-ike.keys` beside its file
+    /// (`keylog_file`, for tshark).
+    pub ike_keylog: bool,
 }
 
 /// The mobile node's IKE identity in the lab (RFC 4877 section 4.3's user@FQDN).
@@ -102,6 +105,7 @@ impl LabIpsec {
             sa2_key: random_hex(48)?,
             mn_wrong_key: false,
             ike_psk: None,
+            ike_keylog: false,
             payload: None,
             bu_detection: None,
         })
@@ -175,7 +179,12 @@ impl LabIpsec {
                 // within about 3 s (RFC 7296 section 2.21.4).
                 format!(
                     "[ike]\nlocal_id = \"{MN_ID}\"\nremote_id = \"{HA_ID}\"\n\
-                     psk_file = \"{prefix}ike.psk\"\ndpd_seconds = 2\n"
+                     psk_file = \"{prefix}ike.psk\"\ndpd_seconds = 2\n{}",
+                    if self.ike_keylog {
+                        format!("keylog_file = \"{prefix}ike.keys\"\n")
+                    } else {
+                        String::new()
+                    }
                 )
             } else {
                 format!(
