@@ -60,6 +60,9 @@ pub struct IkeFile {
     pub rekey_child_seconds: Option<u64>,
     /// Rekey the IKE SA after this many seconds (default 14400).
     pub rekey_ike_seconds: Option<u64>,
+    /// Rekey a CHILD_SA once it carried this many bytes, both directions (default: no
+    /// limit by bytes, only by time).
+    pub rekey_child_bytes: Option<u64>,
     /// Liveness check after this many quiet seconds (default 30; 0: never).
     pub dpd_seconds: Option<u64>,
     /// Home agent: the Peer Authorization Database, one entry per mobile node.
@@ -89,6 +92,8 @@ pub struct IkeSetup {
     pub slots: BTreeMap<String, (usize, usize)>,
     /// Where IKE keys are logged for tshark (`keylog_file`, debugging only).
     pub keylog: Option<PathBuf>,
+    /// Rekey a CHILD_SA after this many bytes (`rekey_child_bytes`).
+    pub rekey_bytes: Option<u64>,
 }
 
 /// The traffic selector of one side of a policy (RFC 4877 section 4.4): its addresses, the
@@ -369,6 +374,15 @@ pub fn ike_setup(
         config,
         slots,
         keylog: f.keylog_file.as_ref().map(|k| dir.join(k)),
+        rekey_bytes: match f.rekey_child_bytes {
+            Some(n) if n < 65536 => {
+                return Err(v.bad(
+                    "ike.rekey_child_bytes",
+                    "must be at least 65536 (a rekey every few packets helps nobody)",
+                ))
+            }
+            n => n,
+        },
     })
 }
 

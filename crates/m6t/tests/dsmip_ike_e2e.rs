@@ -72,6 +72,8 @@ fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut i = LabIpsec::ike().unwrap();
     i.ike_keylog = true;
+    // CHILD_SAs rekeyed every 4 MB of the transfer: the rekeys happen under load.
+    i.ike_rekey_bytes = Some(4_000_000);
     let o = DsmipOptions {
         ipsec: Some(i),
         ..DsmipOptions::default()
@@ -185,9 +187,9 @@ fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
         .iter()
         .filter(|f| f[0] == "36" && f[2].contains(HOA))
         .count();
-    assert_eq!(
-        child, 2,
-        "CREATE_CHILD_SA with the home address inside: {text}"
+    assert!(
+        child >= 4,
+        "CREATE_CHILD_SA (the payload SA, then its rekeys) with the home address inside: {text}"
     );
     assert!(
         lines.iter().filter(|f| f[0] == "37").count() >= 2,
@@ -204,7 +206,8 @@ fn ikev2_keys_bu_ba_and_payload_and_one_ike_sa_survives_the_moves() {
         assert_eq!(r.counter("ike_auth_failed"), 0, "{}", report(r));
         assert_eq!(r.counter("ipsec_unprotected"), 0, "{}", report(r));
     }
-    assert_eq!(ha.counter("ike_child_established"), 2, "{}", report(&ha));
+    // Two CHILD_SAs, then at least one rekey by bytes (RFC 7296 section 2.8).
+    assert!(ha.counter("ike_child_established") > 2, "{}", report(&ha));
     let log = l.net.log("mn");
     assert!(
         log.contains("IKE SA continues from care-of address"),

@@ -63,6 +63,8 @@ pub struct LabIpsec {
     /// With IKE: the mobile node writes its IKE keys to `mn-ike.keys` beside its file
     /// (`keylog_file`, for tshark).
     pub ike_keylog: bool,
+    /// With IKE: the mobile node rekeys a CHILD_SA after this many bytes.
+    pub ike_rekey_bytes: Option<u64>,
 }
 
 /// The mobile node's IKE identity in the lab (RFC 4877 section 4.3's user@FQDN).
@@ -106,6 +108,7 @@ impl LabIpsec {
             mn_wrong_key: false,
             ike_psk: None,
             ike_keylog: false,
+            ike_rekey_bytes: None,
             payload: None,
             bu_detection: None,
         })
@@ -185,7 +188,10 @@ impl LabIpsec {
                     } else {
                         String::new()
                     }
-                )
+                ) + &self
+                    .ike_rekey_bytes
+                    .map(|n| format!("rekey_child_bytes = {n}\n"))
+                    .unwrap_or_default()
             } else {
                 format!(
                     "[ike]\nlocal_id = \"{HA_ID}\"\n[[ike.peer]]\nid = \"{MN_ID}\"\n\

@@ -39,6 +39,10 @@ pub(crate) struct IkeDriver {
     last_failure: Option<(String, Instant, u32)>,
     /// `keylog_file`: IKE keys for tshark, debugging only.
     keylog: Option<std::path::PathBuf>,
+    /// `rekey_child_bytes`, and for each CHILD_SA keyed (by name): its IKE SA, inbound SPI
+    /// and the slots' byte counts when it was keyed.
+    rekey_bytes: Option<u64>,
+    keyed: BTreeMap<String, (IkeSaId, u32, u64)>,
 }
 
 /// The wall clock for certificate validity (the machine reads none itself).
@@ -73,6 +77,8 @@ impl IkeDriver {
             iv_seed: u64::from_le_bytes(iv),
             last_failure: None,
             keylog: setup.keylog.clone(),
+            rekey_bytes: setup.rekey_bytes,
+            keyed: BTreeMap::new(),
         }
     }
 
@@ -159,6 +165,9 @@ impl IkeDriver {
             };
             failures.check(Failure::UdpSend, "sending IKE", r);
         }
+        if let (Some(limit), Some(ipsec)) = (self.rekey_bytes, ipsec.as_deref()) {
+            self.rekey_by_bytes(now, limit, ipsec);
+        }
         let mut signalling = false;
         while let Some(e) = self.ep.poll_event() {
             if let IkeEvent::ChildUp(c) = &e {
@@ -167,6 +176,37 @@ impl IkeDriver {
             self.event(now, e, ipsec.as_deref_mut());
         }
         signalling
+    }
+
+    /// Bytes both slots of a CHILD_SA carried.
+    fn slot_bytes(&self, ipsec: &Ipsec, name: &str) -> u64 {
+        self.slots.get(name).map_or(0, |&(o, i)| {
+            let sad = ipsec.sad();
+            sad.get(o).map_or(0, |e| e.bytes) + sad.get(i).map_or(0, |e| e.bytes)
+        })
+    }
+
+    /// Rekeys (RFC 7296 section 2.8) each CHILD_SA that carried `limit` bytes since it was
+    /// keyed: the SAD counts them, the machine does the exchange.
+    fn rekey_by_bytes(&mut self, now: Instant, limit: u64, ipsec: &Ipsec) {
+        let due: Vec<(String, IkeSaId, u32)> = self
+            .keyed
+            .iter()
+            .filter(|(name, (_, _, base))| {
+                self.slot_bytes(ipsec, name).saturating_sub(*base) >= limit
+            })
+            .map(|(name, (ike, spi, _))| (name.clone(), *ike, *spi))
+            .collect();
+        for (name, ike, spi) in due {
+            if self.ep.rekey_child(now, ike, spi) {
+                tracing::info!("CHILD_SA {name}: {limit} bytes carried, rekeying");
+            }
+            // Counted from now whatever the answer: one attempt per `limit` bytes.
+            let b = self.slot_bytes(ipsec, &name);
+            if let Some(k) = self.keyed.get_mut(&name) {
+                k.2 = b;
+            }
+        }
     }
 
     /// Appends an IKE SA's keys to `keylog_file` (Wireshark's ikev2_decryption_table).
@@ -232,6 +272,9 @@ impl IkeDriver {
                     .and_then(|()| {
                         ipsec.key_sa(inb, c.inbound.spi, &c.inbound.keymat, !self.iv_seed)
                     });
+                let bytes = self.slot_bytes(ipsec, &c.name);
+                self.keyed
+                    .insert(c.name.clone(), (c.ike, c.inbound.spi, bytes));
                 match r {
                     Ok(()) => tracing::info!(
                         "CHILD_SA {} with {} {}: SPIs in {:#010x} out {:#010x}, {}",
@@ -251,6 +294,7 @@ impl IkeDriver {
                 outbound_spi,
                 ..
             } => {
+                self.keyed.retain(|_, k| k.1 != inbound_spi);
                 let Some(ipsec) = ipsec else { return };
                 ipsec.forget_spi(inbound_spi);
                 if let Some(&(out, _)) = self.slots.get(&name) {
@@ -265,6 +309,9 @@ impl IkeDriver {
                 if self.current == Some(old) {
                     self.current = Some(new);
                 }
+                for k in self.keyed.values_mut().filter(|k| k.0 == old) {
+                    k.0 = new;
+                }
                 tracing::info!("IKE SA rekeyed");
             }
             IkeEvent::PeerMoved { remote, .. } => {
@@ -275,6 +322,7 @@ impl IkeDriver {
                     return;
                 }
                 tracing::warn!("IKE SA with {peer} down: {why}");
+                self.keyed.retain(|_, k| k.0 != ike);
                 if self.current == Some(ike) {
                     self.current = None;
                     self.retry_at = Some(now + RETRY);
