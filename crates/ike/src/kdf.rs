@@ -53,13 +53,7 @@ pub fn prf_plus(key: &[u8], seed: &[&[u8]], len: usize) -> Option<Zeroizing<Vec<
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_hex as hex;
 
     /// RFC 4868 section 2.7.1, PRF-HMAC-SHA-256 test cases 1, 2 and 4.
     #[test]

@@ -377,3 +377,13 @@ fn be64(b: &[u8], at: usize) -> u64 {
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_be_bytes(w)
 }
+
+/// Hex digits (whitespace ignored) to bytes, for the test vectors of the unit tests.
+#[cfg(test)]
+pub(crate) fn test_hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

@@ -462,6 +462,47 @@ struct IkeSa {
 }
 
 impl IkeSa {
+    /// An SA with nothing negotiated yet, to be completed by struct update.
+    fn blank(
+        initiator: bool,
+        state: IkeState,
+        local: SocketAddr,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> IkeSa {
+        IkeSa {
+            initiator,
+            peer: None,
+            spi_i: 0,
+            spi_r: 0,
+            local,
+            remote,
+            state,
+            suite: None,
+            keypair: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            keys: None,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            cookie: None,
+            next_id: 0,
+            peer_next_id: 0,
+            outstanding: None,
+            queue: VecDeque::new(),
+            last_response: None,
+            nat_local: false,
+            nat_remote: false,
+            children: Vec::new(),
+            child_request: None,
+            pending: None,
+            replaced: false,
+            created: now,
+            last_heard: now,
+            last_keepalive: now,
+        }
+    }
+
     fn ours(&self) -> u64 {
         if self.initiator {
             self.spi_i
@@ -767,35 +808,11 @@ impl Endpoint {
         let keypair = KeyPair::generate(group, &mut self.rng);
         let ni = self.nonce();
         let mut sa = IkeSa {
-            initiator: true,
             peer: Some(p),
             spi_i: spi,
-            spi_r: 0,
-            local,
-            remote,
-            state: IkeState::InitSent,
-            suite: None,
             keypair: Some(keypair),
             ni,
-            nr: Vec::new(),
-            keys: None,
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
-            next_id: 0,
-            peer_next_id: 0,
-            outstanding: None,
-            queue: VecDeque::new(),
-            last_response: None,
-            nat_local: false,
-            nat_remote: false,
-            children: Vec::new(),
-            child_request: None,
-            pending: None,
-            replaced: false,
-            created: now,
-            last_heard: now,
-            last_keepalive: now,
+            ..IkeSa::blank(true, IkeState::InitSent, local, remote, now)
         };
         self.send_sa_init(now, &mut sa);
         self.sas.insert(spi, sa);
@@ -1332,35 +1349,18 @@ impl Endpoint {
         }
         self.send(local, remote, &bytes);
         let sa = IkeSa {
-            initiator: false,
-            peer: None,
             spi_i: hdr.initiator_spi,
             spi_r,
-            local,
-            remote,
-            state: IkeState::InitAnswered,
             suite: Some(suite),
-            keypair: None,
             ni: ni.to_vec(),
             nr,
             keys: Some(keys),
             init_request: data.to_vec(),
             init_response: bytes,
-            cookie: None,
-            next_id: 0,
             peer_next_id: 1,
-            outstanding: None,
-            queue: VecDeque::new(),
-            last_response: None,
             nat_local,
             nat_remote,
-            children: Vec::new(),
-            child_request: None,
-            pending: None,
-            replaced: false,
-            created: now,
-            last_heard: now,
-            last_keepalive: now,
+            ..IkeSa::blank(false, IkeState::InitAnswered, local, remote, now)
         };
         self.by_initiator.insert((hdr.initiator_spi, remote), spi_r);
         self.sas.insert(spi_r, sa);
@@ -1788,35 +1788,15 @@ impl Endpoint {
     /// An empty shell to swap in when an SA is taken apart in place.
     fn placeholder(&self, sa: &IkeSa) -> IkeSa {
         IkeSa {
-            initiator: sa.initiator,
-            peer: None,
-            spi_i: 0,
-            spi_r: 0,
-            local: sa.local,
-            remote: sa.remote,
-            state: IkeState::Deleting,
-            suite: None,
-            keypair: None,
-            ni: Vec::new(),
-            nr: Vec::new(),
-            keys: None,
-            init_request: Vec::new(),
-            init_response: Vec::new(),
-            cookie: None,
-            next_id: 0,
-            peer_next_id: 0,
-            outstanding: None,
-            queue: VecDeque::new(),
-            last_response: None,
-            nat_local: false,
-            nat_remote: false,
-            children: Vec::new(),
-            child_request: None,
-            pending: None,
-            replaced: false,
-            created: sa.created,
             last_heard: sa.last_heard,
             last_keepalive: sa.last_keepalive,
+            ..IkeSa::blank(
+                sa.initiator,
+                IkeState::Deleting,
+                sa.local,
+                sa.remote,
+                sa.created,
+            )
         }
     }
 

@@ -540,6 +540,62 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The handover scene of the DSMIPv6 e2e tests: a TCP transfer of `seconds` from the
+    /// IPv6 home address to the correspondent (the `tcp_sink.py` / `tcp_source.py` peers of
+    /// `peers`), while the mobile node, registered as `first` says, changes its IPv4
+    /// address, moves to the IPv6 network and back behind the NAT. Returns the bytes sent
+    /// once the transfer ended with both sides' sha256 equal, or what went wrong with the
+    /// logs of both ends.
+    pub fn tcp_across_moves(
+        &mut self,
+        peers: &std::path::Path,
+        first: &MnInfo,
+        seconds: u32,
+    ) -> LabResult<u64> {
+        let py = |n: &str| peers.join(n).display().to_string();
+        self.net
+            .spawn("cn", "sink", &["/usr/bin/python3", &py("tcp_sink.py"), CN])?;
+        std::thread::sleep(Duration::from_millis(300));
+        let secs = seconds.to_string();
+        self.net.spawn(
+            "mn",
+            "source",
+            &["/usr/bin/python3", &py("tcp_source.py"), HOA, CN, &secs],
+        )?;
+        std::thread::sleep(Duration::from_secs(2));
+        self.mn_renumber_v4(MN4[0], MN4[1])?;
+        let m2 = self.wait_registered("udp", MN4[1], first.registrations)?;
+        std::thread::sleep(Duration::from_secs(2));
+        self.mn_to_ipv6(MN4[1])?;
+        let m3 = self.wait_registered("ipv6", "2001:db8:5::", m2.registrations)?;
+        std::thread::sleep(Duration::from_secs(2));
+        self.mn_to_ipv4(MN4[0])?;
+        self.wait_registered("udp", MN4[0], m3.registrations)?;
+        let t = Instant::now();
+        while self.net.running("source") && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = self.net.log("source");
+        let f: Vec<&str> = out.split_whitespace().collect();
+        let why = |w: &str| {
+            LabError(format!(
+                "{w}: source: {out}\nsink: {}\nmn: {}\nha: {}",
+                self.net.log("sink"),
+                self.net.log("mn"),
+                self.net.log("ha")
+            ))
+        };
+        if f.len() < 5 || f[0] != "sent" {
+            return Err(why("the transfer did not end"));
+        }
+        if f[2] != f[4] {
+            return Err(why("sha256 differs"));
+        }
+        f[1].parse().map_err(|_| why("no byte count"))
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
