@@ -37,11 +37,17 @@ fuzz_target!(|data: &[u8]| {
         while let Some(e) = r.poll_event() {
             // Nothing unauthenticated may bring an SA or a CHILD_SA up or down; a refused
             // setup (a log line) is all it may cause.
-            assert!(matches!(e, IkeEvent::Failed { .. }), "from unauthenticated input: {e:?}");
+            assert!(
+                matches!(e, IkeEvent::Failed { .. }),
+                "from unauthenticated input: {e:?}"
+            );
         }
     }
     let after = r.sas();
-    let established = after.iter().find(|s| s.id == before[0].id).expect("still there");
+    let established = after
+        .iter()
+        .find(|s| s.id == before[0].id)
+        .expect("still there");
     assert_eq!(*established, before[0]);
     assert!(after.len() <= 1 + r.config().half_open_max);
     r.handle_timeout(now + Duration::from_secs(3600));
