@@ -1366,6 +1366,23 @@ impl Endpoint {
         self.sas.insert(spi_r, sa);
     }
 
+    /// Checks and decrypts the SK payload of a message from the peer with the SA's keys,
+    /// counting why when it cannot (no keys yet, or the integrity check failed: section
+    /// 2.21.2, dropped without an answer).
+    fn open_sk(&mut self, sa: &IkeSa, data: &[u8]) -> Option<crate::sk::Opened> {
+        let (Some(suite), Some(keys)) = (sa.suite, sa.sk_keys(false)) else {
+            self.counters.drop_state += 1;
+            return None;
+        };
+        match open(&suite, keys, data) {
+            Ok(o) => Some(o),
+            Err(_) => {
+                self.counters.drop_integrity += 1;
+                None
+            }
+        }
+    }
+
     /// A request from the peer (section 2.3: in order, one at a time; a repeat gets the
     /// same response again). Returns whether the SA lives on.
     fn on_request(
@@ -1393,16 +1410,8 @@ impl Endpoint {
             self.counters.drop_message_id += 1;
             return true;
         }
-        let (Some(suite), Some(keys)) = (sa.suite, sa.sk_keys(false)) else {
-            self.counters.drop_state += 1;
+        let Some(opened) = self.open_sk(sa, data) else {
             return true;
-        };
-        let opened = match open(&suite, keys, data) {
-            Ok(o) => o,
-            Err(_) => {
-                self.counters.drop_integrity += 1;
-                return true;
-            }
         };
         let Ok(inner) = Payload::parse_chain(opened.first_inner, &opened.plain) else {
             self.counters.drop_malformed += 1;
@@ -1877,16 +1886,8 @@ impl Endpoint {
                 }
             }
         }
-        let (Some(suite), Some(keys)) = (sa.suite, sa.sk_keys(false)) else {
-            self.counters.drop_state += 1;
+        let Some(opened) = self.open_sk(sa, data) else {
             return true;
-        };
-        let opened = match open(&suite, keys, data) {
-            Ok(o) => o,
-            Err(_) => {
-                self.counters.drop_integrity += 1;
-                return true;
-            }
         };
         let Ok(inner) = Payload::parse_chain(opened.first_inner, &opened.plain) else {
             self.counters.drop_malformed += 1;
