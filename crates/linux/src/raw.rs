@@ -65,6 +65,14 @@ impl RawIp {
                 libc::IP_MTU_DISCOVER,
                 libc::IP_PMTUDISC_DONT,
             )?;
+        } else {
+            // An IPv6 router never fragments: a tunnel packet larger than the path to the
+            // care-of address (an m6t or Teredo tunnel) comes back as a Packet Too Big. The
+            // kernel records that path MTU, and fragments the next ones (RFC 2473 section 7),
+            // only for a raw socket that asks for errors: without IPV6_RECVERR an unconnected
+            // raw socket ignores the message and every large packet is lost for good. The
+            // errors then queue on the socket and [`RawIp::recv`] empties that queue.
+            set_int(sock.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
         }
         if !local.is_unspecified() {
             sock.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
@@ -75,7 +83,15 @@ impl RawIp {
     /// Receives one packet: the outer source and where the inner packet lies in `buf` (a
     /// raw IPv4 socket delivers the outer header too; it is skipped, not copied over).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
-        let (n, from) = recv_into(&self.sock, buf)?;
+        let (n, from) = match recv_into(&self.sock, buf) {
+            Ok(r) => r,
+            Err(e) => {
+                if self.v6 && e.kind() != io::ErrorKind::WouldBlock {
+                    self.drain_errors(buf);
+                }
+                return Err(e);
+            }
+        };
         let src = from
             .as_socket()
             .map(|a| a.ip())
@@ -90,6 +106,33 @@ impl RawIp {
             )
         })?;
         Ok((src, outer.header_len()..usize::from(outer.total_len())))
+    }
+
+    /// Empties the error queue IPV6_RECVERR fills (the kernel has already acted on each
+    /// error: a Packet Too Big has updated the path MTU), so that it never takes the receive
+    /// buffer's room from packets.
+    fn drain_errors(&self, buf: &mut [u8]) {
+        loop {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: a zeroed msghdr is valid; it names one iovec over `buf`, which outlives
+            // the call, and no control buffer (the error's details are not needed).
+            let r = unsafe {
+                let mut m: libc::msghdr = std::mem::zeroed();
+                m.msg_iov = &mut iov;
+                m.msg_iovlen = 1;
+                libc::recvmsg(
+                    self.sock.as_raw_fd(),
+                    &mut m,
+                    libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                return;
+            }
+        }
     }
 
     /// Sends `inner` to `to` inside an outer header built by the kernel.
