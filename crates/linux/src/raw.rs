@@ -84,13 +84,13 @@ impl RawIp {
     /// raw IPv4 socket delivers the outer header too; it is skipped, not copied over).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(IpAddr, std::ops::Range<usize>)> {
         let (n, from) = match recv_into(&self.sock, buf) {
-            Ok(r) => r,
-            Err(e) => {
-                if self.v6 && e.kind() != io::ErrorKind::WouldBlock {
-                    self.drain_errors(buf);
-                }
-                return Err(e);
+            // An ICMPv6 error about an earlier send (IPV6_RECVERR): the kernel has acted
+            // on it (a Packet Too Big set the path MTU); not a receive failure.
+            Err(e) if self.v6 && e.kind() != io::ErrorKind::WouldBlock => {
+                self.drain_errors(buf);
+                recv_into(&self.sock, buf)?
             }
+            r => r?,
         };
         let src = from
             .as_socket()

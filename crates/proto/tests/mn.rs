@@ -266,3 +266,37 @@ fn sequence_number_resynchronises_after_an_ha_restart_with_a_newer_number() {
     assert!(mn.handle_ba(t0, &ba));
     assert!(mn.registration().is_some());
 }
+
+/// A route change while a BU is outstanding (`MobileNode::paths_changed`, which calls
+/// `send_now`): the same BU goes again at once, the retransmission schedule unchanged; with
+/// no BU outstanding, nothing goes.
+#[test]
+fn a_bu_lost_on_a_changed_path_goes_again_at_once() {
+    let t0 = Instant::now();
+    let mut mn = BindingUpdateList::new(cfg(), 0);
+    mn.send_now(t0);
+    assert!(mn.poll_transmit().is_none(), "nothing outstanding");
+    mn.handle_coas(t0, Some(a6("2001:db8:5::10")), None);
+    let first = mn.poll_transmit().unwrap();
+    let due = mn.poll_timeout().unwrap();
+    let t1 = t0 + Duration::from_millis(3);
+    mn.send_now(t1);
+    let again = mn.poll_transmit().expect("the BU again");
+    assert_eq!(again.coa, first.coa);
+    assert_eq!(
+        bu_parts(&again).0,
+        bu_parts(&first).0,
+        "same sequence number"
+    );
+    assert!(mn.poll_transmit().is_none());
+    assert!(
+        mn.poll_timeout().unwrap() >= due,
+        "no attempt counted: the timeout did not shrink"
+    );
+    // Answered: a later route change sends nothing.
+    let mut h = ha();
+    let ba = deliver(&mut h, t1, &again, false).unwrap();
+    assert!(mn.handle_ba(t1, &ba));
+    mn.send_now(t1);
+    assert!(mn.poll_transmit().is_none());
+}

@@ -6,6 +6,7 @@
 //! [`Lab::bin_path`]), the load generator and the syscall floor the `m6t-lab` binary
 //! (`tools`, its hidden `loadgen` and `floor` subcommands).
 
+mod compare;
 mod dos;
 mod dsmip;
 pub mod flood;
@@ -53,6 +54,10 @@ pub struct Results {
     pub figures: Vec<Figure>,
     /// Ratios to baselines measured in the same run.
     pub ratios: Vec<Ratio>,
+    /// The comparison's tables (throughput, overhead and MTU, handover and attach), when
+    /// the run measured the comparison.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<compare::CompareTable>,
 }
 
 /// How long and how often.
@@ -242,7 +247,8 @@ fn set_offloads(lab: &Lab, on: bool) -> LabResult<()> {
         lab.net.sh(
             r,
             &format!(
-                "for i in $(ls /sys/class/net); do ethtool -K $i tso {v} gso {v} gro {v} >/dev/null 2>&1; done; true"
+                "for i in $(ls /sys/class/net); do ethtool -K $i tso {v} gso {v} gro {v} >/dev/null 2>&1; \
+                 ethtool -K $i tx-udp-segmentation {v} >/dev/null 2>&1; done; true"
             ),
         )?;
     }
@@ -382,6 +388,10 @@ pub enum Group {
     /// The gateway (defaults) flooded from one IPv4 address: the MN's throughput against
     /// no attack and a CPU-matched control, with and without the kernel's per-source budget.
     Dos,
+    /// The comparison of seed 004: the tunnel, Teredo and DSMIPv6 groups, then the ESP rows
+    /// over m6t and Teredo, DSMIPv6 handovers and attach with and without IKEv2, and the
+    /// three tables (throughput, overhead and MTU, handover and attach).
+    Compare,
 }
 
 impl std::str::FromStr for Group {
@@ -397,9 +407,10 @@ impl std::str::FromStr for Group {
             "floor" => Group::Floor,
             "workers" => Group::Workers,
             "dos" => Group::Dos,
+            "compare" => Group::Compare,
             _ => {
                 return Err(format!(
-                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers, dos)"
+                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers, dos, compare)"
             ))
             }
         })
@@ -412,7 +423,13 @@ impl std::str::FromStr for Group {
 /// generator and the syscall floor).
 pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path) -> LabResult<()> {
     let t0 = Instant::now();
-    let wants = |g: Group| only.is_empty() || only.contains(&g);
+    // The comparison is built on the figures of the systems' own groups.
+    let wants = |g: Group| {
+        only.is_empty()
+            || only.contains(&g)
+            || (only.contains(&Group::Compare)
+                && matches!(g, Group::Tunnel | Group::Teredo | Group::Dsmip))
+    };
     let mut lo = LabOptions::new("m6tbench");
     // Long enough for the scale phases; generous limits for the load generator (one IPv4
     // address standing for many nodes: no per-source budget either; the dos part restarts
@@ -438,6 +455,10 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     }
     if wants(Group::Dsmip) {
         dsmip::figures(&mut lab, &mut t, &o)?;
+    }
+    if wants(Group::Compare) {
+        compare::esp_rows(&mut lab, &mut t, &o)?;
+        compare::dsmip_moves(&mut lab, &mut t, &o)?;
     }
     if wants(Group::Ceiling) {
         // The per-packet ceiling: offloads off, MSS 1220.
@@ -472,8 +493,43 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
     t.ratio("teredo handover", "m6t handover", None);
     for dir in ["tcp MN->CN", "tcp CN->MN", "udp 64 B MN->CN"] {
-        t.ratio(&format!("dsmip {dir}"), &format!("m6t {dir}"), None);
+        t.ratio(
+            &format!("dsmip {dir}"),
+            &format!("m6t {dir}"),
+            Some(">= 0.9"),
+        );
+        t.ratio(
+            &format!("dsmip ip-in-ip {dir}"),
+            &format!("m6t {dir}"),
+            None,
+        );
         t.ratio(&format!("dsmip+esp {dir}"), &format!("dsmip {dir}"), None);
+    }
+    t.ratio(
+        "m6t tcp MN->CN",
+        "plain tcp MN->CN (IPv4, offloads on)",
+        Some(">= 0.7"),
+    );
+    t.ratio(
+        "m6t udp 64 B MN->CN",
+        "plain udp 64 B MN->CN (IPv4, offloads on)",
+        Some(">= 0.8"),
+    );
+    for dir in ["tcp MN->CN", "tcp CN->MN"] {
+        t.ratio(&format!("m6t+esp {dir}"), &format!("m6t {dir}"), None);
+        t.ratio(
+            &format!("teredo+esp {dir}"),
+            &format!("m6t+esp {dir}"),
+            None,
+        );
+    }
+    for mv in ["IPv4->IPv4", "IPv4->IPv6", "IPv6->IPv4"] {
+        t.ratio(&format!("dsmip handover {mv}"), "rtt + 5 ms", Some("<= 1"));
+        t.ratio(
+            &format!("dsmip+ike handover {mv}"),
+            "rtt + 5 ms",
+            Some("<= 1"),
+        );
     }
     t.ratio(
         "m6t tcp MN->CN",
@@ -512,6 +568,11 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
         Some("> 1"),
     );
 
+    let tables = if wants(Group::Compare) {
+        compare::tables(&t)
+    } else {
+        Vec::new()
+    };
     println!("\nratios (same run):");
     for r in &t.ratios {
         let tgt = r.target.as_deref().unwrap_or("");
@@ -523,6 +584,7 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     let res = Results {
         figures: t.rows,
         ratios: t.ratios,
+        tables,
     };
     let json = serde_json::to_string_pretty(&res).unwrap_or_default();
     std::fs::write(out, json).map_err(|e| LabError(format!("{}: {e}", out.display())))?;
@@ -561,11 +623,24 @@ fn tunnel(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
     }
     t.add_runs("m6t handover", hos, "ms");
     t.add("rtt + 5 ms", rtt + 5.0, "ms");
+    compare::m6t_attach(lab, t, o)?;
+    compare::overhead(lab, t, "m6t", None, CN)?;
     t.add_runs(
         "plain tcp MN->CN (IPv4, offloads on)",
         tcp(lab, "cn", CN4, "", o)?,
         "Gbit/s",
     );
+    t.add_runs(
+        "plain tcp CN->MN (IPv4, offloads on)",
+        tcp(lab, "cn", CN4, "-R", o)?,
+        "Gbit/s",
+    );
+    t.add_runs(
+        "plain udp 64 B MN->CN (IPv4, offloads on)",
+        udp_pps(lab, CN4, 64, o)?,
+        "pkt/s",
+    );
+    compare::overhead(lab, t, "plain", None, CN4)?;
     Ok(())
 }
 
@@ -588,6 +663,18 @@ fn teredo_figures(lab: &mut Lab, t: &mut Table, o: &BenchOptions) -> LabResult<(
         handover_to(lab, "teredo", to, from, CN, o.teredo_handover_cap)?,
         "ms",
     );
+    t.add(
+        "teredo attach",
+        compare::attach(
+            lab,
+            None,
+            CN,
+            Duration::from_millis(1500),
+            o.teredo_handover_cap,
+        )?,
+        "ms",
+    );
+    compare::overhead(lab, t, "teredo", None, CN)?;
     teredo::stop_client(lab);
     std::thread::sleep(Duration::from_millis(300));
     Ok(())

@@ -473,7 +473,14 @@ impl Driver {
             self.set_home(node, now, home);
         }
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
-        self.info.candidates = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
+        let same = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
+        if same == self.info.candidates {
+            // The same care-of addresses, but a route changed: an IPv6 address that
+            // appeared before its default route sent the BU by another interface's route
+            // (an m6t tunnel's), where it was lost.
+            node.paths_changed(now);
+        }
+        self.info.candidates = same;
         node.handle_coas(now, v6, v4);
         // RFC 4877 section 4: the IKE SA runs from the care-of address, here the IPv4 one
         // and over UDP 4500 (RFC 5555 section 5), from the socket ESP uses.

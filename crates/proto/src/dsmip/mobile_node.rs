@@ -638,6 +638,14 @@ impl MobileNode {
         self.pump(now);
     }
 
+    /// The routes changed while the care-of addresses stayed (movement detection, RFC 6275
+    /// section 11.5.1): an outstanding BU may have left by a path that is gone or was the
+    /// wrong one (an address that appeared before its default route), so it goes again now
+    /// instead of at its retransmission time. Nothing when no BU is outstanding.
+    pub fn paths_changed(&mut self, now: Instant) {
+        self.signalling_keyed(now);
+    }
+
     /// Retransmissions, refreshes and ESP keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.bul.handle_timeout(now);
