@@ -12,6 +12,7 @@ pub mod flood;
 pub mod floor;
 pub mod loadgen;
 pub mod teredo;
+mod wireguard;
 
 use crate::lab::{Lab, LabOptions, CN, CN4, HA, MN4};
 use crate::netns::{LabError, LabResult};
@@ -251,11 +252,13 @@ fn set_offloads(lab: &Lab, on: bool) -> LabResult<()> {
 
 /// A probe sending an ICMPv6 echo request every `interval` seconds whatever happens:
 /// unlike ping it never backs off after a failed send, so it does not hide the end of a
-/// handover.
+/// handover. An optional fourth argument is the source address to bind.
 const PROBE_PY: &str = r#"
 import socket, sys, time
 dst, secs, interval = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+if len(sys.argv) > 4:
+    s.bind((sys.argv[4], 0))
 end = time.time() + secs
 seq = 0
 while time.time() < end:
@@ -266,6 +269,27 @@ while time.time() < end:
         pass
     time.sleep(interval)
 "#;
+
+/// What happens to the MN's IPv4 address in an outage measurement.
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    /// A handover: `to` is added, then `from` removed; the clock starts at the removal.
+    Move { to: &'a str, from: &'a str },
+    /// The MN leaves and attaches again: `addr` is removed, and `gap` later added back with
+    /// the default route; the clock starts when the address appears.
+    Reattach { addr: &'a str, gap: Duration },
+}
+
+/// Which echo reply stops the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The first reply to an address other than the one in use before (a tunnel whose
+    /// inner address changes with the outer one: m6t, Teredo).
+    OtherAddress,
+    /// The first reply to a request sent after the change (the inner address stays, so a
+    /// late reply through the old path must not count).
+    NewRequest,
+}
 
 /// Time from an IPv4 address change of the MN until the first packet delivered through
 /// the new path. A probe sends an echo request every 0.5 ms from before the change and
@@ -282,25 +306,81 @@ fn handover_to(
     dst: &str,
     cap: Duration,
 ) -> LabResult<f64> {
+    outage(
+        lab,
+        iface,
+        Change::Move { to, from },
+        None,
+        dst,
+        Until::OtherAddress,
+        cap,
+    )
+}
+
+/// The measurement behind [`handover_to`], for any [`Change`] and [`Until`], with the probe
+/// bound to `src` when given. The clock starts at the `ip monitor` timestamp of the change
+/// and stops at the tcpdump timestamp of the reply; infinite past `cap`.
+fn outage(
+    lab: &Lab,
+    iface: &str,
+    change: Change,
+    src: Option<&str>,
+    dst: &str,
+    until: Until,
+    cap: Duration,
+) -> LabResult<f64> {
     let log = lab.net.dir.join("handover-tcpdump.log");
     let mon = lab.net.dir.join("handover-monitor.log");
     let probe = lab.net.write("probe.py", PROBE_PY)?;
-    let secs = cap.as_secs_f64().ceil() as u64 + 1;
+    let (act, mark, gap) = match change {
+        Change::Move { to, from } => (
+            format!("ip addr add {to}/24 dev eth0 && ip addr del {from}/24 dev eth0"),
+            format!("grep -m1 'Deleted.*inet {from}/' {}", mon.display()),
+            Duration::ZERO,
+        ),
+        Change::Reattach { addr, gap } => (
+            format!(
+                "ip addr del {addr}/24 dev eth0; sleep {}; ip addr add {addr}/24 dev eth0 && \
+                 ip route replace default via 192.0.2.1",
+                gap.as_secs_f64()
+            ),
+            format!(
+                "grep -v Deleted {} | grep -m1 'inet {addr}/'",
+                mon.display()
+            ),
+            gap,
+        ),
+    };
+    let (filter, first) = match until {
+        Until::OtherAddress => (
+            "icmp6 and ip6[40] == 129",
+            "$2 == \"IP6\" { d=$5; sub(/:$/, \"\", d); if ($1 < t0) old=d; else if (d != old) { print $1; exit } }",
+        ),
+        // Requests are captured too: a reply counts when its sequence number was sent
+        // after the change.
+        Until::NewRequest => (
+            "icmp6 and (ip6[40] == 128 or ip6[40] == 129)",
+            "$2 == \"IP6\" && $1 >= t0 { for (i = 1; i < NF; i++) if ($i == \"seq\") q=$(i+1); \
+             if (/echo request/) sent[q]=1; else if (q in sent) { print $1; exit } }",
+        ),
+    };
+    let secs = (cap + gap).as_secs_f64().ceil() as u64 + 1;
     let out = lab.net.sh(
         "mn",
         &format!(
-            "tcpdump -i {iface} -nn -tt -l 'icmp6 and ip6[40] == 129' > {log} 2>/dev/null & d=$!; \
+            "tcpdump -i {iface} -nn -tt -l '{filter}' > {log} 2>/dev/null & d=$!; \
              ip -ts monitor address > {mon} 2>/dev/null & m=$!; \
-             /usr/bin/python3 {probe} {dst} {secs} 0.0005 & p=$!; sleep 0.4; \
-             ip addr add {to}/24 dev eth0 && ip addr del {from}/24 dev eth0; sleep 0.05; \
-             ts=$(grep -m1 'Deleted.*inet {from}/' {mon} | sed -e 's/^\\[//' -e 's/\\].*//'); \
+             /usr/bin/python3 {probe} {dst} {secs} 0.0005 {src} & p=$!; sleep 0.4; \
+             {act}; sleep 0.05; \
+             ts=$({mark} | sed -e 's/^\\[//' -e 's/\\].*//'); \
              t0=$(date -d \"$ts\" +%s.%N); \
              i=0; while [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); \
-               n=$(awk -v t0=$t0 '$2 == \"IP6\" {{ d=$5; sub(/:$/, \"\", d); if ($1 < t0) old=d; else if (d != old) {{ print $1; exit }} }}' {log}); \
+               n=$(awk -v t0=$t0 '{first}' {log}); \
                [ -n \"$n\" ] && break; done; kill $p $d $m 2>/dev/null; wait $d 2>/dev/null; echo $t0 $n",
             log = log.display(),
             mon = mon.display(),
             probe = probe.display(),
+            src = src.unwrap_or(""),
             tries = (cap.as_millis() / 50).max(1)
         ),
     )?;
@@ -367,6 +447,8 @@ pub enum Group {
     Tunnel,
     /// Teredo (miredo) behind the same NAT.
     Teredo,
+    /// WireGuard (wireguard-go) behind the same NAT, the userspace tunnel to compare with.
+    Wireguard,
     /// DSMIPv6 through the same NAT, payload in the clear and in ESP.
     Dsmip,
     /// The plain path with offloads off and MSS 1220.
@@ -390,6 +472,7 @@ impl std::str::FromStr for Group {
         Ok(match s {
             "tunnel" => Group::Tunnel,
             "teredo" => Group::Teredo,
+            "wireguard" => Group::Wireguard,
             "dsmip" => Group::Dsmip,
             "ceiling" => Group::Ceiling,
             "scale" => Group::Scale,
@@ -399,7 +482,7 @@ impl std::str::FromStr for Group {
             "dos" => Group::Dos,
             _ => {
                 return Err(format!(
-                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers, dos)"
+                "unknown group `{s}` (tunnel, teredo, wireguard, dsmip, ceiling, scale, idle, floor, workers, dos)"
             ))
             }
         })
@@ -436,6 +519,9 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     if wants(Group::Teredo) {
         teredo_figures(&mut lab, &mut t, &o)?;
     }
+    if wants(Group::Wireguard) {
+        wireguard::figures(&mut lab, &mut t, &o)?;
+    }
     if wants(Group::Dsmip) {
         dsmip::figures(&mut lab, &mut t, &o)?;
     }
@@ -471,6 +557,9 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     t.ratio("m6t tcp MN->CN", "teredo tcp MN->CN", Some(">= 4"));
     t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
     t.ratio("teredo handover", "m6t handover", None);
+    t.ratio("m6t tcp MN->CN", "wireguard tcp MN->CN", Some(">= 3"));
+    t.ratio("m6t tcp CN->MN", "wireguard tcp CN->MN", Some(">= 3"));
+    t.ratio("m6t handover", "wireguard handover", None);
     for dir in ["tcp MN->CN", "tcp CN->MN", "udp 64 B MN->CN"] {
         t.ratio(&format!("dsmip {dir}"), &format!("m6t {dir}"), None);
         t.ratio(&format!("dsmip+esp {dir}"), &format!("dsmip {dir}"), None);
