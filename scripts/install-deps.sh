@@ -18,6 +18,9 @@ have ethtool   || need+=(ethtool)
 have miredo    || need+=(miredo)
 have miredo-server || need+=(miredo-server)
 have tshark    || need+=(tshark)
+# WireGuard, the userspace tunnel the bench compares with (wg-quick.target starts nothing).
+have wireguard-go || need+=(wireguard-go)
+have wg        || need+=(wireguard-tools)
 # IKEv2 interop (crates/ike/tests/strongswan*.rs): a real charon, run only by the tests in
 # their own namespaces with their own configuration; the policy-rc.d guard below keeps any
 # packaged service from starting. kernel-libipsec (libcharon-extra-plugins) gives it ESP in

@@ -34,7 +34,7 @@ enum Cmd {
         #[arg(long)]
         hold: bool,
     },
-    /// Measure m6t, the plain path, Teredo and DSMIPv6 side by side.
+    /// Measure m6t, the plain path, Teredo, WireGuard and DSMIPv6 side by side.
     ///
     /// Everything runs in the lab's namespaces, through the same NAT.
     Bench {
@@ -44,8 +44,9 @@ enum Cmd {
         /// Where to write the figures as JSON.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
-        /// Run only these parts (comma-separated): tunnel, teredo, dsmip, ceiling, scale, idle,
-        /// floor, workers, dos.
+        /// Run only these parts (comma-separated): tunnel, teredo, wireguard, dsmip, ceiling,
+        /// scale, idle, floor, workers, dos, compare (the comparison of seed 004: its three
+        /// tables, with the tunnel, teredo, wireguard and dsmip parts it is built on).
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Group>,
     },

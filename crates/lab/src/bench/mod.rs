@@ -13,6 +13,7 @@ pub mod flood;
 pub mod floor;
 pub mod loadgen;
 pub mod teredo;
+mod wireguard;
 
 use crate::lab::{Lab, LabOptions, CN, CN4, HA, MN4};
 use crate::netns::{LabError, LabResult};
@@ -373,6 +374,8 @@ pub enum Group {
     Tunnel,
     /// Teredo (miredo) behind the same NAT.
     Teredo,
+    /// WireGuard (wireguard-go) behind the same NAT, the userspace tunnel to compare with.
+    Wireguard,
     /// DSMIPv6 through the same NAT, payload in the clear and in ESP.
     Dsmip,
     /// The plain path with offloads off and MSS 1220.
@@ -400,6 +403,7 @@ impl std::str::FromStr for Group {
         Ok(match s {
             "tunnel" => Group::Tunnel,
             "teredo" => Group::Teredo,
+            "wireguard" => Group::Wireguard,
             "dsmip" => Group::Dsmip,
             "ceiling" => Group::Ceiling,
             "scale" => Group::Scale,
@@ -410,7 +414,7 @@ impl std::str::FromStr for Group {
             "compare" => Group::Compare,
             _ => {
                 return Err(format!(
-                "unknown group `{s}` (tunnel, teredo, dsmip, ceiling, scale, idle, floor, workers, dos, compare)"
+                "unknown group `{s}` (tunnel, teredo, wireguard, dsmip, ceiling, scale, idle, floor, workers, dos, compare)"
             ))
             }
         })
@@ -428,7 +432,10 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
         only.is_empty()
             || only.contains(&g)
             || (only.contains(&Group::Compare)
-                && matches!(g, Group::Tunnel | Group::Teredo | Group::Dsmip))
+                && matches!(
+                    g,
+                    Group::Tunnel | Group::Teredo | Group::Wireguard | Group::Dsmip
+                ))
     };
     let mut lo = LabOptions::new("m6tbench");
     // Long enough for the scale phases; generous limits for the load generator (one IPv4
@@ -452,6 +459,9 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     }
     if wants(Group::Teredo) {
         teredo_figures(&mut lab, &mut t, &o)?;
+    }
+    if wants(Group::Wireguard) {
+        wireguard::figures(&mut lab, &mut t, &o)?;
     }
     if wants(Group::Dsmip) {
         dsmip::figures(&mut lab, &mut t, &o)?;
@@ -492,6 +502,7 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     t.ratio("m6t tcp MN->CN", "teredo tcp MN->CN", Some(">= 4"));
     t.ratio("m6t tcp CN->MN", "teredo tcp CN->MN", Some(">= 4"));
     t.ratio("teredo handover", "m6t handover", None);
+    t.ratio("wireguard handover", "m6t handover", None);
     for dir in ["tcp MN->CN", "tcp CN->MN", "udp 64 B MN->CN"] {
         t.ratio(
             &format!("dsmip {dir}"),
@@ -516,6 +527,12 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
         Some(">= 0.8"),
     );
     for dir in ["tcp MN->CN", "tcp CN->MN"] {
+        t.ratio(&format!("m6t {dir}"), &format!("wireguard {dir}"), None);
+        t.ratio(
+            &format!("m6t+esp {dir}"),
+            &format!("wireguard {dir}"),
+            Some(">= 3"),
+        );
         t.ratio(&format!("m6t+esp {dir}"), &format!("m6t {dir}"), None);
         t.ratio(
             &format!("teredo+esp {dir}"),
