@@ -61,9 +61,13 @@ enum Cmd {
         /// CI smoke: each fault once, 12 s apart (about 2.5 minutes); ignores --minutes and --slot.
         #[arg(long)]
         smoke: bool,
-        /// Where to write the figures as JSON.
+        /// Where to write the figures as JSON (the daemons' logs go to the same name with
+        /// `.logs` in place of `.json`).
         #[arg(long, default_value = "soak-results.json")]
         out: PathBuf,
+        /// Every daemon writes a capture of what it sends and receives, kept with the logs.
+        #[arg(long)]
+        pcap: bool,
     },
     /// Load generator of the bench (runs inside a lab namespace).
     #[command(hide = true)]
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
             slot,
             smoke,
             out,
+            pcap,
         } => {
             let sane = (10.0..=3600.0).contains(&slot) && minutes > 0.0 && minutes <= 10080.0;
             if !smoke && !sane {
@@ -201,10 +206,13 @@ fn main() -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return fail(e),
             };
-            let o = if smoke {
-                soak::SoakOptions::smoke("m6tsoak")
-            } else {
-                soak::SoakOptions::full(minutes, slot)
+            let o = soak::SoakOptions {
+                pcap,
+                ..if smoke {
+                    soak::SoakOptions::smoke("m6tsoak")
+                } else {
+                    soak::SoakOptions::full(minutes, slot)
+                }
             };
             match soak::run(&m6t, &o, Some(&out), &stop) {
                 Ok(_) => ExitCode::SUCCESS,

@@ -255,6 +255,8 @@ pub struct SoakOptions {
     pub nat_udp_timeouts: (u32, u32),
     /// The TCP transfer's rate, bytes/s.
     pub rate: u32,
+    /// Every daemon writes a capture (`--pcap`), kept with the logs.
+    pub pcap: bool,
 }
 
 impl SoakOptions {
@@ -273,6 +275,7 @@ impl SoakOptions {
             keepalive: 5.0,
             nat_udp_timeouts: (30, 120),
             rate: 1_000_000,
+            pcap: false,
         }
     }
 
@@ -653,6 +656,7 @@ pub fn run(
             // only collected once its mapping is really gone.
             active_lifetime: 4.0 * o.keepalive,
             snat_flags: "random".into(),
+            pcap: o.pcap,
             ..LabOptions::new(&o.tag)
         },
     )?;
@@ -680,7 +684,7 @@ fn keep_logs(lab: &Lab, dir: &Path) {
             let p = e.path();
             let keep = matches!(
                 p.extension().and_then(|x| x.to_str()),
-                Some("log" | "txt" | "toml")
+                Some("log" | "txt" | "toml" | "pcapng")
             );
             if keep {
                 if let Some(n) = p.file_name() {
