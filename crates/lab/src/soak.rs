@@ -260,7 +260,8 @@ pub struct SoakOptions {
 }
 
 impl SoakOptions {
-    /// The full soak: `minutes` of faults, one every 30 s, a rebinding every 60 s.
+    /// The full soak: `minutes` of faults, one every `slot_secs` (30 s by default: a
+    /// rebinding every 60 s).
     ///
     /// Keep-alive every 5 s rather than the client's default 30 s: the soak is about
     /// recovery, which the keep-alive period bounds, and 5 s makes a 30-minute soak go
