@@ -62,6 +62,9 @@ pub struct LabOptions {
     pub nat_udp_timeouts: (u32, u32),
     /// Start every daemon with `--pcap <scratch>/<daemon>.pcapng` ([`Lab::pcap_file`]).
     pub pcap: bool,
+    /// Flags of the NAT's `snat` rule (`"random"`: every new mapping gets a random port, so
+    /// a forgotten mapping comes back on another port, as many home routers do).
+    pub snat_flags: String,
 }
 
 impl LabOptions {
@@ -77,6 +80,7 @@ impl LabOptions {
             gateway_extra: String::new(),
             nat_udp_timeouts: (3, 5),
             pcap: false,
+            snat_flags: String::new(),
         }
     }
 }
@@ -232,8 +236,8 @@ impl Lab {
             &format!(
                 "nft add table ip nat && \
              nft add chain ip nat post '{{ type nat hook postrouting priority 100; }}' && \
-             nft add rule ip nat post oifname out0 snat to {}",
-                NAT_PUBLIC[0]
+             nft add rule ip nat post oifname out0 snat to {} {}",
+                NAT_PUBLIC[0], o.snat_flags
             ),
         )?;
         n.sh("nat", &format!(

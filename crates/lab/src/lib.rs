@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod lab;
 pub mod netns;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 

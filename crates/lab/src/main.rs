@@ -1,10 +1,10 @@
-//! The `m6t-lab` command line: the lab and the bench, and the hidden tools the bench runs
-//! inside its namespaces (the load generator and the syscall floor). `m6t lab` and
+//! The `m6t-lab` command line: the lab, the bench, the fault soak, and the hidden tools the
+//! bench runs inside its namespaces (the load generator and the syscall floor). `m6t lab` and
 //! `m6t bench` exec this binary with their arguments; the daemons it starts are the `m6t`
 //! binary next to it.
 
 use clap::{Parser, Subcommand};
-use m6t_lab::{bench, lab, sibling};
+use m6t_lab::{bench, lab, sibling, soak};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,6 +49,26 @@ enum Cmd {
         /// tables, with the tunnel, teredo, wireguard and dsmip parts it is built on).
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Group>,
+    },
+    /// Fault soak: m6t and DSMIPv6 over it through NAT rebindings, a NAT reboot, loss,
+    /// daemon restarts and moves, in real time, with a TCP transfer and probes throughout.
+    Soak {
+        /// Length of the fault schedule, minutes.
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Seconds between two faults (a NAT rebinding every other one).
+        #[arg(long, default_value_t = 30.0)]
+        slot: f64,
+        /// CI smoke: each fault once, 12 s apart (about 2.5 minutes); ignores --minutes and --slot.
+        #[arg(long)]
+        smoke: bool,
+        /// Where to write the figures as JSON (the daemons' logs go to the same name with
+        /// `.logs` in place of `.json`).
+        #[arg(long, default_value = "soak-results.json")]
+        out: PathBuf,
+        /// Every daemon writes a capture of what it sends and receives, kept with the logs.
+        #[arg(long)]
+        pcap: bool,
     },
     /// Load generator of the bench (runs inside a lab namespace).
     #[command(hide = true)]
@@ -158,6 +178,45 @@ fn main() -> ExitCode {
             };
             match bench::run(&m6t, &tools, o, &only, &out) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Soak {
+            minutes,
+            slot,
+            smoke,
+            out,
+            pcap,
+        } => {
+            let sane = (10.0..=3600.0).contains(&slot) && minutes > 0.0 && minutes <= 10080.0;
+            if !smoke && !sane {
+                return fail(
+                    "--slot must be 10 to 3600 seconds and --minutes more than 0, at most a week",
+                );
+            }
+            if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
+                return fail(e);
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+                    return fail(e);
+                }
+            }
+            let m6t = match sibling("m6t") {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let o = soak::SoakOptions {
+                pcap,
+                ..if smoke {
+                    soak::SoakOptions::smoke("m6tsoak")
+                } else {
+                    soak::SoakOptions::full(minutes, slot)
+                }
+            };
+            match soak::run(&m6t, &o, Some(&out), &stop) {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
