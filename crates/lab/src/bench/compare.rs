@@ -181,14 +181,15 @@ pub(super) fn attach(
     )
 }
 
-/// Bytes on the wire for one full-size TCP segment from the MN, read from captures during a
-/// one-second transfer (from `src`, to `dst`), with every offload off (TSO, GSO, GRO and UDP
-/// segmentation) so that each captured packet is one that a real link would carry: the IPv4
-/// packets leaving the NAT's public side and the packets reaching the correspondent. The
-/// overhead per packet is what the wire carried beyond the inner packets, divided by their
-/// number, so a tunnel packet fragmented on the way counts with every fragment's headers.
-/// Adds `<label> wire bytes per full segment` (the largest inner packet plus that
-/// overhead), `<label> inner packet (effective MTU)` (the largest inner packet) and
+/// Bytes on the wire for one full-size TCP segment from the MN, during a one-second
+/// transfer (from `src`, to `dst`) with every offload off (TSO, GSO, GRO and UDP
+/// segmentation) so that each packet is one a real link would carry. The bytes and packets
+/// come from the kernel's counters of the NAT's public side (what left for the Internet)
+/// and of the correspondent's link (what arrived), the largest inner packet from a capture
+/// at the correspondent. The overhead per packet is what the wire carried beyond the inner
+/// packets, divided by their number, so a tunnel packet fragmented on the way counts with
+/// every fragment's headers. Adds `<label> wire bytes per full segment` (the largest inner
+/// packet plus that overhead), `<label> inner packet (effective MTU)` and
 /// `<label> overhead per packet`.
 pub(super) fn overhead(
     lab: &mut Lab,
@@ -197,12 +198,6 @@ pub(super) fn overhead(
     src: Option<&str>,
     dst: &str,
 ) -> LabResult<()> {
-    let outer = lab
-        .net
-        .dir
-        .join("overhead-outer.pcap")
-        .display()
-        .to_string();
     let inner = lab
         .net
         .dir
@@ -211,20 +206,34 @@ pub(super) fn overhead(
         .to_string();
     set_offloads(lab, false)?;
     lab.net.spawn(
-        "nat",
-        "tcpdump-outer",
-        &[
-            "tcpdump", "-i", "out0", "-Q", "out", "-s", "128", "-U", "-w", &outer, "ip",
-        ],
-    )?;
-    lab.net.spawn(
         "cn",
         "tcpdump-inner",
         &[
-            "tcpdump", "-i", "eth0", "-Q", "in", "-s", "128", "-U", "-w", &inner, "tcp",
+            "tcpdump", "-i", "eth0", "-Q", "in", "-s", "96", "-w", &inner, "tcp",
         ],
     )?;
     std::thread::sleep(Duration::from_millis(500));
+    // IP bytes and packets: the link counters count 14 bytes of Ethernet header a packet.
+    let ip_bytes = |lab: &Lab, role: &str, dev: &str, dir: &str| -> LabResult<(f64, f64)> {
+        let o = lab.net.sh(
+            role,
+            &format!(
+                "cat /sys/class/net/{dev}/statistics/{dir}_bytes /sys/class/net/{dev}/statistics/{dir}_packets"
+            ),
+        )?;
+        let v: Vec<f64> = o
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        match v[..] {
+            [b, p] => Ok((b - 14.0 * p, p)),
+            _ => Err(LabError(format!("{dev} counters: {o}"))),
+        }
+    };
+    let (w0, i0) = (
+        ip_bytes(lab, "nat", "out0", "tx")?,
+        ip_bytes(lab, "cn", "eth0", "rx")?,
+    );
     let bind = src.map(|s| format!("-B {s}")).unwrap_or_default();
     let o = BenchOptions {
         runs: 1,
@@ -232,32 +241,29 @@ pub(super) fn overhead(
         ..BenchOptions::quick()
     };
     let run = tcp(lab, "cn", dst, &bind, &o);
+    let (w1, i1) = (
+        ip_bytes(lab, "nat", "out0", "tx")?,
+        ip_bytes(lab, "cn", "eth0", "rx")?,
+    );
     std::thread::sleep(Duration::from_millis(300));
-    lab.net.stop("tcpdump-outer");
     lab.net.stop("tcpdump-inner");
     set_offloads(lab, true)?;
     run?;
-    // The length of each packet's first IP header: the outer one on the NAT's side, the
-    // only one at the correspondent (an IPv6 packet is its payload length plus 40).
-    let lengths = |file: &str| -> LabResult<Vec<f64>> {
-        let o = lab.net.sh(
-            "cn",
-            &format!(
-                "tshark -r {file} -T fields -E occurrence=f -e ip.len -e ipv6.plen 2>/dev/null"
-            ),
-        )?;
-        Ok(o.lines()
-            .filter_map(|l| {
-                let mut f = l.split('\t');
-                let v4 = f.next().and_then(|v| v.trim().parse::<f64>().ok());
-                let v6 = f.next().and_then(|v| v.trim().parse::<f64>().ok());
-                v4.or(v6.map(|p| p + 40.0))
-            })
-            .collect())
-    };
-    let (w, i) = (lengths(&outer)?, lengths(&inner)?);
-    let per = (w.iter().sum::<f64>() - i.iter().sum::<f64>()) / i.len() as f64;
-    let largest = i.iter().copied().fold(f64::NAN, f64::max);
+    // The correspondent's packets: IPv4 (the plain path) or IPv6 (payload length + 40).
+    let o = lab.net.sh(
+        "cn",
+        &format!("tshark -r {inner} -T fields -E occurrence=f -e ip.len -e ipv6.plen 2>/dev/null"),
+    )?;
+    let largest = o
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let v4 = f.next().and_then(|v| v.trim().parse::<f64>().ok());
+            let v6 = f.next().and_then(|v| v.trim().parse::<f64>().ok());
+            v4.or(v6.map(|p| p + 40.0))
+        })
+        .fold(f64::NAN, f64::max);
+    let per = ((w1.0 - w0.0) - (i1.0 - i0.0)) / (i1.1 - i0.1);
     t.add(
         &format!("{label} wire bytes per full segment"),
         largest + per,
