@@ -632,7 +632,8 @@ pub(super) fn tables(t: &Table) -> Vec<CompareTable> {
         }),
     };
     let overhead = CompareTable {
-        title: "overhead and MTU (one full-size TCP segment, from captures; bytes)".into(),
+        title: "overhead and MTU (bytes; MN->CN TCP at 100 Mbit/s, offloads off: link counters and a capture)"
+            .into(),
         columns: col(&["on the wire", "wire bytes", "inner packet", "overhead"]),
         rows: rows(&|s| {
             vec![
