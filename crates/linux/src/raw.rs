@@ -362,6 +362,55 @@ impl AsRawFd for DsmipUdp {
     }
 }
 
+/// A UDP socket over IPv6 for IKE on port 4500 (RFC 7296 section 2.23) from an IPv6 address:
+/// the home agent's, or a mobile node's IPv6 care-of address (a native one, or an m6t
+/// tunnel's). IPv6 only (a wildcard bind must not take IPv4's port 4500, which
+/// [`DsmipUdp`] holds), and free-bound: a care-of address movement detection just saw may
+/// still be settling when the socket is made.
+pub struct Udp6 {
+    sock: std::net::UdpSocket,
+}
+
+impl Udp6 {
+    /// Binds `local`.
+    pub fn bind(local: SocketAddrV6) -> io::Result<Udp6> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        set_int(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1)?;
+        s.bind(&SockAddr::from(local))?;
+        Ok(Udp6 { sock: s.into() })
+    }
+
+    /// The bound address.
+    pub fn local(&self) -> io::Result<SocketAddrV6> {
+        match self.sock.local_addr()? {
+            SocketAddr::V6(a) => Ok(a),
+            SocketAddr::V4(_) => Err(io::Error::other("not IPv6")),
+        }
+    }
+
+    /// Receives one datagram.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV6)> {
+        match self.sock.recv_from(buf)? {
+            (n, SocketAddr::V6(a)) => Ok((n, a)),
+            _ => Err(io::Error::other("not IPv6")),
+        }
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, to: SocketAddrV6, data: &[u8]) -> io::Result<usize> {
+        self.sock.send_to(data, to)
+    }
+}
+
+impl AsRawFd for Udp6 {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 /// Writes a sysctl under /proc/sys (e.g. `net/ipv6/conf/eth0/proxy_ndp`).
 pub fn sysctl(path: &str, value: &str) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/{path}"), value)

@@ -4,13 +4,13 @@
 //! 3948), the IPPROTO_RAW sender for signalling with extension headers, and the capture of
 //! signalling the kernel would discard (see [`crate::raw`]).
 
-use crate::raw::{Capture, DsmipUdp, RawIp, RawIpv6Sender};
+use crate::raw::{Capture, DsmipUdp, RawIp, RawIpv6Sender, Udp6};
 use m6t_proto::dsmip::tif::{
     tlv_header, Encap, Outer, DSMIP_PORT, ESP_UDP_PORT, PROTO_ESP, PROTO_IPV4, PROTO_IPV6,
 };
 use m6t_wire::esp::{classify_udp_4500, Udp4500};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -26,6 +26,9 @@ pub enum TifSource {
     UdpNext,
     /// UDP port 4500: ESP through NATs (RFC 3948), when payload may be protected.
     EspUdp,
+    /// UDP port 4500 over IPv6: IKE from an IPv6 care-of address (the home agent's
+    /// IPv6 address, the mobile node's IPv6 care-of address), when IKE keys the SAs.
+    EspUdp6,
     /// Raw IPv4 socket for protocol 4, 41 or 50 (the number held).
     Ipv4(u8),
     /// Raw IPv6 socket for Next Header 4, 41 or 50.
@@ -39,10 +42,11 @@ pub const RAW_PROTOCOLS: [u8; 3] = [PROTO_IPV4, PROTO_IPV6, PROTO_ESP];
 
 impl TifSource {
     /// Every source, for registration.
-    pub const ALL: [TifSource; 10] = [
+    pub const ALL: [TifSource; 11] = [
         TifSource::Udp,
         TifSource::UdpNext,
         TifSource::EspUdp,
+        TifSource::EspUdp6,
         TifSource::Ipv4(PROTO_IPV4),
         TifSource::Ipv4(PROTO_IPV6),
         TifSource::Ipv4(PROTO_ESP),
@@ -83,10 +87,14 @@ pub enum TifPacket {
         range: Range<usize>,
     },
     /// Something on port 4500 that is not ESP (an IKE message behind the Non-ESP Marker, a
-    /// NAT-keepalive byte): not for the tunnel (RFC 3948 section 2), for IKE.
+    /// NAT-keepalive byte): not for the tunnel (RFC 3948 section 2), for IKE. Over IPv6,
+    /// everything on port 4500 is IKE's: DSMIPv6 carries ESP over IPv6 without UDP (RFC
+    /// 5555 section 4.1), so the IKE endpoint checks the marker and counts the rest.
     NotEsp {
+        /// The address and port it came to (where the answer leaves from).
+        local: SocketAddr,
         /// Outer source.
-        from: SocketAddrV4,
+        from: SocketAddr,
         /// Length of the UDP payload in the buffer.
         len: usize,
     },
@@ -122,6 +130,8 @@ pub struct TifSockets {
     udp_next: Option<DsmipUdp>,
     /// UDP port 4500, when ESP is configured.
     esp_udp: Option<DsmipUdp>,
+    /// UDP port 4500 over IPv6, for IKE (see [`TifSource::EspUdp6`]).
+    esp_udp6: Option<Udp6>,
     esp: bool,
     ip4: [RawIp; 3],
     ip6: [RawIp; 3],
@@ -153,6 +163,7 @@ impl TifSockets {
             ),
             udp_next: None,
             esp_udp,
+            esp_udp6: None,
             esp,
             ip4: trio(IpAddr::V4(addr4)).map_err(ctx("raw IPv4 sockets (4, 41, 50)".into()))?,
             ip6: trio(IpAddr::V6(addr6)).map_err(ctx("raw IPv6 sockets (4, 41, 50)".into()))?,
@@ -169,6 +180,7 @@ impl TifSockets {
             udp: None,
             udp_next: None,
             esp_udp: None,
+            esp_udp6: None,
             esp,
             ip4: trio(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).map_err(ctx("raw IPv4 sockets"))?,
             ip6: trio(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).map_err(ctx("raw IPv6 sockets"))?,
@@ -184,6 +196,7 @@ impl TifSockets {
             TifSource::Udp => self.udp.as_ref()?.as_raw_fd(),
             TifSource::UdpNext => self.udp_next.as_ref()?.as_raw_fd(),
             TifSource::EspUdp => self.esp_udp.as_ref()?.as_raw_fd(),
+            TifSource::EspUdp6 => self.esp_udp6.as_ref()?.as_raw_fd(),
             TifSource::Ipv4(p) => self.ip4[idx(p)].as_raw_fd(),
             TifSource::Ipv6(p) => self.ip6[idx(p)].as_raw_fd(),
             TifSource::Capture => self.capture.as_raw_fd(),
@@ -209,7 +222,20 @@ impl TifSockets {
                         outer: Outer::Udp(from),
                         range: 0..len,
                     },
-                    _ => TifPacket::NotEsp { from, len },
+                    _ => TifPacket::NotEsp {
+                        local: SocketAddr::V4(u.local()?),
+                        from: SocketAddr::V4(from),
+                        len,
+                    },
+                })
+            }
+            TifSource::EspUdp6 => {
+                let u = self.esp_udp6.as_ref().ok_or(io::ErrorKind::WouldBlock)?;
+                let (len, from) = u.recv(buf)?;
+                Ok(TifPacket::NotEsp {
+                    local: SocketAddr::V6(u.local()?),
+                    from: SocketAddr::V6(from),
+                    len,
                 })
             }
             TifSource::Ipv4(p) | TifSource::Ipv6(p) => {
@@ -253,9 +279,16 @@ impl TifSockets {
         }
     }
 
-    /// The address and port the UDP 4500 socket is bound to, if open: where IKE runs.
-    pub fn esp_udp_local(&self) -> Option<SocketAddrV4> {
-        self.esp_udp.as_ref()?.local().ok()
+    /// Sends an IKE message (its non-ESP marker included) from port 4500 of the family
+    /// of `to`.
+    pub fn send_ike(&self, to: SocketAddr, data: &[u8]) -> io::Result<usize> {
+        match to {
+            SocketAddr::V4(to) => self.send_esp_udp(to, data),
+            SocketAddr::V6(to) => {
+                let u = self.esp_udp6.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+                u.send(to, data)
+            }
+        }
     }
 
     /// Sends an ESP packet in UDP from port 4500 (RFC 3948).
@@ -323,6 +356,19 @@ impl TifSockets {
         }
         self.esp_udp = None;
         self.esp_udp = Some(DsmipUdp::bind(SocketAddrV4::new(from, ESP_UDP_PORT))?);
+        Ok(true)
+    }
+
+    /// Binds port 4500 on the IPv6 address `from` for IKE (the home agent's address, or the
+    /// mobile node's IPv6 care-of address) when ESP is configured and it is not bound there
+    /// yet. True when the descriptor changed (register it again).
+    pub fn bind_esp_udp6(&mut self, from: Ipv6Addr) -> io::Result<bool> {
+        let on = |u: &Udp6| u.local().is_ok_and(|l| *l.ip() == from);
+        if !self.esp || self.esp_udp6.as_ref().is_some_and(on) {
+            return Ok(false);
+        }
+        self.esp_udp6 = None;
+        self.esp_udp6 = Some(Udp6::bind(SocketAddrV6::new(from, ESP_UDP_PORT, 0, 0))?);
         Ok(true)
     }
 

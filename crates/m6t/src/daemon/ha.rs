@@ -243,8 +243,17 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         None => None,
     };
     router_sysctls(&cfg)?;
-    let socks = TifSockets::home_agent(cfg.address4, cfg.address6, cfg.ipsec.is_some())
+    let mut socks = TifSockets::home_agent(cfg.address4, cfg.address6, cfg.ipsec.is_some())
         .map_err(|(what, e)| io(what)(e))?;
+    if cfg.ike.is_some() {
+        // IKE from mobile nodes on IPv6 care-of addresses: port 4500 of the IPv6 address
+        // too, as on IPv4 (RFC 5555 section 5: 4500 whether or not a NAT is on the path;
+        // see the IKE driver), answered from the address a request came to.
+        let a6 = cfg.address6;
+        socks
+            .bind_esp_udp6(a6)
+            .map_err(io(format!("UDP [{a6}]:{}", m6t_ike::endpoint::NAT_T_PORT)))?;
+    }
     let control = bind_control(&cfg.control_socket)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;

@@ -2,10 +2,22 @@
 //! [`m6t_ike::endpoint::Endpoint`] fed with what arrives on UDP port 4500 behind the
 //! non-ESP marker, its timers, its datagrams sent from the same socket, and its CHILD_SAs
 //! keyed into the SAD slots of `[ipsec]` (RFC 4877 section 4: IKE creates the SAs the SPD
-//! names). The mobile node's IKE SA runs from its IPv4 care-of address to the home agent;
-//! after a move it continues from the new address without a new IKE SA, as the K flag of
-//! RFC 6275 section 11.7.1 allows, and the home agent follows the first authenticated
-//! message from there (RFC 7296 section 2.23).
+//! names). The mobile node's IKE SA runs from the care-of address it registers, IPv4 or
+//! IPv6 (a native IPv6 network, or an m6t tunnel used as the care-of interface), to the
+//! home agent's address of the same family; after a move, within a family or across, it
+//! continues from the new address without a new IKE SA, as the K flag of RFC 6275 section
+//! 11.7.1 allows, and the home agent follows the first authenticated message from there
+//! (RFC 7296 section 2.23), answering from the address it came to.
+//!
+//! Port 4500 in both families, from the first message: RFC 5555 section 5 says the mobile
+//! node MUST set its SA up over 4500 whatever the NAT detection finds, "to avoid switching
+//! between ports 500 and 4500", and RFC 7296 section 2.23 lets an initiator start there.
+//! Over IPv6 no NAT needs it, but the one IKE SA moves between an IPv4 care-of address
+//! behind a NAT and an IPv6 one: on 4500 throughout, the move is an address change only
+//! (what [`Endpoint::local_moved`] and the home agent's following of authenticated
+//! messages on 4500 do), where an SA on 500 would need a new exchange to float to 4500
+//! behind the next NAT. strongSwan does the same for a mobile peer: it listens on 500 and
+//! 4500 of both families and keeps an SA that floated to 4500 there.
 
 use crate::ike_config::IkeSetup;
 use m6t_ike::endpoint::{Endpoint, Failure as IkeFailure, IkeEvent, IkeSaId, NAT_T_PORT};
@@ -14,7 +26,7 @@ use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::tif::TifSockets;
 use m6t_proto::stats::Counter;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How long the mobile node waits before a new IKE SA after one failed or went down: a
@@ -27,8 +39,8 @@ pub(crate) struct IkeDriver {
     ep: Endpoint,
     /// CHILD_SA name -> (outbound, inbound) SAD slot.
     slots: BTreeMap<String, (usize, usize)>,
-    /// Mobile node: the home agent's IPv4 address and our care-of address.
-    target: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Mobile node: the home agent's address and our care-of address (the same family).
+    target: Option<(IpAddr, IpAddr)>,
     /// Mobile node: the IKE SA toward the home agent, established or being set up.
     current: Option<IkeSaId>,
     /// Mobile node: no new attempt before this.
@@ -82,29 +94,41 @@ impl IkeDriver {
         }
     }
 
-    /// A UDP payload that arrived on port 4500 and is not ESP.
+    /// A UDP payload that arrived on port 4500 (of `local`, IPv4 or IPv6) and is not ESP.
     pub(crate) fn datagram(
         &mut self,
         now: Instant,
-        local: Option<SocketAddrV4>,
-        from: SocketAddrV4,
+        local: SocketAddr,
+        from: SocketAddr,
         data: &[u8],
     ) {
-        if let Some(l) = local {
-            self.ep.set_unix_time(unix_now());
-            self.ep
-                .handle(now, SocketAddr::V4(l), SocketAddr::V4(from), data);
-        }
+        self.ep.set_unix_time(unix_now());
+        self.ep.handle(now, local, from, data);
     }
 
-    /// Mobile node: the IKE SA must run from `coa` to the home agent `ha`.
-    pub(crate) fn attach(&mut self, now: Instant, coa: Ipv4Addr, ha: Ipv4Addr) {
+    /// Mobile node: the IKE SA must run from `coa` to the home agent's address `ha` of the
+    /// same family.
+    pub(crate) fn attach(&mut self, now: Instant, coa: IpAddr, ha: IpAddr) {
         let moved = self.target.is_some_and(|(_, c)| c != coa);
         self.target = Some((ha, coa));
         if let (true, Some(ike)) = (moved, self.current) {
-            let local = SocketAddr::V4(SocketAddrV4::new(coa, NAT_T_PORT));
+            let local = SocketAddr::new(coa, NAT_T_PORT);
             if self.ep.sa_with("home-agent") == Some(ike) && self.ep.local_moved(ike, local) {
+                // From the other family the home agent is reached at its address of that
+                // family, still on 4500; within one family it stays where it is (the home
+                // agent is behind no NAT, its port is 4500).
+                let remote = self
+                    .ep
+                    .sas()
+                    .into_iter()
+                    .find(|s| s.id == ike)
+                    .map(|s| s.remote);
+                if remote.is_some_and(|r| r.is_ipv4() != coa.is_ipv4()) {
+                    self.ep.peer_moved(ike, SocketAddr::new(ha, NAT_T_PORT));
+                }
                 tracing::info!("IKE SA continues from care-of address {coa}");
+                // RFC 5555 section 5.1: an empty INFORMATIONAL, so that the home agent's IKE
+                // SA follows (RFC 7296 section 2.23).
                 self.ep.check_liveness(now, ike);
             } else {
                 // Not established yet: start again from the new address.
@@ -141,8 +165,8 @@ impl IkeDriver {
         }
         if let (Some((ha, coa)), None) = (self.target, self.current) {
             if self.retry_at.map_or(true, |t| t <= now) {
-                let local = SocketAddr::V4(SocketAddrV4::new(coa, NAT_T_PORT));
-                let remote = SocketAddr::V4(SocketAddrV4::new(ha, NAT_T_PORT));
+                let local = SocketAddr::new(coa, NAT_T_PORT);
+                let remote = SocketAddr::new(ha, NAT_T_PORT);
                 match self.ep.connect(now, "home-agent", local, remote) {
                     Ok(id) => {
                         tracing::info!("IKE: initiating an IKE SA from {local} to {remote}");
@@ -156,13 +180,7 @@ impl IkeDriver {
             }
         }
         while let Some(t) = self.ep.poll_transmit() {
-            let r = match t.remote {
-                SocketAddr::V4(to) => socks.send_esp_udp(to, &t.payload).map(|_| ()),
-                SocketAddr::V6(to) => Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    format!("IKE toward {to}: IPv6 is not carried by this daemon yet"),
-                )),
-            };
+            let r = socks.send_ike(t.remote, &t.payload);
             failures.check(Failure::UdpSend, "sending IKE", r);
         }
         if let (Some(limit), Some(ipsec)) = (self.rekey_bytes, ipsec.as_deref()) {

@@ -43,7 +43,12 @@ enum Source {
 /// Registers the UDP sockets under their tokens again after one was bound, replaced or
 /// promoted (all removed first: a promoted descriptor moves from one token to another).
 fn sync_sources(rt: &mut Runtime<Source>, socks: &TifSockets) -> std::io::Result<()> {
-    let udp = [TifSource::Udp, TifSource::UdpNext, TifSource::EspUdp];
+    let udp = [
+        TifSource::Udp,
+        TifSource::UdpNext,
+        TifSource::EspUdp,
+        TifSource::EspUdp6,
+    ];
     for s in udp {
         rt.remove(Source::Tif(s))?;
     }
@@ -220,6 +225,10 @@ struct Driver {
     metrics: Option<Publisher>,
     /// IKEv2, when `[ike]` keys the SAs.
     ike: Option<IkeDriver>,
+    /// The IPv4 care-of address movement detection found last.
+    v4_candidate: Option<Ipv4Addr>,
+    /// The care-of address the IKE SA runs from.
+    ike_from: Option<IpAddr>,
 }
 
 /// Runs the mobile node until SIGINT/SIGTERM.
@@ -279,6 +288,8 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         home: None,
         metrics,
         ike,
+        v4_candidate: None,
+        ike_from: None,
     };
     let r = d.run(&mut node, monitor, &control);
     m6t_linux::notify::stopping();
@@ -481,20 +492,57 @@ impl Driver {
             node.paths_changed(now);
         }
         self.info.candidates = same;
+        self.v4_candidate = v4;
         node.handle_coas(now, v6, v4);
-        // RFC 4877 section 4: the IKE SA runs from the care-of address, here the IPv4 one
-        // and over UDP 4500 (RFC 5555 section 5), from the socket ESP uses.
-        if let (Some(ike), Some(coa)) = (self.ike.as_mut(), v4) {
-            let res = self.socks.bind_esp_udp(coa).and_then(|changed| {
-                if changed {
-                    sync_sources(&mut self.rt, &self.socks)
-                } else {
-                    Ok(())
-                }
-            });
-            self.failures
-                .check(Failure::UdpSend, format_args!("UDP 4500 on {coa}"), res);
-            ike.attach(now, coa, self.cfg.machine.ha4);
+        self.ike_follow(node, now, true);
+    }
+
+    /// Where the IKE SA runs from (RFC 4877 section 4): the care-of address the node
+    /// registers, IPv6 (a native network, or an m6t tunnel as the care-of interface) or
+    /// IPv4, over UDP 4500 (RFC 5555 section 5) from the socket of that family; at home,
+    /// the IPv4 address movement detection found, as before a care-of address.
+    fn ike_coa(&self, node: &MobileNode) -> Option<IpAddr> {
+        match node.care_of() {
+            Some(Coa::V6(a)) if a != self.cfg.machine.hoa => Some(IpAddr::V6(a)),
+            Some(Coa::V4(a)) => Some(IpAddr::V4(a)),
+            _ => self.v4_candidate.map(IpAddr::V4),
+        }
+    }
+
+    /// Moves the IKE SA to the care-of address the node registers: after movement
+    /// detection (`always`: the socket is bound again if it was lost), and whenever the
+    /// node's choice changes on its own (an IPv6 care-of address given up for the IPv4 one,
+    /// RFC 5555 section 4.4.1).
+    fn ike_follow(&mut self, node: &MobileNode, now: Instant, always: bool) {
+        if self.ike.is_none() {
+            return;
+        }
+        let Some(coa) = self.ike_coa(node) else {
+            return;
+        };
+        if !always && self.ike_from == Some(coa) {
+            return;
+        }
+        let ha = match coa {
+            IpAddr::V4(_) => IpAddr::V4(self.cfg.machine.ha4),
+            IpAddr::V6(_) => IpAddr::V6(self.cfg.machine.ha6),
+        };
+        let res = match coa {
+            IpAddr::V4(a) => self.socks.bind_esp_udp(a),
+            IpAddr::V6(a) => self.socks.bind_esp_udp6(a),
+        }
+        .and_then(|changed| {
+            if changed {
+                sync_sources(&mut self.rt, &self.socks)
+            } else {
+                Ok(())
+            }
+        });
+        self.failures
+            .check(Failure::UdpSend, format_args!("UDP 4500 on {coa}"), res);
+        self.ike_from = Some(coa);
+        if let Some(ike) = self.ike.as_mut() {
+            ike.attach(now, coa, ha);
         }
     }
 
@@ -559,6 +607,7 @@ impl Driver {
             .as_ref()
             .and_then(|i| i.sequence_file.as_deref());
         ipsec_upkeep(node.ipsec_mut(), seq_file, &self.failures);
+        self.ike_follow(node, now, false);
         if let Some(ike) = self.ike.as_mut() {
             if ike.drive(now, &self.socks, node.ipsec_mut(), &self.failures) {
                 node.signalling_keyed(now);

@@ -112,9 +112,9 @@ pub(crate) fn from_tunnel(
             Ok(TifPacket::Captured { len }) => node.captured(now, &mut buf[..len]),
             Ok(TifPacket::Esp { outer, range }) => node.esp(now, outer, &mut buf[range]),
             // IKE and NAT-keepalives on port 4500 are not the tunnel's but IKE's.
-            Ok(TifPacket::NotEsp { from, len }) => {
+            Ok(TifPacket::NotEsp { local, from, len }) => {
                 if let Some(ike) = ike.as_deref_mut() {
-                    ike.datagram(now, socks.esp_udp_local(), from, &buf[..len]);
+                    ike.datagram(now, local, from, &buf[..len]);
                 }
                 continue;
             }

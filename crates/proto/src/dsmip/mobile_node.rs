@@ -290,6 +290,13 @@ impl MobileNode {
         self.unanswered
     }
 
+    /// The care-of address the node registers (RFC 5555 section 4.4.1: the one movement
+    /// detection prefers, which a BU under way carries; the home address at home): where
+    /// its IKE SA runs from (RFC 4877 section 4.4.1).
+    pub fn care_of(&self) -> Option<Coa> {
+        self.bul.chosen()
+    }
+
     /// The current registration.
     pub fn registration(&self) -> Option<&Registration> {
         self.registered.as_ref()
