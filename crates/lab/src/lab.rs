@@ -424,6 +424,18 @@ impl Lab {
         secs: u32,
         reverse: bool,
     ) -> LabResult<f64> {
+        self.tcp_transfer_from(server_role, None, dst, secs, reverse)
+    }
+
+    /// As [`Self::tcp_transfer`], from the MN's address `src` when given (a home address).
+    pub fn tcp_transfer_from(
+        &mut self,
+        server_role: &str,
+        src: Option<&str>,
+        dst: &str,
+        secs: u32,
+        reverse: bool,
+    ) -> LabResult<f64> {
         self.net.spawn(
             server_role,
             "iperf3-server",
@@ -431,9 +443,10 @@ impl Lab {
         )?;
         std::thread::sleep(Duration::from_millis(300));
         let r = if reverse { "-R" } else { "" };
+        let b = src.map(|s| format!("-B {s}")).unwrap_or_default();
         let out = self
             .net
-            .sh("mn", &format!("iperf3 -c {dst} -t {secs} -J {r}"));
+            .sh("mn", &format!("iperf3 -c {dst} {b} -t {secs} -J {r}"));
         self.net.stop("iperf3-server");
         let v: serde_json::Value =
             serde_json::from_str(&out?).map_err(|e| LabError(format!("iperf3 output: {e}")))?;

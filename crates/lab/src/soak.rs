@@ -16,7 +16,7 @@
 //! keep-alive period (target <= 2). The soak fails only if the bytes received differ from
 //! those sent, a daemon died, or the probes are not answered again at the end.
 
-use crate::lab::dsmip::{DsmipOptions, LabIpsec, HOA};
+use crate::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HOA};
 use crate::lab::{wait_for, Lab, LabOptions, CN, MN4, NAT_PUBLIC};
 use crate::netns::{LabError, LabResult};
 use m6t::status::Report;
@@ -708,9 +708,7 @@ fn soak(
     // As deployed: IPsec keyed by IKEv2 from the care-of address (the m6t tunnel's, the
     // IPv6 network's, the IPv4 one), BU, BA and the payload of both home addresses in ESP.
     lab.write_dsmip_configs(&DsmipOptions {
-        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
-                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
-            .into(),
+        interfaces: tunnel_interfaces("m6t0"),
         ipsec: Some(LabIpsec::ike()?),
         ..DsmipOptions::default()
     })?;

@@ -3,7 +3,7 @@
 //! decoding the signalling independently, scapy building BUs with no code of ours).
 
 use m6t::status::Report;
-use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, MN6};
+use m6t_lab::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HA4, HOA, MN6};
 use m6t_lab::lab::{Lab, LabOptions, CN, CN4, MN4, NAT_PUBLIC, V6_ROUTER};
 use std::path::Path;
 use std::sync::Mutex;
@@ -425,9 +425,7 @@ fn the_m6t_tunnel_serves_as_an_ipv6_care_of_address() {
     // as an externally configured tunnel, over eth0 (seed 002 on top of seed 000).
     let mut l = Lab::start(bin(), &LabOptions::new("d6m6t")).unwrap();
     l.write_dsmip_configs(&DsmipOptions {
-        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
-                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
-            .into(),
+        interfaces: tunnel_interfaces("m6t0"),
         ..DsmipOptions::default()
     })
     .unwrap();

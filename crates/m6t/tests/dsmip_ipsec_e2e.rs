@@ -5,7 +5,9 @@
 //! plays a mobile node whose ESP our home agent accepts and which decrypts our BA.
 
 use m6t::status::{self, Report};
-use m6t_lab::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA, SPI_A, SPI_B, SPI_C, SPI_D};
+use m6t_lab::lab::dsmip::{
+    tunnel_interfaces, DsmipOptions, LabIpsec, HA4, HOA, SPI_A, SPI_B, SPI_C, SPI_D,
+};
 use m6t_lab::lab::{Lab, LabOptions, CN, HA, MN4};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -600,9 +602,7 @@ fn without_a_nat_payload_is_ipv4_esp_and_over_m6t0_ipv6_esp() {
 
     let mut l = Lab::start(bin(), &LabOptions::new("d6em6t")).unwrap();
     l.write_dsmip_configs(&DsmipOptions {
-        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
-                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
-            .into(),
+        interfaces: tunnel_interfaces("m6t0"),
         ..o
     })
     .unwrap();
@@ -631,9 +631,7 @@ fn esp_payload_over_m6t0_carries_full_size_tcp_both_ways() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut l = Lab::start(bin(), &LabOptions::new("d6emtu")).unwrap();
     l.write_dsmip_configs(&DsmipOptions {
-        interfaces: "[[interfaces]]\nname = \"m6t0\"\npreference = 1\ntunnel = true\n\
-                     [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
-            .into(),
+        interfaces: tunnel_interfaces("m6t0"),
         ipsec: Some(LabIpsec::gcm_with_payload().unwrap()),
         ..DsmipOptions::default()
     })
@@ -642,21 +640,9 @@ fn esp_payload_over_m6t0_carries_full_size_tcp_both_ways() {
     l.start_mn().unwrap();
     l.wait_registered("ipv6", "fd00:6d36:7400:1:1:", 0).unwrap();
     for reverse in [false, true] {
-        l.net
-            .spawn("cn", "iperf3-server", &["iperf3", "-s", "-1", "-B", CN])
+        let gbps = l
+            .tcp_transfer_from("cn", Some(HOA), CN, 2, reverse)
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let r = if reverse { "-R" } else { "" };
-        let out = l
-            .net
-            .sh("mn", &format!("iperf3 -c {CN} -B {HOA} -t 2 -J {r}"))
-            .unwrap();
-        l.net.stop("iperf3-server");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let gbps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap()
-            / 1e9;
         // Before the home agent's raw socket took Packet Too Big into account, CN -> MN
         // carried nothing: every full-size segment died at the gateway.
         assert!(gbps > 0.05, "reverse {reverse}: {gbps} Gbit/s");

@@ -4,7 +4,7 @@
 //! throughput, overhead and MTU, handover and attach — built from every group's figures.
 
 use super::{set_offloads, tcp, teredo, BenchOptions, Table};
-use crate::lab::dsmip::{DsmipOptions, LabIpsec, HOA, MN6};
+use crate::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HOA, MN6};
 use crate::lab::{Lab, CN, HA, MN4};
 use crate::netns::{LabError, LabResult};
 use serde::Serialize;
@@ -295,10 +295,7 @@ fn mip6_over(
     coa_prefix: &str,
 ) -> LabResult<()> {
     lab.write_dsmip_configs(&DsmipOptions {
-        interfaces: format!(
-            "[[interfaces]]\nname = \"{iface}\"\npreference = 1\ntunnel = true\n\
-             [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
-        ),
+        interfaces: tunnel_interfaces(iface),
         ipsec: Some(LabIpsec::gcm_with_payload()?),
         ..DsmipOptions::default()
     })?;
@@ -306,17 +303,7 @@ fn mip6_over(
     lab.start_mn()?;
     let res = (|| {
         lab.wait_registered("ipv6", coa_prefix, 0)?;
-        let from_hoa = format!("-B {HOA}");
-        t.add_runs(
-            &format!("{label} tcp MN->CN"),
-            tcp(lab, "cn", CN, &from_hoa, o)?,
-            "Gbit/s",
-        );
-        t.add_runs(
-            &format!("{label} tcp CN->MN"),
-            tcp(lab, "cn", CN, &format!("{from_hoa} -R"), o)?,
-            "Gbit/s",
-        );
+        super::dsmip::home_tcp(lab, t, o, label)?;
         overhead(lab, t, label, Some(HOA), CN)
     })();
     lab.net.stop("mn");

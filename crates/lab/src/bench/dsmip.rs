@@ -65,17 +65,8 @@ fn one(
     let res = (|| {
         // Wherever the m6t handovers left the MN's IPv4 address.
         lab.wait_registered(if nat { "udp" } else { "ip-in-ip" }, "192.0.2.", 0)?;
+        home_tcp(lab, t, o, label)?;
         let from_hoa = format!("-B {HOA}");
-        t.add_runs(
-            &format!("{label} tcp MN->CN"),
-            tcp(lab, "cn", CN, &from_hoa, o)?,
-            "Gbit/s",
-        );
-        t.add_runs(
-            &format!("{label} tcp CN->MN"),
-            tcp(lab, "cn", CN, &format!("{from_hoa} -R"), o)?,
-            "Gbit/s",
-        );
         t.add_runs(
             &format!("{label} udp 64 B MN->CN"),
             udp_pps_with(lab, CN, 64, &from_hoa, o)?,
@@ -86,4 +77,25 @@ fn one(
     lab.net.stop("mn");
     lab.stop_ha();
     res
+}
+
+/// `<label> tcp MN->CN` and `<label> tcp CN->MN`: TCP both ways on the IPv6 home address.
+pub(super) fn home_tcp(
+    lab: &mut Lab,
+    t: &mut Table,
+    o: &BenchOptions,
+    label: &str,
+) -> LabResult<()> {
+    let from_hoa = format!("-B {HOA}");
+    t.add_runs(
+        &format!("{label} tcp MN->CN"),
+        tcp(lab, "cn", CN, &from_hoa, o)?,
+        "Gbit/s",
+    );
+    t.add_runs(
+        &format!("{label} tcp CN->MN"),
+        tcp(lab, "cn", CN, &format!("{from_hoa} -R"), o)?,
+        "Gbit/s",
+    );
+    Ok(())
 }

@@ -216,6 +216,15 @@ impl LabIpsec {
     }
 }
 
+/// The mobile node's `[[interfaces]]` when its care-of interface is the IPv6 tunnel `iface`
+/// (`m6t0`, `teredo`: `tunnel = true`), with `eth0` second.
+pub fn tunnel_interfaces(iface: &str) -> String {
+    format!(
+        "[[interfaces]]\nname = \"{iface}\"\npreference = 1\ntunnel = true\n\
+         [[interfaces]]\nname = \"eth0\"\npreference = 2\n"
+    )
+}
+
 /// Knobs of the DSMIPv6 scenario.
 #[derive(Debug, Clone)]
 pub struct DsmipOptions {
