@@ -129,6 +129,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// A flag SIGINT and SIGTERM raise, so that the lab and the soak end cleanly (namespaces
+/// and processes removed) when interrupted.
+fn stop_flag() -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -136,12 +146,10 @@ fn main() -> ExitCode {
             if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
                 return fail(e);
             }
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
-                    return fail(e);
-                }
-            }
+            let stop = match stop_flag() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
             // The daemons run from the m6t binary.
             let m6t = match sibling("m6t") {
                 Ok(b) => b,
@@ -197,12 +205,10 @@ fn main() -> ExitCode {
             if let Err(e) = m6t_linux::caps::check_tunnel_privileges() {
                 return fail(e);
             }
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
-                    return fail(e);
-                }
-            }
+            let stop = match stop_flag() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
             let m6t = match sibling("m6t") {
                 Ok(b) => b,
                 Err(e) => return fail(e),

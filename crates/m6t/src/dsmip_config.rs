@@ -353,6 +353,8 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         ipsec.as_ref(),
         true,
     )?;
+    // RFC 4877 section 4.4.1: with IKEv2, the home agent's IKE SAs follow their node.
+    machine.key_management = ike.is_some();
     if let Some(h) = &f.home_link {
         if h.is_empty() || h.len() > 15 {
             return Err(v.bad(
@@ -626,6 +628,8 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         ipsec.as_ref(),
         false,
     )?;
+    // RFC 4877 section 4.4.1: the IKE SA runs from the care-of address and follows it.
+    machine.key_management = ike.is_some();
     let home_prefix = match f.home_prefix {
         Some(p) if !p.contains(f.home_address) => {
             return Err(v.bad(

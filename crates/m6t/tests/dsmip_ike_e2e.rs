@@ -248,24 +248,11 @@ fn a_mobile_node_starting_on_an_ipv6_care_of_address_is_keyed_from_there() {
     assert!(log.contains(&from), "{log}");
     // On the wire: IKE_SA_INIT and IKE_AUTH over IPv6, UDP 4500 with the non-ESP marker
     // (tshark dissects it as ISAKMP only behind the marker).
-    let out = std::process::Command::new("tshark")
-        .args(["-n", "-r", &pcap.display().to_string(), "-Y", "isakmp"])
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "isakmp.exchangetype",
-        ])
-        .output()
-        .expect("tshark");
-    let rows = String::from_utf8_lossy(&out.stdout).to_string();
+    let rows = ike_over_ipv6(&pcap);
     for (src, ex) in [(MN6, "34"), (HA, "34"), (MN6, "35"), (HA, "35")] {
         assert!(
             rows.lines().any(|r| r == format!("{src}\t{ex}")),
-            "{src} {ex}: {rows} {}\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
+            "{src} {ex}: {rows}\n{}\n{}",
             l.net.log("tcpdump"),
             l.net
                 .sh("mn", &format!("tshark -n -r {} 2>&1", pcap.display()))
@@ -378,19 +365,7 @@ fn one_ike_sa_goes_to_ipv6_and_back_and_answers_liveness_checks_there() {
         "{hl}"
     );
     // On the wire: one IKE_SA_INIT exchange in all, and liveness checks answered over IPv6.
-    let out = std::process::Command::new("tshark")
-        .args(["-n", "-r", &pcap.display().to_string(), "-Y", "isakmp"])
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "isakmp.exchangetype",
-        ])
-        .output()
-        .expect("tshark");
-    let rows = String::from_utf8_lossy(&out.stdout).to_string();
+    let rows = ike_over_ipv6(&pcap);
     let n = |f: &dyn Fn(&str) -> bool| rows.lines().filter(|r| f(r)).count();
     assert_eq!(n(&|r| r.ends_with("\t34")), 2, "{rows}");
     assert!(
@@ -425,4 +400,22 @@ fn a_wrong_pre_shared_key_is_one_clear_line_each_side_and_no_registration() {
     assert!(
         l.mn_info().unwrap().1.counter("registrations") == 0 || !ml.contains("registered care-of")
     );
+}
+
+/// The IKE messages of a capture (tshark dissects UDP 4500 as ISAKMP only behind the
+/// non-ESP marker): a line `<IPv6 source>\t<exchange type>` each.
+fn ike_over_ipv6(pcap: &Path) -> String {
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r", &pcap.display().to_string(), "-Y", "isakmp"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "isakmp.exchangetype",
+        ])
+        .output()
+        .expect("tshark");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

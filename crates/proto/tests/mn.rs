@@ -300,3 +300,34 @@ fn a_bu_lost_on_a_changed_path_goes_again_at_once() {
     mn.send_now(t1);
     assert!(mn.poll_transmit().is_none());
 }
+
+/// RFC 4877 section 4.4.1: K in the BU when the node's IKE SA follows its moves; K in the BA
+/// only when the home agent's do too and the BU asked; the registration says which.
+#[test]
+fn k_flag_in_bu_and_ba_only_when_both_keep_ike_sas_across_moves() {
+    let t0 = Instant::now();
+    for (mn_k, ha_k) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut c = cfg();
+        c.key_management = mn_k;
+        let mut mn = BindingUpdateList::new(c, 0);
+        mn.handle_coas(t0, Some(a6("2001:db8:5::10")), None);
+        let o = mn.poll_transmit().unwrap();
+        let flags = bu_parts(&o).1;
+        assert_eq!(flags & bu_flags::K != 0, mn_k, "BU K, mn {mn_k}");
+        let mut h = ha();
+        let mut hc = h.config().clone();
+        hc.key_management = ha_k;
+        h = BindingCache::new(hc);
+        let ba = deliver(&mut h, t0, &o, false).unwrap();
+        let MhMessage::Ba { flags, .. } = ba.msg else {
+            panic!()
+        };
+        assert_eq!(
+            flags & m6t_wire::mh::ba_flags::K != 0,
+            mn_k && ha_k,
+            "BA K, mn {mn_k} ha {ha_k}"
+        );
+        assert!(mn.handle_ba(t0, &ba));
+        assert_eq!(mn.registration().unwrap().key_management, mn_k && ha_k);
+    }
+}

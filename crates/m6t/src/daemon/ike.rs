@@ -45,6 +45,8 @@ pub(crate) struct IkeDriver {
     current: Option<IkeSaId>,
     /// Mobile node: no new attempt before this.
     retry_at: Option<Instant>,
+    /// Mobile node: the care-of address the current IKE SA was made from.
+    made_from: Option<IpAddr>,
     /// Seeds the IVs of the SAs IKE keys.
     iv_seed: u64,
     /// The last failure logged, when, and how many identical ones were not logged since.
@@ -86,6 +88,7 @@ impl IkeDriver {
             target: None,
             current: None,
             retry_at: None,
+            made_from: None,
             iv_seed: u64::from_le_bytes(iv),
             last_failure: None,
             keylog: setup.keylog.clone(),
@@ -137,6 +140,25 @@ impl IkeDriver {
                 self.retry_at = None;
             }
         }
+    }
+
+    /// Mobile node: the home agent acknowledged a registration from `coa` without K (RFC
+    /// 4877 section 4.4.1): its IKE SA does not follow moves, so one made from another
+    /// address is closed and a new one made from `coa`. Nothing when the current IKE SA was
+    /// made from `coa` (or none exists yet).
+    pub(crate) fn home_agent_without_k(&mut self, now: Instant, coa: IpAddr) {
+        let Some(ike) = self.current else { return };
+        if self.made_from.is_none_or(|m| m == coa) {
+            return;
+        }
+        tracing::info!(
+            "the home agent does not keep IKE SAs across moves (no K in its BA): a new IKE SA \
+             from {coa}"
+        );
+        self.ep.close(now, ike);
+        self.current = None;
+        self.retry_at = None;
+        self.made_from = None;
     }
 
     /// When [`Self::drive`] wants to run next.
@@ -258,6 +280,9 @@ impl IkeDriver {
                 nat,
                 ..
             } => {
+                if self.current == Some(ike) {
+                    self.made_from = self.target.map(|(_, coa)| coa);
+                }
                 tracing::info!(
                     "IKE SA with {peer} at {remote} established ({}; NAT here: {}, there: {})",
                     suite.name(),

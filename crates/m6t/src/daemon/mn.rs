@@ -698,6 +698,9 @@ impl Driver {
             Coa::V6(a) => IpAddr::V6(a),
             Coa::V4(a) => IpAddr::V4(a),
         };
+        if let (Some(ike), false) = (self.ike.as_mut(), r.key_management) {
+            ike.home_agent_without_k(Instant::now(), coa);
+        }
         tracing::info!(
             "registered care-of {coa} tunnel {} lifetime {}s ipv4 home {:?} in {:.2} ms",
             mode_name(r.mode),

@@ -99,6 +99,10 @@ pub struct HaConfig {
     /// holds this many is refused with status 130, insufficient resources (RFC 6275
     /// sections 6.1.8 and 10.3.1); refreshes and deregistrations of bound ones still pass.
     pub max_bindings: usize,
+    /// The home agent's IKE SAs follow their mobile node's moves (they are updated from the
+    /// node's authenticated IKE messages on UDP 4500): K in the BA answering a BU with K
+    /// (RFC 6275 section 10.3.1, RFC 4877 section 4.4.1).
+    pub key_management: bool,
 }
 
 impl Default for HaConfig {
@@ -120,6 +124,7 @@ impl Default for HaConfig {
             accept_tlv: false,
             accept_unprotected: false,
             max_bindings: 100_000,
+            key_management: false,
         }
     }
 }
@@ -940,6 +945,7 @@ impl BindingCache {
         // A router of the Prefix Table; an IPv4 prefix holder that is not one keeps RFC
         // 5555's single IPv4 home prefix (its P option, checked with status 133).
         let router = flags & bu_flags::R != 0 && self.cfg.routers.contains_key(&hoa);
+        let key_management = flags & bu_flags::K != 0 && self.cfg.key_management;
         // RFC 3963 section 6.2: a registration does not change its type (a deregistration,
         // above, ignores R).
         if self.cache.get(&hoa).is_some_and(|b| b.router != router) {
@@ -1012,6 +1018,9 @@ impl BindingCache {
             if let MhMessage::Ba { flags, .. } = &mut out.ba.msg {
                 if router {
                     *flags |= ba_flags::R;
+                }
+                if key_management {
+                    *flags |= ba_flags::K;
                 }
             }
             out

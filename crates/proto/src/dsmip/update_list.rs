@@ -60,6 +60,10 @@ pub struct MnConfig {
     /// 3963 section 6.2; IPv4 Home Address options with the P flag, RFC 5555 section
     /// 3.1.1). Implicit mode otherwise: the home agent knows them (RFC 3963 section 5.2).
     pub explicit_prefixes: bool,
+    /// The node's IKE SA survives a move (it runs from the care-of address and follows
+    /// it): K in every BU from a care-of address (RFC 6275 section 11.7.1, RFC 4877
+    /// section 4.4.1).
+    pub key_management: bool,
 }
 
 impl Default for MnConfig {
@@ -83,6 +87,7 @@ impl Default for MnConfig {
             router: false,
             mobile_network: Vec::new(),
             explicit_prefixes: false,
+            key_management: false,
         }
     }
 }
@@ -145,6 +150,9 @@ pub struct Registration {
     pub ipv4_status: Option<u8>,
     /// The home agent forwards the mobile network (R in the BA, RFC 3963 section 6.6).
     pub router: bool,
+    /// The home agent keeps the IKE SA across moves too (K in the BA, RFC 4877 section
+    /// 4.4.1); without it, an IKE SA must be made again from each new care-of address.
+    pub key_management: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +304,9 @@ impl BindingUpdateList {
         let mut options = Vec::new();
         if self.cfg.router {
             flags |= bu_flags::R;
+        }
+        if self.cfg.key_management && coa != Coa::V6(self.cfg.hoa) {
+            flags |= bu_flags::K;
         }
         if coa == Coa::V6(self.cfg.hoa) {
             // The deregistration from home (RFC 6275 section 11.5.5): both home addresses'
@@ -550,6 +561,7 @@ impl BindingUpdateList {
             ipv4_hoa,
             ipv4_status,
             router: flags & ba_flags::R != 0,
+            key_management: flags & ba_flags::K != 0,
         });
         true
     }
