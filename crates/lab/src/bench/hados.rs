@@ -8,7 +8,9 @@
 //! agent's memory and CPU, the drop counters that show the flood was seen and dropped, and
 //! whether anything of the mobile node's state moved (its binding, its registration, the
 //! inbound SA's replay window): nothing should (RFC 4877 section 4.1, RFC 4303 section
-//! 3.4.3, RFC 7296 section 2.6).
+//! 3.4.3, RFC 7296 section 2.6). From one address, the IKE_SA_INIT flood meets the
+//! per-source budget (`ike_drop_init_budget`) before the half-open count reaches the COOKIE
+//! threshold: the burst's requests make half-open SAs, the rest are dropped unread.
 
 use super::flood::Kind;
 use super::loadgen::{cpu_ns, rss_bytes};
@@ -45,6 +47,7 @@ fn counters(kind: Kind) -> &'static [&'static str] {
             "drop_ipsec",
         ],
         _ => &[
+            "ike_drop_init_budget",
             "ike_cookies",
             "ike_drop_half_open",
             "ike_drop_cookie",
