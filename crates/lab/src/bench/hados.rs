@@ -37,6 +37,7 @@ fn counters(kind: Kind) -> &'static [&'static str] {
         Kind::HaBu => &[
             "bu_unprotected",
             "drop_ipsec",
+            "ipsec_unprotected",
             "ipsec_policy_mismatch",
             "bu_accepted",
         ],
