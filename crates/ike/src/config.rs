@@ -157,6 +157,17 @@ pub struct IkeConfig {
     pub max_sas: usize,
     /// How long a half-open SA may wait for its IKE_AUTH.
     pub half_open_timeout: Duration,
+    /// IKE_SA_INIT requests per second one source address may have answered (statelessly
+    /// with a COOKIE or an error, or with a new half-open SA); the rest are dropped before
+    /// they are parsed. Section 2.6's cookies keep a flood from making state, not from
+    /// costing the responder a reply each: a flood from one address must not take the
+    /// responder's time from the others. 0: no budget.
+    pub init_rate: u32,
+    /// IKE_SA_INIT requests above `init_rate` one source may send at once.
+    pub init_burst: u32,
+    /// Source addresses whose budget is tracked at once (a memory bound); beyond it, new
+    /// sources share one budget of `init_rate`.
+    pub init_sources: usize,
     /// Rekey each CHILD_SA this long after it was made (section 2.8); `None` never.
     pub rekey_child: Option<Duration>,
     /// Rekey the IKE SA this long after it was made (section 2.18); `None` never.
@@ -181,6 +192,9 @@ impl Default for IkeConfig {
             half_open_max: 1024,
             max_sas: 4096,
             half_open_timeout: Duration::from_secs(30),
+            init_rate: 20,
+            init_burst: 20,
+            init_sources: 4096,
             rekey_child: Some(Duration::from_secs(3600)),
             rekey_ike: Some(Duration::from_secs(4 * 3600)),
         }

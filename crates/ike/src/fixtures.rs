@@ -99,4 +99,44 @@ mod tests {
         assert_eq!(r.counters().child_established, 1);
         assert_eq!(r.sas().len(), 1);
     }
+
+    /// The transcript's IKE_SA_INIT with another initiator SPI.
+    fn init_with_spi(spi: u64) -> Vec<u8> {
+        let mut m = transcript()[0].clone();
+        m[0..8].copy_from_slice(&spi.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn one_source_gets_its_init_budget_and_no_more_and_others_keep_theirs() {
+        let t0 = Instant::now();
+        let mut r = responder();
+        let burst = u64::from(r.config().init_burst);
+        let rate = r.config().init_rate;
+        let answered = |r: &mut Endpoint| std::iter::from_fn(|| r.poll_transmit()).count() as u64;
+        // A flood from one address at one instant: the burst answered, the rest dropped
+        // unread (counted), no half-open SA beyond the burst.
+        for spi in 1..=1000u64 {
+            r.handle(t0, HA, MN, &init_with_spi(spi));
+        }
+        assert_eq!(answered(&mut r), burst);
+        assert_eq!(r.counters().drop_init_budget, 1000 - burst);
+        assert!(r.sas().len() as u64 <= burst);
+        // Another address of the same flood's time is answered.
+        let other = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)), 500);
+        r.handle(t0, HA, other, &init_with_spi(5000));
+        assert_eq!(answered(&mut r), 1);
+        // Refilled with the time elapsed, also at sub-millisecond spacing: a second's worth
+        // of requests 100 us apart gets `rate` answers (give or take one).
+        let mut n = 0;
+        for i in 0..10_000u64 {
+            let now = t0 + std::time::Duration::from_micros(100 * (i + 1));
+            r.handle(now, HA, MN, &init_with_spi(10_000 + i));
+            n += answered(&mut r);
+        }
+        assert!(
+            n.abs_diff(u64::from(rate)) <= 1,
+            "{n} answers in 1 s at {rate}/s"
+        );
+    }
 }

@@ -109,6 +109,8 @@ enum Cmd {
         base: std::net::Ipv6Addr,
         #[arg(long)]
         spoof: std::net::Ipv6Addr,
+        #[arg(long, default_value_t = 0)]
+        spi: u32,
     },
     /// The syscall floor of the bench: recvmmsg -> TUN write, nothing else.
     #[command(hide = true)]
@@ -260,6 +262,7 @@ fn main() -> ExitCode {
             ha,
             base,
             spoof,
+            spi,
         } => {
             let a = bench::flood::FloodArgs {
                 target,
@@ -270,6 +273,7 @@ fn main() -> ExitCode {
                 ha,
                 base,
                 spoof,
+                spi,
             };
             match bench::flood::run(a) {
                 Ok(()) => ExitCode::SUCCESS,

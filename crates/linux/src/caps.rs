@@ -73,9 +73,104 @@ pub fn keep_only(keep: &[Capability]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A user a daemon runs as once started (`user = "name"`): its uid and primary group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The name as configured.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// Looks `name` up in the user database (getpwnam_r: /etc/passwd and whatever NSS adds).
+/// `Ok(None)`: no such user.
+pub fn lookup_user(name: &str) -> std::io::Result<Option<RunAs>> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::other("a user name cannot contain a NUL byte"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut pw = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: the name is NUL-terminated, `pw` and
+        // `buf` are writable for their sizes, `out` receives a pointer into them or null.
+        let r = unsafe {
+            libc::getpwnam_r(
+                c.as_ptr(),
+                pw.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(std::io::Error::from_raw_os_error(r));
+        }
+        if out.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: filled by the successful call above (`out` points to it).
+        let pw = unsafe { pw.assume_init() };
+        return Ok(Some(RunAs {
+            name: name.to_owned(),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        }));
+    }
+}
+
+/// Switches every thread of the process to `user` (supplementary groups: its primary group
+/// only), keeping the calling thread's permitted capabilities across the switch
+/// (PR_SET_KEEPCAPS, capabilities(7) "Effect of user ID changes on capabilities") and
+/// raising its effective set to them again: [`keep_only`] then narrows them. The C
+/// library's set*id wrappers change every thread's credentials, so no thread started before
+/// stays root; those threads lose their capabilities (PR_SET_KEEPCAPS is per thread), which
+/// suits the ones that run now (they keep none).
+pub fn switch_user(user: &RunAs) -> std::io::Result<()> {
+    let last = std::io::Error::last_os_error;
+    // SAFETY: plain system calls with valid arguments; `groups` outlives setgroups.
+    unsafe {
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::other(format!(
+                "PR_SET_KEEPCAPS: {}",
+                last()
+            )));
+        }
+        let groups = [user.gid];
+        if libc::setgroups(1, groups.as_ptr()) != 0 {
+            return Err(std::io::Error::other(format!("setgroups: {}", last())));
+        }
+        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
+            return Err(std::io::Error::other(format!("setresgid: {}", last())));
+        }
+        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
+            return Err(std::io::Error::other(format!("setresuid: {}", last())));
+        }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
+    // The uid change cleared the effective set; the permitted one is intact.
+    let err = |e: caps::errors::CapsError| std::io::Error::other(format!("capabilities: {e}"));
+    let have = caps::read(None, caps::CapSet::Permitted).map_err(err)?;
+    caps::set(None, caps::CapSet::Effective, &have).map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn looks_up_users() {
+        let root = lookup_user("root").unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(lookup_user("no-such-user-m6t").unwrap(), None);
+        assert!(lookup_user("a\0b").is_err());
+    }
 
     #[test]
     fn parses_capeff() {

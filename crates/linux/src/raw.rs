@@ -305,6 +305,9 @@ impl AsRawFd for Capture {
 /// port bound to the IPv4 care-of address, so the NAT keeps one mapping for BUs and data).
 pub struct DsmipUdp {
     sock: std::net::UdpSocket,
+    /// The address it is bound to, asked once: every IKE datagram on port 4500 needs it,
+    /// and a getsockname per datagram is a system call a flood would make the daemon pay.
+    local: SocketAddrV4,
 }
 
 impl DsmipUdp {
@@ -322,15 +325,16 @@ impl DsmipUdp {
             libc::IP_PMTUDISC_DONT,
         )?;
         s.bind(&SockAddr::from(local))?;
-        Ok(DsmipUdp { sock: s.into() })
+        let sock: std::net::UdpSocket = s.into();
+        let SocketAddr::V4(local) = sock.local_addr()? else {
+            return Err(io::Error::other("not IPv4"));
+        };
+        Ok(DsmipUdp { sock, local })
     }
 
     /// The bound address.
     pub fn local(&self) -> io::Result<SocketAddrV4> {
-        match self.sock.local_addr()? {
-            SocketAddr::V4(a) => Ok(a),
-            SocketAddr::V6(_) => Err(io::Error::other("not IPv4")),
-        }
+        Ok(self.local)
     }
 
     /// Receives one datagram.

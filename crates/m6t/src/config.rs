@@ -161,6 +161,9 @@ pub struct ClientFile {
     /// no metrics server. Any TOML value here, so that a wrong type too gets an error
     /// naming the key (from [`V::metrics_listen`]) rather than a line number.
     pub metrics_listen: Option<toml::Value>,
+    /// The user to run as once started (`user = "name"`); absent: root. Any TOML value
+    /// here, so that a wrong type too gets an error naming the key (from [`V::user`]).
+    pub user: Option<toml::Value>,
 }
 
 /// The gateway's file, as written by the operator.
@@ -223,6 +226,9 @@ pub struct GatewayFile {
     /// no metrics server. Any TOML value here, so that a wrong type too gets an error
     /// naming the key (from [`V::metrics_listen`]) rather than a line number.
     pub metrics_listen: Option<toml::Value>,
+    /// The user to run as once started (`user = "name"`); absent: root. Any TOML value
+    /// here, so that a wrong type too gets an error naming the key (from [`V::user`]).
+    pub user: Option<toml::Value>,
     /// Datagrams per second one IPv4 source may send to the gateway's ports that no active
     /// state accepts, enforced by the kernel (an eBPF socket filter) before they reach the
     /// gateway; 0: no budget.
@@ -415,6 +421,30 @@ impl V<'_> {
             )),
         }
     }
+    /// `user`: the name of an existing user (looked up now, so that a typo stops the daemon
+    /// before it opens anything).
+    pub(crate) fn user(
+        &self,
+        v: Option<&toml::Value>,
+    ) -> Result<Option<m6t_linux::caps::RunAs>, ConfigError> {
+        let Some(v) = v else {
+            return Ok(None);
+        };
+        let name = match v.as_str() {
+            Some(s) if !s.is_empty() => s,
+            _ => {
+                return Err(self.bad(
+                    "user",
+                    format!("{v} is not a user name (a non-empty string, e.g. \"m6t\")"),
+                ))
+            }
+        };
+        match m6t_linux::caps::lookup_user(name) {
+            Ok(Some(u)) => Ok(Some(u)),
+            Ok(None) => Err(self.bad("user", format!("no user `{name}` on this system"))),
+            Err(e) => Err(self.bad("user", format!("looking up `{name}`: {e}"))),
+        }
+    }
     pub(crate) fn iface(&self, v: &str) -> Result<(), ConfigError> {
         if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
             return Err(self.bad("interface", "must be 1 to 15 characters, no '/' or space"));
@@ -444,6 +474,8 @@ pub struct Client {
     pub offload: bool,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The user to run as once started (`user`); `None`: stays root.
+    pub user: Option<m6t_linux::caps::RunAs>,
 }
 
 /// A validated gateway configuration.
@@ -467,6 +499,8 @@ pub struct Gateway {
     pub workers: usize,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The user to run as once started (`user`); `None`: stays root.
+    pub user: Option<m6t_linux::caps::RunAs>,
     /// The kernel's per-source packet budget (`source_packet_rate`, `source_packet_burst`):
     /// `(rate, burst)`, `None` when `source_packet_rate = 0`.
     pub source_limit: Option<(u32, u32)>,
@@ -539,6 +573,7 @@ pub fn client_from_str(path: &Path, text: &str) -> Result<Client, ConfigError> {
         claims_dir: f.claims_dir,
         offload: f.offload,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        user: v.user(f.user.as_ref())?,
     })
 }
 
@@ -640,6 +675,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
         offload: f.offload,
         workers: f.workers,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        user: v.user(f.user.as_ref())?,
         source_limit,
     })
 }

@@ -177,6 +177,9 @@ pub struct HaFile {
     /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
     /// no metrics server. Any TOML value, so that a wrong type names the key too.
     pub metrics_listen: Option<toml::Value>,
+    /// The user to run as once started (`user = "name"`); absent: root. Any TOML value,
+    /// so that a wrong type names the key too.
+    pub user: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
     /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
@@ -206,6 +209,8 @@ pub struct Ha {
     pub control_socket: PathBuf,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The user to run as once started (`user`); `None`: stays root.
+    pub user: Option<m6t_linux::caps::RunAs>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
     pub ipsec: Option<IpsecSetup>,
     /// The `[ike]` section, validated; `None` when absent.
@@ -374,6 +379,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
         control_socket: f.control_socket,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        user: v.user(f.user.as_ref())?,
         ipsec,
         ike,
     })
@@ -452,6 +458,9 @@ pub struct MnFile {
     /// Prometheus metrics over HTTP on this address and port (`GET /metrics`); absent:
     /// no metrics server. Any TOML value, so that a wrong type names the key too.
     pub metrics_listen: Option<toml::Value>,
+    /// The user to run as once started (`user = "name"`); absent: root. Any TOML value,
+    /// so that a wrong type names the key too.
+    pub user: Option<toml::Value>,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
     /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
@@ -507,6 +516,8 @@ pub struct Mn {
     pub control_socket: PathBuf,
     /// Where the Prometheus metrics are served (`metrics_listen`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The user to run as once started (`user`); `None`: stays root.
+    pub user: Option<m6t_linux::caps::RunAs>,
     /// Interfaces, most preferred first.
     pub interfaces: Vec<MnInterface>,
     /// The `[ipsec]` section, validated (keys read); `None` when absent.
@@ -655,6 +666,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         routes,
         control_socket: f.control_socket,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
+        user: v.user(f.user.as_ref())?,
         interfaces: ifs,
         ipsec,
         ike,

@@ -89,6 +89,12 @@ fn cases() -> Vec<Case> {
             g("metrics_listen = \"9464\"\n"),
             "metrics_listen",
         ),
+        // `user`: a name no account has, a wrong type, for each daemon.
+        case("gateway", g("user = \"no-such-user-m6t\"\n"), "user"),
+        case("gateway", g("user = 65534\n"), "user"),
+        case("client", c("user = \"no-such-user-m6t\"\n"), "user"),
+        case("ha", h("user = \"\"\n"), "user"),
+        case("mn", m("user = \"no-such-user-m6t\"\n"), "user"),
         case(
             "gateway",
             g("interface = \"a-name-much-too-long\"\n"),

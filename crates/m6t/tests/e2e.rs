@@ -408,6 +408,66 @@ fn daemons_keep_only_cap_net_admin_after_start() {
     assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
 }
 
+/// A gateway told `user = "nobody"` switches to that user after start, in every thread,
+/// with CAP_NET_ADMIN alone, keeps forwarding, and its control socket stays root's (mode
+/// 0600) and answers `m6t status` run as root.
+#[test]
+fn a_gateway_run_as_nobody_keeps_forwarding_with_cap_net_admin_only() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let nobody = m6t_linux::caps::lookup_user("nobody")
+        .unwrap()
+        .expect("a user `nobody`");
+    let l = start("e2euser", |o| {
+        o.gateway_extra = "user = \"nobody\"\n".into();
+    });
+    assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
+    const NET_ADMIN: u64 = 1 << 12;
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &l.net.ns("gw")])
+        .output()
+        .unwrap();
+    let mut threads = 0;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "m6t" {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            let line = |k: &str| {
+                st.lines()
+                    .find_map(|x| x.strip_prefix(k))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            };
+            let uid = vec![nobody.uid.to_string(); 4];
+            let gid = vec![nobody.gid.to_string(); 4];
+            assert_eq!(line("Uid:"), uid, "{st}");
+            assert_eq!(line("Gid:"), gid, "{st}");
+            assert_eq!(line("Groups:"), gid[..1], "{st}");
+            let cap = |k: &str| u64::from_str_radix(&line(k)[0], 16).unwrap();
+            let (eff, prm) = (cap("CapEff:"), cap("CapPrm:"));
+            assert!(
+                (eff == NET_ADMIN && prm == NET_ADMIN) || (eff == 0 && prm == 0),
+                "effective {eff:x} permitted {prm:x}"
+            );
+            assert_eq!(cap("CapBnd:") & !NET_ADMIN, 0);
+            assert_eq!(cap("CapAmb:"), 0);
+            assert_eq!(cap("CapInh:"), 0);
+            threads += usize::from(eff == NET_ADMIN);
+        }
+    }
+    assert!(threads >= 1, "no gateway thread kept CAP_NET_ADMIN");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&l.gw_sock).unwrap();
+    assert_eq!((m.mode() & 0o777, m.uid()), (0o600, 0));
+    assert_eq!(states(&l).len(), 1);
+    // Forwarding still, after the status request too.
+    assert_eq!(l.ping("mn", HA, 2, 56).unwrap().received, 2);
+}
+
 #[test]
 fn nat_reboot_with_a_new_mapping_recovers_by_itself() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -41,7 +41,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -279,6 +279,8 @@ pub struct IkeCounters {
     pub drop_half_open: u64,
     /// Dropped: an IKE_SA_INIT with a missing or wrong COOKIE while cookies are required.
     pub drop_cookie: u64,
+    /// Dropped unread: an IKE_SA_INIT beyond its source address's budget (`init_rate`).
+    pub drop_init_budget: u64,
     /// Dropped: a request of an exchange not valid in the SA's state.
     pub drop_state: u64,
     /// Half-open SAs expired.
@@ -293,7 +295,7 @@ pub struct IkeCounters {
 
 impl IkeCounters {
     /// Every counter with its name, for status and metrics.
-    pub fn iter(&self) -> [(&'static str, u64); 21] {
+    pub fn iter(&self) -> [(&'static str, u64); 22] {
         [
             ("ike_established", self.ike_established),
             ("ike_child_established", self.child_established),
@@ -312,6 +314,7 @@ impl IkeCounters {
             ("ike_drop_message_id", self.drop_message_id),
             ("ike_drop_half_open", self.drop_half_open),
             ("ike_drop_cookie", self.drop_cookie),
+            ("ike_drop_init_budget", self.drop_init_budget),
             ("ike_drop_state", self.drop_state),
             ("ike_half_open_expired", self.half_open_expired),
             ("ike_invalid_spi_sent", self.invalid_spi_sent),
@@ -544,6 +547,10 @@ pub struct Endpoint {
     cookie_secret: [u8; 32],
     /// When the last unprotected INVALID_IKE_SPI went out.
     invalid_spi_sent: Option<Instant>,
+    /// IKE_SA_INIT budgets by source address (tokens, last refill), and the one shared by
+    /// sources beyond `init_sources`.
+    init_budgets: HashMap<IpAddr, (f64, Instant)>,
+    init_overflow: Option<(f64, Instant)>,
     /// Wall-clock time (Unix seconds) for certificate validity, set by the driver.
     unix_time: u64,
     transmits: VecDeque<Transmit>,
@@ -640,6 +647,8 @@ impl Endpoint {
             by_initiator: HashMap::new(),
             cookie_secret,
             invalid_spi_sent: None,
+            init_budgets: HashMap::new(),
+            init_overflow: None,
             unix_time: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -1177,6 +1186,46 @@ impl Endpoint {
         }
     }
 
+    /// Takes one IKE_SA_INIT from `src`'s budget (a token bucket of `init_rate` per second,
+    /// `init_burst` deep, refilled with the time elapsed at sub-second resolution); false
+    /// when it is empty.
+    fn init_budget(&mut self, now: Instant, src: IpAddr) -> bool {
+        let rate = f64::from(self.config.init_rate);
+        if rate == 0.0 {
+            return true;
+        }
+        let burst = f64::from(self.config.init_burst.max(1));
+        let take = |b: &mut (f64, Instant)| {
+            let dt = now.saturating_duration_since(b.1).as_secs_f64();
+            b.0 = (b.0 + dt * rate).min(burst);
+            b.1 = now;
+            if b.0 >= 1.0 {
+                b.0 -= 1.0;
+                true
+            } else {
+                false
+            }
+        };
+        if !self.init_budgets.contains_key(&src)
+            && self.init_budgets.len() >= self.config.init_sources
+        {
+            // Forget the sources whose budget has refilled: they are where a new one starts.
+            self.init_budgets.retain(|_, b| {
+                b.0 + now.saturating_duration_since(b.1).as_secs_f64() * rate < burst
+            });
+        }
+        if let Some(b) = self.init_budgets.get_mut(&src) {
+            return take(b);
+        }
+        if self.init_budgets.len() < self.config.init_sources {
+            let mut b = (burst, now);
+            let ok = take(&mut b);
+            self.init_budgets.insert(src, b);
+            return ok;
+        }
+        take(self.init_overflow.get_or_insert((burst, now)))
+    }
+
     fn respond_sa_init(
         &mut self,
         now: Instant,
@@ -1187,6 +1236,10 @@ impl Endpoint {
     ) {
         if hdr.message_id != 0 {
             self.counters.drop_message_id += 1;
+            return;
+        }
+        if !self.init_budget(now, remote.ip()) {
+            self.counters.drop_init_budget += 1;
             return;
         }
         // A repeated request: the same answer again (section 2.1), no new state.

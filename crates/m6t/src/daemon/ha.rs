@@ -288,7 +288,10 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         cfg.machine.home_prefix
     );
     // Everything privileged is open: keep only what the loop still needs.
-    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
+    super::keep_only(
+        cfg.user.as_ref(),
+        &[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW],
+    )?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         home: HomeLink {

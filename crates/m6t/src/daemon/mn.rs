@@ -270,7 +270,10 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     let ike = cfg.ike.as_ref().map(|s| IkeDriver::new(s, seed));
     tracing::info!("mobile node up: {} home address {hoa}", tun.name());
     // Everything privileged is open: keep only what the loop still needs.
-    super::keep_only(&[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])?;
+    super::keep_only(
+        cfg.user.as_ref(),
+        &[Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW],
+    )?;
     m6t_linux::notify::ready();
     let mut d = Driver {
         info: MnInfo {

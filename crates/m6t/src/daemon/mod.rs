@@ -54,11 +54,23 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Daem
     }
 }
 
-/// Drops every capability but `keep` (see [`m6t_linux::caps::keep_only`]) once a daemon
-/// has opened what needs more: CAP_NET_ADMIN stays for the addresses, routes and proxy
-/// entries it changes as it runs, CAP_NET_RAW for the raw sockets the DSMIPv6 daemons may
-/// open again on an interface change.
-pub(crate) fn keep_only(keep: &[m6t_linux::caps::Capability]) -> Result<(), DaemonError> {
+/// Switches to `user` when the file names one (`user`, [`m6t_linux::caps::switch_user`]),
+/// then drops every capability but `keep` (see [`m6t_linux::caps::keep_only`]) once a
+/// daemon has opened what needs more: CAP_NET_ADMIN stays for the addresses, routes and
+/// proxy entries it changes as it runs, CAP_NET_RAW for the raw sockets the DSMIPv6 daemons
+/// may open again on an interface change. The user first: changing it needs CAP_SETUID and
+/// CAP_SETGID, which `keep_only` then drops.
+pub(crate) fn keep_only(
+    user: Option<&m6t_linux::caps::RunAs>,
+    keep: &[m6t_linux::caps::Capability],
+) -> Result<(), DaemonError> {
+    if let Some(u) = user {
+        m6t_linux::caps::switch_user(u).map_err(io(format!(
+            "switching to user `{}` (uid {}, gid {}; key `user`)",
+            u.name, u.uid, u.gid
+        )))?;
+        tracing::info!("running as user {} (uid {}, gid {})", u.name, u.uid, u.gid);
+    }
     m6t_linux::caps::keep_only(keep).map_err(io("capabilities"))
 }
 
