@@ -148,7 +148,7 @@ impl IkeDriver {
     /// made from `coa` (or none exists yet).
     pub(crate) fn home_agent_without_k(&mut self, now: Instant, coa: IpAddr) {
         let Some(ike) = self.current else { return };
-        if self.made_from.is_none_or(|m| m == coa) {
+        if self.made_from.map_or(true, |m| m == coa) {
             return;
         }
         tracing::info!(
