@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{Lab, CHARON_ADDR, PEER_ADDR};
+use common::{Lab, CHARON_ADDR, NAT_PUBLIC, PEER_ADDR, PUBLIC_PEER_ADDR};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -99,14 +99,19 @@ impl Peer {
         };
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &lab.ns[1], env!("CARGO_BIN_EXE_ike-peer")]);
-        cmd.args(["--role", role, "--local", &PEER_ADDR.to_string()]);
+        cmd.args(["--role", role, "--local", &lab.peer_addr.to_string()]);
         cmd.args(["--remote", &CHARON_ADDR.to_string()]);
         cmd.args(["--id", "mn1@example.org", "--remote-id", "ha.example.org"]);
         cmd.args(&psk_args);
         cmd.args(["--ike", "aes128-sha256-modp2048", "--esp", "aes128-sha256"]);
         cmd.args(["--local-ts", &format!("{OUR_INNER}/128")]);
         cmd.args(["--remote-ts", &format!("{CHARON_INNER}/128")]);
-        cmd.args(["--encap", "--seconds", "25"]);
+        // Without a NAT in between encapsulation is forced (kernel-libipsec's tunnel mode
+        // needs UDP); behind the NAT lab's NAT, NAT detection must choose it.
+        if lab.ns.len() == 2 {
+            cmd.arg("--encap");
+        }
+        cmd.args(["--seconds", "25"]);
         cmd.args(extra);
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
@@ -428,32 +433,51 @@ fn swanctl_certs(dir: &str, initiator: bool) -> String {
         )
 }
 
+/// A lab with a throwaway PKI: CAs `ca` and `ca2`; charon is ha.example.org with `ha.pem`
+/// issued by `ha_ca` and trusts `ca` for mn1@example.org; our peer's certificate `mn.pem`
+/// is issued by `mn_ca` and it trusts `ca` for charon. charon is started (initiating when
+/// `charon_initiates`); returns the lab and our peer's certificate arguments.
+fn cert_lab(tag: &str, ha_ca: &str, mn_ca: &str, charon_initiates: bool) -> (Lab, Vec<String>) {
+    use common::pki::{self, Kind};
+    let mut lab = common::lab(tag);
+    let dir = lab.path();
+    let ca = pki::ca(&lab.dir, "ca", Kind::Rsa);
+    pki::ca(&lab.dir, "ca2", Kind::Rsa);
+    pki::leaf(&lab.dir, ha_ca, "ha", "DNS:ha.example.org", Kind::Rsa);
+    let (mc, mk) = pki::leaf(&lab.dir, mn_ca, "mn", "email:mn1@example.org", Kind::Rsa);
+    let conf = swanctl_certs(&dir, charon_initiates);
+    assert!(
+        !conf.contains("secret =") && conf.contains("auth = pubkey"),
+        "{conf}"
+    );
+    // swanctl reads keys from private/ beside the swanctl.conf it loads.
+    let private = lab.dir.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::copy(lab.dir.join("ha.key"), private.join("ha.key")).unwrap();
+    lab.start_charon(&format!("{PLUGINS} pkcs8"), "install_routes = yes", &conf);
+    let extra = ["--cert", &mc.display().to_string(), "--key"]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            mk.display().to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+        ])
+        .collect();
+    (lab, extra)
+}
+
 #[test]
 fn certificates_with_rfc7427_signatures_each_way() {
-    use common::pki::{self, Kind};
     for ours_initiates in [false, true] {
-        let mut lab = common::lab(if ours_initiates { "ci" } else { "cr" });
-        let dir = lab.path();
-        let ca = pki::ca(&lab.dir, "ca", Kind::Rsa);
-        pki::leaf(&lab.dir, "ca", "ha", "DNS:ha.example.org", Kind::Rsa);
-        let (mc, mk) = pki::leaf(&lab.dir, "ca", "mn", "email:mn1@example.org", Kind::Rsa);
-        let conf = swanctl_certs(&dir, !ours_initiates);
-        assert!(
-            !conf.contains("secret =") && conf.contains("auth = pubkey"),
-            "{conf}"
+        let (mut lab, certs) = cert_lab(
+            if ours_initiates { "ci" } else { "cr" },
+            "ca",
+            "ca",
+            !ours_initiates,
         );
-        // swanctl reads keys from private/ beside the swanctl.conf it loads.
-        let private = lab.dir.join("private");
-        std::fs::create_dir_all(&private).unwrap();
-        std::fs::copy(lab.dir.join("ha.key"), private.join("ha.key")).unwrap();
-        lab.start_charon(&format!("{PLUGINS} pkcs8"), "install_routes = yes", &conf);
         inner_address_on_ipsec0(&lab);
-        let (c, k, a) = (
-            mc.display().to_string(),
-            mk.display().to_string(),
-            ca.display().to_string(),
-        );
-        let mut extra = vec!["--cert", &c, "--key", &k, "--ca", &a];
+        let mut extra: Vec<&str> = certs.iter().map(String::as_str).collect();
         if ours_initiates {
             extra.extend(["--ping", CHARON_INNER, "--count", "3"]);
         }
@@ -485,4 +509,68 @@ fn certificates_with_rfc7427_signatures_each_way() {
         );
         esp_both_ways(&lab, &peer, ours_initiates);
     }
+}
+
+/// The one `failed` line our peer printed, after a moment for a second one to show.
+fn the_failure(peer: &Peer) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = peer.lines.lock().unwrap();
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("failed")).collect();
+    assert_eq!(failed.len(), 1, "one clear line: {}", lines.join("\n"));
+    failed[0].clone()
+}
+
+#[test]
+fn untrusted_certificates_each_way_are_authentication_failed() {
+    // charon initiates with a certificate from ca2, which our responder does not trust.
+    let (mut lab, certs) = cert_lab("u", "ca2", "ca", true);
+    let extra: Vec<&str> = certs.iter().map(String::as_str).collect();
+    let peer = Peer::start_with(&mut lab, "responder", "", &extra);
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "5"]);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let line = the_failure(&peer);
+    assert!(
+        line.contains("ha.example.org") && line.contains("certificate refused"),
+        "{line}"
+    );
+    lab.wait_log(5, |l| {
+        l.contains("received AUTHENTICATION_FAILED notify error")
+    })
+    .unwrap_or_else(|| panic!("charon did not get AUTHENTICATION_FAILED: {}", lab.log()));
+    assert_eq!(peer.count("child up"), 0);
+    drop(lab);
+
+    // Our initiator with a certificate from ca2, which charon does not trust.
+    let (mut lab, certs) = cert_lab("v", "ca", "ca2", false);
+    let extra: Vec<&str> = certs.iter().map(String::as_str).collect();
+    let peer = Peer::start_with(&mut lab, "initiator", "", &extra);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let line = the_failure(&peer);
+    assert!(
+        line.contains("refused our authentication as mn1@example.org")
+            && line.contains("trusts our certificate's CA"),
+        "{line}"
+    );
+    // charon found no trusted key for us: our certificate's issuer is not its CA.
+    let log = lab.log();
+    assert!(
+        log.contains("no trusted RSA public key found for 'mn1@example.org'"),
+        "{log}"
+    );
+    // ... and said so in its IKE_AUTH response (charon's log abbreviates the notify).
+    assert!(
+        log.contains("generating IKE_AUTH response 1 [ N(AUTH_FAILED) ]"),
+        "{log}"
+    );
+    assert_eq!(peer.count("child up"), 0);
 }
