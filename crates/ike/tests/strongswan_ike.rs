@@ -14,7 +14,12 @@
 //! 5. liveness: charon's DPD notices our peer gone, a restarted peer is established again,
 //!    and our liveness checks notice charon gone;
 //! 6. certificates (RSA: this charon has no ECDSA) from a CA openssl made, RFC 7427
-//!    signatures each way, charon initiating and responding, then ESP both ways.
+//!    signatures each way, charon initiating and responding, then ESP both ways;
+//! 7. a certificate from a CA the other side does not trust, each way: AUTHENTICATION_FAILED
+//!    and one clear line;
+//! 8. charon behind an nftables masquerade NAT initiating to our responder: NAT detection
+//!    finds it, IKE_AUTH and ESP-in-UDP (RFC 3948) on 4500 as tshark sees them on the public
+//!    side, ESP both ways.
 
 mod common;
 
@@ -573,4 +578,146 @@ fn untrusted_certificates_each_way_are_authentication_failed() {
         "{log}"
     );
     assert_eq!(peer.count("child up"), 0);
+}
+
+/// A capture on `iface` in namespace `ns` into `pcap`, started before it returns.
+fn capture(lab: &mut Lab, ns: usize, iface: &str, pcap: &std::path::Path) {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns[ns],
+            "tshark",
+            "-q",
+            "-i",
+            iface,
+            "-w",
+        ])
+        .arg(pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark: run bash scripts/install-deps.sh");
+    lab.children.push(child);
+    // dumpcap writes the pcapng section header once it captures.
+    let t = Instant::now();
+    while std::fs::metadata(pcap).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tshark did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tshark's reading of `pcap`: per packet, the fields asked for, tab-separated.
+fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn charon_behind_a_nat_initiates_to_our_responder() {
+    let mut lab = common::nat_lab("n");
+    let pcap = lab.dir.join("public.pcap");
+    capture(&mut lab, 1, "pub0", &pcap);
+    // No forced encapsulation: NAT detection must find the NAT.
+    let conf = swanctl_conf("m6t interop secret", true)
+        .replace(
+            &format!("remote_addrs = {PEER_ADDR}"),
+            &format!("remote_addrs = {PUBLIC_PEER_ADDR}"),
+        )
+        .replace("    encap = yes\n", "");
+    assert!(!conf.contains("encap") && conf.contains(&PUBLIC_PEER_ADDR.to_string()));
+    lab.start_charon(PLUGINS, "install_routes = yes", &conf);
+    inner_address_on_ipsec0(&lab);
+    let ping = ["--ping", CHARON_INNER, "--count", "3"];
+    let peer = Peer::start_with(&mut lab, "responder", "m6t interop secret", &ping);
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    let log = lab
+        .wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
+        .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
+    // Each side's NAT detection: charon sees itself behind a NAT, we see the peer behind
+    // one (nat = (in front of us, in front of the peer)).
+    assert!(log.contains("local host is behind NAT"), "{log}");
+    let up = peer
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("ike up"))
+        .cloned()
+        .unwrap();
+    assert!(
+        up.contains(&format!("remote={NAT_PUBLIC}:")) && up.contains("nat=(false, true)"),
+        "{up}"
+    );
+    assert!(peer.dump().contains("encap=true"), "{}", peer.dump());
+    esp_both_ways(&lab, &peer, true);
+
+    // The public side, as tshark sees it.
+    // dumpcap writes in its own time: a moment before it stops.
+    std::thread::sleep(Duration::from_secs(1));
+    common::stop(lab.children.remove(0));
+    let pub_ = PUBLIC_PEER_ADDR.to_string();
+    let init = tshark_fields(
+        &pcap,
+        "isakmp.exchangetype == 34",
+        &["ip.src", "udp.srcport", "udp.dstport"],
+    );
+    assert!(
+        init.iter()
+            .any(|f| f[0] == NAT_PUBLIC.to_string() && f[2] == "500"),
+        "IKE_SA_INIT from the NAT's address: {init:?}"
+    );
+    let auth = tshark_fields(
+        &pcap,
+        "isakmp.exchangetype == 35",
+        &["ip.src", "udp.srcport", "udp.dstport"],
+    );
+    assert!(auth.len() >= 2, "IKE_AUTH request and response: {auth:?}");
+    for f in &auth {
+        let ours = if f[0] == pub_ { &f[1] } else { &f[2] };
+        assert_eq!(
+            ours, "4500",
+            "IKE_AUTH not on 4500 (non-ESP marker): {auth:?}"
+        );
+    }
+    // ESP in UDP both ways, all on our 4500: charon's 3 echoes and our answers, our 3
+    // echoes and the answers we got (our first echo leaves with our IKE_AUTH response and
+    // may reach charon before it installed the CHILD_SA).
+    let replies = peer.count("ping reply");
+    let esp = tshark_fields(
+        &pcap,
+        "udp && esp",
+        &["ip.src", "udp.srcport", "udp.dstport", "esp.spi"],
+    );
+    let from_us = esp
+        .iter()
+        .filter(|f| f[0] == pub_ && f[1] == "4500")
+        .count();
+    let to_us = esp
+        .iter()
+        .filter(|f| f[0] != pub_ && f[2] == "4500")
+        .count();
+    assert!(from_us >= 6 && to_us >= 3 + replies, "ESP in UDP: {esp:?}");
+    assert_eq!(from_us + to_us, esp.len(), "{esp:?}");
+    assert!(
+        tshark_fields(&pcap, "esp && !udp", &["frame.number"]).is_empty(),
+        "bare ESP on the public side"
+    );
 }
