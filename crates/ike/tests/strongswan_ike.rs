@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{Lab, CHARON_ADDR, NAT_PUBLIC, PEER_ADDR, PUBLIC_PEER_ADDR};
+use common::{Lab, CHARON_ADDR, NAT_PUBLIC, PEER_ADDR, PUBLIC_ADDR};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -105,7 +105,7 @@ impl Peer {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &lab.ns[1], env!("CARGO_BIN_EXE_ike-peer")]);
         cmd.args(["--role", role, "--local", &lab.peer_addr.to_string()]);
-        cmd.args(["--remote", &CHARON_ADDR.to_string()]);
+        cmd.args(["--remote", &lab.charon_addr.to_string()]);
         cmd.args(["--id", "mn1@example.org", "--remote-id", "ha.example.org"]);
         cmd.args(&psk_args);
         cmd.args(["--ike", "aes128-sha256-modp2048", "--esp", "aes128-sha256"]);
@@ -631,29 +631,71 @@ fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<V
 
 #[test]
 fn charon_behind_a_nat_initiates_to_our_responder() {
-    let mut lab = common::nat_lab("n");
+    through_a_nat(true);
+}
+
+#[test]
+fn our_initiator_behind_a_nat_to_charon() {
+    through_a_nat(false);
+}
+
+/// The inside side (charon when `charon_inside`, else ours) initiates through the NAT to
+/// the public side: NAT detection on both, IKE_AUTH and ESP-in-UDP on the public side's
+/// 4500 (tshark on the public side's link), ESP both ways.
+fn through_a_nat(charon_inside: bool) {
+    let mut lab = common::nat_lab(if charon_inside { "n" } else { "m" }, charon_inside);
     let pcap = lab.dir.join("public.pcap");
-    capture(&mut lab, 1, "pub0", &pcap);
+    // The public side's namespace: ours (1) or charon's (0).
+    capture(&mut lab, usize::from(charon_inside), "pub0", &pcap);
     // No forced encapsulation: NAT detection must find the NAT.
-    let conf = swanctl_conf("m6t interop secret", true)
+    let conf = swanctl_conf("m6t interop secret", charon_inside)
+        .replace(
+            &format!("local_addrs = {CHARON_ADDR}"),
+            &format!("local_addrs = {}", lab.charon_addr),
+        )
         .replace(
             &format!("remote_addrs = {PEER_ADDR}"),
-            &format!("remote_addrs = {PUBLIC_PEER_ADDR}"),
+            &format!("remote_addrs = {PUBLIC_ADDR}"),
         )
         .replace("    encap = yes\n", "");
-    assert!(!conf.contains("encap") && conf.contains(&PUBLIC_PEER_ADDR.to_string()));
+    assert!(!conf.contains("encap") && conf.contains(&PUBLIC_ADDR.to_string()));
     lab.start_charon(PLUGINS, "install_routes = yes", &conf);
     inner_address_on_ipsec0(&lab);
     let ping = ["--ping", CHARON_INNER, "--count", "3"];
-    let peer = Peer::start_with(&mut lab, "responder", "m6t interop secret", &ping);
-    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    let role = if charon_inside {
+        "responder"
+    } else {
+        "initiator"
+    };
+    let peer = Peer::start_with(&mut lab, role, "m6t interop secret", &ping);
+    if charon_inside {
+        let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    }
     assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
     let log = lab
         .wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
         .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
-    // Each side's NAT detection: charon sees itself behind a NAT, we see the peer behind
-    // one (nat = (in front of us, in front of the peer)).
-    assert!(log.contains("local host is behind NAT"), "{log}");
+    // Each side's NAT detection (ours: nat = (in front of us, in front of the peer)), and
+    // neither sees a NAT where there is none: each checks the other's NAT-D hashes. Our
+    // "in front of the peer" is true both ways: with kernel-libipsec charon always fakes
+    // its NAT_DETECTION_SOURCE_IP (it needs UDP encapsulation), so only charon's own
+    // verdicts and ours about us tell the NAT's place.
+    let (theirs, not_theirs, ours, remote) = if charon_inside {
+        (
+            "local host is behind NAT",
+            "remote host is behind NAT",
+            "nat=(false, true)",
+            format!("remote={NAT_PUBLIC}:"),
+        )
+    } else {
+        (
+            "remote host is behind NAT",
+            "local host is behind NAT",
+            "nat=(true, true)",
+            format!("remote={PUBLIC_ADDR}:4500"),
+        )
+    };
+    assert!(log.contains(theirs) && !log.contains(not_theirs), "{log}");
     let up = peer
         .lines
         .lock()
@@ -663,8 +705,9 @@ fn charon_behind_a_nat_initiates_to_our_responder() {
         .cloned()
         .unwrap();
     assert!(
-        up.contains(&format!("remote={NAT_PUBLIC}:")) && up.contains("nat=(false, true)"),
-        "{up}"
+        up.contains(&remote) && up.contains(ours),
+        "{up}\n{}",
+        lab.log()
     );
     assert!(peer.dump().contains("encap=true"), "{}", peer.dump());
     esp_both_ways(&lab, &peer, true);
@@ -672,8 +715,9 @@ fn charon_behind_a_nat_initiates_to_our_responder() {
     // The public side, as tshark sees it.
     // dumpcap writes in its own time: a moment before it stops.
     std::thread::sleep(Duration::from_secs(1));
+    // tshark started first.
     common::stop(lab.children.remove(0));
-    let pub_ = PUBLIC_PEER_ADDR.to_string();
+    let public = PUBLIC_ADDR.to_string();
     let init = tshark_fields(
         &pcap,
         "isakmp.exchangetype == 34",
@@ -691,31 +735,36 @@ fn charon_behind_a_nat_initiates_to_our_responder() {
     );
     assert!(auth.len() >= 2, "IKE_AUTH request and response: {auth:?}");
     for f in &auth {
-        let ours = if f[0] == pub_ { &f[1] } else { &f[2] };
+        let port = if f[0] == public { &f[1] } else { &f[2] };
         assert_eq!(
-            ours, "4500",
+            port, "4500",
             "IKE_AUTH not on 4500 (non-ESP marker): {auth:?}"
         );
     }
-    // ESP in UDP both ways, all on our 4500: charon's 3 echoes and our answers, our 3
-    // echoes and the answers we got (our first echo leaves with our IKE_AUTH response and
-    // may reach charon before it installed the CHILD_SA).
+    // ESP in UDP both ways, all on the public side's 4500: charon's 3 echoes and our
+    // answers, our 3 echoes and the answers we got (as responder, our first echo leaves
+    // with our IKE_AUTH response and may reach charon before it installed the CHILD_SA).
     let replies = peer.count("ping reply");
     let esp = tshark_fields(
         &pcap,
         "udp && esp",
         &["ip.src", "udp.srcport", "udp.dstport", "esp.spi"],
     );
-    let from_us = esp
+    let from_public = esp
         .iter()
-        .filter(|f| f[0] == pub_ && f[1] == "4500")
+        .filter(|f| f[0] == public && f[1] == "4500")
         .count();
-    let to_us = esp
+    let to_public = esp
         .iter()
-        .filter(|f| f[0] != pub_ && f[2] == "4500")
+        .filter(|f| f[0] != public && f[2] == "4500")
         .count();
+    let (from_us, to_us) = if charon_inside {
+        (from_public, to_public)
+    } else {
+        (to_public, from_public)
+    };
     assert!(from_us >= 6 && to_us >= 3 + replies, "ESP in UDP: {esp:?}");
-    assert_eq!(from_us + to_us, esp.len(), "{esp:?}");
+    assert_eq!(from_public + to_public, esp.len(), "{esp:?}");
     assert!(
         tshark_fields(&pcap, "esp && !udp", &["frame.number"]).is_empty(),
         "bare ESP on the public side"

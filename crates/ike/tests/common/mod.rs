@@ -26,8 +26,8 @@ pub const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const NAT_INSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 /// In [`nat_lab`]: the NAT's public address, which charon's packets leave from.
 pub const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-/// In [`nat_lab`]: our side's public address.
-pub const PUBLIC_PEER_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// In [`nat_lab`]: the public side's address (ours, or charon's when we are inside).
+pub const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 
 /// What a test set up, torn down by `Drop`, also on a panic.
 pub struct Lab {
@@ -35,6 +35,8 @@ pub struct Lab {
     pub dir: PathBuf,
     /// charon's namespace, ours, and in [`nat_lab`] the NAT's.
     pub ns: Vec<String>,
+    /// charon's address (where it listens).
+    pub charon_addr: Ipv4Addr,
     /// Our side's address (where our peer binds).
     pub peer_addr: Ipv4Addr,
     /// Processes to stop.
@@ -103,6 +105,7 @@ fn lab_dir(tag: &str) -> Lab {
     let lab = Lab {
         dir: std::env::temp_dir().join(format!("m6t-ike-{tag}-{pid}")),
         ns: Vec::new(),
+        charon_addr: CHARON_ADDR,
         peer_addr: PEER_ADDR,
         children: Vec::new(),
     };
@@ -122,28 +125,36 @@ fn veth(a: &str, a_if: &str, a_addr: Ipv4Addr, b: &str, b_if: &str, b_addr: Ipv4
     }
 }
 
-/// Like [`lab`], but charon sits behind a masquerading NAT: charon (`CHARON_ADDR` on ike0,
-/// default route via `NAT_INSIDE`) -- NAT namespace (nftables masquerade out of pub0 as
-/// `NAT_PUBLIC`, with random source ports so the mapping is visibly not the identity) --
-/// our side (`PUBLIC_PEER_ADDR` on pub0). Our side has no route to 192.0.2.0/24: whatever
-/// charon sends reaches it only translated.
-pub fn nat_lab(tag: &str) -> Lab {
+/// Like [`lab`], but one side sits behind a masquerading NAT: the inside side (charon at
+/// `CHARON_ADDR` when `charon_inside`, else ours at `PEER_ADDR`, on ike0, default route via
+/// `NAT_INSIDE`) -- NAT namespace (nftables masquerade out of pub0 as `NAT_PUBLIC`, with
+/// random source ports so the mapping is visibly not the identity, above 4500 so tshark,
+/// which tries a UDP packet's lower port first, dissects by 500 and 4500) -- the public side
+/// (`PUBLIC_ADDR` on pub0). The public side has no route to 192.0.2.0/24: whatever the
+/// inside sends reaches it only translated.
+pub fn nat_lab(tag: &str, charon_inside: bool) -> Lab {
     let mut lab = lab_dir(tag);
     let pid = std::process::id();
     lab.ns = ["c", "p", "n"]
         .map(|r| format!("m6tike-{r}{tag}{pid}"))
         .to_vec();
-    lab.peer_addr = PUBLIC_PEER_ADDR;
     for n in &lab.ns {
         run(&["ip", "netns", "add", n]);
     }
     let (c, p, n) = (lab.ns[0].clone(), lab.ns[1].clone(), lab.ns[2].clone());
-    veth(&c, "ike0", CHARON_ADDR, &n, "ike0", NAT_INSIDE);
-    veth(&n, "pub0", NAT_PUBLIC, &p, "pub0", PUBLIC_PEER_ADDR);
+    let (inside, outside, inside_addr) = if charon_inside {
+        lab.peer_addr = PUBLIC_ADDR;
+        (c, p, CHARON_ADDR)
+    } else {
+        lab.charon_addr = PUBLIC_ADDR;
+        (p, c, PEER_ADDR)
+    };
+    veth(&inside, "ike0", inside_addr, &n, "ike0", NAT_INSIDE);
+    veth(&n, "pub0", NAT_PUBLIC, &outside, "pub0", PUBLIC_ADDR);
     run(&[
         "ip",
         "-n",
-        &c,
+        &inside,
         "route",
         "add",
         "default",
@@ -160,7 +171,7 @@ pub fn nat_lab(tag: &str) -> Lab {
         "-w",
         "net.ipv4.ip_forward=1",
     ]);
-    let ruleset = "table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname \"pub0\" masquerade random\n  }\n}\n";
+    let ruleset = "table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname \"pub0\" meta l4proto udp masquerade to :40000-60000 random\n    oifname \"pub0\" masquerade\n  }\n}\n";
     let nft = lab.dir.join("nat.nft");
     std::fs::write(&nft, ruleset).unwrap();
     run(&[
