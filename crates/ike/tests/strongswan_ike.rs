@@ -14,11 +14,16 @@
 //! 5. liveness: charon's DPD notices our peer gone, a restarted peer is established again,
 //!    and our liveness checks notice charon gone;
 //! 6. certificates (RSA: this charon has no ECDSA) from a CA openssl made, RFC 7427
-//!    signatures each way, charon initiating and responding, then ESP both ways.
+//!    signatures each way, charon initiating and responding, then ESP both ways;
+//! 7. a certificate from a CA the other side does not trust, each way: AUTHENTICATION_FAILED
+//!    and one clear line;
+//! 8. charon behind an nftables masquerade NAT initiating to our responder: NAT detection
+//!    finds it, IKE_AUTH and ESP-in-UDP (RFC 3948) on 4500 as tshark sees them on the public
+//!    side, ESP both ways.
 
 mod common;
 
-use common::{Lab, CHARON_ADDR, PEER_ADDR};
+use common::{Lab, CHARON_ADDR, NAT_PUBLIC, PEER_ADDR, PUBLIC_ADDR};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -99,14 +104,19 @@ impl Peer {
         };
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &lab.ns[1], env!("CARGO_BIN_EXE_ike-peer")]);
-        cmd.args(["--role", role, "--local", &PEER_ADDR.to_string()]);
-        cmd.args(["--remote", &CHARON_ADDR.to_string()]);
+        cmd.args(["--role", role, "--local", &lab.peer_addr.to_string()]);
+        cmd.args(["--remote", &lab.charon_addr.to_string()]);
         cmd.args(["--id", "mn1@example.org", "--remote-id", "ha.example.org"]);
         cmd.args(&psk_args);
         cmd.args(["--ike", "aes128-sha256-modp2048", "--esp", "aes128-sha256"]);
         cmd.args(["--local-ts", &format!("{OUR_INNER}/128")]);
         cmd.args(["--remote-ts", &format!("{CHARON_INNER}/128")]);
-        cmd.args(["--encap", "--seconds", "25"]);
+        // Without a NAT in between encapsulation is forced (kernel-libipsec's tunnel mode
+        // needs UDP); behind the NAT lab's NAT, NAT detection must choose it.
+        if lab.ns.len() == 2 {
+            cmd.arg("--encap");
+        }
+        cmd.args(["--seconds", "25"]);
         cmd.args(extra);
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
@@ -214,6 +224,11 @@ fn esp_both_ways(lab: &Lab, peer: &Peer, we_ping: bool) {
         peer.dump(),
         lab.log()
     );
+    // Our peer prints after it sends: its last line may trail charon's last reply.
+    let t = Instant::now();
+    while peer.count("echo answered") < 3 && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(peer.count("echo answered") >= 3, "{}", peer.dump());
     assert_eq!(peer.count("esp drop"), 0, "{}", peer.dump());
 }
@@ -428,32 +443,51 @@ fn swanctl_certs(dir: &str, initiator: bool) -> String {
         )
 }
 
+/// A lab with a throwaway PKI: CAs `ca` and `ca2`; charon is ha.example.org with `ha.pem`
+/// issued by `ha_ca` and trusts `ca` for mn1@example.org; our peer's certificate `mn.pem`
+/// is issued by `mn_ca` and it trusts `ca` for charon. charon is started (initiating when
+/// `charon_initiates`); returns the lab and our peer's certificate arguments.
+fn cert_lab(tag: &str, ha_ca: &str, mn_ca: &str, charon_initiates: bool) -> (Lab, Vec<String>) {
+    use common::pki::{self, Kind};
+    let mut lab = common::lab(tag);
+    let dir = lab.path();
+    let ca = pki::ca(&lab.dir, "ca", Kind::Rsa);
+    pki::ca(&lab.dir, "ca2", Kind::Rsa);
+    pki::leaf(&lab.dir, ha_ca, "ha", "DNS:ha.example.org", Kind::Rsa);
+    let (mc, mk) = pki::leaf(&lab.dir, mn_ca, "mn", "email:mn1@example.org", Kind::Rsa);
+    let conf = swanctl_certs(&dir, charon_initiates);
+    assert!(
+        !conf.contains("secret =") && conf.contains("auth = pubkey"),
+        "{conf}"
+    );
+    // swanctl reads keys from private/ beside the swanctl.conf it loads.
+    let private = lab.dir.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::copy(lab.dir.join("ha.key"), private.join("ha.key")).unwrap();
+    lab.start_charon(&format!("{PLUGINS} pkcs8"), "install_routes = yes", &conf);
+    let extra = ["--cert", &mc.display().to_string(), "--key"]
+        .into_iter()
+        .map(String::from)
+        .chain([
+            mk.display().to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+        ])
+        .collect();
+    (lab, extra)
+}
+
 #[test]
 fn certificates_with_rfc7427_signatures_each_way() {
-    use common::pki::{self, Kind};
     for ours_initiates in [false, true] {
-        let mut lab = common::lab(if ours_initiates { "ci" } else { "cr" });
-        let dir = lab.path();
-        let ca = pki::ca(&lab.dir, "ca", Kind::Rsa);
-        pki::leaf(&lab.dir, "ca", "ha", "DNS:ha.example.org", Kind::Rsa);
-        let (mc, mk) = pki::leaf(&lab.dir, "ca", "mn", "email:mn1@example.org", Kind::Rsa);
-        let conf = swanctl_certs(&dir, !ours_initiates);
-        assert!(
-            !conf.contains("secret =") && conf.contains("auth = pubkey"),
-            "{conf}"
+        let (mut lab, certs) = cert_lab(
+            if ours_initiates { "ci" } else { "cr" },
+            "ca",
+            "ca",
+            !ours_initiates,
         );
-        // swanctl reads keys from private/ beside the swanctl.conf it loads.
-        let private = lab.dir.join("private");
-        std::fs::create_dir_all(&private).unwrap();
-        std::fs::copy(lab.dir.join("ha.key"), private.join("ha.key")).unwrap();
-        lab.start_charon(&format!("{PLUGINS} pkcs8"), "install_routes = yes", &conf);
         inner_address_on_ipsec0(&lab);
-        let (c, k, a) = (
-            mc.display().to_string(),
-            mk.display().to_string(),
-            ca.display().to_string(),
-        );
-        let mut extra = vec!["--cert", &c, "--key", &k, "--ca", &a];
+        let mut extra: Vec<&str> = certs.iter().map(String::as_str).collect();
         if ours_initiates {
             extra.extend(["--ping", CHARON_INNER, "--count", "3"]);
         }
@@ -485,4 +519,259 @@ fn certificates_with_rfc7427_signatures_each_way() {
         );
         esp_both_ways(&lab, &peer, ours_initiates);
     }
+}
+
+/// The one `failed` line our peer printed, after a moment for a second one to show.
+fn the_failure(peer: &Peer) -> String {
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = peer.lines.lock().unwrap();
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("failed")).collect();
+    assert_eq!(failed.len(), 1, "one clear line: {}", lines.join("\n"));
+    failed[0].clone()
+}
+
+#[test]
+fn untrusted_certificates_each_way_are_authentication_failed() {
+    // charon initiates with a certificate from ca2, which our responder does not trust.
+    let (mut lab, certs) = cert_lab("u", "ca2", "ca", true);
+    let extra: Vec<&str> = certs.iter().map(String::as_str).collect();
+    let peer = Peer::start_with(&mut lab, "responder", "", &extra);
+    let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "5"]);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let line = the_failure(&peer);
+    assert!(
+        line.contains("ha.example.org") && line.contains("certificate refused"),
+        "{line}"
+    );
+    lab.wait_log(5, |l| {
+        l.contains("received AUTHENTICATION_FAILED notify error")
+    })
+    .unwrap_or_else(|| panic!("charon did not get AUTHENTICATION_FAILED: {}", lab.log()));
+    assert_eq!(peer.count("child up"), 0);
+    drop(lab);
+
+    // Our initiator with a certificate from ca2, which charon does not trust.
+    let (mut lab, certs) = cert_lab("v", "ca", "ca2", false);
+    let extra: Vec<&str> = certs.iter().map(String::as_str).collect();
+    let peer = Peer::start_with(&mut lab, "initiator", "", &extra);
+    assert!(
+        peer.wait(10, "failed AUTHENTICATION_FAILED"),
+        "{}\n{}",
+        peer.dump(),
+        lab.log()
+    );
+    let line = the_failure(&peer);
+    assert!(
+        line.contains("refused our authentication as mn1@example.org")
+            && line.contains("trusts our certificate's CA"),
+        "{line}"
+    );
+    // charon found no trusted key for us: our certificate's issuer is not its CA.
+    let log = lab.log();
+    assert!(
+        log.contains("no trusted RSA public key found for 'mn1@example.org'"),
+        "{log}"
+    );
+    // ... and said so in its IKE_AUTH response (charon's log abbreviates the notify).
+    assert!(
+        log.contains("generating IKE_AUTH response 1 [ N(AUTH_FAILED) ]"),
+        "{log}"
+    );
+    assert_eq!(peer.count("child up"), 0);
+}
+
+/// A capture on `iface` in namespace `ns` into `pcap`, started before it returns.
+fn capture(lab: &mut Lab, ns: usize, iface: &str, pcap: &std::path::Path) {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns[ns],
+            "tshark",
+            "-q",
+            "-i",
+            iface,
+            "-w",
+        ])
+        .arg(pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark: run bash scripts/install-deps.sh");
+    lab.children.push(child);
+    // dumpcap writes the pcapng section header once it captures.
+    let t = Instant::now();
+    while std::fs::metadata(pcap).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tshark did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tshark's reading of `pcap`: per packet, the fields asked for, tab-separated.
+fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn charon_behind_a_nat_initiates_to_our_responder() {
+    through_a_nat(true);
+}
+
+#[test]
+fn our_initiator_behind_a_nat_to_charon() {
+    through_a_nat(false);
+}
+
+/// The inside side (charon when `charon_inside`, else ours) initiates through the NAT to
+/// the public side: NAT detection on both, IKE_AUTH and ESP-in-UDP on the public side's
+/// 4500 (tshark on the public side's link), ESP both ways.
+fn through_a_nat(charon_inside: bool) {
+    let mut lab = common::nat_lab(if charon_inside { "n" } else { "m" }, charon_inside);
+    let pcap = lab.dir.join("public.pcap");
+    // The public side's namespace: ours (1) or charon's (0).
+    capture(&mut lab, usize::from(charon_inside), "pub0", &pcap);
+    // No forced encapsulation: NAT detection must find the NAT.
+    let conf = swanctl_conf("m6t interop secret", charon_inside)
+        .replace(
+            &format!("local_addrs = {CHARON_ADDR}"),
+            &format!("local_addrs = {}", lab.charon_addr),
+        )
+        .replace(
+            &format!("remote_addrs = {PEER_ADDR}"),
+            &format!("remote_addrs = {PUBLIC_ADDR}"),
+        )
+        .replace("    encap = yes\n", "");
+    assert!(!conf.contains("encap") && conf.contains(&PUBLIC_ADDR.to_string()));
+    lab.start_charon(PLUGINS, "install_routes = yes", &conf);
+    inner_address_on_ipsec0(&lab);
+    let ping = ["--ping", CHARON_INNER, "--count", "3"];
+    let role = if charon_inside {
+        "responder"
+    } else {
+        "initiator"
+    };
+    let peer = Peer::start_with(&mut lab, role, "m6t interop secret", &ping);
+    if charon_inside {
+        let _ = lab.swanctl(&["--initiate", "--child", "c", "--timeout", "10"]);
+    }
+    assert!(peer.wait(10, "child up"), "{}\n{}", peer.dump(), lab.log());
+    let log = lab
+        .wait_log(5, |l| l.contains("CHILD_SA c{1} established"))
+        .unwrap_or_else(|| panic!("charon did not establish: {}", lab.log()));
+    // Each side's NAT detection (ours: nat = (in front of us, in front of the peer)), and
+    // neither sees a NAT where there is none: each checks the other's NAT-D hashes. Our
+    // "in front of the peer" is true both ways: with kernel-libipsec charon always fakes
+    // its NAT_DETECTION_SOURCE_IP (it needs UDP encapsulation), so only charon's own
+    // verdicts and ours about us tell the NAT's place.
+    let (theirs, not_theirs, ours, remote) = if charon_inside {
+        (
+            "local host is behind NAT",
+            "remote host is behind NAT",
+            "nat=(false, true)",
+            format!("remote={NAT_PUBLIC}:"),
+        )
+    } else {
+        (
+            "remote host is behind NAT",
+            "local host is behind NAT",
+            "nat=(true, true)",
+            format!("remote={PUBLIC_ADDR}:4500"),
+        )
+    };
+    assert!(log.contains(theirs) && !log.contains(not_theirs), "{log}");
+    let up = peer
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("ike up"))
+        .cloned()
+        .unwrap();
+    assert!(
+        up.contains(&remote) && up.contains(ours),
+        "{up}\n{}",
+        lab.log()
+    );
+    assert!(peer.dump().contains("encap=true"), "{}", peer.dump());
+    esp_both_ways(&lab, &peer, true);
+
+    // The public side, as tshark sees it.
+    // dumpcap writes in its own time: a moment before it stops.
+    std::thread::sleep(Duration::from_secs(1));
+    // tshark started first.
+    common::stop(lab.children.remove(0));
+    let public = PUBLIC_ADDR.to_string();
+    let init = tshark_fields(
+        &pcap,
+        "isakmp.exchangetype == 34",
+        &["ip.src", "udp.srcport", "udp.dstport"],
+    );
+    assert!(
+        init.iter()
+            .any(|f| f[0] == NAT_PUBLIC.to_string() && f[2] == "500"),
+        "IKE_SA_INIT from the NAT's address: {init:?}"
+    );
+    let auth = tshark_fields(
+        &pcap,
+        "isakmp.exchangetype == 35",
+        &["ip.src", "udp.srcport", "udp.dstport"],
+    );
+    assert!(auth.len() >= 2, "IKE_AUTH request and response: {auth:?}");
+    for f in &auth {
+        let port = if f[0] == public { &f[1] } else { &f[2] };
+        assert_eq!(
+            port, "4500",
+            "IKE_AUTH not on 4500 (non-ESP marker): {auth:?}"
+        );
+    }
+    // ESP in UDP both ways, all on the public side's 4500: charon's 3 echoes and our
+    // answers, our 3 echoes and the answers we got (as responder, our first echo leaves
+    // with our IKE_AUTH response and may reach charon before it installed the CHILD_SA).
+    let replies = peer.count("ping reply");
+    let esp = tshark_fields(
+        &pcap,
+        "udp && esp",
+        &["ip.src", "udp.srcport", "udp.dstport", "esp.spi"],
+    );
+    let from_public = esp
+        .iter()
+        .filter(|f| f[0] == public && f[1] == "4500")
+        .count();
+    let to_public = esp
+        .iter()
+        .filter(|f| f[0] != public && f[2] == "4500")
+        .count();
+    let (from_us, to_us) = if charon_inside {
+        (from_public, to_public)
+    } else {
+        (to_public, from_public)
+    };
+    assert!(from_us >= 6 && to_us >= 3 + replies, "ESP in UDP: {esp:?}");
+    assert_eq!(from_public + to_public, esp.len(), "{esp:?}");
+    assert!(
+        tshark_fields(&pcap, "esp && !udp", &["frame.number"]).is_empty(),
+        "bare ESP on the public side"
+    );
 }

@@ -324,7 +324,13 @@ fn install(c: &ChildSa) -> (u32, Sa, Sa, SocketAddr) {
         c.inbound.spi,
         Sa::new(params(c.inbound.spi), &c.inbound.keymat, 1).expect("inbound SA"),
         Sa::new(params(c.outbound.spi), &c.outbound.keymat, 2).expect("outbound SA"),
-        SocketAddr::new(c.remote.ip(), NAT_T_PORT),
+        // With UDP encapsulation the IKE SA's remote is the (possibly NAT-mapped) port
+        // ESP-in-UDP goes to (RFC 3948 section 2.1); a NAT need not keep 4500.
+        if c.udp_encap {
+            c.remote
+        } else {
+            SocketAddr::new(c.remote.ip(), NAT_T_PORT)
+        },
     )
 }
 

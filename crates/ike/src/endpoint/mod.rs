@@ -2197,8 +2197,16 @@ impl Endpoint {
             self.counters.auth_failed += 1;
             let detail = match (error, idr) {
                 (Some(notify::AUTHENTICATION_FAILED), _) => format!(
-                    "{} refused our authentication as {} (AUTHENTICATION_FAILED): check the pre-shared key and identities",
-                    sa.remote, pc.local_id
+                    "{} refused our authentication as {} (AUTHENTICATION_FAILED): check {} and identities",
+                    sa.remote,
+                    pc.local_id,
+                    // What the peer most likely refused: the key we share, or our
+                    // certificate (e.g. from a CA it does not trust).
+                    if pc.local_cert.is_some() {
+                        "that it trusts our certificate's CA"
+                    } else {
+                        "the pre-shared key"
+                    }
                 ),
                 (Some(k), _) => format!("{} answered IKE_AUTH with error notify {k}", sa.remote),
                 (None, Some(i)) if !pc.remote_id.matches(&i) => format!(

@@ -22,13 +22,23 @@ pub const CHARON: &str = "/usr/lib/ipsec/charon";
 pub const CHARON_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// Our side's.
 pub const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// In [`nat_lab`]: the NAT's address on charon's side (charon's default route).
+pub const NAT_INSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+/// In [`nat_lab`]: the NAT's public address, which charon's packets leave from.
+pub const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// In [`nat_lab`]: the public side's address (ours, or charon's when we are inside).
+pub const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 
 /// What a test set up, torn down by `Drop`, also on a panic.
 pub struct Lab {
     /// Files: strongswan.conf, swanctl.conf, logs, vici socket.
     pub dir: PathBuf,
-    /// charon's namespace and ours.
-    pub ns: [String; 2],
+    /// charon's namespace, ours, and in [`nat_lab`] the NAT's.
+    pub ns: Vec<String>,
+    /// charon's address (where it listens).
+    pub charon_addr: Ipv4Addr,
+    /// Our side's address (where our peer binds).
+    pub peer_addr: Ipv4Addr,
     /// Processes to stop.
     pub children: Vec<Child>,
 }
@@ -69,6 +79,18 @@ pub fn run(args: &[&str]) {
 
 /// Checks root and charon, creates the directory, the namespaces and the veth.
 pub fn lab(tag: &str) -> Lab {
+    let mut lab = lab_dir(tag);
+    let pid = std::process::id();
+    lab.ns = vec![format!("m6tike-c{tag}{pid}"), format!("m6tike-p{tag}{pid}")];
+    let (ns, peer) = (lab.ns[0].clone(), lab.ns[1].clone());
+    run(&["ip", "netns", "add", &ns]);
+    run(&["ip", "netns", "add", &peer]);
+    veth(&ns, "ike0", CHARON_ADDR, &peer, "ike0", PEER_ADDR);
+    lab
+}
+
+/// Checks root and charon, creates the directory; the namespaces are the caller's.
+fn lab_dir(tag: &str) -> Lab {
     assert!(
         std::path::Path::new(CHARON).exists(),
         "{CHARON} missing: run bash scripts/install-deps.sh"
@@ -82,31 +104,85 @@ pub fn lab(tag: &str) -> Lab {
     let pid = std::process::id();
     let lab = Lab {
         dir: std::env::temp_dir().join(format!("m6t-ike-{tag}-{pid}")),
-        ns: [format!("m6tike-c{tag}{pid}"), format!("m6tike-p{tag}{pid}")],
+        ns: Vec::new(),
+        charon_addr: CHARON_ADDR,
+        peer_addr: PEER_ADDR,
         children: Vec::new(),
     };
     std::fs::create_dir_all(&lab.dir).unwrap();
-    let [ns, peer] = lab.ns.clone();
-    run(&["ip", "netns", "add", &ns]);
-    run(&["ip", "netns", "add", &peer]);
+    lab
+}
+
+/// A veth from `a` (named `a_if`, address `a_addr`/24) to `b`, both ends and loopback up.
+fn veth(a: &str, a_if: &str, a_addr: Ipv4Addr, b: &str, b_if: &str, b_addr: Ipv4Addr) {
     run(&[
-        "ip", "link", "add", "ike0", "netns", &ns, "type", "veth", "peer", "name", "ike0", "netns",
-        &peer,
+        "ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b,
     ]);
-    for (n, a) in [(&ns, CHARON_ADDR), (&peer, PEER_ADDR)] {
-        run(&[
-            "ip",
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{a}/24"),
-            "dev",
-            "ike0",
-        ]);
-        run(&["ip", "-n", n, "link", "set", "ike0", "up"]);
+    for (n, i, a) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        run(&["ip", "-n", n, "addr", "add", &format!("{a}/24"), "dev", i]);
+        run(&["ip", "-n", n, "link", "set", i, "up"]);
         run(&["ip", "-n", n, "link", "set", "lo", "up"]);
     }
+}
+
+/// Like [`lab`], but one side sits behind a masquerading NAT: the inside side (charon at
+/// `CHARON_ADDR` when `charon_inside`, else ours at `PEER_ADDR`, on ike0, default route via
+/// `NAT_INSIDE`) -- NAT namespace (nftables masquerade out of pub0 as `NAT_PUBLIC`, with
+/// random source ports so the mapping is visibly not the identity, above 4500 so tshark,
+/// which tries a UDP packet's lower port first, dissects by 500 and 4500) -- the public side
+/// (`PUBLIC_ADDR` on pub0). The public side has no route to 192.0.2.0/24: whatever the
+/// inside sends reaches it only translated.
+pub fn nat_lab(tag: &str, charon_inside: bool) -> Lab {
+    let mut lab = lab_dir(tag);
+    let pid = std::process::id();
+    lab.ns = ["c", "p", "n"]
+        .map(|r| format!("m6tike-{r}{tag}{pid}"))
+        .to_vec();
+    for n in &lab.ns {
+        run(&["ip", "netns", "add", n]);
+    }
+    let (c, p, n) = (lab.ns[0].clone(), lab.ns[1].clone(), lab.ns[2].clone());
+    let (inside, outside, inside_addr) = if charon_inside {
+        lab.peer_addr = PUBLIC_ADDR;
+        (c, p, CHARON_ADDR)
+    } else {
+        lab.charon_addr = PUBLIC_ADDR;
+        (p, c, PEER_ADDR)
+    };
+    veth(&inside, "ike0", inside_addr, &n, "ike0", NAT_INSIDE);
+    veth(&n, "pub0", NAT_PUBLIC, &outside, "pub0", PUBLIC_ADDR);
+    run(&[
+        "ip",
+        "-n",
+        &inside,
+        "route",
+        "add",
+        "default",
+        "via",
+        &NAT_INSIDE.to_string(),
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &n,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let ruleset = "table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname \"pub0\" meta l4proto udp masquerade to :40000-60000 random\n    oifname \"pub0\" masquerade\n  }\n}\n";
+    let nft = lab.dir.join("nat.nft");
+    std::fs::write(&nft, ruleset).unwrap();
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &n,
+        "nft",
+        "-f",
+        &nft.display().to_string(),
+    ]);
     lab
 }
 
