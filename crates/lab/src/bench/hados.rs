@@ -59,19 +59,7 @@ fn counters(kind: Kind) -> &'static [&'static str] {
 
 /// The home agent's process (the one `m6t` in its namespace).
 fn ha_pid(lab: &Lab) -> LabResult<u32> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "pids", &lab.net.ns("ha")])
-        .output()
-        .map_err(|e| LabError(format!("ip netns pids: {e}")))?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .map(|c| c.trim() == "m6t")
-                .unwrap_or(false)
-        })
-        .ok_or_else(|| LabError("home agent process not found".into()))
+    super::daemon_pid(lab, "ha")
 }
 
 /// What of the mobile node's state a flood must not move: its binding (tunnel and IPv4

@@ -349,11 +349,11 @@ fn loadgen(
         .collect()
 }
 
-/// The gateway daemon in the `gw` namespace: the process whose comm is `m6t` (the daemons
+/// The `m6t` daemon in `role`'s namespace: the process whose comm is `m6t` (the daemons
 /// run from the `m6t` binary; the floor, also in `gw`, is `m6t-lab`).
-fn gateway_pid(lab: &Lab) -> LabResult<u32> {
+pub(super) fn daemon_pid(lab: &Lab, role: &str) -> LabResult<u32> {
     let out = std::process::Command::new("ip")
-        .args(["netns", "pids", &lab.net.ns("gw")])
+        .args(["netns", "pids", &lab.net.ns(role)])
         .output()
         .map_err(|e| LabError(format!("ip netns pids: {e}")))?;
     String::from_utf8_lossy(&out.stdout)
@@ -364,7 +364,12 @@ fn gateway_pid(lab: &Lab) -> LabResult<u32> {
                 .map(|c| c.trim() == "m6t")
                 .unwrap_or(false)
         })
-        .ok_or_else(|| LabError("gateway process not found".into()))
+        .ok_or_else(|| LabError(format!("no m6t daemon in namespace {role}")))
+}
+
+/// The gateway daemon in the `gw` namespace.
+fn gateway_pid(lab: &Lab) -> LabResult<u32> {
+    daemon_pid(lab, "gw")
 }
 
 /// A part of the harness, to run on its own with `m6t bench --only`.
