@@ -3,7 +3,7 @@
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// Socket buffer size asked for; the kernel caps it at net.core.[rw]mem_max.
@@ -152,12 +152,23 @@ pub fn connect(gateway: SocketAddrV4) -> io::Result<Udp> {
 /// The local IPv4 address the kernel would use toward `gateway`, or `None` when there is
 /// no address or no route (connect(2) on a UDP socket does the route lookup, sends nothing).
 pub fn source_toward(gateway: SocketAddrV4) -> Option<Ipv4Addr> {
-    let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    s.connect(gateway).ok()?;
-    match s.local_addr().ok()? {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
-        _ => None,
+    match route_source(IpAddr::V4(*gateway.ip()))? {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
     }
+}
+
+/// The source address the kernel's route lookup picks toward `dst` (either family), or
+/// `None` without an address or a route: a cheap fingerprint of the path a packet to `dst`
+/// would take now, since the preferred source follows the chosen route.
+pub fn route_source(dst: IpAddr) -> Option<IpAddr> {
+    let any = match dst {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    s.connect(SocketAddr::new(dst, 9)).ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|a| !a.is_unspecified())
 }
 
 /// True when an error from a connected UDP socket means ICMP port/host unreachable.

@@ -20,6 +20,7 @@ use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
+use m6t_linux::udp::route_source;
 use m6t_linux::{caps, raw, tun::Tun};
 use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
 use m6t_proto::dsmip::update_list::{Coa, Registration, TunnelMode};
@@ -229,6 +230,9 @@ struct Driver {
     v4_candidate: Option<Ipv4Addr>,
     /// The care-of address the IKE SA runs from.
     ike_from: Option<IpAddr>,
+    /// The source addresses the kernel's route lookups pick toward the home agent (IPv6,
+    /// IPv4) at the last movement check: which path a BU takes.
+    paths: (Option<IpAddr>, Option<IpAddr>),
 }
 
 /// Runs the mobile node until SIGINT/SIGTERM.
@@ -292,6 +296,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
         metrics,
         ike,
         v4_candidate: None,
+        paths: (None, None),
         ike_from: None,
     };
     let r = d.run(&mut node, monitor, &control);
@@ -488,12 +493,18 @@ impl Driver {
         }
         let (v6, v4) = candidates(&self.nl, &self.cfg.interfaces, &self.cfg, self.v4hoa);
         let same = (v6.map(|a| a.to_string()), v4.map(|a| a.to_string()));
-        if same == self.info.candidates {
-            // The same care-of addresses, but a route changed: an IPv6 address that
-            // appeared before its default route sent the BU by another interface's route
-            // (an m6t tunnel's), where it was lost.
+        let paths = (
+            route_source(IpAddr::V6(self.cfg.machine.ha6)),
+            route_source(IpAddr::V4(self.cfg.machine.ha4)),
+        );
+        if same == self.info.candidates && paths != self.paths {
+            // The same care-of addresses, but the route toward the home agent changed: an
+            // IPv6 address that appeared before its default route sent the BU by another
+            // interface's route (an m6t tunnel's), where it was lost. Routes elsewhere (a
+            // mobile network's, the home routes) leave an outstanding BU alone.
             node.paths_changed(now);
         }
+        self.paths = paths;
         self.info.candidates = same;
         self.v4_candidate = v4;
         node.handle_coas(now, v6, v4);
