@@ -106,8 +106,15 @@ const PSEUDO_MAP_FD: u8 = 1;
 
 /// Builds the filter: datagrams of an active state pass; the others have `rate` datagrams
 /// per second per source, `burst` at once; `peers`, `lru` and `drops` are the maps'
-/// descriptors.
-fn program(rate: u32, burst: u32, peers: RawFd, lru: RawFd, drops: RawFd) -> Vec<Insn> {
+/// descriptors, and `exempt` what identifies a state's datagrams.
+fn program(
+    rate: u32,
+    burst: u32,
+    exempt: Exempt,
+    peers: RawFd,
+    lru: RawFd,
+    drops: RawFd,
+) -> Vec<Insn> {
     let t = (1_000_000_000u64 / u64::from(rate.max(1))).max(1);
     let tau = t.saturating_mul(u64::from(burst.max(1)));
     let ld_imm64 = |dst: u8, src: u8, v: u64| {
@@ -121,18 +128,24 @@ fn program(rate: u32, burst: u32, peers: RawFd, lru: RawFd, drops: RawFd) -> Vec
     p.push(insn(MOV64_X, 6, 1, 0, 0));
     p.push(insn(LD_ABS_W, 0, 0, 0, SKF_NET_OFF + 12));
     p.push(insn(STX_W, 10, 0, -4, 0));
-    // A datagram with room for a UDP and an IPv6 header: is it from an active state? The
-    // peer key at fp-32: source address, source port, the IPv6 source in the payload
-    // (offsets from the UDP header, where the kernel runs a socket's filter).
-    p.push(insn(LDX_W, 2, 6, 0, 0)); // skb->len
-    let short = p.len();
-    p.push(insn(JLT_K, 2, 0, 0, 8 + 40)); // -> BUDGET (patched)
+    // Is it from an active state? The peer key at fp-32: source address, source port, and
+    // with `Exempt::SenderAndInner6` the IPv6 source in the payload, for which the datagram
+    // needs room for a UDP and an IPv6 header (offsets from the UDP header, where the
+    // kernel runs a socket's filter).
+    let mut short = None;
+    if exempt == Exempt::SenderAndInner6 {
+        p.push(insn(LDX_W, 2, 6, 0, 0)); // skb->len
+        short = Some(p.len());
+        p.push(insn(JLT_K, 2, 0, 0, 8 + 40)); // -> BUDGET (patched)
+    }
     p.push(insn(STX_W, 10, 0, -32, 0));
     p.push(insn(LD_ABS_H, 0, 0, 0, 0));
     p.push(insn(STX_W, 10, 0, -28, 0));
-    for (k, off) in [16, 20, 24, 28].into_iter().enumerate() {
-        p.push(insn(LD_ABS_W, 0, 0, 0, off));
-        p.push(insn(STX_W, 10, 0, -24 + 4 * k as i16, 0));
+    if exempt == Exempt::SenderAndInner6 {
+        for (k, off) in [16, 20, 24, 28].into_iter().enumerate() {
+            p.push(insn(LD_ABS_W, 0, 0, 0, off));
+            p.push(insn(STX_W, 10, 0, -24 + 4 * k as i16, 0));
+        }
     }
     p.extend(ld_imm64(1, PSEUDO_MAP_FD, peers as u64));
     p.push(insn(MOV64_X, 2, 10, 0, 0));
@@ -206,7 +219,9 @@ fn program(rate: u32, burst: u32, peers: RawFd, lru: RawFd, drops: RawFd) -> Vec
     let jump = |p: &mut Vec<Insn>, from: usize, to: usize| {
         p[from].off = (to as isize - from as isize - 1) as i16;
     };
-    jump(&mut p, short, budget_at);
+    if let Some(short) = short {
+        jump(&mut p, short, budget_at);
+    }
     jump(&mut p, known_peer, pass_at);
     jump(&mut p, new_source, new_at);
     jump(&mut p, over, drop_at);
@@ -245,9 +260,30 @@ fn map_create(kind: u32, key: u32, value: u32, entries: u32, flags: u32) -> io::
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// What identifies the datagrams of an active state, which the budget lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exempt {
+    /// The sender's IPv4 address and port, and the IPv6 source of the packet inside (the
+    /// m6t gateway: a state is a NAT mapping and a tunnel address).
+    SenderAndInner6,
+    /// The sender's IPv4 address and port (the home agent: a binding's UDP tunnel, or where
+    /// a node's authenticated ESP comes from).
+    Sender,
+}
+
+impl Exempt {
+    fn key_len(self) -> usize {
+        match self {
+            Exempt::SenderAndInner6 => 24,
+            Exempt::Sender => 8,
+        }
+    }
+}
+
 /// The budget's program and maps, attached to sockets with [`SourceBudget::attach`].
 #[derive(Debug)]
 pub struct SourceBudget {
+    exempt: Exempt,
     prog: OwnedFd,
     /// Active states' senders, exempt from the budget.
     peers: OwnedFd,
@@ -257,7 +293,8 @@ pub struct SourceBudget {
 }
 
 /// The key of an active state's sender as the filter builds it: each 32-bit word as
-/// `LD_ABS` loads it (network order converted to the host's), in host byte order.
+/// `LD_ABS` loads it (network order converted to the host's), in host byte order; the
+/// first [`Exempt::key_len`] bytes are the key.
 fn peer_key(peer: SocketAddrV4, addr: Ipv6Addr) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[0..4].copy_from_slice(&u32::from(*peer.ip()).to_ne_bytes());
@@ -271,12 +308,12 @@ fn peer_key(peer: SocketAddrV4, addr: Ipv6Addr) -> [u8; 24] {
 
 impl SourceBudget {
     /// Creates the maps and loads the filter: datagrams from the senders of up to
-    /// `max_peers` active states pass; the others have `rate` datagrams per second per IPv4
-    /// source, up to `burst` above it at once.
-    pub fn new(rate: u32, burst: u32, max_peers: u32) -> io::Result<SourceBudget> {
+    /// `max_peers` active states (as `exempt` identifies them) pass; the others have
+    /// `rate` datagrams per second per IPv4 source, up to `burst` above it at once.
+    pub fn new(rate: u32, burst: u32, max_peers: u32, exempt: Exempt) -> io::Result<SourceBudget> {
         let peers = map_create(
             BPF_MAP_TYPE_HASH,
-            24,
+            exempt.key_len() as u32,
             1,
             max_peers.max(1),
             BPF_F_NO_PREALLOC,
@@ -289,6 +326,7 @@ impl SourceBudget {
         let prog = program(
             rate,
             burst,
+            exempt,
             peers.as_raw_fd(),
             lru.as_raw_fd(),
             drops.as_raw_fd(),
@@ -316,6 +354,7 @@ impl SourceBudget {
             )
         })?;
         Ok(SourceBudget {
+            exempt,
             // SAFETY: the kernel returned a new descriptor we now own.
             prog: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
             peers,
@@ -343,10 +382,12 @@ impl SourceBudget {
         Ok(())
     }
 
-    /// Lets the datagrams of an active state (its sender `peer` and tunnel address
-    /// `addr`) through without counting them against their source's budget.
+    /// Lets the datagrams of an active state (its sender `peer` and, with
+    /// [`Exempt::SenderAndInner6`], tunnel address `addr`; ignored with [`Exempt::Sender`])
+    /// through without counting them against their source's budget.
     pub fn add_peer(&self, peer: SocketAddrV4, addr: Ipv6Addr) -> io::Result<()> {
         let key = peer_key(peer, addr);
+        let key = &key[..self.exempt.key_len()];
         let value = [1u8];
         let mut a = [0u64; 4];
         a[0] = self.peers.as_raw_fd() as u64;
@@ -359,6 +400,7 @@ impl SourceBudget {
     /// Ends [`Self::add_peer`] for a state that went; one already gone is not an error.
     pub fn remove_peer(&self, peer: SocketAddrV4, addr: Ipv6Addr) -> io::Result<()> {
         let key = peer_key(peer, addr);
+        let key = &key[..self.exempt.key_len()];
         let mut a = [0u64; 3];
         a[0] = self.peers.as_raw_fd() as u64;
         a[1] = key.as_ptr() as u64;
@@ -366,6 +408,16 @@ impl SourceBudget {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r.map(|_| ()),
         }
+    }
+
+    /// [`Self::add_peer`] for a budget that exempts by sender alone ([`Exempt::Sender`]).
+    pub fn add_sender(&self, peer: SocketAddrV4) -> io::Result<()> {
+        self.add_peer(peer, Ipv6Addr::UNSPECIFIED)
+    }
+
+    /// [`Self::remove_peer`] for a budget that exempts by sender alone.
+    pub fn remove_sender(&self, peer: SocketAddrV4) -> io::Result<()> {
+        self.remove_peer(peer, Ipv6Addr::UNSPECIFIED)
     }
 
     /// Datagrams dropped so far, all sockets together.
@@ -387,15 +439,18 @@ mod tests {
 
     #[test]
     fn jumps_land_inside_the_program_and_it_ends_in_exits() {
-        let p = program(100_000, 50_000, 2, 3, 4);
-        for (i, x) in p.iter().enumerate() {
-            let class = x.code & 0x07;
-            if class == 0x05 && x.code != CALL && x.code != EXIT {
-                let to = i as isize + 1 + x.off as isize;
-                assert!(to > i as isize && (to as usize) < p.len(), "jump at {i}");
+        for exempt in [Exempt::SenderAndInner6, Exempt::Sender] {
+            let p = program(100_000, 50_000, exempt, 2, 3, 4);
+            for (i, x) in p.iter().enumerate() {
+                let class = x.code & 0x07;
+                if class == 0x05 && x.code != CALL && x.code != EXIT {
+                    let to = i as isize + 1 + x.off as isize;
+                    assert!(to > i as isize && (to as usize) < p.len(), "jump at {i}");
+                }
             }
+            assert_eq!(p.last().unwrap().code, EXIT);
         }
-        assert_eq!(p.last().unwrap().code, EXIT);
+        let p = program(100_000, 50_000, Exempt::SenderAndInner6, 2, 3, 4);
         // The cost of a datagram at 100 k/s is 10 µs; the burst allowance 0.5 s.
         assert!(p.iter().any(|x| x.code == MUL64_K && x.imm == 10_000));
         let tau_at = p

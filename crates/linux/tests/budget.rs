@@ -1,9 +1,9 @@
 //! The per-source budget (an eBPF socket filter) on real sockets over loopback: a source
 //! over its budget is cut to about the burst, every datagram of a GSO packet counts,
 //! another source keeps its own budget, and an active state's sender (address, port and
-//! the IPv6 source inside) is not budgeted at all. Needs root (CAP_BPF), like the daemons.
+//! the IPv6 source inside, or for the home agent the sender alone) is not budgeted at all. Needs root (CAP_BPF), like the daemons.
 
-use m6t_linux::budget::SourceBudget;
+use m6t_linux::budget::{Exempt, SourceBudget};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ fn drain(r: &UdpSocket) -> u64 {
 #[test]
 fn a_source_over_budget_is_cut_to_its_burst_and_drops_are_counted() {
     // 10 datagrams/s, 20 at once: 200 sent at once, about 20 pass.
-    let budget = SourceBudget::new(10, 20, 16).unwrap();
+    let budget = SourceBudget::new(10, 20, 16, Exempt::SenderAndInner6).unwrap();
     let r = receiver(&budget);
     let to = r.local_addr().unwrap();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -76,7 +76,7 @@ fn every_datagram_of_a_gso_packet_counts() {
         assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     };
     // 30 at once: one GSO packet of 40 segments is over the budget as a whole.
-    let budget = SourceBudget::new(10, 30, 16).unwrap();
+    let budget = SourceBudget::new(10, 30, 16, Exempt::SenderAndInner6).unwrap();
     let r = receiver(&budget);
     set(r.as_raw_fd(), UDP_GRO, 1);
     let to = r.local_addr().unwrap();
@@ -108,7 +108,7 @@ fn ipv6_from(src: std::net::Ipv6Addr) -> Vec<u8> {
 
 #[test]
 fn an_active_states_sender_is_not_budgeted_and_only_it() {
-    let budget = SourceBudget::new(10, 5, 16).unwrap();
+    let budget = SourceBudget::new(10, 5, 16, Exempt::SenderAndInner6).unwrap();
     let r = receiver(&budget);
     let to = r.local_addr().unwrap();
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -143,4 +143,36 @@ fn an_active_states_sender_is_not_budgeted_and_only_it() {
         s.send_to(&ipv6_from(mine), to).unwrap();
     }
     assert!(drain(&r) <= 2);
+}
+
+#[test]
+fn by_sender_alone_any_payload_of_the_sender_passes_and_another_port_is_budgeted() {
+    let budget = SourceBudget::new(10, 5, 16, Exempt::Sender).unwrap();
+    let r = receiver(&budget);
+    let to = r.local_addr().unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let std::net::SocketAddr::V4(me) = s.local_addr().unwrap() else {
+        unreachable!()
+    };
+    budget.add_sender(me).unwrap();
+    // ESP, a BU, anything: short or long, the exempt sender's datagrams are all read.
+    for i in 0..200 {
+        s.send_to(&vec![0x55u8; 1 + i % 90], to).unwrap();
+    }
+    assert_eq!(drain(&r), 200);
+    // Another port of the same address: budgeted (5 at once).
+    let s2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..50 {
+        s2.send_to(b"not a binding's", to).unwrap();
+    }
+    let got = drain(&r);
+    assert!((5..=7).contains(&got), "{got} passed");
+    // Once the binding is gone, its sender is budgeted like anyone.
+    budget.remove_sender(me).unwrap();
+    budget.remove_sender(me).unwrap();
+    for _ in 0..50 {
+        s.send_to(b"a binding's no more", to).unwrap();
+    }
+    assert!(drain(&r) <= 7);
+    assert!(budget.dropped().unwrap() >= 80);
 }

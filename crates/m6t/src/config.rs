@@ -363,6 +363,28 @@ pub(crate) struct V<'a> {
 }
 
 impl V<'_> {
+    /// `source_packet_rate` and `source_packet_burst` (gateway and home agent): the
+    /// kernel's per-source budget as `(rate, burst)`, `None` when the rate is 0.
+    pub(crate) fn source_limit(
+        &self,
+        rate: u32,
+        burst: u32,
+    ) -> Result<Option<(u32, u32)>, ConfigError> {
+        if rate > 100_000_000 {
+            return Err(self.bad(
+                "source_packet_rate",
+                "must be at most 100000000 datagrams/s (0 turns the budget off)",
+            ));
+        }
+        if rate > 0 && !(1..=100_000_000).contains(&burst) {
+            return Err(self.bad(
+                "source_packet_burst",
+                "must be between 1 and 100000000 (set source_packet_rate = 0 to turn the budget off)",
+            ));
+        }
+        Ok((rate > 0).then_some((rate, burst)))
+    }
+
     pub(crate) fn bad(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.display().to_string(),
@@ -638,20 +660,7 @@ pub fn gateway_from_str(path: &Path, text: &str) -> Result<Gateway, ConfigError>
     if !(1..=64).contains(&f.workers) {
         return Err(v.bad("workers", "must be between 1 and 64"));
     }
-    if f.source_packet_rate > 100_000_000 {
-        return Err(v.bad(
-            "source_packet_rate",
-            "must be at most 100000000 datagrams/s (0 turns the budget off)",
-        ));
-    }
-    if f.source_packet_rate > 0 && !(1..=100_000_000).contains(&f.source_packet_burst) {
-        return Err(v.bad(
-            "source_packet_burst",
-            "must be between 1 and 100000000 (set source_packet_rate = 0 to turn the budget off)",
-        ));
-    }
-    let source_limit =
-        (f.source_packet_rate > 0).then_some((f.source_packet_rate, f.source_packet_burst));
+    let source_limit = v.source_limit(f.source_packet_rate, f.source_packet_burst)?;
     let machine = GatewayConfig {
         ha_addresses: f.ha_addresses,
         allowed_destinations: f.allowed_destinations,

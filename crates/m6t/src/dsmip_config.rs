@@ -180,11 +180,35 @@ pub struct HaFile {
     /// The user to run as once started (`user = "name"`); absent: root. Any TOML value,
     /// so that a wrong type names the key too.
     pub user: Option<toml::Value>,
+    /// Datagrams per second one IPv4 source may send to the UDP ports (4191, 4500) that
+    /// are neither a binding's tunnel nor a bound node's authenticated ESP, enforced by the
+    /// kernel (an eBPF socket filter) before the home agent reads them; 0: no budget.
+    #[serde(default = "d_source_rate")]
+    pub source_packet_rate: u32,
+    /// Datagrams above `source_packet_rate` one source may send at once.
+    #[serde(default = "d_source_burst")]
+    pub source_packet_burst: u32,
     /// SPD and SAD with manual keys (RFC 4877 section 6); absent: no IPsec.
     pub ipsec: Option<IpsecFile>,
     /// IKEv2 for the SAs of `[ipsec]` with `keys = "ike"` (RFC 4877 section 4).
     pub ike: Option<IkeFile>,
 }
+
+fn d_source_rate() -> u32 {
+    HA_SOURCE_PACKET_RATE
+}
+fn d_source_burst() -> u32 {
+    HA_SOURCE_PACKET_BURST
+}
+
+/// Default `source_packet_rate` of the home agent: what a source that is not (yet) a
+/// bound node's sends is signalling (BUs, IKE exchanges, keep-alives, the first ESP of a
+/// new NAT mapping), a few datagrams a second per node even for many nodes behind one NAT;
+/// a flood keeps at most this. IKE_SA_INIT has its own, lower, budget behind it.
+pub const HA_SOURCE_PACKET_RATE: u32 = 1_000;
+/// Default `source_packet_burst` of the home agent: two seconds at the default rate (every
+/// node behind a NAT registering again after a home agent restart).
+pub const HA_SOURCE_PACKET_BURST: u32 = 2_000;
 
 /// A validated home agent configuration.
 #[derive(Debug, Clone)]
@@ -215,6 +239,9 @@ pub struct Ha {
     pub ipsec: Option<IpsecSetup>,
     /// The `[ike]` section, validated; `None` when absent.
     pub ike: Option<IkeSetup>,
+    /// The kernel's per-source packet budget (`source_packet_rate`, `source_packet_burst`):
+    /// `(rate, burst)`, `None` when `source_packet_rate = 0`.
+    pub source_limit: Option<(u32, u32)>,
 }
 
 fn v4_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
@@ -380,6 +407,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         control_socket: f.control_socket,
         metrics_listen: v.metrics_listen(f.metrics_listen.as_ref())?,
         user: v.user(f.user.as_ref())?,
+        source_limit: v.source_limit(f.source_packet_rate, f.source_packet_burst)?,
         ipsec,
         ike,
     })
@@ -724,6 +752,12 @@ mod tests {
             h.state_file,
             Some(PathBuf::from("/var/lib/m6t/ha-bindings.json"))
         );
+        assert_eq!(
+            h.source_limit,
+            Some((HA_SOURCE_PACKET_RATE, HA_SOURCE_PACKET_BURST))
+        );
+        let off = ha_from_str(Path::new("h"), &format!("source_packet_rate = 0\n{HA}")).unwrap();
+        assert_eq!(off.source_limit, None);
     }
 
     #[test]

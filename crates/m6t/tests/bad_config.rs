@@ -94,6 +94,12 @@ fn cases() -> Vec<Case> {
         case("gateway", g("user = 65534\n"), "user"),
         case("client", c("user = \"no-such-user-m6t\"\n"), "user"),
         case("ha", h("user = \"\"\n"), "user"),
+        case(
+            "ha",
+            h("source_packet_rate = 100000001\n"),
+            "source_packet_rate",
+        ),
+        case("ha", h("source_packet_burst = 0\n"), "source_packet_burst"),
         case("mn", m("user = \"no-such-user-m6t\"\n"), "user"),
         case(
             "gateway",

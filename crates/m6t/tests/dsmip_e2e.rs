@@ -566,3 +566,92 @@ fn the_reported_registration_time_is_the_one_on_the_wire_and_sigterm_stops_at_on
     assert!(took < Duration::from_millis(500), "SIGTERM took {took:?}");
     assert!(l.net.log("mn").contains("mobile node stopped"));
 }
+
+/// The real and effective uids of every thread of the `m6t` processes in a namespace.
+fn thread_uids(l: &Lab, role: &str) -> Vec<String> {
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &l.net.ns(role)])
+        .output()
+        .unwrap();
+    let mut v = Vec::new();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "m6t" {
+            continue;
+        }
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            v.extend(
+                st.lines()
+                    .filter_map(|x| x.strip_prefix("Uid:"))
+                    .map(|u| u.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+            );
+        }
+    }
+    v
+}
+
+/// Least privilege for the DSMIPv6 daemons (issue 14): a home agent and a mobile node told
+/// `user = "nobody"` switch to it in every thread once started, keep CAP_NET_ADMIN and
+/// CAP_NET_RAW at most, and still register with IKEv2 through the NAT, carry payload in ESP
+/// on both home addresses, write the binding cache as that user, and keep the home agent's
+/// per-source budget in step (its map of exempt senders: the node's TCP far above a 200/s
+/// budget, nothing dropped, no budget error).
+#[test]
+fn home_agent_and_mobile_node_run_as_nobody_register_with_ike_and_carry_payload() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let nobody = m6t_linux::caps::lookup_user("nobody")
+        .unwrap()
+        .expect("a user `nobody`");
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::ike().unwrap()),
+        ha_extra: "user = \"nobody\"\nsource_packet_rate = 200\nsource_packet_burst = 100\n".into(),
+        mn_extra: "user = \"nobody\"\n".into(),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6nobody")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    // The binding cache is written as the user: its directory is the user's.
+    std::os::unix::fs::chown(&l.net.dir, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let m = l
+        .wait_registered("udp", MN4[0], 0)
+        .unwrap_or_else(|e| panic!("{e}\n{}", l.net.log("mn")));
+    let v4hoa = m.ipv4_home_address.clone().expect("an IPv4 home address");
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    assert_eq!(l.ping_from("mn", &v4hoa, CN4, 3).unwrap(), 3);
+    let gbps = l.tcp_transfer_from("cn", Some(HOA), CN, 1, false).unwrap();
+    assert!(gbps > 0.05, "MN TCP {gbps} Gbit/s under a 200/s budget");
+    for role in ["ha", "mn"] {
+        let uids = thread_uids(&l, role);
+        let want = format!("{0} {0}", nobody.uid);
+        assert!(
+            !uids.is_empty() && uids.iter().all(|u| *u == want),
+            "{role}: {uids:?}"
+        );
+        const KEPT: u64 = (1 << 12) | (1 << 13);
+        let caps = thread_caps(&l, role);
+        for c in &caps {
+            assert!(
+                c[0] & !KEPT == 0 && c[1] & !KEPT == 0 && c[2] & !KEPT == 0 && c[3] == 0,
+                "{role}: {caps:x?}"
+            );
+        }
+        assert!(caps.iter().any(|c| c[0] != 0), "{role}: {caps:x?}");
+    }
+    let h = l.ha_report().unwrap();
+    assert_eq!(counter(&h, "drop_source_budget"), 0);
+    assert_eq!(counter(&h, "budget_errors"), 0);
+    assert_eq!(counter(&h, "state_file_errors"), 0);
+    // The cache reaches its file within the save delay, owned by the user.
+    let file = l.ha_state_file();
+    let t = std::time::Instant::now();
+    while !file.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&file).unwrap();
+    assert_eq!(md.uid(), nobody.uid);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(HOA));
+}

@@ -648,3 +648,98 @@ fn esp_payload_over_m6t0_carries_full_size_tcp_both_ways() {
         assert!(gbps > 0.05, "reverse {reverse}: {gbps} Gbit/s");
     }
 }
+
+/// The home agent's per-source budget (issue 14): one IPv4 address flooding UDP 4191 and
+/// 4500 with what no binding sends is cut by the kernel to about its burst and rate, each
+/// drop counted (`drop_source_budget`); the bound node's own traffic — BUs through its
+/// tunnel's mapping, payload ESP from its 4500 mapping, far above the budget's rate — is
+/// never budgeted, and the node stays registered and served.
+#[test]
+fn one_address_flooding_the_home_agent_is_cut_by_the_kernel_and_the_bound_node_is_not() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let o = DsmipOptions {
+        ipsec: Some(LabIpsec::gcm_with_payload().unwrap()),
+        ha_extra: "source_packet_rate = 200\nsource_packet_burst = 100\n".into(),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6budget")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    l.wait_registered("udp", MN4[0], 0).unwrap();
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    // The bound node's payload: full-size TCP, thousands of datagrams a second from its
+    // 4500 mapping, none of them budgeted.
+    let before = l.ha_report().unwrap().counter("drop_source_budget");
+    let gbps = l.tcp_transfer_from("cn", Some(HOA), CN, 2, false).unwrap();
+    assert!(gbps > 0.05, "MN TCP {gbps} Gbit/s under a 200/s budget");
+    let h = l.ha_report().unwrap();
+    assert_eq!(
+        h.counter("drop_source_budget"),
+        before,
+        "{}",
+        status::render(&h)
+    );
+
+    // 20000 datagrams to each port from one address (ESP-looking garbage: a non-zero SPI).
+    let script = l
+        .net
+        .write(
+            "flood.py",
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('203.0.113.66', 0))\n\
+             t = time.time()\n\
+             for i in range(20000):\n\
+             \x20   for p in (4191, 4500):\n\
+             \x20       s.sendto(b'\\x7f\\x00\\x00\\x01' + i.to_bytes(4, 'big') + b'x' * 56, (sys.argv[1], p))\n\
+             print(time.time() - t)\n",
+        )
+        .unwrap();
+    let secs: f64 = l
+        .net
+        .sh(
+            "atk",
+            &format!("/usr/bin/python3 {} {HA4}", script.display()),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let read_most = 100.0 + 200.0 * (secs + 1.0);
+    let h = wait_ha(&l, "budget drops", |r| {
+        (r.counter("drop_source_budget") - before) as f64 >= 40000.0 - read_most
+    });
+    let dropped = h.counter("drop_source_budget") - before;
+    assert!(
+        dropped <= 40000 - 90,
+        "{dropped} of 40000 dropped: the burst should have passed"
+    );
+    // What passed was read and refused by SPI, nothing else.
+    assert!(h.counter("ipsec_esp_no_sa") >= 90, "{}", status::render(&h));
+    // The node is still bound and served, its refreshes and payload unbudgeted.
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    let Report::HomeAgent { bindings, .. } = l.ha_report().unwrap() else {
+        panic!()
+    };
+    assert_eq!(bindings.len(), 1);
+    let again = l.ha_report().unwrap().counter("drop_source_budget");
+    let gbps = l.tcp_transfer_from("cn", Some(HOA), CN, 1, false).unwrap();
+    assert!(gbps > 0.05, "MN TCP {gbps} Gbit/s after the flood");
+    assert_eq!(l.ha_report().unwrap().counter("drop_source_budget"), again);
+    // IKE (the non-ESP marker) to a home agent keyed by hand: dropped and counted, from
+    // behind the NAT (a source the budget has not charged).
+    l.net
+        .sh(
+            "mn",
+            &format!(
+                "/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_INET, \
+                 socket.SOCK_DGRAM); [s.sendto(bytes(4) + b'ike' * 10, ('{HA4}', 4500)) \
+                 for _ in range(3)]\""
+            ),
+        )
+        .unwrap();
+    wait_ha(&l, "IKE without IKE", |r| {
+        r.counter("drop_ike_without_ike") == 3
+    });
+}

@@ -501,6 +501,71 @@ fn payload_goes_in_tunnel_mode_esp_over_udp_4500_behind_a_nat() {
     assert!(due <= t0 + std::time::Duration::from_secs(20));
 }
 
+/// The senders a driver exempts from its per-source budget: the binding's UDP tunnel at
+/// once, the NAT's 4500 mapping once authenticated ESP came from it (a packet failing its
+/// ICV from elsewhere adds nothing), each change moving the version and a repeat not; and
+/// none once the binding ended.
+#[test]
+fn known_senders_are_the_bindings_tunnel_and_its_authenticated_esp_mapping() {
+    use m6t_proto::dsmip::tif::Outer;
+    let t0 = Instant::now();
+    let v4hoa = "198.51.100.10";
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![v4hoa.parse().unwrap()];
+    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(with_payload(false, v4hoa));
+    let mut mc = MnConfig::new(a6(HOA), a6(HA6), HA4);
+    mc.ipv4_hoa = m6t_proto::dsmip::update_list::Ipv4HoaRequest::Dynamic;
+    let mut m = MobileNode::new(mc, 100).with_ipsec(with_payload(true, v4hoa));
+    m.handle_coas(t0, None, Some(COA4));
+    assert_eq!(h.known_senders().count(), 0);
+    let v0 = h.senders_version();
+    exchange(&mut m, &mut h, t0, true);
+    let nat: SocketAddrV4 = NAT_PUB.parse().unwrap();
+    assert_eq!(h.known_senders().collect::<Vec<_>>(), vec![nat]);
+    let v1 = h.senders_version();
+    assert_ne!(v1, v0);
+    let Some(Transmit::EspUdp { data, .. }) = m.poll_transmit() else {
+        panic!("no ESP keep-alive after registration");
+    };
+    // Forged: the keep-alive with its ICV broken, from an attacker's port.
+    let atk: SocketAddrV4 = "203.0.113.66:4500".parse().unwrap();
+    let mut bad = data.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        h.handle_esp(t0, Outer::Udp(atk), &mut bad),
+        Verdict::Drop(_)
+    ));
+    assert_eq!(h.senders_version(), v1);
+    let nat_esp: SocketAddrV4 = "203.0.113.2:40001".parse().unwrap();
+    assert_eq!(
+        h.handle_esp(t0, Outer::Udp(nat_esp), &mut data.clone()),
+        Verdict::Handled
+    );
+    let mut s: Vec<_> = h.known_senders().collect();
+    s.sort();
+    assert_eq!(s, vec![nat, nat_esp]);
+    let v2 = h.senders_version();
+    assert_ne!(v2, v1);
+    // The next keep-alive from the same mapping changes nothing.
+    m.handle_timeout(t0 + std::time::Duration::from_secs(21));
+    let again = std::iter::from_fn(|| m.poll_transmit())
+        .find_map(|t| match t {
+            Transmit::EspUdp { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("a second keep-alive");
+    assert_eq!(
+        h.handle_esp(t0, Outer::Udp(nat_esp), &mut again.clone()),
+        Verdict::Handled
+    );
+    assert_eq!(h.senders_version(), v2);
+    // The binding's lifetime ends: nobody is exempt any more.
+    h.handle_timeout(t0 + std::time::Duration::from_secs(100_000));
+    assert_eq!(h.known_senders().count(), 0);
+    assert_ne!(h.senders_version(), v2);
+}
+
 /// From an IPv6 care-of address and without a NAT, payload goes as IP/ESP (protocol 50).
 #[test]
 fn payload_goes_as_protocol_50_without_a_nat_and_from_an_ipv6_care_of_address() {

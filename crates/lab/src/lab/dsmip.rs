@@ -246,6 +246,10 @@ pub struct DsmipOptions {
     /// The mobile node is a mobile router (RFC 3963) for [`MNP6`] and [`MNP4`], in this
     /// `prefix_mode` ("explicit" or "implicit"), with the namespace `host` behind it.
     pub mobile_router: Option<&'static str>,
+    /// More top-level keys for the home agent's file (`key = value` lines).
+    pub ha_extra: String,
+    /// More top-level keys for the mobile node's file.
+    pub mn_extra: String,
 }
 
 impl Default for DsmipOptions {
@@ -259,6 +263,8 @@ impl Default for DsmipOptions {
             home_agent: format!("ha_address6 = \"{HA}\"\nha_address4 = \"{HA4}\"\n"),
             ipsec: None,
             mobile_router: None,
+            ha_extra: String::new(),
+            mn_extra: String::new(),
         }
     }
 }
@@ -422,12 +428,13 @@ impl Lab {
                 "address6 = \"{HA}\"\naddress4 = \"{HA4}\"\nhome_prefix = \"2001:db8:1::/64\"\n\
                  home_link = \"eth0\"\naccept_unprotected = {}\naccept_tlv = {}\n\
                  ipv4_pool = [\"{POOL}\"]\nnat_keepalive = {}\nstate_file = \"{}\"\n\
-                 control_socket = \"{}\"\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{}{ha_ipsec}",
+                 control_socket = \"{}\"\n{}\n[[mobile_node]]\nhome_address = \"{HOA}\"\n{}{ha_ipsec}",
                 o.ipsec.is_none(),
                 o.tlv,
                 o.nat_keepalive,
                 self.ha_state_file().display(),
                 self.ha_sock().display(),
+                o.ha_extra,
                 if o.mobile_router.is_some() {
                     format!("router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\n")
                 } else {
@@ -440,12 +447,13 @@ impl Lab {
             &format!(
                 "home_address = \"{HOA}\"\n{}\
                  ipv4_home_address = \"dynamic\"\nlifetime = {}\nforce_udp = {}\nrequest_tlv = {}\n\
-                 control_socket = \"{}\"\n{}{}{mn_ipsec}",
+                 control_socket = \"{}\"\n{}{}{}{mn_ipsec}",
                 o.home_agent,
                 o.lifetime,
                 o.force_udp,
                 o.tlv,
                 self.mn_sock().display(),
+                o.mn_extra,
                 match o.mobile_router {
                     Some(mode) => format!(
                         "router = true\nmobile_network_prefixes = [\"{MNP6}\", \"{MNP4}\"]\nprefix_mode = \"{mode}\"\n"

@@ -27,7 +27,7 @@ const SEND_BATCH: usize = 64;
 use crate::config;
 use crate::status::{Report, REQUEST_STATUS};
 use m6t_linux::batch::{RecvBatch, SendBatch};
-use m6t_linux::budget::SourceBudget;
+use m6t_linux::budget::{Exempt, SourceBudget};
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::{caps, control::ControlServer, netlink::Netlink, prefetch, tun::Tun, udp};
@@ -197,7 +197,7 @@ pub fn run(cfg: config::Gateway) -> Result<(), DaemonError> {
     let budget = match cfg.source_limit {
         Some((rate, burst)) => {
             let peers = u32::try_from(cfg.machine.max_states).unwrap_or(u32::MAX);
-            let b = SourceBudget::new(rate, burst, peers).map_err(io(
+            let b = SourceBudget::new(rate, burst, peers, Exempt::SenderAndInner6).map_err(io(
                 "per-source budget (key `source_packet_rate`; 0 turns it off)",
             ))?;
             for (p, s) in socks.iter().flatten() {

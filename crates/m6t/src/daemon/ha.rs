@@ -13,6 +13,7 @@ use super::{
 use crate::dsmip_config::Ha;
 use crate::metrics::{GaugeValue, Publisher};
 use crate::status::{IpsecInfo, Report};
+use m6t_linux::budget::{Exempt, SourceBudget};
 use m6t_linux::caps::Capability;
 use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
@@ -24,8 +25,9 @@ use m6t_linux::{caps, tun::Tun};
 use m6t_proto::dsmip::binding_cache::Snapshot;
 use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
 use m6t_proto::dsmip::tif::DSMIP_PORT;
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -35,6 +37,76 @@ use std::time::{Duration, Instant};
 /// (a train of mobile nodes moving at once, a restart restoring thousands) costs one write,
 /// and a crash loses at most the changes of this last interval.
 pub const SAVE_DELAY: Duration = Duration::from_secs(1);
+
+/// The kernel's per-source budget on the home agent's IPv4 UDP ports (4191, 4500), and the
+/// senders it lets through unbudgeted: those [`HomeAgent::known_senders`] names (a binding's
+/// tunnel, a bound node's authenticated ESP), so that one address flooding BUs, ESP or
+/// IKE_SA_INIT costs the kernel a map lookup per datagram, not a read by the loop that also
+/// carries every node's traffic.
+struct Budget {
+    filter: SourceBudget,
+    /// What the filter's map holds.
+    exempt: BTreeSet<SocketAddrV4>,
+    /// The node's [`HomeAgent::senders_version`] when `exempt` was last brought in line.
+    version: Option<u64>,
+}
+
+impl Budget {
+    fn new(cfg: &Ha, socks: &TifSockets) -> Result<Option<Budget>, DaemonError> {
+        let Some((rate, burst)) = cfg.source_limit else {
+            return Ok(None);
+        };
+        // A binding's tunnel and its ESP mapping each.
+        let peers = u32::try_from(cfg.machine.max_bindings.saturating_mul(2)).unwrap_or(u32::MAX);
+        let filter = SourceBudget::new(rate, burst, peers, Exempt::Sender).map_err(io(
+            "per-source budget (key `source_packet_rate`; 0 turns it off)",
+        ))?;
+        for s in [TifSource::Udp, TifSource::EspUdp] {
+            if let Some(fd) = socks.fd(s) {
+                filter.attach(&fd).map_err(io(format!(
+                    "attaching the per-source budget to the {s:?} socket"
+                )))?;
+            }
+        }
+        Ok(Some(Budget {
+            filter,
+            exempt: BTreeSet::new(),
+            version: None,
+        }))
+    }
+
+    /// Brings the filter's exempt senders in line with the node's, when they changed.
+    fn sync(&mut self, node: &HomeAgent, failures: &Failures) {
+        if self.version == Some(node.senders_version()) {
+            return;
+        }
+        self.version = Some(node.senders_version());
+        let now: BTreeSet<SocketAddrV4> = node.known_senders().collect();
+        for gone in self.exempt.difference(&now) {
+            let r = self.filter.remove_sender(*gone);
+            failures.check(Failure::Budget, "the per-source budget's map of senders", r);
+        }
+        for new in now.difference(&self.exempt) {
+            let r = self.filter.add_sender(*new);
+            failures.check(Failure::Budget, "the per-source budget's map of senders", r);
+        }
+        self.exempt = now;
+    }
+
+    /// Datagrams the filter dropped; a failed read is counted and reads as 0 this time.
+    fn dropped(budget: Option<&Budget>, failures: &Failures) -> u64 {
+        budget.map_or(0, |b| {
+            b.filter.dropped().unwrap_or_else(|e| {
+                failures.record(
+                    Failure::Budget,
+                    1,
+                    format_args!("reading the source budget: {e}"),
+                );
+                0
+            })
+        })
+    }
+}
 
 /// The home agent's event sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +326,8 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
             .bind_esp_udp6(a6)
             .map_err(io(format!("UDP [{a6}]:{}", m6t_ike::endpoint::NAT_T_PORT)))?;
     }
+    // The kernel's per-source budget, before the first datagram is read.
+    let budget = Budget::new(&cfg, &socks)?;
     let control = bind_control(&cfg.control_socket)?;
     let mut rt = Runtime::new(&stop).map_err(io("epoll"))?;
     rt.add(&tun, Source::Tun).map_err(io("epoll"))?;
@@ -308,6 +382,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
         seq_file: cfg.ipsec.as_ref().and_then(|i| i.sequence_file.clone()),
         metrics,
         ike,
+        budget,
     };
     let r = d.run(&mut node, &control);
     m6t_linux::notify::stopping();
@@ -331,6 +406,8 @@ struct Driver {
     metrics: Option<Publisher>,
     /// IKEv2, when `[ike]` keys the SAs.
     ike: Option<IkeDriver>,
+    /// The kernel's per-source budget, when `source_packet_rate` is not 0.
+    budget: Option<Budget>,
 }
 
 impl Driver {
@@ -341,7 +418,12 @@ impl Driver {
         // Bindings restored from the file: their routes go in before the first packet.
         let mut next = self.after(node, Instant::now());
         next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
-            snapshot(node, &self.failures, self.ike.as_ref())
+            snapshot(
+                node,
+                &self.failures,
+                self.ike.as_ref(),
+                self.budget.as_ref(),
+            )
         });
         let mut drops = super::DropLog::new(Instant::now());
         while !self.rt.stopping() {
@@ -349,6 +431,7 @@ impl Driver {
             let now = Instant::now();
             let (socks, failures) = (&self.socks, &*self.failures);
             let ike = &mut self.ike;
+            let budget = self.budget.as_ref();
             for &source in ready {
                 match source {
                     Source::Tun => to_tunnel(&mut tun_rx, socks, node, failures, now)
@@ -370,7 +453,11 @@ impl Driver {
                         start: crate::status::start(),
                         counters: with_ike(
                             with_ipsec(
-                                counters_with(node.counters().snapshot(), failures, &[]),
+                                counters_with(
+                                    node.counters().snapshot(),
+                                    failures,
+                                    &[("drop_source_budget", Budget::dropped(budget, failures))],
+                                ),
                                 node.ipsec(),
                             ),
                             ike.as_ref(),
@@ -381,10 +468,21 @@ impl Driver {
             failures.record(Failure::TunWrite, tun_tx.take_errors(), "TUN write refused");
             next = self.after(node, now);
             next = publish_metrics(&mut self.metrics, now, next, || {
-                snapshot(node, &self.failures, self.ike.as_ref())
+                snapshot(
+                    node,
+                    &self.failures,
+                    self.ike.as_ref(),
+                    self.budget.as_ref(),
+                )
             });
             drops.pass(now, || {
-                snapshot(node, &self.failures, self.ike.as_ref()).counters
+                snapshot(
+                    node,
+                    &self.failures,
+                    self.ike.as_ref(),
+                    self.budget.as_ref(),
+                )
+                .counters
             });
         }
         Ok(())
@@ -421,6 +519,9 @@ impl Driver {
         while let Some(t) = node.poll_transmit() {
             let r = send_signal(&self.socks, &t);
             self.failures.check(Failure::SignalSend, "sending a BA", r);
+        }
+        if let Some(b) = self.budget.as_mut() {
+            b.sync(node, &self.failures);
         }
         let Some(f) = self.file.as_mut() else {
             return next;
@@ -459,6 +560,7 @@ fn snapshot(
     node: &HomeAgent,
     failures: &Failures,
     ike: Option<&IkeDriver>,
+    budget: Option<&Budget>,
 ) -> crate::metrics::Snapshot {
     use m6t_proto::dsmip::binding_cache::Tunnel;
     let mut by = [0usize; 4];
@@ -481,7 +583,11 @@ fn snapshot(
     crate::metrics::Snapshot {
         counters: with_ike(
             with_ipsec(
-                counters_with(node.counters().snapshot(), failures, &[]),
+                counters_with(
+                    node.counters().snapshot(),
+                    failures,
+                    &[("drop_source_budget", Budget::dropped(budget, failures))],
+                ),
                 node.ipsec(),
             ),
             ike,

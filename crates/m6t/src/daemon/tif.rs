@@ -45,6 +45,8 @@ pub(crate) trait TunnelEnd {
     fn tun(&mut self, now: Instant, p: &[u8]) -> Outbound<Self::Reason>;
     /// The bytes of the last [`Outbound::Protected`].
     fn protected(&self) -> &[u8];
+    /// IKE on port 4500 while no IKE runs.
+    fn ike_without_ike(&mut self);
 }
 
 macro_rules! tunnel_end {
@@ -84,6 +86,9 @@ macro_rules! tunnel_end {
             fn protected(&self) -> &[u8] {
                 <$node>::protected(self)
             }
+            fn ike_without_ike(&mut self) {
+                self.handle_ike_without_ike()
+            }
         }
     };
 }
@@ -113,8 +118,9 @@ pub(crate) fn from_tunnel(
             Ok(TifPacket::Esp { outer, range }) => node.esp(now, outer, &mut buf[range]),
             // IKE and NAT-keepalives on port 4500 are not the tunnel's but IKE's.
             Ok(TifPacket::NotEsp { local, from, len }) => {
-                if let Some(ike) = ike.as_deref_mut() {
-                    ike.datagram(now, local, from, &buf[..len]);
+                match ike.as_deref_mut() {
+                    Some(ike) => ike.datagram(now, local, from, &buf[..len]),
+                    None => node.ike_without_ike(),
                 }
                 continue;
             }

@@ -36,6 +36,9 @@ reasons! {
         DropIpsec => "drop_ipsec",
         /// ESP arrived while IPsec is not configured.
         DropEspWithoutIpsec => "drop_esp_without_ipsec",
+        /// IKE on UDP port 4500 (the non-ESP marker, RFC 3948 section 2.2, or a NAT
+        /// keep-alive) while IKE is not configured.
+        DropIkeWithoutIke => "drop_ike_without_ike",
         /// Authenticated ESP keep-alives (dummy packets, RFC 4303 section 2.6) taken.
         EspKeepalives => "esp_keepalives",
         /// The kernel's own link-local and multicast packets on the TUN (router
@@ -155,6 +158,8 @@ pub struct HomeAgent {
     /// Where each mobile node's UDP-encapsulated ESP comes from (the NAT's mapping for port
     /// 4500, which is not its mapping for 4191): learned from authenticated packets only.
     esp_peer: BTreeMap<Ipv6Addr, SocketAddrV4>,
+    /// Changes whenever [`HomeAgent::known_senders`] may have changed.
+    senders_version: u64,
 }
 
 fn tif_drop(d: TifDrop) -> HaCounter {
@@ -226,6 +231,7 @@ impl HomeAgent {
             ipsec: None,
             scratch: Vec::new(),
             esp_peer: BTreeMap::new(),
+            senders_version: 0,
         }
     }
 
@@ -269,6 +275,12 @@ impl HomeAgent {
         &self.counters
     }
 
+    /// A datagram for IKE (port 4500 with the non-ESP marker, or a NAT keep-alive) while
+    /// the driver runs no IKE: dropped and counted.
+    pub fn handle_ike_without_ike(&mut self) {
+        self.counters.bump(HaCounter::DropIkeWithoutIke);
+    }
+
     /// Counts a drop the driver decided (e.g. a packet its socket could not parse).
     pub fn count(&mut self, c: HaCounter) {
         self.counters.bump(c);
@@ -290,6 +302,7 @@ impl HomeAgent {
         if !same_tunnel {
             // A new tunnel or none: the NAT mapping for ESP is learned again from the node.
             self.esp_peer.remove(&hoa);
+            self.senders_version += 1;
         }
         if let Some(b) = before.as_ref().filter(|b| b.router) {
             let k = outer_ip(b.tunnel);
@@ -328,6 +341,7 @@ impl HomeAgent {
         for p in new_mnp.iter().filter(|p| !old_mnp.contains(p)) {
             self.events.push_back(HaEvent::Routed { hoa, prefix: *p });
         }
+        self.senders_version += 1;
         match now_bound {
             Some(n) => {
                 self.installed.insert(hoa, n);
@@ -598,7 +612,7 @@ impl HomeAgent {
                 // A keep-alive proves only the SA: learn the mapping for its home address.
                 let hoa = self.hoa_of_sa(sa);
                 if let (Some(h), Outer::Udp(from)) = (hoa, outer) {
-                    self.esp_peer.insert(h, from);
+                    self.learn_esp_peer(h, from);
                 }
                 self.counters.bump(HaCounter::EspKeepalives);
                 return Verdict::Handled;
@@ -629,10 +643,36 @@ impl HomeAgent {
             return Verdict::Drop(HaCounter::DropNotBound);
         };
         if let Outer::Udp(from) = outer {
-            self.esp_peer.insert(h, from);
+            self.learn_esp_peer(h, from);
         }
         self.counters.bump(HaCounter::ToHome);
         Verdict::ToTun(inner)
+    }
+
+    /// Where `hoa`'s authenticated ESP came from; the version moves only on a change (this
+    /// runs for every packet).
+    fn learn_esp_peer(&mut self, hoa: Ipv6Addr, from: SocketAddrV4) {
+        if self.esp_peer.insert(hoa, from) != Some(from) {
+            self.senders_version += 1;
+        }
+    }
+
+    /// The UDP senders (IPv4 address and port) whose traffic the home agent serves: each
+    /// binding's UDP tunnel (RFC 5555 section 4.1: the NAT's mapping the BU came from) and
+    /// where each bound node's authenticated ESP comes from (its mapping for port 4500). A
+    /// driver exempts them from a per-source budget that holds everybody else to a
+    /// signalling rate; [`Self::senders_version`] says when to read them again.
+    pub fn known_senders(&self) -> impl Iterator<Item = SocketAddrV4> + '_ {
+        let tunnels = self.installed.values().filter_map(|i| match i.tunnel {
+            Tunnel::Udp { peer } | Tunnel::Tlv { peer } => Some(peer),
+            Tunnel::Ipv4 { .. } | Tunnel::Ipv6 { .. } => None,
+        });
+        tunnels.chain(self.esp_peer.values().copied())
+    }
+
+    /// A number that changes whenever [`Self::known_senders`] may have changed.
+    pub fn senders_version(&self) -> u64 {
+        self.senders_version
     }
 
     /// The bound home address whose policy names inbound SA `sa`.

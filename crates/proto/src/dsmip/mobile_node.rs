@@ -57,6 +57,9 @@ reasons! {
         BaUnprotected => "ba_unprotected",
         /// ESP arrived while IPsec is not configured.
         DropEspWithoutIpsec => "drop_esp_without_ipsec",
+        /// IKE on UDP port 4500 (the non-ESP marker, RFC 3948 section 2.2, or a NAT
+        /// keep-alive) while IKE is not configured.
+        DropIkeWithoutIke => "drop_ike_without_ike",
         /// Authenticated ESP keep-alives sent on UDP port 4500 (RFC 4303 section 2.6 dummy
         /// packets: they keep the NAT's mapping and tell the home agent where it is).
         EspKeepalives => "esp_keepalives",
@@ -305,6 +308,12 @@ impl MobileNode {
     /// Counters.
     pub fn counters(&self) -> &Counters<MnCounter> {
         &self.counters
+    }
+
+    /// A datagram for IKE (port 4500 with the non-ESP marker, or a NAT keep-alive) while
+    /// the driver runs no IKE: dropped and counted.
+    pub fn handle_ike_without_ike(&mut self) {
+        self.counters.bump(MnCounter::DropIkeWithoutIke);
     }
 
     /// The IPv6 home address.
