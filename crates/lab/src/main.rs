@@ -45,8 +45,9 @@ enum Cmd {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
         /// Run only these parts (comma-separated): tunnel, teredo, wireguard, dsmip, ceiling,
-        /// scale, idle, floor, workers, dos, compare (the comparison of seed 004: its three
-        /// tables, with the tunnel, teredo, wireguard and dsmip parts it is built on).
+        /// scale, idle, floor, workers, dos, ha-dos (the home agent half of dos), compare
+        /// (the comparison of seed 004: its three tables, with the tunnel, teredo, wireguard
+        /// and dsmip parts it is built on).
         #[arg(long, value_delimiter = ',')]
         only: Vec<bench::Group>,
     },

@@ -179,16 +179,11 @@ fn under(
 }
 
 /// Runs the part: the control, the flood with the budget and without it, for every kind.
-pub(super) fn figures(
-    lab: &mut Lab,
-    tools: &Path,
-    t: &mut Table,
-    o: &BenchOptions,
-) -> LabResult<()> {
-    // The control's sink: a veth pair inside the attacker's namespace, the far end up
-    // without an address (a static neighbour entry spares ARP), forwarding off: the kernel
-    // sends, receives and drops each datagram, as it would toward the gateway, and nothing
-    // reaches the gateway's namespace.
+/// The control's sink: a veth pair inside the attacker's namespace, the far end up without
+/// an address (a static neighbour entry spares ARP), forwarding off: the kernel sends,
+/// receives and drops each datagram, as it would toward the gateway, and nothing reaches
+/// the gateway's namespace.
+pub(super) fn sink(lab: &Lab) -> LabResult<()> {
     lab.net.sh(
         "atk",
         &format!(
@@ -198,6 +193,16 @@ pub(super) fn figures(
              ip neigh replace {SINK} lladdr $(cat /sys/class/net/sink1/address) dev sink0 nud permanent; }}"
         ),
     )?;
+    Ok(())
+}
+
+pub(super) fn figures(
+    lab: &mut Lab,
+    tools: &Path,
+    t: &mut Table,
+    o: &BenchOptions,
+) -> LabResult<()> {
+    sink(lab)?;
     // The MN alone, with the budget and without (its own traffic is never budgeted).
     for budget in [true, false] {
         restart_gateway(lab, budget)?;

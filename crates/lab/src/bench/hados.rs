@@ -186,26 +186,43 @@ pub(super) fn figures(
     // any host of the Internet would.
     lab.net
         .sh("atk", &format!("ip route replace {HA4}/32 via {GW4}"))?;
-    lab.write_dsmip_configs(&DsmipOptions {
-        ipsec: Some(LabIpsec::ike()?),
-        ..DsmipOptions::default()
-    })?;
-    lab.start_ha()?;
-    lab.start_mn()?;
-    let res = measure(lab, tools, t, o);
-    lab.net.stop("flood");
-    lab.net.stop("mn");
-    lab.stop_ha();
-    res
+    // With the home agent's defaults (the kernel's per-source budget), then without it.
+    for budget in [true, false] {
+        lab.write_dsmip_configs(&DsmipOptions {
+            ipsec: Some(LabIpsec::ike()?),
+            ha_extra: if budget {
+                String::new()
+            } else {
+                "source_packet_rate = 0\n".into()
+            },
+            ..DsmipOptions::default()
+        })?;
+        lab.start_ha()?;
+        lab.start_mn()?;
+        let tag = if budget { "" } else { ", no budget" };
+        let res = measure(lab, tools, t, o, tag);
+        lab.net.stop("flood");
+        lab.net.stop("mn");
+        lab.stop_ha();
+        res?;
+    }
+    Ok(())
 }
 
-fn measure(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabResult<()> {
+/// The MN alone, then each flood after its control; `tag` ends every figure's name.
+fn measure(
+    lab: &mut Lab,
+    tools: &Path,
+    t: &mut Table,
+    o: &BenchOptions,
+    tag: &str,
+) -> LabResult<()> {
     // Wherever the earlier parts left the MN's IPv4 address.
     lab.wait_registered("udp", "192.0.2.", 0)?;
     let pid = ha_pid(lab)?;
     let from_hoa = format!("-B {HOA}");
     t.add_runs(
-        "hados: MN tcp, no attack",
+        &format!("hados: MN tcp, no attack{tag}"),
         tcp(lab, "cn", CN, &from_hoa, o)?,
         "Gbit/s",
     );
@@ -219,9 +236,9 @@ fn measure(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabR
         start_flood(lab, tools, kind, SINK, spi, o)?;
         let c = tcp(lab, "cn", CN, &from_hoa, o);
         let cf = stop_flood(lab);
-        t.add_runs(&format!("hados: MN tcp, control {k}"), c?, "Gbit/s");
+        t.add_runs(&format!("hados: MN tcp, control {k}{tag}"), c?, "Gbit/s");
         t.add(
-            &format!("hados: control rate, {k}"),
+            &format!("hados: control rate, {k}{tag}"),
             cf["pps"].as_f64().unwrap_or(f64::NAN),
             "pkt/s",
         );
@@ -240,34 +257,34 @@ fn measure(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabR
         std::thread::sleep(Duration::from_millis(200));
         let (after, r1) = mn_state(lab)?;
         let rss1 = rss_bytes(pid) as f64 / 1e6;
-        t.add_runs(&format!("hados: MN tcp, {k} flood"), u?, "Gbit/s");
+        t.add_runs(&format!("hados: MN tcp, {k} flood{tag}"), u?, "Gbit/s");
         t.add(
-            &format!("hados: flood rate, {k}"),
+            &format!("hados: flood rate, {k}{tag}"),
             f["pps"].as_f64().unwrap_or(f64::NAN),
             "pkt/s",
         );
         t.add(
-            &format!("hados: flood sent, {k}"),
+            &format!("hados: flood sent, {k}{tag}"),
             f["sent"].as_f64().unwrap_or(f64::NAN),
             "pkts",
         );
         for c in counters(kind) {
             t.add(
-                &format!("hados: HA {c}, {k} flood"),
+                &format!("hados: HA {c}, {k} flood{tag}"),
                 r1.counter(c).saturating_sub(r0.counter(c)) as f64,
                 "pkts",
             );
         }
         t.add(
-            &format!("hados: HA kernel rcvbuf drops, {k}"),
+            &format!("hados: HA kernel rcvbuf drops, {k}{tag}"),
             rcvbuf_errors(lab).saturating_sub(rcv0) as f64,
             "pkts",
         );
-        t.add(&format!("hados: HA CPU, {k}"), cpu, "cores");
-        t.add(&format!("hados: HA rss before, {k}"), rss0, "MB");
-        t.add(&format!("hados: HA rss after, {k}"), rss1, "MB");
+        t.add(&format!("hados: HA CPU, {k}{tag}"), cpu, "cores");
+        t.add(&format!("hados: HA rss before, {k}{tag}"), rss0, "MB");
+        t.add(&format!("hados: HA rss after, {k}{tag}"), rss1, "MB");
         t.add(
-            &format!("hados: HA bindings after, {k}"),
+            &format!("hados: HA bindings after, {k}{tag}"),
             after.bindings.len() as f64,
             "bindings",
         );
@@ -278,20 +295,17 @@ fn measure(lab: &mut Lab, tools: &Path, t: &mut Table, o: &BenchOptions) -> LabR
             || before.coa != after.coa
             || after.sa_seq >= 0x4000_0000;
         t.add(
-            &format!("hados: MN state moved, {k}"),
+            &format!("hados: MN state moved, {k}{tag}"),
             f64::from(u8::from(moved)),
             "bool",
         );
     }
     for kind in Kind::HA {
         let k = kind.name();
-        let name = format!("hados: MN tcp, {k} flood");
-        t.ratio(&name, "hados: MN tcp, no attack", None);
-        t.ratio(
-            &name,
-            &format!("hados: MN tcp, control {k}"),
-            Some(">= 0.9"),
-        );
+        let name = format!("hados: MN tcp, {k} flood{tag}");
+        t.ratio(&name, &format!("hados: MN tcp, no attack{tag}"), None);
+        let target = tag.is_empty().then_some(">= 0.9");
+        t.ratio(&name, &format!("hados: MN tcp, control {k}{tag}"), target);
     }
     Ok(())
 }

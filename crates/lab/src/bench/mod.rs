@@ -395,8 +395,12 @@ pub enum Group {
     /// The gateway with two workers.
     Workers,
     /// The gateway (defaults) flooded from one IPv4 address: the MN's throughput against
-    /// no attack and a CPU-matched control, with and without the kernel's per-source budget.
+    /// no attack and a CPU-matched control, with and without the kernel's per-source budget;
+    /// then the home agent's part ([`Group::HaDos`]).
     Dos,
+    /// The DSMIPv6 home agent flooded from one IPv4 address (BUs, ESP, IKE_SA_INIT), with
+    /// and without its per-source budget: the second half of `dos`, on its own.
+    HaDos,
     /// The comparison of seed 004: the tunnel, Teredo and DSMIPv6 groups, then the ESP rows
     /// over m6t and Teredo, DSMIPv6 handovers and attach with and without IKEv2, and the
     /// three tables (throughput, overhead and MTU, handover and attach).
@@ -417,10 +421,11 @@ impl std::str::FromStr for Group {
             "floor" => Group::Floor,
             "workers" => Group::Workers,
             "dos" => Group::Dos,
+            "ha-dos" => Group::HaDos,
             "compare" => Group::Compare,
             _ => {
                 return Err(format!(
-                "unknown group `{s}` (tunnel, teredo, wireguard, dsmip, ceiling, scale, idle, floor, workers, dos, compare)"
+                "unknown group `{s}` (tunnel, teredo, wireguard, dsmip, ceiling, scale, idle, floor, workers, dos, ha-dos, compare)"
             ))
             }
         })
@@ -501,6 +506,9 @@ pub fn run(bin: &Path, tools: &Path, o: BenchOptions, only: &[Group], out: &Path
     // Last: it restarts the gateway with its defaults.
     if wants(Group::Dos) {
         dos::figures(&mut lab, tools, &mut t, &o)?;
+    } else if wants(Group::HaDos) {
+        dos::sink(&lab)?;
+        hados::figures(&mut lab, tools, &mut t, &o)?;
     }
 
     let (s0, s2) = (o.scale[0], o.scale[2]);
