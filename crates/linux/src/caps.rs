@@ -53,16 +53,7 @@ pub fn keep_only(keep: &[Capability]) -> std::io::Result<()> {
         std::io::Error::other(format!("dropping capabilities ({what}): {e}"))
     };
     let keep_set: caps::CapsHashSet = keep.iter().copied().collect();
-    // The bounding set first: changing it needs CAP_SETPCAP in the effective set.
-    if caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
-        for c in caps::all() {
-            if !keep_set.contains(&c)
-                && caps::has_cap(None, caps::CapSet::Bounding, c).unwrap_or(false)
-            {
-                caps::drop(None, caps::CapSet::Bounding, c).map_err(|e| err("bounding", e))?;
-            }
-        }
-    }
+    drop_bounding(&keep_set)?;
     caps::clear(None, caps::CapSet::Ambient).map_err(|e| err("ambient", e))?;
     caps::clear(None, caps::CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
     // Effective before permitted: the effective set must stay inside the permitted one.
@@ -70,6 +61,52 @@ pub fn keep_only(keep: &[Capability]) -> std::io::Result<()> {
     let kept: caps::CapsHashSet = keep_set.intersection(&have).copied().collect();
     caps::set(None, caps::CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
     caps::set(None, caps::CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
+    Ok(())
+}
+
+/// Whether the daemon's main thread has settled its privileges (see [`settled`]).
+static SETTLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static SETTLED_NOW: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Says that the main thread has switched user (if it does) and kept its capabilities:
+/// threads waiting in [`drop_all_when_settled`] go on.
+pub fn settled() {
+    let mut s = SETTLED.lock().unwrap_or_else(|e| e.into_inner());
+    *s = true;
+    SETTLED_NOW.notify_all();
+}
+
+/// For a helper thread started before the daemon settles its privileges (the metrics
+/// server, the binding cache's writer): waits until it has, then drops every capability.
+/// Dropping them at once would break the user switch: glibc changes ids in every thread
+/// of the process (setxid broadcast) and aborts the process when one thread, having no
+/// CAP_SETUID left, fails while the others succeeded. Switched first, such a thread loses
+/// its capabilities with its uid anyway; this clears what is left either way.
+pub fn drop_all_when_settled() -> std::io::Result<()> {
+    // The bounding set now, while CAP_SETPCAP is there to change it (a uid switch clears
+    // the effective set); it limits what an exec could gain, not what the thread holds.
+    drop_bounding(&caps::CapsHashSet::new())?;
+    let mut s = SETTLED.lock().unwrap_or_else(|e| e.into_inner());
+    while !*s {
+        s = SETTLED_NOW.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+    drop(s);
+    keep_only(&[])
+}
+
+/// Drops every capability but `keep` from the calling thread's bounding set, when it may
+/// (changing it needs CAP_SETPCAP in the effective set).
+fn drop_bounding(keep: &caps::CapsHashSet) -> std::io::Result<()> {
+    if caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if !keep.contains(&c) && caps::has_cap(None, caps::CapSet::Bounding, c).unwrap_or(false)
+            {
+                caps::drop(None, caps::CapSet::Bounding, c).map_err(|e| {
+                    std::io::Error::other(format!("dropping capabilities (bounding): {e}"))
+                })?;
+            }
+        }
+    }
     Ok(())
 }
 

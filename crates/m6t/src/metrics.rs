@@ -353,8 +353,9 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketA
         .name("m6t-metrics".into())
         .spawn(move || {
             // This thread reads requests from the network and needs no privilege: it
-            // starts before the daemon drops its own, so it drops all of them itself.
-            if let Err(e) = m6t_linux::caps::keep_only(&[]) {
+            // starts before the daemon switches user and drops its own, so it drops all of
+            // them itself once the daemon has, before it serves anything.
+            if let Err(e) = m6t_linux::caps::drop_all_when_settled() {
                 tracing::warn!("metrics thread: {e}");
             }
             for conn in listener.incoming() {
@@ -568,6 +569,8 @@ mod tests {
 
     #[test]
     fn server_answers_over_tcp_and_refuses_oversized_requests() {
+        // No daemon here to settle its privileges: the server thread may start serving.
+        m6t_linux::caps::settled();
         let m = Arc::new(sample());
         let addr = serve("127.0.0.1:0".parse().unwrap(), m).unwrap();
         let get = |req: &[u8]| {

@@ -592,8 +592,8 @@ fn thread_uids(l: &Lab, role: &str) -> Vec<String> {
 }
 
 /// Least privilege for the DSMIPv6 daemons (issue 14): a home agent and a mobile node told
-/// `user = "nobody"` switch to it in every thread once started, keep CAP_NET_ADMIN and
-/// CAP_NET_RAW at most, and still register with IKEv2 through the NAT, carry payload in ESP
+/// `user = "nobody"` switch to it in every thread once started (their binding cache writer
+/// and metrics server too), keep CAP_NET_ADMIN and CAP_NET_RAW at most (those threads none), and still register with IKEv2 through the NAT, carry payload in ESP
 /// on both home addresses, write the binding cache as that user, and keep the home agent's
 /// per-source budget in step (its map of exempt senders: the node's TCP far above a 200/s
 /// budget, nothing dropped, no budget error).
@@ -605,8 +605,12 @@ fn home_agent_and_mobile_node_run_as_nobody_register_with_ike_and_carry_payload(
         .expect("a user `nobody`");
     let o = DsmipOptions {
         ipsec: Some(LabIpsec::ike().unwrap()),
-        ha_extra: "user = \"nobody\"\nsource_packet_rate = 200\nsource_packet_burst = 100\n".into(),
-        mn_extra: "user = \"nobody\"\n".into(),
+        // With their metrics threads, started before the switch (a thread that dropped its
+        // capabilities first made glibc abort the switch).
+        ha_extra: "user = \"nobody\"\nsource_packet_rate = 200\nsource_packet_burst = 100\n\
+                   metrics_listen = \"127.0.0.1:9464\"\n"
+            .into(),
+        mn_extra: "user = \"nobody\"\nmetrics_listen = \"127.0.0.1:9464\"\n".into(),
         ..DsmipOptions::default()
     };
     let mut l = Lab::build(bin(), &LabOptions::new("d6nobody")).unwrap();
@@ -617,7 +621,7 @@ fn home_agent_and_mobile_node_run_as_nobody_register_with_ike_and_carry_payload(
     l.start_mn().unwrap();
     let m = l
         .wait_registered("udp", MN4[0], 0)
-        .unwrap_or_else(|e| panic!("{e}\n{}", l.net.log("mn")));
+        .unwrap_or_else(|e| panic!("{e}\nha log:\n{}", l.net.log("ha")));
     let v4hoa = m.ipv4_home_address.clone().expect("an IPv4 home address");
     assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
     assert_eq!(l.ping_from("mn", &v4hoa, CN4, 3).unwrap(), 3);

@@ -147,9 +147,9 @@ impl CacheFile {
         let writer = std::thread::Builder::new()
             .name("m6t-ha-save".into())
             .spawn(move || {
-                // Writing a root-owned file needs no capability; the thread starts before
-                // the daemon drops its own.
-                if let Err(e) = m6t_linux::caps::keep_only(&[]) {
+                // Writing the daemon's own file needs no capability; the thread starts
+                // before the daemon switches user and drops its own.
+                if let Err(e) = m6t_linux::caps::drop_all_when_settled() {
                     tracing::warn!("binding cache writer: {e}");
                 }
                 while let Ok(mut bytes) = rx.recv() {

@@ -71,7 +71,10 @@ pub(crate) fn keep_only(
         )))?;
         tracing::info!("running as user {} (uid {}, gid {})", u.name, u.uid, u.gid);
     }
-    m6t_linux::caps::keep_only(keep).map_err(io("capabilities"))
+    m6t_linux::caps::keep_only(keep).map_err(io("capabilities"))?;
+    // The helper threads drop theirs now (see `drop_all_when_settled`).
+    m6t_linux::caps::settled();
+    Ok(())
 }
 
 /// Binds a daemon's control socket (for `m6t status`).
