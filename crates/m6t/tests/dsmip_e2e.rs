@@ -12,9 +12,8 @@ use std::time::Duration;
 /// One lab at a time: the tests share the two cores and the tool binaries.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Effective, permitted, bounding and ambient capability masks of every thread of the `m6t`
-/// processes in a role's namespace.
-fn thread_caps(l: &Lab, role: &str) -> Vec<[u64; 4]> {
+/// The /proc status text of every thread of the `m6t` processes in a role's namespace.
+fn thread_status(l: &Lab, role: &str) -> Vec<String> {
     let pids = std::process::Command::new("ip")
         .args(["netns", "pids", &l.net.ns(role)])
         .output()
@@ -26,22 +25,32 @@ fn thread_caps(l: &Lab, role: &str) -> Vec<[u64; 4]> {
             continue;
         }
         for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            v.push(std::fs::read_to_string(t.unwrap().path().join("status")).unwrap());
+        }
+    }
+    v
+}
+
+/// Effective, permitted, bounding and ambient capability masks of every thread of the `m6t`
+/// processes in a role's namespace.
+fn thread_caps(l: &Lab, role: &str) -> Vec<[u64; 4]> {
+    thread_status(l, role)
+        .iter()
+        .map(|st| {
             let get = |k: &str| {
                 st.lines()
                     .find_map(|x| x.strip_prefix(k))
                     .map(|x| u64::from_str_radix(x.trim(), 16).unwrap())
                     .unwrap()
             };
-            v.push([
+            [
                 get("CapEff:"),
                 get("CapPrm:"),
                 get("CapBnd:"),
                 get("CapAmb:"),
-            ]);
-        }
-    }
-    v
+            ]
+        })
+        .collect()
 }
 
 fn bin() -> &'static Path {
@@ -569,26 +578,11 @@ fn the_reported_registration_time_is_the_one_on_the_wire_and_sigterm_stops_at_on
 
 /// The real and effective uids of every thread of the `m6t` processes in a namespace.
 fn thread_uids(l: &Lab, role: &str) -> Vec<String> {
-    let pids = std::process::Command::new("ip")
-        .args(["netns", "pids", &l.net.ns(role)])
-        .output()
-        .unwrap();
-    let mut v = Vec::new();
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "m6t" {
-            continue;
-        }
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-            v.extend(
-                st.lines()
-                    .filter_map(|x| x.strip_prefix("Uid:"))
-                    .map(|u| u.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
-            );
-        }
-    }
-    v
+    thread_status(l, role)
+        .iter()
+        .filter_map(|st| st.lines().find_map(|x| x.strip_prefix("Uid:")))
+        .map(|u| u.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// Least privilege for the DSMIPv6 daemons (issue 14): a home agent and a mobile node told

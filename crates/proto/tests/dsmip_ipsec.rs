@@ -422,6 +422,19 @@ fn packet(src: IpAddr, dst: IpAddr) -> Vec<u8> {
     }
 }
 
+/// A home agent with `v4hoa` in its pool and a mobile node asking for a dynamic IPv4 home
+/// address, both protecting payload, the node on its IPv4 care-of address.
+fn payload_pair(t0: Instant, v4hoa: &str) -> (HomeAgent, MobileNode) {
+    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
+    c.ipv4_pool = vec![v4hoa.parse().unwrap()];
+    let h = HomeAgent::new(c, a6(HA6)).with_ipsec(with_payload(false, v4hoa));
+    let mut mc = MnConfig::new(a6(HOA), a6(HA6), HA4);
+    mc.ipv4_hoa = m6t_proto::dsmip::update_list::Ipv4HoaRequest::Dynamic;
+    let mut m = MobileNode::new(mc, 100).with_ipsec(with_payload(true, v4hoa));
+    m.handle_coas(t0, None, Some(COA4));
+    (h, m)
+}
+
 /// RFC 5555 section 5 behind a NAT: payload in tunnel-mode ESP over UDP 4500 both ways, for
 /// both home addresses; the home agent learns the NAT's 4500 mapping from the mobile node's
 /// authenticated keep-alive; cleartext payload from the home address is refused.
@@ -431,13 +444,7 @@ fn payload_goes_in_tunnel_mode_esp_over_udp_4500_behind_a_nat() {
     use m6t_proto::dsmip::{Encap, Outbound};
     let t0 = Instant::now();
     let v4hoa = "198.51.100.10";
-    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
-    c.ipv4_pool = vec![v4hoa.parse().unwrap()];
-    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(with_payload(false, v4hoa));
-    let mut mc = MnConfig::new(a6(HOA), a6(HA6), HA4);
-    mc.ipv4_hoa = m6t_proto::dsmip::update_list::Ipv4HoaRequest::Dynamic;
-    let mut m = MobileNode::new(mc, 100).with_ipsec(with_payload(true, v4hoa));
-    m.handle_coas(t0, None, Some(COA4));
+    let (mut h, mut m) = payload_pair(t0, v4hoa);
     // The BU goes to port 4191; the keep-alive queued at registration goes to 4500 and
     // comes out of the NAT from another port.
     let nat_esp: SocketAddrV4 = "203.0.113.2:40001".parse().unwrap();
@@ -510,13 +517,7 @@ fn known_senders_are_the_bindings_tunnel_and_its_authenticated_esp_mapping() {
     use m6t_proto::dsmip::tif::Outer;
     let t0 = Instant::now();
     let v4hoa = "198.51.100.10";
-    let mut c = HaConfig::new("2001:db8:1::/64".parse().unwrap());
-    c.ipv4_pool = vec![v4hoa.parse().unwrap()];
-    let mut h = HomeAgent::new(c, a6(HA6)).with_ipsec(with_payload(false, v4hoa));
-    let mut mc = MnConfig::new(a6(HOA), a6(HA6), HA4);
-    mc.ipv4_hoa = m6t_proto::dsmip::update_list::Ipv4HoaRequest::Dynamic;
-    let mut m = MobileNode::new(mc, 100).with_ipsec(with_payload(true, v4hoa));
-    m.handle_coas(t0, None, Some(COA4));
+    let (mut h, mut m) = payload_pair(t0, v4hoa);
     assert_eq!(h.known_senders().count(), 0);
     let v0 = h.senders_version();
     exchange(&mut m, &mut h, t0, true);
