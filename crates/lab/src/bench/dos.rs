@@ -9,12 +9,13 @@
 //! default) and without it (`source_packet_rate = 0`), in the same run. Then the home agent
 //! under attack ([`super::hados`]), with the same control sink.
 
-use super::flood::Kind;
+use super::flood::{FloodArgs, Kind};
 use super::loadgen::{cpu_ns, rss_bytes};
 use super::{gateway_pid, tcp, BenchOptions, Table};
 use crate::lab::{wait_for, Lab, ATTACKER4, CN, GW4, HA};
 use crate::netns::{LabError, LabResult};
 use m6t::status::Report;
+use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -112,31 +113,19 @@ fn under(
             .map(|r| r.counter("drop_source_budget"))
             .unwrap_or(0)
     });
-    let tools_s = tools.display().to_string();
-    lab.net.spawn(
-        "atk",
-        "flood",
-        &[
-            &tools_s,
-            "flood",
-            "--target",
-            &format!("{target}:3544"),
-            "--kind",
-            kind.name(),
-            "--rate",
-            &RATE.to_string(),
-            "--secs",
-            &format!("{secs}"),
-            "--ports",
-            "256",
-            "--ha",
-            HA,
-            "--base",
-            FLOOD_BASE,
-            "--spoof",
-            &spoof.to_string(),
-        ],
-    )?;
+    let bad = |e: std::net::AddrParseError| LabError(format!("flood address: {e}"));
+    FloodArgs {
+        target: SocketAddrV4::new(target.parse().map_err(bad)?, 3544),
+        kind,
+        rate: RATE,
+        secs,
+        ports: 256,
+        ha: HA.parse().map_err(bad)?,
+        base: FLOOD_BASE.parse().map_err(bad)?,
+        spoof,
+        spi: 0,
+    }
+    .spawn(lab, tools)?;
     // Let the flood reach its rate (and the gateway its steady state) first.
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();

@@ -109,6 +109,41 @@ pub struct FloodArgs {
     pub spi: u32,
 }
 
+impl FloodArgs {
+    /// Starts the flooder (`tools flood`, the `m6t-lab` binary) in the attacker's
+    /// namespace as the process `flood`, with these arguments.
+    pub(crate) fn spawn(
+        &self,
+        lab: &mut crate::lab::Lab,
+        tools: &std::path::Path,
+    ) -> crate::netns::LabResult<()> {
+        let args = [
+            tools.display().to_string(),
+            "flood".into(),
+            "--target".into(),
+            self.target.to_string(),
+            "--kind".into(),
+            self.kind.name().into(),
+            "--rate".into(),
+            self.rate.to_string(),
+            "--secs".into(),
+            self.secs.to_string(),
+            "--ports".into(),
+            self.ports.to_string(),
+            "--ha".into(),
+            self.ha.to_string(),
+            "--base".into(),
+            self.base.to_string(),
+            "--spoof".into(),
+            self.spoof.to_string(),
+            "--spi".into(),
+            self.spi.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.net.spawn("atk", "flood", &args)
+    }
+}
+
 /// Packets in the pool the flood cycles through (built before the clock starts).
 const POOL: usize = 8192;
 /// Datagrams per sendmmsg.

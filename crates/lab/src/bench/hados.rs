@@ -13,13 +13,14 @@
 //! home agent reads it; of what passes, IKE_SA_INIT meets the IKE per-source budget
 //! (`ike_drop_init_budget`) before the half-open count reaches the COOKIE threshold.
 
-use super::flood::Kind;
+use super::flood::{FloodArgs, Kind};
 use super::loadgen::{cpu_ns, rss_bytes};
 use super::{tcp, BenchOptions, Table};
 use crate::lab::dsmip::{DsmipOptions, LabIpsec, HA4, HOA};
 use crate::lab::{Lab, CN, GW4, HA};
 use crate::netns::{LabError, LabResult};
 use m6t::status::Report;
+use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -135,34 +136,19 @@ fn start_flood(
     o: &BenchOptions,
 ) -> LabResult<()> {
     let port = if kind == Kind::HaBu { 4191 } else { 4500 };
-    let secs = o.runs as f64 * (f64::from(o.secs) + 2.0) + 10.0;
-    let tools_s = tools.display().to_string();
-    lab.net.spawn(
-        "atk",
-        "flood",
-        &[
-            &tools_s,
-            "flood",
-            "--target",
-            &format!("{target}:{port}"),
-            "--kind",
-            kind.name(),
-            "--rate",
-            &RATE.to_string(),
-            "--secs",
-            &format!("{secs}"),
-            "--ports",
-            "256",
-            "--ha",
-            HA,
-            "--base",
-            BU_BASE,
-            "--spoof",
-            HOA,
-            "--spi",
-            &spi.to_string(),
-        ],
-    )?;
+    let bad = |e: std::net::AddrParseError| LabError(format!("flood address: {e}"));
+    FloodArgs {
+        target: SocketAddrV4::new(target.parse().map_err(bad)?, port),
+        kind,
+        rate: RATE,
+        secs: o.runs as f64 * (f64::from(o.secs) + 2.0) + 10.0,
+        ports: 256,
+        ha: HA.parse().map_err(bad)?,
+        base: BU_BASE.parse().map_err(bad)?,
+        spoof: HOA.parse().map_err(bad)?,
+        spi,
+    }
+    .spawn(lab, tools)?;
     // Let the flood reach its rate first.
     std::thread::sleep(Duration::from_millis(500));
     Ok(())
