@@ -2,7 +2,8 @@
 //! bump in the stack and into a home agent that has it (UDP 4191, capture, and bare ESP from
 //! UDP 4500 and protocol 50), and any corruption of a real
 //! ESP-protected BU. No panic; a packet refused before its ICV verified changes no SA
-//! (window, counters), and nothing but a verified packet is ever accepted.
+//! (window, counters), nothing but a verified packet is ever accepted, and the home agent
+//! neither binds nor exempts anybody on unauthenticated input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use m6t_ipsec::spd::PROTO_MH;
@@ -140,6 +141,10 @@ fuzz_target!(|data: &[u8]| {
     // From the home link: ESP straight after the IPv6 header (RFC 6275 section 11.5.5).
     let hoa = HOA.parse::<Ipv6Addr>().unwrap();
     let _ = node.handle_esp(Instant::now(), Outer::Ipv6(hoa), &mut rest.to_vec());
+    // Nothing unauthenticated binds a home address or exempts a sender from the driver's
+    // per-source budget (RFC 4877 section 4.1: BUs without valid ESP are discarded).
+    assert!(node.binding_cache().is_empty());
+    assert_eq!(node.known_senders().count(), 0);
 
     // A real protected BU, corrupted by the input (XOR): accepted only if it still verifies
     // (then it is the original), and a refusal before the ICV leaves the SA as it was.
