@@ -69,29 +69,41 @@ static SETTLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 static SETTLED_NOW: std::sync::Condvar = std::sync::Condvar::new();
 
 /// Says that the main thread has switched user (if it does) and kept its capabilities:
-/// threads waiting in [`drop_all_when_settled`] go on.
+/// threads of [`spawn_unprivileged`] go on.
 pub fn settled() {
     let mut s = SETTLED.lock().unwrap_or_else(|e| e.into_inner());
     *s = true;
     SETTLED_NOW.notify_all();
 }
 
-/// For a helper thread started before the daemon settles its privileges (the metrics
-/// server, the binding cache's writer): waits until it has, then drops every capability.
-/// Dropping them at once would break the user switch: glibc changes ids in every thread
-/// of the process (setxid broadcast) and aborts the process when one thread, having no
-/// CAP_SETUID left, fails while the others succeeded. Switched first, such a thread loses
-/// its capabilities with its uid anyway; this clears what is left either way.
-pub fn drop_all_when_settled() -> std::io::Result<()> {
-    // The bounding set now, while CAP_SETPCAP is there to change it (a uid switch clears
-    // the effective set); it limits what an exec could gain, not what the thread holds.
-    drop_bounding(&caps::CapsHashSet::new())?;
-    let mut s = SETTLED.lock().unwrap_or_else(|e| e.into_inner());
-    while !*s {
-        s = SETTLED_NOW.wait(s).unwrap_or_else(|e| e.into_inner());
-    }
-    drop(s);
-    keep_only(&[])
+/// Spawns a helper thread (the metrics server, the binding cache's writer) that runs `f`
+/// with no capability once the daemon has settled its privileges ([`settled`]); `f` is told
+/// if dropping them failed. The thread drops its bounding set before this returns, while it
+/// still has CAP_SETPCAP to do so (a user switch clears the effective set of a thread that
+/// did not ask to keep it), and the rest only after the switch: dropping everything at once
+/// would break it, since glibc changes ids in every thread of the process (its setxid
+/// broadcast) and aborts the process when one thread, with no CAP_SETUID left, fails while
+/// the others succeeded.
+pub fn spawn_unprivileged<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce(std::io::Result<()>) + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let bounding = drop_bounding(&caps::CapsHashSet::new());
+            let _ = tx.send(());
+            let mut s = SETTLED.lock().unwrap_or_else(|e| e.into_inner());
+            while !*s {
+                s = SETTLED_NOW.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(s);
+            f(bounding.and_then(|()| keep_only(&[])))
+        })?;
+    // The thread has dropped its bounding set (or is gone) once this returns.
+    let _ = rx.recv();
+    Ok(handle)
 }
 
 /// Drops every capability but `keep` from the calling thread's bounding set, when it may

@@ -513,7 +513,8 @@ pub struct AttachmentEvents {
     pub address: bool,
     /// An IPv4 default route (main table) was added, replaced or removed.
     pub default_route: bool,
-    /// Another IPv4 route changed (may change the source toward the gateway).
+    /// Another route changed (may change the source toward the gateway), or a link, or an
+    /// IPv6 address (with [`Monitor::open_dual`]).
     pub other_route: bool,
 }
 
@@ -604,9 +605,11 @@ impl Monitor {
                         | RouteNetlinkMessage::NewLink(_)
                         | RouteNetlinkMessage::DelLink(_) => ev.other_route = true,
                         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+                            // IPv6 routes reach only a dual monitor (the mobile node's): a
+                            // new network's default route makes its address usable.
                             if is_default_v4(&r.header) {
                                 ev.default_route = true;
-                            } else if r.header.address_family == AddressFamily::Inet {
+                            } else {
                                 ev.other_route = true;
                             }
                         }

@@ -171,6 +171,25 @@ pub fn route_source(dst: IpAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip()).filter(|a| !a.is_unspecified())
 }
 
+/// Whether a packet from `src` to `dst` would leave by interface `dev`: the kernel's route
+/// lookup with that source and that output interface (a socket bound to both, connected;
+/// nothing is sent). An address is a usable care-of address only when it is: with another
+/// interface's route in the way (an m6t tunnel's default route while a new network's own
+/// default route is not there yet), what it sends would leave by that interface and be
+/// dropped as a wrong source further on.
+pub fn routable_by(src: IpAddr, dev: &str, dst: IpAddr) -> bool {
+    let domain = match dst {
+        IpAddr::V4(_) => Domain::IPV4,
+        IpAddr::V6(_) => Domain::IPV6,
+    };
+    let Ok(s) = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)) else {
+        return false;
+    };
+    s.bind_device(Some(dev.as_bytes())).is_ok()
+        && s.bind(&SockAddr::from(SocketAddr::new(src, 0))).is_ok()
+        && s.connect(&SockAddr::from(SocketAddr::new(dst, 9))).is_ok()
+}
+
 /// True when an error from a connected UDP socket means ICMP port/host unreachable.
 pub fn is_unreachable(e: &io::Error) -> bool {
     matches!(

@@ -349,27 +349,24 @@ impl Publisher {
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("m6t-metrics".into())
-        .spawn(move || {
-            // This thread reads requests from the network and needs no privilege: it
-            // starts before the daemon switches user and drops its own, so it drops all of
-            // them itself once the daemon has, before it serves anything.
-            if let Err(e) = m6t_linux::caps::drop_all_when_settled() {
-                tracing::warn!("metrics thread: {e}");
-            }
-            for conn in listener.incoming() {
-                // One client at a time: scrapes are rare and short, and the timeouts bound
-                // how long a bad client holds the thread. Failures are the client's.
-                match conn {
-                    Ok(s) => {
-                        let _ = answer(s, &metrics);
-                    }
-                    // Out of descriptors, say: wait rather than spin on the error.
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+    // The thread reads requests from the network and needs no privilege: it serves only
+    // once the daemon has settled its own, with none.
+    m6t_linux::caps::spawn_unprivileged("m6t-metrics", move |dropped| {
+        if let Err(e) = dropped {
+            tracing::warn!("metrics thread: {e}");
+        }
+        for conn in listener.incoming() {
+            // One client at a time: scrapes are rare and short, and the timeouts bound
+            // how long a bad client holds the thread. Failures are the client's.
+            match conn {
+                Ok(s) => {
+                    let _ = answer(s, &metrics);
                 }
+                // Out of descriptors, say: wait rather than spin on the error.
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-        })?;
+        }
+    })?;
     Ok(local)
 }
 

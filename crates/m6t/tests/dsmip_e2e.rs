@@ -653,3 +653,70 @@ fn home_agent_and_mobile_node_run_as_nobody_register_with_ike_and_carry_payload(
     assert_eq!(md.uid(), nobody.uid);
     assert!(std::fs::read_to_string(&file).unwrap().contains(HOA));
 }
+
+/// With the m6t client running beside the mobile node (its default route via `m6t0`), a move
+/// to the IPv6 network costs one BU and no retransmission: the new address is a care-of
+/// address only once a route toward the home agent leaves by its own interface (not while
+/// `m6t0`'s default route alone reaches the home agent, where a BU from that address is
+/// dropped as a wrong source), and the IPv6 default route's arrival is noticed. Before, the
+/// BU left by `m6t0` and the registration waited for the retransmission, one second later.
+#[test]
+fn beside_m6t_each_move_between_ipv4_and_ipv6_costs_one_bu() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Lab::start(bin(), &LabOptions::new("d6besidem6t")).unwrap();
+    l.write_dsmip_configs(&DsmipOptions {
+        ipsec: Some(LabIpsec::random().unwrap()),
+        ..DsmipOptions::default()
+    })
+    .unwrap();
+    l.start_ha().unwrap();
+    l.start_mn().unwrap();
+    let mut regs = l.wait_registered("udp", MN4[0], 0).unwrap().registrations;
+    let bu_sent = |l: &Lab| counter(&l.mn_info().unwrap().1, "bu_sent");
+    for _ in 0..4 {
+        // m6t's default route is back (the client re-attached after the last move).
+        let t = std::time::Instant::now();
+        while !l
+            .net
+            .sh("mn", "ip -6 route show default")
+            .unwrap()
+            .contains("m6t0")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no m6t0 default route"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = bu_sent(&l);
+        l.net
+            .sh(
+                "mn",
+                &format!(
+                    "ip -6 addr add {MN6}/64 dev eth0 nodad && \
+                     ip -6 route add default via {V6_ROUTER} && ip addr del {}/24 dev eth0",
+                    MN4[0]
+                ),
+            )
+            .unwrap();
+        regs = l.wait_registered("ipv6", MN6, regs).unwrap().registrations;
+        assert_eq!(bu_sent(&l) - before, 1, "{}", l.net.log("mn"));
+        let before = bu_sent(&l);
+        l.net
+            .sh(
+                "mn",
+                &format!(
+                    "ip addr add {}/24 dev eth0 && ip route replace default via 192.0.2.1 && \
+                     ip -6 route del default via {V6_ROUTER} && ip -6 addr del {MN6}/64 dev eth0",
+                    MN4[0]
+                ),
+            )
+            .unwrap();
+        regs = l
+            .wait_registered("udp", MN4[0], regs)
+            .unwrap()
+            .registrations;
+        assert_eq!(bu_sent(&l) - before, 1, "{}", l.net.log("mn"));
+    }
+    assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+}

@@ -144,28 +144,25 @@ impl CacheFile {
     fn new(path: PathBuf, failures: Arc<Failures>) -> Result<CacheFile, DaemonError> {
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let p = path.clone();
-        let writer = std::thread::Builder::new()
-            .name("m6t-ha-save".into())
-            .spawn(move || {
-                // Writing the daemon's own file needs no capability; the thread starts
-                // before the daemon switches user and drops its own.
-                if let Err(e) = m6t_linux::caps::drop_all_when_settled() {
-                    tracing::warn!("binding cache writer: {e}");
+        // Writing the daemon's own file needs no capability.
+        let writer = m6t_linux::caps::spawn_unprivileged("m6t-ha-save", move |dropped| {
+            if let Err(e) = dropped {
+                tracing::warn!("binding cache writer: {e}");
+            }
+            while let Ok(mut bytes) = rx.recv() {
+                // Only the newest of several queued snapshots matters.
+                while let Ok(newer) = rx.try_recv() {
+                    bytes = newer;
                 }
-                while let Ok(mut bytes) = rx.recv() {
-                    // Only the newest of several queued snapshots matters.
-                    while let Ok(newer) = rx.try_recv() {
-                        bytes = newer;
-                    }
-                    let r = write_atomically(&p, &bytes);
-                    failures.check(
-                        Failure::StateFile,
-                        format_args!("saving the binding cache to {}", p.display()),
-                        r,
-                    );
-                }
-            })
-            .map_err(io("binding cache writer thread"))?;
+                let r = write_atomically(&p, &bytes);
+                failures.check(
+                    Failure::StateFile,
+                    format_args!("saving the binding cache to {}", p.display()),
+                    r,
+                );
+            }
+        })
+        .map_err(io("binding cache writer thread"))?;
         Ok(CacheFile {
             path,
             dirty_since: None,

@@ -20,12 +20,12 @@ use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
 use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
-use m6t_linux::udp::route_source;
+use m6t_linux::udp::{routable_by, route_source};
 use m6t_linux::{caps, raw, tun::Tun};
 use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
 use m6t_proto::dsmip::update_list::{Coa, Registration, TunnelMode};
 use m6t_proto::dsmip::Transmit;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// The mobile node's event sources.
@@ -63,13 +63,6 @@ fn sync_sources(rt: &mut Runtime<Source>, socks: &TifSockets) -> std::io::Result
 
 /// True when the kernel has a route from `src` toward `dst` (connect(2) on a UDP socket
 /// does the lookup and sends nothing).
-fn routable(src: IpAddr, dst: IpAddr) -> bool {
-    let Ok(s) = UdpSocket::bind(SocketAddr::new(src, 0)) else {
-        return false;
-    };
-    s.connect(SocketAddr::new(dst, 9)).is_ok()
-}
-
 fn global6(a: Ipv6Addr) -> bool {
     let s = a.segments()[0];
     !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || (s & 0xffc0) == 0xfe80)
@@ -104,7 +97,7 @@ fn candidates(
                     if v6.is_none()
                         && global6(x)
                         && x != cfg.machine.hoa
-                        && routable(a.addr, ha6) =>
+                        && routable_by(a.addr, &i.name, ha6) =>
                 {
                     v6 = Some(x)
                 }
@@ -112,7 +105,7 @@ fn candidates(
                     if v4.is_none()
                         && !x.is_loopback()
                         && Some(x) != v4hoa
-                        && routable(a.addr, ha4) =>
+                        && routable_by(a.addr, &i.name, ha4) =>
                 {
                     v4 = Some(x)
                 }
