@@ -61,15 +61,14 @@ fn sync_sources(rt: &mut Runtime<Source>, socks: &TifSockets) -> std::io::Result
     Ok(())
 }
 
-/// True when the kernel has a route from `src` toward `dst` (connect(2) on a UDP socket
-/// does the lookup and sends nothing).
 fn global6(a: Ipv6Addr) -> bool {
     let s = a.segments()[0];
     !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || (s & 0xffc0) == 0xfe80)
 }
 
 /// Care-of address candidates: the most preferred usable IPv6 and IPv4 addresses on the
-/// configured interfaces (RFC 5555 section 4.4.1 then prefers IPv6).
+/// configured interfaces whose route toward the home agent leaves by that interface
+/// (RFC 5555 section 4.4.1 then prefers IPv6).
 fn candidates(
     nl: &Netlink,
     ifs: &[MnInterface],
