@@ -4,20 +4,20 @@
 //!
 //! The input is a sequence of datagrams, each a 2-byte length then its bytes; the top bit
 //! of the length sends it to port 4500 (non-ESP marker rules) instead of 500.
+//!
+//! Each input gets a copy of one responder established once (`fixtures::established`), all
+//! at the instant it was established: the state a fresh responder has after the transcript,
+//! without a Diffie-Hellman and an authentication per input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use m6t_ike::endpoint::IkeEvent;
-use m6t_ike::fixtures::{responder, transcript, HA, MN};
-use std::time::{Duration, Instant};
+use m6t_ike::fixtures::{established, HA, MN};
+use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
-    let now = Instant::now();
-    let mut r = responder();
-    for m in transcript() {
-        r.handle(now, HA, MN, m);
-    }
-    while r.poll_transmit().is_some() {}
-    while r.poll_event().is_some() {}
+    let (snapshot, now) = established();
+    let now = *now;
+    let mut r = snapshot.clone();
     let before = r.sas();
     assert_eq!(before.len(), 1, "the transcript establishes one SA");
     let mut rest = data;

@@ -84,6 +84,28 @@ pub fn transcript() -> &'static [Vec<u8>] {
     })
 }
 
+/// A responder that has taken the [`transcript`], holding its one established IKE SA and
+/// CHILD_SA with its datagrams and events drained, and the instant that happened at. Built
+/// once (a Diffie-Hellman and an authentication); callers clone it per use, as the
+/// `ike_responder` fuzz target does per input, and get the same state a fresh responder has
+/// after the transcript, random generator included. Only with the `fixtures` feature: it
+/// needs [`Endpoint`]'s `Clone`, which copies secrets.
+#[cfg(any(test, feature = "fixtures"))]
+pub fn established() -> &'static (Endpoint, Instant) {
+    static E: OnceLock<(Endpoint, Instant)> = OnceLock::new();
+    E.get_or_init(|| {
+        let now = Instant::now();
+        let mut r = responder();
+        for m in transcript() {
+            r.handle(now, HA, MN, m);
+        }
+        while r.poll_transmit().is_some() {}
+        while r.poll_event().is_some() {}
+        assert_eq!(r.sas().len(), 1, "the transcript establishes one SA");
+        (r, now)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +120,40 @@ mod tests {
         assert_eq!(transcript().len(), 2);
         assert_eq!(r.counters().child_established, 1);
         assert_eq!(r.sas().len(), 1);
+    }
+
+    /// Everything `r` sends for `m` from the mobile node's address.
+    fn answers(r: &mut Endpoint, now: Instant, m: &[u8]) -> Vec<Vec<u8>> {
+        r.handle(now, HA, MN, m);
+        std::iter::from_fn(|| r.poll_transmit().map(|t| t.payload)).collect()
+    }
+
+    #[test]
+    fn a_clone_of_the_established_responder_acts_as_a_fresh_replay_and_alone() {
+        let (snapshot, now) = established();
+        let now = *now;
+        let counters = *snapshot.counters();
+        let mut copy = snapshot.clone();
+        let mut fresh = responder();
+        for m in transcript() {
+            fresh.handle(now, HA, MN, m);
+        }
+        while fresh.poll_transmit().is_some() {}
+        while fresh.poll_event().is_some() {}
+        assert_eq!(copy.sas(), fresh.sas());
+        assert_eq!(copy.counters(), fresh.counters());
+        // The same answers byte for byte: a new IKE_SA_INIT draws SPI, nonce and key from
+        // the generator (so its state was copied, not restarted), and a repeated IKE_AUTH
+        // gets the stored response (so the SA's state was).
+        for m in [init_with_spi(7), transcript()[1].clone()] {
+            let (a, b) = (answers(&mut copy, now, &m), answers(&mut fresh, now, &m));
+            assert_eq!(a.len(), 1);
+            assert_eq!(a, b);
+        }
+        assert_eq!(copy.sas().len(), 2);
+        // The copy's new half-open SA and counts stayed its own.
+        assert_eq!(snapshot.sas().len(), 1);
+        assert_eq!(*snapshot.counters(), counters);
     }
 
     /// The transcript's IKE_SA_INIT with another initiator SPI.

@@ -99,13 +99,16 @@ impl Group {
     }
 }
 
-/// One side's ephemeral key pair in a group.
+/// One side's ephemeral key pair in a group. Not `Clone` but with the `fixtures` feature
+/// (test tools that copy a whole endpoint): a private value is never copied in the daemons.
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 pub struct KeyPair {
     group: Group,
     secret: Secret,
     public: Vec<u8>,
 }
 
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 enum Secret {
     Modp(Box<U2048>),
     Ecp(p256::NonZeroScalar),

@@ -13,6 +13,7 @@
 use super::*;
 
 /// Our CREATE_CHILD_SA request under way, remembered until its answer.
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 pub(super) enum Pending {
     /// A new or rekeyed CHILD_SA.
     Child {

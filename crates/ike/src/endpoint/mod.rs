@@ -375,6 +375,7 @@ enum Queued {
 }
 
 #[derive(Debug)]
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 struct Outstanding {
     message_id: u32,
     exchange: u8,
@@ -428,6 +429,7 @@ struct ChildRequest {
     tsr: Vec<TrafficSelector>,
 }
 
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 struct IkeSa {
     initiator: bool,
     peer: Option<usize>,
@@ -537,6 +539,10 @@ impl IkeSa {
 }
 
 /// The IKE endpoint of one daemon: all its IKE SAs, as initiator and responder.
+///
+/// With the `fixtures` feature (test tools only) it is `Clone`, secrets included, so a fuzz
+/// target can copy an established endpoint instead of negotiating one per input.
+#[cfg_attr(any(test, feature = "fixtures"), derive(Clone))]
 pub struct Endpoint {
     config: IkeConfig,
     rng: ChaCha20Rng,
