@@ -115,6 +115,33 @@ impl Netns {
         format!("{}-{role}", self.tag)
     }
 
+    /// The /proc status text of every thread of the processes named `comm` in a role's
+    /// namespace (what tests read uids and capability sets from).
+    pub fn thread_status(&self, role: &str, comm: &str) -> Vec<String> {
+        let Ok(pids) = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.ns(role)])
+            .output()
+        else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if name.trim() != comm {
+                continue;
+            }
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                if let Ok(st) = std::fs::read_to_string(t.path().join("status")) {
+                    v.push(st);
+                }
+            }
+        }
+        v
+    }
+
     /// Runs a shell command in a role's namespace; fails with its stderr if it fails.
     pub fn sh(&self, role: &str, cmd: &str) -> LabResult<String> {
         let o = self.sh_output(role, cmd)?;

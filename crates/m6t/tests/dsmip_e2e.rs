@@ -14,21 +14,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The /proc status text of every thread of the `m6t` processes in a role's namespace.
 fn thread_status(l: &Lab, role: &str) -> Vec<String> {
-    let pids = std::process::Command::new("ip")
-        .args(["netns", "pids", &l.net.ns(role)])
-        .output()
-        .unwrap();
-    let mut v = Vec::new();
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "m6t" {
-            continue;
-        }
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            v.push(std::fs::read_to_string(t.unwrap().path().join("status")).unwrap());
-        }
-    }
-    v
+    l.net.thread_status(role, "m6t")
 }
 
 /// Effective, permitted, bounding and ambient capability masks of every thread of the `m6t`

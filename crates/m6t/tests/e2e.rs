@@ -347,33 +347,24 @@ fn largest_datagrams_get_packet_too_big_or_are_counted_and_change_nothing() {
 /// The capability sets of every thread of the `m6t` processes in a namespace: (effective,
 /// permitted, bounding, ambient) masks.
 fn thread_caps(l: &Lab, role: &str) -> Vec<(u64, u64, u64, u64)> {
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &l.net.ns(role)])
-        .output()
-        .unwrap();
-    let mut v = Vec::new();
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "m6t" {
-            continue;
-        }
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+    l.net
+        .thread_status(role, "m6t")
+        .iter()
+        .map(|st| {
             let get = |k: &str| {
                 st.lines()
                     .find_map(|x| x.strip_prefix(k))
                     .map(|x| u64::from_str_radix(x.trim(), 16).unwrap())
                     .unwrap()
             };
-            v.push((
+            (
                 get("CapEff:"),
                 get("CapPrm:"),
                 get("CapBnd:"),
                 get("CapAmb:"),
-            ));
-        }
-    }
-    v
+            )
+        })
+        .collect()
 }
 
 /// Once up, the gateway and the client keep CAP_NET_ADMIN only, in every thread (the
@@ -422,42 +413,31 @@ fn a_gateway_run_as_nobody_keeps_forwarding_with_cap_net_admin_only() {
     });
     assert_eq!(l.ping("mn", HA, 3, 56).unwrap().received, 3);
     const NET_ADMIN: u64 = 1 << 12;
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &l.net.ns("gw")])
-        .output()
-        .unwrap();
     let mut threads = 0;
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "m6t" {
-            continue;
-        }
-        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-            let line = |k: &str| {
-                st.lines()
-                    .find_map(|x| x.strip_prefix(k))
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            };
-            let uid = vec![nobody.uid.to_string(); 4];
-            let gid = vec![nobody.gid.to_string(); 4];
-            assert_eq!(line("Uid:"), uid, "{st}");
-            assert_eq!(line("Gid:"), gid, "{st}");
-            assert_eq!(line("Groups:"), gid[..1], "{st}");
-            let cap = |k: &str| u64::from_str_radix(&line(k)[0], 16).unwrap();
-            let (eff, prm) = (cap("CapEff:"), cap("CapPrm:"));
-            assert!(
-                (eff == NET_ADMIN && prm == NET_ADMIN) || (eff == 0 && prm == 0),
-                "effective {eff:x} permitted {prm:x}"
-            );
-            assert_eq!(cap("CapBnd:") & !NET_ADMIN, 0);
-            assert_eq!(cap("CapAmb:"), 0);
-            assert_eq!(cap("CapInh:"), 0);
-            threads += usize::from(eff == NET_ADMIN);
-        }
+    for st in l.net.thread_status("gw", "m6t") {
+        let line = |k: &str| {
+            st.lines()
+                .find_map(|x| x.strip_prefix(k))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let uid = vec![nobody.uid.to_string(); 4];
+        let gid = vec![nobody.gid.to_string(); 4];
+        assert_eq!(line("Uid:"), uid, "{st}");
+        assert_eq!(line("Gid:"), gid, "{st}");
+        assert_eq!(line("Groups:"), gid[..1], "{st}");
+        let cap = |k: &str| u64::from_str_radix(&line(k)[0], 16).unwrap();
+        let (eff, prm) = (cap("CapEff:"), cap("CapPrm:"));
+        assert!(
+            (eff == NET_ADMIN && prm == NET_ADMIN) || (eff == 0 && prm == 0),
+            "effective {eff:x} permitted {prm:x}"
+        );
+        assert_eq!(cap("CapBnd:") & !NET_ADMIN, 0);
+        assert_eq!(cap("CapAmb:"), 0);
+        assert_eq!(cap("CapInh:"), 0);
+        threads += usize::from(eff == NET_ADMIN);
     }
     assert!(threads >= 1, "no gateway thread kept CAP_NET_ADMIN");
     use std::os::unix::fs::MetadataExt;
