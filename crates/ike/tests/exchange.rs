@@ -950,3 +950,87 @@ fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
     n.run(Duration::from_millis(10));
     assert_eq!(children(&n.a_events).len(), 2);
 }
+
+/// Section 2.21.4, from the ESP side: the home agent restarts while the mobile node's
+/// payload flows and the node's liveness check is a quiet period away. The first ESP packet
+/// with an SPI the restarted HA does not know is answered, unprotected, with INVALID_SPI;
+/// the node checks liveness at once, gets INVALID_IKE_SPI, and declares the HA dead within
+/// about a second of the HA's return instead of after its quiet period and backoff. A
+/// notice naming an SPI that is not ours, or from another address, changes nothing, and no
+/// notice is ever answered.
+#[test]
+fn esp_to_a_restarted_responder_brings_an_invalid_spi_notice_that_starts_a_liveness_check() {
+    let esp = "aes128gcm16";
+    let cfg = || {
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            ha_peer("s", HOA, esp),
+        )
+    };
+    let mut n = Net::new(
+        config(
+            &["aes128gcm16-prfsha256-curve25519"],
+            mn_peer("s", HOA, esp),
+        ),
+        cfg(),
+    );
+    n.connect();
+    let ours: Vec<u32> = children(&n.a_events)
+        .iter()
+        .map(|c| c.outbound.spi)
+        .collect();
+    assert!(!ours.is_empty());
+    let dpd = n.a.config().dpd.unwrap();
+    // While the HA has the IKE SA, ESP with a stale SPI is no news: no notice.
+    n.b.esp_unknown_spi(n.now, sock(HA), sock(MN), 0x1234_5678);
+    assert!(n.b.poll_transmit().is_none());
+
+    n.run(Duration::from_secs(2));
+    n.b = Endpoint::new(cfg(), [9; 32]);
+    let sent_before = n.a.counters().dpd_sent;
+    n.b.esp_unknown_spi(n.now, sock(HA), sock(MN), ours[0]);
+    // Rate-limited: a second packet right after brings no second notice.
+    n.b.esp_unknown_spi(n.now, sock(HA), sock(MN), ours[0]);
+    let notice = n.b.poll_transmit().expect("an INVALID_SPI notice");
+    assert!(n.b.poll_transmit().is_none());
+    assert_eq!(n.b.counters().invalid_spi_sent, 1);
+    let m = Message::parse(&notice.payload).unwrap();
+    let spi = ours[0].to_be_bytes();
+    assert_eq!(m.header.exchange_type, m6t_ike::exchange::INFORMATIONAL);
+    assert_eq!(m.header.flags & m6t_ike::flags::R, 0);
+    assert_eq!(
+        m.notify(m6t_ike::notify::INVALID_SPI)
+            .map(|x| (x.protocol, x.spi)),
+        Some((m6t_ike::protocol::ESP, &spi[..]))
+    );
+
+    // The same notice from another address, or naming an SPI not ours: nothing.
+    n.a.handle(n.now, sock(MN), sock("192.0.2.99:4500"), &notice.payload);
+    let mut other = notice.payload.clone();
+    let len = other.len();
+    other[len - 1] ^= 1;
+    n.a.handle(n.now, sock(MN), sock(HA), &other);
+    assert!(n.a.poll_transmit().is_none(), "no answer, no check");
+    assert_eq!(n.a.counters().dpd_sent, sent_before);
+    assert_eq!(n.a.counters().invalid_spi_hints, 0);
+
+    // The real one: a liveness check at once, the HA's INVALID_IKE_SPI hurries it.
+    let start = n.now;
+    n.a.handle(n.now, sock(MN), sock(HA), &notice.payload);
+    assert_eq!(n.a.counters().dpd_sent, sent_before + 1);
+    n.run(Duration::from_millis(1100));
+    assert_eq!(
+        failures(&n.a_events),
+        vec![Failure::Timeout],
+        "{:?}",
+        n.a_events
+    );
+    assert!(n.now - start < dpd, "well before the quiet period ends");
+    assert_eq!(n.a.counters().invalid_spi_hints, 2, "{:?}", n.a.counters());
+    assert!(
+        n.wire
+            .iter()
+            .all(|(to_ha, t)| *to_ha || t.payload != notice.payload),
+        "the notice went only where the test put it"
+    );
+}

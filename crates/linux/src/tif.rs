@@ -279,6 +279,15 @@ impl TifSockets {
         }
     }
 
+    /// Where IKE messages to `to`'s family leave from: the address and port 4500 the
+    /// socket is bound to, if there is one.
+    pub fn ike_local(&self, to: SocketAddr) -> Option<SocketAddr> {
+        match to {
+            SocketAddr::V4(_) => self.esp_udp.as_ref()?.local().ok().map(SocketAddr::V4),
+            SocketAddr::V6(_) => self.esp_udp6.as_ref()?.local().ok().map(SocketAddr::V6),
+        }
+    }
+
     /// Sends an IKE message (its non-ESP marker included) from port 4500 of the family
     /// of `to`.
     pub fn send_ike(&self, to: SocketAddr, data: &[u8]) -> io::Result<usize> {

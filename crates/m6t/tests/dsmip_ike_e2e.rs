@@ -7,10 +7,11 @@
 //! SA throughout (no IKE_SA_INIT per handover, counted on the wire by tshark), and a wrong
 //! pre-shared key is one clear line on each side. From IPv6 care-of addresses too: a mobile
 //! node that starts in the IPv6 network, one whose care-of interface is the m6t tunnel, and
-//! one IKE SA that follows the node to IPv6 and back and answers its liveness checks there.
+//! one IKE SA that follows the node to IPv6 and back and answers its liveness checks there;
+//! and a restarted home agent that tells a sending node at once (INVALID_SPI).
 
 use m6t::status::{self, Report};
-use m6t_lab::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HOA, MN6};
+use m6t_lab::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HA4, HOA, MN6};
 use m6t_lab::lab::{Lab, LabOptions, CN, HA, MN4};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -418,4 +419,96 @@ fn ike_over_ipv6(pcap: &Path) -> String {
         .output()
         .expect("tshark");
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// RFC 7296 section 2.21.4, from the payload: the home agent restarts and forgets the IKE
+/// SA while the mobile node pings its correspondent, the node's next liveness check a
+/// minute away (`dpd_seconds = 60`). The restarted HA answers the node's first ESP with an
+/// unprotected INVALID_SPI; the node checks liveness at once, the HA's INVALID_IKE_SPI cuts
+/// the check short, and a new IKE SA follows (the binding came back from the cache file): the pings are answered
+/// again within seconds, not after the quiet period.
+#[test]
+fn a_restarted_home_agent_tells_a_sending_mobile_node_at_once_by_invalid_spi() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut i = LabIpsec::ike().unwrap();
+    i.ike_dpd_seconds = 60;
+    let o = DsmipOptions {
+        ipsec: Some(i),
+        ..DsmipOptions::default()
+    };
+    let mut l = Lab::build(bin(), &LabOptions::new("d6ikrs")).unwrap();
+    l.write_dsmip_configs(&o).unwrap();
+    l.start_ha().unwrap();
+    let pcap = capture(&mut l, "mn", "restart.pcap", "udp port 4500");
+    l.start_mn().unwrap();
+    l.wait_registered("udp", MN4[0], 0)
+        .unwrap_or_else(|e| panic!("{e}\nmn: {}\nha: {}", l.net.log("mn"), l.net.log("ha")));
+    wait_counter("MN", || l.mn_info().unwrap().1, "ike_child_established", 2);
+    assert_eq!(l.ping_from("mn", HOA, CN, 2).unwrap(), 2);
+
+    l.stop_ha();
+    l.start_ha().unwrap();
+    let t = Instant::now();
+    while l.ping_from("mn", HOA, CN, 1).unwrap() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no answer 20 s after the restart\nmn: {}\nha: {}",
+            l.net.log("mn"),
+            l.net.log("ha")
+        );
+    }
+    eprintln!(
+        "pings answered again {:.2} s after the home agent's restart",
+        t.elapsed().as_secs_f64()
+    );
+    let ha = l.ha_report().unwrap();
+    let mn = l.mn_info().unwrap().1;
+    assert!(ha.counter("ike_invalid_spi_sent") >= 1, "{}", report(&ha));
+    assert!(mn.counter("ike_invalid_spi_hints") >= 1, "{}", report(&mn));
+    // The old IKE SA declared dead once, a new one made.
+    assert_eq!(mn.counter("ike_timeouts"), 1, "{}", report(&mn));
+    assert_eq!(mn.counter("ike_established"), 2, "{}", report(&mn));
+    assert_eq!(ha.counter("ike_established"), 1, "{}", report(&ha));
+
+    // tshark reads the notice as we mean it: an INFORMATIONAL request, unprotected, with
+    // an INVALID_SPI notify (type 11) for ESP naming the node's first payload SPI.
+    std::thread::sleep(Duration::from_millis(300));
+    l.net.stop("tcpdump");
+    let log = l.net.log("mn");
+    let old = log
+        .lines()
+        .find(|x| x.contains("CHILD_SA payload-v6 with home-agent up"))
+        .and_then(|x| x.split(" out 0x").nth(1))
+        .and_then(|x| x.split(',').next())
+        .unwrap_or_else(|| panic!("{log}"));
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r", &pcap.display().to_string()])
+        .args(["-Y", "isakmp.notify.msgtype == 11", "-T", "fields"])
+        .args([
+            "-E",
+            "separator=|",
+            "-e",
+            "isakmp.exchangetype",
+            "-e",
+            "isakmp.flag_r",
+        ])
+        .args([
+            "-e",
+            "isakmp.notify.protoid",
+            "-e",
+            "isakmp.spi",
+            "-e",
+            "_ws.malformed",
+        ])
+        .args(["-e", "ip.src"])
+        .output()
+        .expect("tshark");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(!rows.is_empty(), "no INVALID_SPI on the wire");
+    for r in &rows {
+        let f: Vec<&str> = r.split('|').collect();
+        assert_eq!(f, ["37", "0", "3", old, "", HA4], "{text}");
+    }
 }

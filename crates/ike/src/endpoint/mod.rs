@@ -47,6 +47,9 @@ use zeroize::Zeroizing;
 
 mod auth;
 mod create_child;
+mod restart;
+
+use restart::{HINTED_GAP, HINTED_TRIES};
 
 /// The NAT-T port (RFC 3948 section 2.2, RFC 7296 section 2.23).
 pub const NAT_T_PORT: u16 = 4500;
@@ -61,11 +64,6 @@ const NONCE_LEN: usize = 32;
 const TS_LIMIT: usize = 16;
 /// Requests waiting behind the one outstanding (window size 1, section 2.3).
 const QUEUE_LIMIT: usize = 8;
-/// At most one unprotected INVALID_IKE_SPI answer in this time (section 2.21.4).
-const INVALID_SPI_GAP: Duration = Duration::from_millis(100);
-/// After an INVALID_IKE_SPI hint, the liveness check's tries come this often, and this many.
-const HINTED_GAP: Duration = Duration::from_millis(500);
-const HINTED_TRIES: u32 = 2;
 
 /// Our handle of an IKE SA: our own SPI, unique in this endpoint.
 pub type IkeSaId = u64;
@@ -285,10 +283,12 @@ pub struct IkeCounters {
     pub drop_state: u64,
     /// Half-open SAs expired.
     pub half_open_expired: u64,
-    /// Unprotected INVALID_IKE_SPI answers sent to requests for unknown IKE SAs (we
+    /// Unprotected INVALID_IKE_SPI answers sent to requests for unknown IKE SAs, and
+    /// INVALID_SPI notices sent for ESP with unknown SPIs from peers without an IKE SA (we
     /// restarted).
     pub invalid_spi_sent: u64,
-    /// Unprotected INVALID_IKE_SPI received for an IKE SA of ours: its liveness check was
+    /// Unprotected INVALID_IKE_SPI (answering a request of ours) or INVALID_SPI (naming one
+    /// of our outbound ESP SPIs) received: that IKE SA's liveness check was started or
     /// hurried (the peer restarted, or a forgery: nothing else changes).
     pub invalid_spi_hints: u64,
 }
@@ -464,6 +464,8 @@ struct IkeSa {
     created: Instant,
     last_heard: Instant,
     last_keepalive: Instant,
+    /// When an INVALID_SPI notice last started a liveness check (see `restart`).
+    last_notice_check: Option<Instant>,
 }
 
 impl IkeSa {
@@ -505,6 +507,7 @@ impl IkeSa {
             created: now,
             last_heard: now,
             last_keepalive: now,
+            last_notice_check: None,
         }
     }
 
@@ -551,8 +554,10 @@ pub struct Endpoint {
     /// IKE_SA_INIT with the same response (section 2.1).
     by_initiator: HashMap<(u64, SocketAddr), IkeSaId>,
     cookie_secret: [u8; 32],
-    /// When the last unprotected INVALID_IKE_SPI went out.
-    invalid_spi_sent: Option<Instant>,
+    /// When the last unprotected INVALID_IKE_SPI answer went out.
+    ike_notice_sent: Option<Instant>,
+    /// When the last unprotected INVALID_SPI notice went out.
+    esp_notice_sent: Option<Instant>,
     /// IKE_SA_INIT budgets by source address (tokens, last refill), and the one shared by
     /// sources beyond `init_sources`.
     init_budgets: HashMap<IpAddr, (f64, Instant)>,
@@ -652,7 +657,8 @@ impl Endpoint {
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
             cookie_secret,
-            invalid_spi_sent: None,
+            ike_notice_sent: None,
+            esp_notice_sent: None,
             init_budgets: HashMap::new(),
             init_overflow: None,
             unix_time: 0,
@@ -1078,6 +1084,15 @@ impl Endpoint {
             return;
         };
         let hdr = HeaderRepr::parse(&h);
+        // Section 2.21.4: the peer restarted and tells us so about our ESP, without an IKE
+        // SA to protect the notice.
+        if hdr.exchange_type == exchange::INFORMATIONAL && hdr.flags & flags::R == 0 {
+            if let Ok(m) = Message::parse(data) {
+                if self.invalid_spi_notice(now, remote, &m) {
+                    return;
+                }
+            }
+        }
         if hdr.exchange_type == exchange::IKE_SA_INIT
             && hdr.flags & flags::R == 0
             && hdr.responder_spi == 0
@@ -1096,12 +1111,7 @@ impl Endpoint {
             // Section 2.21.4: a request for an IKE SA we do not know (we restarted and
             // forgot it) may be answered, unprotected, with INVALID_IKE_SPI, which the peer
             // takes as a hint to check liveness. At most ten a second: it costs a reply.
-            if hdr.flags & flags::R == 0
-                && self
-                    .invalid_spi_sent
-                    .map_or(true, |t| now >= t + INVALID_SPI_GAP)
-            {
-                self.invalid_spi_sent = Some(now);
+            if hdr.flags & flags::R == 0 && Self::notice_allowed(&mut self.ike_notice_sent, now) {
                 self.counters.invalid_spi_sent += 1;
                 let m = Message {
                     header: HeaderRepr {
@@ -1933,14 +1943,7 @@ impl Endpoint {
                     .iter()
                     .any(|p| matches!(p, Payload::Encrypted(_)));
                 if unprotected && m.notify(notify::INVALID_IKE_SPI).is_some() {
-                    if let Some(o) = sa.outstanding.as_mut() {
-                        if !o.hinted {
-                            self.counters.invalid_spi_hints += 1;
-                            o.hinted = true;
-                            o.tries = o.tries.max(HINTED_TRIES - 1);
-                            o.next_at = o.next_at.min(now + HINTED_GAP);
-                        }
-                    }
+                    self.hint(now, sa);
                     return true;
                 }
             }

@@ -65,6 +65,8 @@ pub struct LabIpsec {
     pub ike_keylog: bool,
     /// With IKE: the mobile node rekeys a CHILD_SA after this many bytes.
     pub ike_rekey_bytes: Option<u64>,
+    /// With IKE: the mobile node's `dpd_seconds` (the lab's 2 by default).
+    pub ike_dpd_seconds: u64,
 }
 
 /// The mobile node's IKE identity in the lab (RFC 4877 section 4.3's user@FQDN).
@@ -109,6 +111,7 @@ impl LabIpsec {
             ike_psk: None,
             ike_keylog: false,
             ike_rekey_bytes: None,
+            ike_dpd_seconds: 2,
             payload: None,
             bu_detection: None,
         })
@@ -191,11 +194,13 @@ impl LabIpsec {
         }
         if self.ike_psk.is_some() {
             s += &if mn {
-                // Liveness checked after 2 quiet seconds: a restarted home agent is noticed
-                // within about 3 s (RFC 7296 section 2.21.4).
+                // Liveness checked after 2 quiet seconds by default: an idle node notices
+                // a restarted home agent within about 3 s (RFC 7296 section 2.21.4); one
+                // that sends is told at once, by INVALID_SPI.
                 format!(
                     "[ike]\nlocal_id = \"{MN_ID}\"\nremote_id = \"{HA_ID}\"\n\
-                     psk_file = \"{prefix}ike.psk\"\ndpd_seconds = 2\n{}",
+                     psk_file = \"{prefix}ike.psk\"\ndpd_seconds = {}\n{}",
+                    self.ike_dpd_seconds,
                     if self.ike_keylog {
                         format!("keylog_file = \"{prefix}ike.keys\"\n")
                     } else {

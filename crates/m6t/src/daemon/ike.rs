@@ -24,6 +24,7 @@ use m6t_ike::endpoint::{Endpoint, Failure as IkeFailure, IkeEvent, IkeSaId, NAT_
 use m6t_ipsec::{Direction, Ipsec};
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::tif::TifSockets;
+use m6t_proto::dsmip::tif::Outer;
 use m6t_proto::stats::Counter;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -107,6 +108,26 @@ impl IkeDriver {
     ) {
         self.ep.set_unix_time(unix_now());
         self.ep.handle(now, local, from, data);
+    }
+
+    /// Bare ESP from `outer` with `spi`, which no SA has: the peer is told if we have no
+    /// IKE SA with it (we restarted; RFC 7296 section 2.21.4), at the address and port its
+    /// IKE uses, 4500 (over a NAT, the mapping the ESP came from).
+    pub(crate) fn esp_unknown_spi(
+        &mut self,
+        now: Instant,
+        socks: &TifSockets,
+        outer: Outer,
+        spi: u32,
+    ) {
+        let remote = match outer {
+            Outer::Udp(from) => SocketAddr::V4(from),
+            Outer::Ipv4(a) => SocketAddr::new(IpAddr::V4(a), NAT_T_PORT),
+            Outer::Ipv6(a) => SocketAddr::new(IpAddr::V6(a), NAT_T_PORT),
+        };
+        if let Some(local) = socks.ike_local(remote) {
+            self.ep.esp_unknown_spi(now, local, remote, spi);
+        }
     }
 
     /// Mobile node: the IKE SA must run from `coa` to the home agent's address `ha` of the
@@ -201,10 +222,6 @@ impl IkeDriver {
                 }
             }
         }
-        while let Some(t) = self.ep.poll_transmit() {
-            let r = socks.send_ike(t.remote, &t.payload);
-            failures.check(Failure::UdpSend, "sending IKE", r);
-        }
         if let (Some(limit), Some(ipsec)) = (self.rekey_bytes, ipsec.as_deref()) {
             self.rekey_by_bytes(now, limit, ipsec);
         }
@@ -214,6 +231,12 @@ impl IkeDriver {
                 signalling |= c.mode == m6t_ipsec::Mode::Transport;
             }
             self.event(now, e, ipsec.as_deref_mut());
+        }
+        // Last: events ask for exchanges too (the CHILD_SAs after IKE_AUTH), and those
+        // must not wait for the next wake-up.
+        while let Some(t) = self.ep.poll_transmit() {
+            let r = socks.send_ike(t.remote, &t.payload);
+            failures.check(Failure::UdpSend, "sending IKE", r);
         }
         signalling
     }
@@ -368,7 +391,9 @@ impl IkeDriver {
                 self.keyed.retain(|_, k| k.0 != ike);
                 if self.current == Some(ike) {
                     self.current = None;
-                    self.retry_at = Some(now + RETRY);
+                    // An SA that ran is made again at once (a home agent that restarted is
+                    // back); a setup that fails waits RETRY before the next try.
+                    self.retry_at = Some(now);
                 }
             }
             IkeEvent::Failed { why, detail, .. } => {

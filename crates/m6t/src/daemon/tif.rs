@@ -47,6 +47,8 @@ pub(crate) trait TunnelEnd {
     fn protected(&self) -> &[u8];
     /// IKE on port 4500 while no IKE runs.
     fn ike_without_ike(&mut self);
+    /// The last bare ESP refused for its unknown SPI.
+    fn take_unknown_spi(&mut self) -> Option<(Outer, u32)>;
 }
 
 macro_rules! tunnel_end {
@@ -88,6 +90,9 @@ macro_rules! tunnel_end {
             }
             fn ike_without_ike(&mut self) {
                 self.handle_ike_without_ike()
+            }
+            fn take_unknown_spi(&mut self) -> Option<(Outer, u32)> {
+                <$node>::take_unknown_spi(self)
             }
         }
     };
@@ -133,6 +138,10 @@ pub(crate) fn from_tunnel(
         };
         if let Verdict::ToTun(p) = verdict {
             tun_tx.push(p);
+        }
+        // ESP for an SA we do not have: perhaps we restarted and the peer does not know.
+        if let (Some(ike), Some((outer, spi))) = (ike.as_deref_mut(), node.take_unknown_spi()) {
+            ike.esp_unknown_spi(now, socks, outer, spi);
         }
     }
     tun_tx.flush();

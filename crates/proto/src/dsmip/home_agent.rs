@@ -155,6 +155,8 @@ pub struct HomeAgent {
     ipsec: Option<Ipsec>,
     /// IPsec's output, reused.
     scratch: Vec<u8>,
+    /// The last bare ESP refused for its SPI, for [`Self::take_unknown_spi`].
+    unknown_spi: Option<(Outer, u32)>,
     /// Where each mobile node's UDP-encapsulated ESP comes from (the NAT's mapping for port
     /// 4500, which is not its mapping for 4191): learned from authenticated packets only.
     esp_peer: BTreeMap<Ipv6Addr, SocketAddrV4>,
@@ -230,6 +232,7 @@ impl HomeAgent {
             ended: Vec::new(),
             ipsec: None,
             scratch: Vec::new(),
+            unknown_spi: None,
             esp_peer: BTreeMap::new(),
             senders_version: 0,
         }
@@ -606,6 +609,7 @@ impl HomeAgent {
             self.counters.bump(HaCounter::DropEspWithoutIpsec);
             return Verdict::Drop(HaCounter::DropEspWithoutIpsec);
         };
+        let spi = protect::esp_spi(esp);
         let (range, sa) = match ipsec.inbound_esp(esp) {
             Inbound::Tunnel { inner, sa, .. } => (inner, sa),
             Inbound::Dummy { sa } => {
@@ -617,7 +621,8 @@ impl HomeAgent {
                 self.counters.bump(HaCounter::EspKeepalives);
                 return Verdict::Handled;
             }
-            _ => {
+            r => {
+                self.unknown_spi = protect::unknown_spi(&r, outer, spi).or(self.unknown_spi);
                 self.counters.bump(HaCounter::DropIpsec);
                 return Verdict::Drop(HaCounter::DropIpsec);
             }
@@ -689,6 +694,13 @@ impl HomeAgent {
     #[must_use = "a queued packet is lost unless sent"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// The last bare ESP packet whose SPI no SA has, since the last call: where it came
+    /// from and the SPI. The driver's IKE tells a peer it has no IKE SA with (RFC 7296
+    /// section 2.21.4), so that a peer we forgot in a restart notices at once.
+    pub fn take_unknown_spi(&mut self) -> Option<(Outer, u32)> {
+        self.unknown_spi.take()
     }
 
     /// The next binding change, for the driver's routes and proxy entries. Call after every

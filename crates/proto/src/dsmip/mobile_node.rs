@@ -134,6 +134,8 @@ pub struct MobileNode {
     ipsec: Option<Ipsec>,
     /// IPsec's output, reused.
     scratch: Vec<u8>,
+    /// The last bare ESP refused for its SPI, for [`Self::take_unknown_spi`].
+    unknown_spi: Option<(Outer, u32)>,
     /// BUs sent since the last BA was taken: what status reports when registration fails.
     unanswered: u32,
     /// When the next ESP keep-alive is due (registered in UDP with payload protection).
@@ -181,6 +183,7 @@ impl MobileNode {
             registered: None,
             ipsec: None,
             scratch: Vec::new(),
+            unknown_spi: None,
             unanswered: 0,
             esp_keepalive: None,
             bu_detection: BuDetection::default(),
@@ -629,6 +632,13 @@ impl MobileNode {
         self.out.pop_front()
     }
 
+    /// The last bare ESP packet whose SPI no SA has, since the last call: where it came
+    /// from and the SPI. The driver's IKE tells a peer it has no IKE SA with (RFC 7296
+    /// section 2.21.4), so that a peer we forgot in a restart notices at once.
+    pub fn take_unknown_spi(&mut self) -> Option<(Outer, u32)> {
+        self.unknown_spi.take()
+    }
+
     /// The next registration change. Call after every `handle_*` call until it returns
     /// `None`.
     #[must_use = "a registration change not acted on leaves routes stale"]
@@ -710,10 +720,12 @@ impl MobileNode {
             self.counters.bump(MnCounter::DropEspWithoutIpsec);
             return Verdict::Drop(MnCounter::DropEspWithoutIpsec);
         };
+        let spi = protect::esp_spi(esp);
         let range = match ipsec.inbound_esp(esp) {
             Inbound::Tunnel { inner, .. } => inner,
             Inbound::Dummy { .. } => return Verdict::Handled,
-            _ => {
+            r => {
+                self.unknown_spi = protect::unknown_spi(&r, outer, spi).or(self.unknown_spi);
                 self.counters.bump(MnCounter::DropIpsec);
                 return Verdict::Drop(MnCounter::DropIpsec);
             }

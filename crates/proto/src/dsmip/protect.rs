@@ -166,3 +166,18 @@ pub fn signalling_in_esp6(
     pkt[40..].copy_from_slice(esp);
     Some(pkt)
 }
+
+/// Bare ESP from `outer` that `ipsec` refused for its SPI (no SA has it): the SPI, for the
+/// driver's IKE to tell the peer (RFC 7296 section 2.21.4: after a restart, the peer's
+/// payload is the first news of it). `spi` is read before decapsulation.
+pub fn unknown_spi(r: &Inbound, outer: Outer, spi: Option<u32>) -> Option<(Outer, u32)> {
+    match r {
+        Inbound::Drop(IpsecDrop::Esp(EspDrop::NoSa)) => spi.map(|s| (outer, s)),
+        _ => None,
+    }
+}
+
+/// The SPI of a bare ESP packet (RFC 4303 section 2.1), if it is long enough to have one.
+pub fn esp_spi(esp: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(esp.get(..4)?.try_into().ok()?))
+}

@@ -1,0 +1,146 @@
+//! Noticing a peer that restarted and forgot its SAs (RFC 7296 section 2.21.4), both ways.
+//!
+//! - Our side restarted: a request for an IKE SA we do not know is answered, unprotected,
+//!   with INVALID_IKE_SPI ([`Endpoint::handle`]), and ESP for a CHILD_SA we do not know is
+//!   answered, unprotected, with INVALID_SPI ([`Endpoint::esp_unknown_spi`]). The second
+//!   matters because after a restart the peer's payload keeps flowing long before its next
+//!   IKE request: without it, the peer notices only when its quiet-period liveness check
+//!   has run its backoff.
+//! - The peer restarted: neither notice is authenticated, so neither changes an SA. An
+//!   INVALID_IKE_SPI answering our outstanding request, or an INVALID_SPI naming one of our
+//!   outbound SPIs, only hurries a liveness check: a few quick tries, after which a peer
+//!   that really lost the SA is declared dead (and a live one, the notice forged, answers).
+
+use super::*;
+
+/// At most one unprotected INVALID_IKE_SPI answer, and one INVALID_SPI notice, in this
+/// time. Two budgets: the liveness check an INVALID_SPI notice provokes must find the
+/// INVALID_IKE_SPI answer's budget untouched, one round trip later.
+const NOTICE_GAP: Duration = Duration::from_millis(100);
+/// After a hint, the liveness check's tries come this often, and this many.
+pub(super) const HINTED_GAP: Duration = Duration::from_millis(500);
+pub(super) const HINTED_TRIES: u32 = 2;
+/// INVALID_SPI notices start at most one liveness check per IKE SA in this time, so that
+/// forged ones cost at most an exchange a second.
+const NOTICE_CHECK_GAP: Duration = Duration::from_secs(1);
+
+impl Endpoint {
+    /// ESP came from `remote` to our port 4500 (or, over IPv6, our address) `local` with
+    /// `spi`, which no SA of ours has: the driver's SAD refused it. When no IKE SA runs with
+    /// that peer (we restarted and forgot it), the peer is told, unprotected, with an
+    /// INFORMATIONAL carrying INVALID_SPI for `spi` (section 2.21.4), so that it checks our
+    /// liveness at once instead of after its quiet period. At most ten notices a second,
+    /// shared with the INVALID_IKE_SPI answers; ESP for a stale SPI of a peer we do have an
+    /// IKE SA with (after a rekey) is no news and gets none.
+    pub fn esp_unknown_spi(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        spi: u32,
+    ) {
+        let known = self
+            .sas
+            .values()
+            .any(|sa| sa.state == IkeState::Established && sa.remote == remote);
+        if known || !Self::notice_allowed(&mut self.esp_notice_sent, now) {
+            return;
+        }
+        let spi = spi.to_be_bytes();
+        let m = Message {
+            header: HeaderRepr {
+                // No IKE SA: a fresh initiator SPI, none for the responder.
+                initiator_spi: self.rng.next_u64() | 1,
+                responder_spi: 0,
+                exchange_type: exchange::INFORMATIONAL,
+                flags: flags::I,
+                message_id: 0,
+            },
+            payloads: vec![Payload::Notify(Notify {
+                protocol: protocol::ESP,
+                spi: &spi,
+                kind: notify::INVALID_SPI,
+                data: &[],
+            })],
+        };
+        let mut bytes = vec![0u8; m.emit_len()];
+        if m.emit(&mut bytes).is_ok() {
+            self.counters.invalid_spi_sent += 1;
+            self.send(local, remote, &bytes);
+        }
+    }
+
+    /// Whether an unprotected notice may go now, the last of its kind having gone at
+    /// `last` (if so, `last` becomes now).
+    pub(super) fn notice_allowed(last: &mut Option<Instant>, now: Instant) -> bool {
+        if last.is_some_and(|t| now < t + NOTICE_GAP) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// An unprotected INFORMATIONAL request from `remote`: if it is an INVALID_SPI notice
+    /// for one of our outbound ESP SPIs with that peer, a hint (never answered: an answer
+    /// to an unauthenticated notice would make us a reflector). True when it was one,
+    /// matched or not; false to let the message take the ordinary path.
+    pub(super) fn invalid_spi_notice(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        m: &Message,
+    ) -> bool {
+        let Some(n) = m.notify(notify::INVALID_SPI) else {
+            return false;
+        };
+        if m.payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Encrypted(_)))
+        {
+            return false;
+        }
+        let spi = match <[u8; 4]>::try_from(n.spi) {
+            Ok(s) if n.protocol == protocol::ESP => u32::from_be_bytes(s),
+            _ => {
+                self.counters.drop_malformed += 1;
+                return true;
+            }
+        };
+        let id = self.sas.iter().find_map(|(id, sa)| {
+            (sa.state == IkeState::Established
+                && sa.remote == remote
+                && sa.children.iter().any(|c| c.outbound == spi))
+            .then_some(*id)
+        });
+        let Some((id, mut sa)) = id.and_then(|id| Some((id, self.sas.remove(&id)?))) else {
+            self.counters.drop_unknown_spi += 1;
+            return true;
+        };
+        if sa.outstanding.is_some() {
+            self.hint(now, &mut sa);
+        } else if sa
+            .last_notice_check
+            .map_or(true, |t| now >= t + NOTICE_CHECK_GAP)
+        {
+            self.counters.invalid_spi_hints += 1;
+            sa.last_notice_check = Some(now);
+            sa.last_heard = now;
+            self.enqueue(now, &mut sa, Queued::Liveness);
+        }
+        self.sas.insert(id, sa);
+        true
+    }
+
+    /// Hurries the outstanding request's verdict: [`HINTED_TRIES`] tries [`HINTED_GAP`]
+    /// apart, once per request.
+    pub(super) fn hint(&mut self, now: Instant, sa: &mut IkeSa) {
+        if let Some(o) = sa.outstanding.as_mut() {
+            if !o.hinted {
+                self.counters.invalid_spi_hints += 1;
+                o.hinted = true;
+                o.tries = o.tries.max(HINTED_TRIES - 1);
+                o.next_at = o.next_at.min(now + HINTED_GAP);
+            }
+        }
+    }
+}
