@@ -883,6 +883,17 @@ fn ike_exchanges_per_handover_with_and_without_the_k_flag() {
     }
 }
 
+/// The restart tests' configurations: the home agent's (`ha`) or the mobile node's.
+fn restart_config(ha: bool) -> IkeConfig {
+    let esp = "aes128gcm16";
+    let peer = if ha {
+        ha_peer("s", HOA, esp)
+    } else {
+        mn_peer("s", HOA, esp)
+    };
+    config(&["aes128gcm16-prfsha256-curve25519"], peer)
+}
+
 /// Section 2.21.4: the home agent restarts and forgets the IKE SA. The mobile node's next
 /// liveness check is answered, unprotected, with INVALID_IKE_SPI; that hint changes no SA
 /// by itself but hurries the check's verdict (two quick tries instead of the long backoff),
@@ -890,20 +901,7 @@ fn ike_exchanges_per_handover_with_and_without_the_k_flag() {
 /// nothing.
 #[test]
 fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
-    let esp = "aes128gcm16";
-    let cfg = || {
-        config(
-            &["aes128gcm16-prfsha256-curve25519"],
-            ha_peer("s", HOA, esp),
-        )
-    };
-    let mut n = Net::new(
-        config(
-            &["aes128gcm16-prfsha256-curve25519"],
-            mn_peer("s", HOA, esp),
-        ),
-        cfg(),
-    );
+    let mut n = Net::new(restart_config(false), restart_config(true));
     n.connect();
     // A forged INVALID_IKE_SPI with nothing outstanding: ignored.
     let ike = n.a.sas()[0].id;
@@ -929,7 +927,7 @@ fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
     assert_eq!(n.a.counters().invalid_spi_hints, 0);
     assert_eq!(n.a.sas().len(), 1);
     // The HA restarts.
-    n.b = Endpoint::new(cfg(), [9; 32]);
+    n.b = Endpoint::new(restart_config(true), [9; 32]);
     let dpd = n.a.config().dpd.unwrap();
     n.run(dpd + Duration::from_millis(10));
     assert_eq!(n.b.counters().invalid_spi_sent, 1, "{:?}", n.b.counters());
@@ -960,20 +958,7 @@ fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
 /// notice is ever answered.
 #[test]
 fn esp_to_a_restarted_responder_brings_an_invalid_spi_notice_that_starts_a_liveness_check() {
-    let esp = "aes128gcm16";
-    let cfg = || {
-        config(
-            &["aes128gcm16-prfsha256-curve25519"],
-            ha_peer("s", HOA, esp),
-        )
-    };
-    let mut n = Net::new(
-        config(
-            &["aes128gcm16-prfsha256-curve25519"],
-            mn_peer("s", HOA, esp),
-        ),
-        cfg(),
-    );
+    let mut n = Net::new(restart_config(false), restart_config(true));
     n.connect();
     let ours: Vec<u32> = children(&n.a_events)
         .iter()
@@ -986,7 +971,7 @@ fn esp_to_a_restarted_responder_brings_an_invalid_spi_notice_that_starts_a_liven
     assert!(n.b.poll_transmit().is_none());
 
     n.run(Duration::from_secs(2));
-    n.b = Endpoint::new(cfg(), [9; 32]);
+    n.b = Endpoint::new(restart_config(true), [9; 32]);
     let sent_before = n.a.counters().dpd_sent;
     n.b.esp_unknown_spi(n.now, sock(HA), sock(MN), ours[0]);
     // Rate-limited: a second packet right after brings no second notice.
@@ -1033,4 +1018,34 @@ fn esp_to_a_restarted_responder_brings_an_invalid_spi_notice_that_starts_a_liven
             .all(|(to_ha, t)| *to_ha || t.payload != notice.payload),
         "the notice went only where the test put it"
     );
+}
+
+/// A forged INVALID_SPI (right SPI, right source address) while a request is under way and
+/// the peer is merely slow: the request goes again at once, but its verdict is not hurried
+/// (only an INVALID_IKE_SPI naming our IKE SPIs does that), so the SA outlives the second
+/// a hinted check would give it.
+#[test]
+fn a_forged_invalid_spi_notice_resends_but_does_not_hurry_the_verdict() {
+    let mut n = Net::new(restart_config(false), restart_config(true));
+    n.connect();
+    let spi = children(&n.a_events)[0].outbound.spi;
+    let ike = n.a.sas()[0].id;
+    // The HA hears nothing from now on.
+    n.lose = Box::new(|to_ha, _| to_ha);
+    assert!(n.a.check_liveness(n.now, ike));
+    n.run(Duration::from_millis(100));
+    let mut forger = Endpoint::new(restart_config(true), [7; 32]);
+    forger.esp_unknown_spi(n.now, sock(HA), sock(MN), spi);
+    let notice = forger.poll_transmit().unwrap();
+    let resent = n.a.counters().retransmits;
+    n.a.handle(n.now, sock(MN), sock(HA), &notice.payload);
+    n.run(Duration::from_millis(1));
+    assert_eq!(n.a.counters().retransmits, resent + 1, "sent again at once");
+    // A second notice within the second: nothing more.
+    n.a.handle(n.now, sock(MN), sock(HA), &notice.payload);
+    n.run(Duration::from_millis(1));
+    assert_eq!(n.a.counters().retransmits, resent + 1);
+    n.run(Duration::from_millis(1500));
+    assert!(failures(&n.a_events).is_empty(), "{:?}", n.a_events);
+    assert_eq!(n.a.sas().len(), 1);
 }

@@ -7,9 +7,11 @@
 //!   IKE request: without it, the peer notices only when its quiet-period liveness check
 //!   has run its backoff.
 //! - The peer restarted: neither notice is authenticated, so neither changes an SA. An
-//!   INVALID_IKE_SPI answering our outstanding request, or an INVALID_SPI naming one of our
-//!   outbound SPIs, only hurries a liveness check: a few quick tries, after which a peer
-//!   that really lost the SA is declared dead (and a live one, the notice forged, answers).
+//!   INVALID_SPI naming one of our outbound SPIs starts a liveness check (or sends the
+//!   request under way again) at once, at most once a second; an INVALID_IKE_SPI answering
+//!   our outstanding request (it names our IKE SPIs) hurries that request's verdict to a
+//!   few quick tries, after which a peer that really lost the SA is declared dead. A live
+//!   peer, the notice forged, simply answers.
 
 use super::*;
 
@@ -29,9 +31,9 @@ impl Endpoint {
     /// `spi`, which no SA of ours has: the driver's SAD refused it. When no IKE SA runs with
     /// that peer (we restarted and forgot it), the peer is told, unprotected, with an
     /// INFORMATIONAL carrying INVALID_SPI for `spi` (section 2.21.4), so that it checks our
-    /// liveness at once instead of after its quiet period. At most ten notices a second,
-    /// shared with the INVALID_IKE_SPI answers; ESP for a stale SPI of a peer we do have an
-    /// IKE SA with (after a rekey) is no news and gets none.
+    /// liveness at once instead of after its quiet period. At most ten notices a second (a
+    /// budget apart from the INVALID_IKE_SPI answers'); ESP for a stale SPI of a peer we do
+    /// have an IKE SA with (after a rekey) is no news and gets none.
     pub fn esp_unknown_spi(
         &mut self,
         now: Instant,
@@ -116,16 +118,22 @@ impl Endpoint {
             self.counters.drop_unknown_spi += 1;
             return true;
         };
-        if sa.outstanding.is_some() {
-            self.hint(now, &mut sa);
-        } else if sa
+        if sa
             .last_notice_check
             .map_or(true, |t| now >= t + NOTICE_CHECK_GAP)
         {
             self.counters.invalid_spi_hints += 1;
             sa.last_notice_check = Some(now);
-            sa.last_heard = now;
-            self.enqueue(now, &mut sa, Queued::Liveness);
+            match sa.outstanding.as_mut() {
+                // A request under way goes again now rather than at its backoff: if the
+                // peer did restart, its INVALID_IKE_SPI answer (which must name our IKE
+                // SPIs, unlike this notice) is what hurries the verdict.
+                Some(o) => o.next_at = o.next_at.min(now),
+                None => {
+                    sa.last_heard = now;
+                    self.enqueue(now, &mut sa, Queued::Liveness);
+                }
+            }
         }
         self.sas.insert(id, sa);
         true
