@@ -333,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn max_overhead_is_the_largest_overhead_of_any_payload_length() {
+        for &a in Algorithm::ALL {
+            let most = (0..2000)
+                .map(|n| ESP_HEADER_LEN + a.iv_len() + pad_len(a.block_len(), n) + 2 + ICV_LEN)
+                .max();
+            assert_eq!(most, Some(a.max_overhead()), "{a:?}");
+        }
+        assert_eq!(Algorithm::AesGcm128.max_overhead(), 37);
+    }
+
+    #[test]
     fn pad_lengths() {
         // GCM: trailer ends on 4 bytes; CBC: on 16.
         assert_eq!(pad_len(4, 0), 2);

@@ -82,6 +82,13 @@ impl Algorithm {
         crate::cipher::ICV_LEN
     }
 
+    /// The most ESP adds to a payload of any length (RFC 4303 section 2): SPI and sequence
+    /// number, IV, the longest padding, Pad Length and Next Header, ICV. What a tunnel
+    /// reserves below its path MTU so that no protected packet needs fragments.
+    pub fn max_overhead(self) -> usize {
+        m6t_wire::esp::ESP_HEADER_LEN + self.iv_len() + self.block_len() - 1 + 2 + self.icv_len()
+    }
+
     /// A stable name for configuration and status (strongSwan's proposal keyword).
     pub fn name(self) -> &'static str {
         match self {

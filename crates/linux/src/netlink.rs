@@ -190,6 +190,8 @@ pub struct IfLink {
     pub name: String,
     /// Administratively up and with a carrier (IFF_UP and IFF_RUNNING).
     pub up: bool,
+    /// Its MTU (0 if the kernel did not say).
+    pub mtu: u32,
 }
 
 fn route_ip(
@@ -313,14 +315,34 @@ impl Netlink {
                     LinkAttribute::IfName(n) => Some(n.clone()),
                     _ => None,
                 });
+                let mtu = m.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(n) => Some(*n),
+                    _ => None,
+                });
                 let f = m.header.flags;
                 out.push(IfLink {
                     index: m.header.index,
                     name: name.unwrap_or_default(),
                     up: f.contains(LinkFlags::Up) && f.contains(LinkFlags::Running),
+                    mtu: mtu.unwrap_or(0),
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// Sets interface `index`'s MTU.
+    pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .mtu(mtu)
+            .build();
+        self.rt.block_on(async {
+            self.handle
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(err("set MTU"))
         })
     }
 

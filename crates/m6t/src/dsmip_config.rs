@@ -455,7 +455,7 @@ pub struct MnFile {
     /// TUN interface carrying the home addresses.
     #[serde(default = "d_mn_iface")]
     pub interface: String,
-    /// Its MTU.
+    /// Its MTU: the most it gets (each registration sizes it to the tunnel and ESP).
     #[serde(default = "d_mtu")]
     pub mtu: u16,
     /// Lifetime asked for, seconds (sent in units of 4 s).
@@ -532,7 +532,7 @@ pub struct Mn {
     pub ha: HaSource,
     /// TUN name.
     pub interface: String,
-    /// TUN MTU.
+    /// TUN MTU, the most: each registration sizes it to the tunnel and ESP.
     pub mtu: u16,
     /// Policy table.
     pub table: u32,

@@ -124,6 +124,9 @@ pub struct MnInfo {
     pub mode: Option<String>,
     /// Lifetime granted, seconds.
     pub lifetime_s: u64,
+    /// The home-address interface's MTU, sized to the tunnel in use.
+    #[serde(default)]
+    pub mtu: Option<u16>,
     /// Accepted registrations since start.
     pub registrations: u64,
     /// BU sent -> BA received of the last registration, milliseconds.
@@ -574,6 +577,9 @@ fn render_body(r: &Report) -> String {
             );
             let _ = writeln!(o, "  care-of        {}", dash(&mn.coa));
             let _ = writeln!(o, "  tunnel         {}", dash(&mn.mode));
+            if let Some(m) = mn.mtu {
+                let _ = writeln!(o, "  inner MTU      {m}");
+            }
             let _ = writeln!(o, "  lifetime       {}s", mn.lifetime_s);
             if let Some(ms) = mn.last_registration_ms {
                 let _ = writeln!(o, "  registration   {ms:.2} ms (BU sent -> BA received)");

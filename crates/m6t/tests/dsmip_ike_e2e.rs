@@ -8,7 +8,8 @@
 //! pre-shared key is one clear line on each side. From IPv6 care-of addresses too: a mobile
 //! node that starts in the IPv6 network, one whose care-of interface is the m6t tunnel, and
 //! one IKE SA that follows the node to IPv6 and back and answers its liveness checks there;
-//! and a restarted home agent that tells a sending node at once (INVALID_SPI).
+//! and a restarted home agent that tells a sending node at once (INVALID_SPI). Over m6t0
+//! the home-address interface is sized so that ESP needs no fragments.
 
 use m6t::status::{self, Report};
 use m6t_lab::lab::dsmip::{tunnel_interfaces, DsmipOptions, LabIpsec, HA4, HOA, MN6};
@@ -268,6 +269,25 @@ fn a_mobile_node_starting_on_an_ipv6_care_of_address_is_keyed_from_there() {
     assert!(ms < 1000.0, "attach to BA took {ms:.1} ms: {log}");
 }
 
+fn mn_sh(l: &Lab, c: &str) -> String {
+    String::from_utf8_lossy(&l.net.sh_output("mn", c).unwrap().stdout).to_string()
+}
+
+/// The MTU of the mobile node's interface `dev`, as `ip link` says.
+fn mn_link_mtu(l: &Lab, dev: &str) -> u32 {
+    let out = mn_sh(l, &format!("ip -o link show {dev}"));
+    let after = out.split(" mtu ").nth(1).unwrap_or_else(|| panic!("{out}"));
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The mobile node's kernel's count of IPv6 fragments it made (Ip6FragCreates).
+fn mn_fragments_made(l: &Lab) -> u64 {
+    let snmp = mn_sh(l, "cat /proc/net/snmp6");
+    let line = snmp.lines().find(|x| x.starts_with("Ip6FragCreates"));
+    line.and_then(|x| x.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("{snmp}"))
+}
+
 #[test]
 fn ike_runs_over_the_m6t_tunnel_as_the_care_of_interface() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -291,6 +311,17 @@ fn ike_runs_over_the_m6t_tunnel_as_the_care_of_interface() {
         "{log}"
     );
     assert_eq!(l.ping_from("mn", HOA, CN, 3).unwrap(), 3);
+    // The home-address interface is sized to what m6t0 carries once IPv6 and ESP
+    // (AES-GCM: at most 37 bytes) wrap a packet, so that a full-size segment needs no
+    // fragments: the kernel's own count of IPv6 fragments made stays where it was.
+    let inner = mn_link_mtu(&l, "m6t0") - 40 - 37;
+    assert_eq!(mn_link_mtu(&l, "mip6mn0"), inner);
+    assert_eq!(l.mn_info().unwrap().0.mtu, Some(inner as u16));
+    assert!(l
+        .net
+        .log("mn")
+        .contains(&format!("mip6mn0 MTU {inner}: m6t0 has")));
+    let made = mn_fragments_made(&l);
     // TCP both ways on the home address, through ESP inside the m6t tunnel.
     for reverse in [false, true] {
         let gbps = l
@@ -300,6 +331,11 @@ fn ike_runs_over_the_m6t_tunnel_as_the_care_of_interface() {
         // 2 s at 0.005 Gbit/s: more than 1 MB, as before.
         assert!(gbps > 0.005, "reverse {reverse}: {gbps} Gbit/s");
     }
+    assert_eq!(
+        mn_fragments_made(&l),
+        made,
+        "IPv6 fragments made on the mobile node"
+    );
     one_ike_sa(&l);
     let ms = attach_ms(&log);
     eprintln!("attach to BA with IKEv2 over m6t0: {ms:.1} ms");

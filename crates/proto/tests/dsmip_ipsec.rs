@@ -784,3 +784,44 @@ fn returning_home_the_deregistration_and_its_ba_travel_in_esp_from_the_home_addr
     assert!(m.at_home());
     assert_eq!(m.unanswered_bus(), 0);
 }
+
+/// The home-address interface's MTU leaves room for the tunnel and, with payload
+/// protected, for ESP's worst case, so that inner packets up to it never fragment outside:
+/// over m6t0 (1 472) from its IPv6 address, ESP takes the node from its 1 400 to 1 472 -
+/// 40 - ESP. Never above the configured MTU; when room for the tunnel would take it below
+/// IPv6's 1 280 (Teredo's 1 280 link), fragments are unavoidable and the configured MTU
+/// makes the fewest.
+#[test]
+fn the_home_address_mtu_leaves_room_for_the_tunnel_and_esp() {
+    let (_, m) = payload_pair(Instant::now(), "198.51.100.17");
+    let plain = MobileNode::new(MnConfig::new(a6(HOA), a6(HA6), HA4), 100);
+    let esp = sa("x", Direction::Out, 1, 1)
+        .params
+        .algorithm
+        .max_overhead();
+    assert!(esp >= 37, "{esp}");
+    assert_eq!(
+        m.inner_mtu(TunnelMode::Ipv6, 1472, 1400) as usize,
+        1472 - 40 - esp
+    );
+    assert_eq!(plain.inner_mtu(TunnelMode::Ipv6, 1472, 1400), 1400);
+    assert_eq!(plain.inner_mtu(TunnelMode::Ipv6, 1420, 1400), 1380);
+    assert_eq!(plain.inner_mtu(TunnelMode::Udp, 1420, 1400), 1392);
+    assert_eq!(plain.inner_mtu(TunnelMode::Tlv, 1420, 1400), 1388);
+    assert_eq!(plain.inner_mtu(TunnelMode::Ipv4, 1420, 1400), 1400);
+    assert_eq!(
+        m.inner_mtu(TunnelMode::Udp, 1450, 1500) as usize,
+        1450 - 28 - esp
+    );
+    assert_eq!(
+        m.inner_mtu(TunnelMode::Ipv4, 1450, 1500) as usize,
+        1450 - 20 - esp
+    );
+    assert_eq!(m.inner_mtu(TunnelMode::Udp, 1500, 1400), 1400);
+    assert_eq!(
+        m.inner_mtu(TunnelMode::Ipv6, 1280 + 40 + esp as u32, 1400),
+        1280
+    );
+    assert_eq!(m.inner_mtu(TunnelMode::Ipv6, 1280, 1400), 1400);
+    assert_eq!(m.inner_mtu(TunnelMode::Ipv6, 0, 1400), 1400);
+}

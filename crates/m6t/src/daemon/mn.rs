@@ -654,7 +654,10 @@ impl Driver {
         }
         while let Some(e) = node.poll_event() {
             match e {
-                MnEvent::Registered { registration, took } => self.registered(&registration, took),
+                MnEvent::Registered { registration, took } => {
+                    self.registered(&registration, took);
+                    self.size_home_interface(node, &registration);
+                }
                 MnEvent::Unregistered => {
                     tracing::info!("no registration");
                     self.info.coa = None;
@@ -695,6 +698,39 @@ impl Driver {
     /// promoted (all removed first: a promoted descriptor moves from one token to another).
     fn sync_udp_sources(&mut self) -> std::io::Result<()> {
         sync_sources(&mut self.rt, &self.socks)
+    }
+
+    /// Sizes the home-address interface's MTU to the registered tunnel: the care-of
+    /// interface's MTU less the tunnel's and ESP's overhead (`MobileNode::inner_mtu`), so
+    /// that a full-size packet from the home address (a TCP segment) leaves in one outer
+    /// packet, not two fragments; over m6t0 with ESP that is below the configured 1 400.
+    fn size_home_interface(&mut self, node: &MobileNode, r: &Registration) {
+        let coa = match r.coa {
+            Coa::V6(a) => IpAddr::V6(a),
+            Coa::V4(a) => IpAddr::V4(a),
+        };
+        let link = self.nl.addresses().ok().and_then(|addrs| {
+            let index = addrs.iter().find(|a| a.addr == coa)?.index;
+            let links = self.nl.links().ok()?;
+            links.into_iter().find(|l| l.index == index)
+        });
+        let Some(link) = link else { return };
+        let mtu = node.inner_mtu(r.mode, link.mtu, self.cfg.mtu);
+        if self.info.mtu.unwrap_or(self.cfg.mtu) != mtu {
+            let res = self.nl.set_mtu(self.tun.index(), u32::from(mtu));
+            let what = format_args!("MTU of {}", self.tun.name());
+            if self.failures.check(Failure::Netlink, what, res).is_some() {
+                tracing::info!(
+                    "{} MTU {mtu}: {} has {} less the tunnel's overhead",
+                    self.tun.name(),
+                    link.name,
+                    link.mtu
+                );
+            } else {
+                return;
+            }
+        }
+        self.info.mtu = Some(mtu);
     }
 
     /// A registration the home agent accepted: the tunnel's sockets, the IPv4 home

@@ -13,7 +13,7 @@ use crate::dsmip::update_list::{BindingUpdateList, Coa, MnConfig, Registration, 
 use crate::dsmip::{NetPrefix, Outbound, Transmit, Verdict};
 use crate::reasons;
 use crate::stats::Counters;
-use m6t_ipsec::{Inbound, Ipsec, Outbound as IpsecOut, Traffic};
+use m6t_ipsec::{Direction, Inbound, Ipsec, Mode, Outbound as IpsecOut, Traffic};
 use m6t_wire::mh::MhMessage;
 use m6t_wire::mip6::{self, HomeIn, Signal};
 use std::collections::VecDeque;
@@ -630,6 +630,37 @@ impl MobileNode {
     #[must_use = "a queued BU is lost unless sent"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// The MTU the home-address interface should have when the tunnel in `mode` leaves by
+    /// an interface of MTU `link_mtu`: what is left once the outer header, UDP (and TLV),
+    /// and ESP's worst case (when payload is protected: in UDP 4500 behind a NAT, RFC 3948,
+    /// as protocol 50 otherwise) are taken off, so that no inner packet up
+    /// to it needs fragments outside. At most `max` (the configured MTU); when that would
+    /// go below 1 280, IPv6's minimum (RFC 8200 section 5), fragments cannot be avoided and
+    /// `max` it is.
+    pub fn inner_mtu(&self, mode: TunnelMode, link_mtu: u32, max: u16) -> u16 {
+        let esp = self.ipsec.as_ref().and_then(|i| {
+            i.sad()
+                .iter()
+                .filter(|e| e.direction == Direction::Out && e.params.mode == Mode::Tunnel)
+                .map(|e| e.params.algorithm.max_overhead())
+                .max()
+        });
+        let outer = match (mode, esp) {
+            (TunnelMode::Ipv6, e) => 40 + e.unwrap_or(0),
+            (TunnelMode::Ipv4, None) => 20,
+            (TunnelMode::Udp, None) => 20 + 8,
+            (TunnelMode::Tlv, None) => 20 + 8 + m6t_wire::tlv::TLV_HEADER_LEN,
+            (TunnelMode::Ipv4, Some(e)) => 20 + e,
+            (TunnelMode::Udp | TunnelMode::Tlv, Some(e)) => 20 + 8 + e,
+        };
+        let fits = u64::from(link_mtu).saturating_sub(outer as u64);
+        if fits < 1280 {
+            // Fragments cannot be avoided: the largest inner packets make the fewest.
+            return max;
+        }
+        fits.min(u64::from(max)) as u16
     }
 
     /// The last bare ESP packet whose SPI no SA has, since the last call: where it came
