@@ -142,6 +142,12 @@ impl SendBatch {
         self.entries.is_empty()
     }
 
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+    }
+
     /// Sends that failed since the last call (full buffers, unreachable): the datagrams
     /// are dropped, as a router would drop them; the driver counts them.
     pub fn take_errors(&mut self) -> u64 {
@@ -150,9 +156,16 @@ impl SendBatch {
 
     /// Queues a datagram to `to`.
     pub fn push(&mut self, data: &[u8], to: SocketAddrV4) {
+        self.push_parts(&[data], to);
+    }
+
+    /// Queues a datagram made of `parts` (a header and a packet) to `to`.
+    pub fn push_parts(&mut self, parts: &[&[u8]], to: SocketAddrV4) {
         let off = self.arena.len();
-        self.arena.extend_from_slice(data);
-        self.entries.push((off, data.len(), to));
+        for p in parts {
+            self.arena.extend_from_slice(p);
+        }
+        self.entries.push((off, self.arena.len() - off, to));
     }
 
     /// Sends everything queued on `u` and empties the batch; returns the number of send

@@ -304,7 +304,8 @@ impl AsRawFd for Capture {
 /// A UDP socket of DSMIPv6 (port 4191 on the home agent; on the mobile node an ephemeral
 /// port bound to the IPv4 care-of address, so the NAT keeps one mapping for BUs and data).
 pub struct DsmipUdp {
-    sock: std::net::UdpSocket,
+    /// The socket, with quinn-udp's state for GSO sends of data batches.
+    udp: crate::udp::Udp,
     /// The address it is bound to, asked once: every IKE datagram on port 4500 needs it,
     /// and a getsockname per datagram is a system call a flood would make the daemon pay.
     local: SocketAddrV4,
@@ -325,11 +326,19 @@ impl DsmipUdp {
             libc::IP_PMTUDISC_DONT,
         )?;
         s.bind(&SockAddr::from(local))?;
-        let sock: std::net::UdpSocket = s.into();
-        let SocketAddr::V4(local) = sock.local_addr()? else {
-            return Err(io::Error::other("not IPv4"));
-        };
-        Ok(DsmipUdp { sock, local })
+        let udp = crate::udp::Udp::new(s)?;
+        // quinn-udp turns UDP GRO on; [`Self::recv`] reads one datagram at a time, and a
+        // coalesced run would reach it as one.
+        set_int(udp.sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 0)?;
+        let local = udp.local_v4()?;
+        Ok(DsmipUdp { udp, local })
+    }
+
+    /// Sends what `b` gathered (runs of equal-size datagrams to one peer as one GSO send,
+    /// the rest in one sendmmsg); returns the datagrams the kernel refused.
+    pub fn flush(&self, b: &mut crate::batch::SendBatch) -> u64 {
+        b.flush(&self.udp);
+        b.take_errors()
     }
 
     /// The bound address.
@@ -339,7 +348,7 @@ impl DsmipUdp {
 
     /// Receives one datagram.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
-        match self.sock.recv_from(buf)? {
+        match self.udp.sock.recv_from(buf)? {
             (n, SocketAddr::V4(a)) => Ok((n, a)),
             _ => Err(io::Error::other("not IPv4")),
         }
@@ -347,12 +356,12 @@ impl DsmipUdp {
 
     /// Sends one datagram.
     pub fn send(&self, to: SocketAddrV4, data: &[u8]) -> io::Result<usize> {
-        self.sock.send_to(data, to)
+        self.udp.sock.send_to(data, to)
     }
 
     /// Sends a datagram made of two parts (a TLV header and the packet) without copying.
     pub fn send2(&self, to: SocketAddrV4, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let s = socket2::SockRef::from(&self.sock);
+        let s = socket2::SockRef::from(&self.udp.sock);
         s.send_to_vectored(
             &[io::IoSlice::new(a), io::IoSlice::new(b)],
             &SockAddr::from(to),
@@ -362,7 +371,7 @@ impl DsmipUdp {
 
 impl AsRawFd for DsmipUdp {
     fn as_raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.udp.sock.as_raw_fd()
     }
 }
 
@@ -422,3 +431,48 @@ pub fn sysctl(path: &str, value: &str) -> io::Result<()> {
 
 /// The unspecified IPv4 address, for binding ephemeral sockets.
 pub const ANY4: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::SendBatch;
+    use std::net::Ipv4Addr;
+
+    /// A batch leaves as one GSO run plus singles, and the receiving DSMIPv6 socket, which
+    /// reads one datagram per call, gets each datagram alone: quinn-udp's UDP GRO is off
+    /// on it, and DF stays clear.
+    #[test]
+    fn a_batch_reaches_a_dsmip_socket_one_datagram_at_a_time() {
+        let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let rx = DsmipUdp::bind(any).unwrap();
+        let tx = DsmipUdp::bind(any).unwrap();
+        let to = rx.local().unwrap();
+        let mut b = SendBatch::new(64);
+        for i in 0..20u8 {
+            b.push(&[i; 1200], to);
+        }
+        b.push_parts(&[&[20; 4], &[20; 296]], to);
+        assert_eq!(tx.flush(&mut b), 0);
+        assert!(b.is_empty());
+        let mut buf = [0u8; 65536];
+        let mut got = Vec::new();
+        for _ in 0..500 {
+            match rx.recv(&mut buf) {
+                Ok((n, from)) => {
+                    assert_eq!(from, tx.local().unwrap());
+                    got.push(buf[..n].to_vec());
+                    if got.len() == 21 {
+                        break;
+                    }
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+        assert_eq!(got.len(), 21);
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d.len(), if i < 20 { 1200 } else { 300 }, "datagram {i}");
+            assert!(d.iter().all(|x| *x == i as u8), "datagram {i}");
+        }
+        assert!(crate::udp::df_cleared(&tx.udp.sock).unwrap());
+    }
+}

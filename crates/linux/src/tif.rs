@@ -4,7 +4,9 @@
 //! 3948), the IPPROTO_RAW sender for signalling with extension headers, and the capture of
 //! signalling the kernel would discard (see [`crate::raw`]).
 
+use crate::batch::SendBatch;
 use crate::raw::{Capture, DsmipUdp, RawIp, RawIpv6Sender, Udp6};
+use crate::tun::BATCH;
 use m6t_proto::dsmip::tif::{
     tlv_header, Encap, Outer, DSMIP_PORT, ESP_UDP_PORT, PROTO_ESP, PROTO_IPV4, PROTO_IPV6,
 };
@@ -98,6 +100,36 @@ pub enum TifPacket {
         /// Length of the UDP payload in the buffer.
         len: usize,
     },
+}
+
+/// Data datagrams for the UDP sockets, gathered over one drain of the TUN
+/// ([`TifSockets::encap_batched`]): one batch for UDP 4191, one for ESP in UDP 4500.
+pub struct UdpBatches {
+    dsmip: SendBatch,
+    esp: SendBatch,
+    errors: u64,
+}
+
+impl UdpBatches {
+    /// Empty batches, room allocated once.
+    pub fn new() -> UdpBatches {
+        UdpBatches {
+            dsmip: SendBatch::new(BATCH),
+            esp: SendBatch::new(BATCH),
+            errors: 0,
+        }
+    }
+
+    /// Datagrams the kernel refused since the last call.
+    pub fn take_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.errors)
+    }
+}
+
+impl Default for UdpBatches {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Whether the socket is bound to `addr`.
@@ -276,6 +308,44 @@ impl TifSockets {
                 IpAddr::V6(_) => self.ip6[idx(PROTO_ESP)].send(to, pkt),
             },
             Encap::EspUdp { to } => self.send_esp_udp(to, pkt),
+        }
+    }
+
+    /// As [`Self::encap`], but a datagram for a UDP socket (UDP 4191, ESP in UDP 4500) is
+    /// gathered into `b` until [`Self::flush`]: a TUN read of a TCP super-packet yields
+    /// dozens of equal-size segments to one peer, and those leave as one GSO send.
+    pub fn encap_batched(&self, e: Encap, pkt: &[u8], b: &mut UdpBatches) -> io::Result<()> {
+        let (batch, to) = match e {
+            Encap::Udp { to, .. } if self.udp.is_some() => (&mut b.dsmip, to),
+            Encap::EspUdp { to } if self.esp_udp.is_some() => (&mut b.esp, to),
+            _ => return self.encap(e, pkt).map(|_| ()),
+        };
+        if batch.is_full() {
+            self.flush(b);
+            return self.encap_batched(e, pkt, b);
+        }
+        match e {
+            Encap::Udp { tlv: true, .. } => batch.push_parts(&[&tlv_header(pkt), pkt], to),
+            _ => batch.push(pkt, to),
+        }
+        Ok(())
+    }
+
+    /// Sends what [`Self::encap_batched`] gathered; the datagrams refused are counted in
+    /// `b` ([`UdpBatches::take_errors`]).
+    pub fn flush(&self, b: &mut UdpBatches) {
+        for (u, batch) in [(&self.udp, &mut b.dsmip), (&self.esp_udp, &mut b.esp)] {
+            if batch.is_empty() {
+                continue;
+            }
+            b.errors += match u {
+                Some(u) => u.flush(batch),
+                None => {
+                    let n = batch.len() as u64;
+                    batch.clear();
+                    n
+                }
+            };
         }
     }
 

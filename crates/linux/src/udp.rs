@@ -45,7 +45,7 @@ pub struct Udp {
 }
 
 impl Udp {
-    fn new(s: Socket) -> io::Result<Udp> {
+    pub(crate) fn new(s: Socket) -> io::Result<Udp> {
         let sock: UdpSocket = s.into();
         let state = quinn_udp::UdpSocketState::new((&sock).into())?;
         // quinn-udp asks for DF (PMTUDISC_PROBE); m6t must not set it (draft section 2.6).

@@ -22,6 +22,10 @@ fn d_ha_iface() -> String {
 fn d_mn_iface() -> String {
     "mip6mn0".into()
 }
+fn d_offload() -> bool {
+    true
+}
+
 fn d_mtu() -> u16 {
     1400
 }
@@ -141,6 +145,10 @@ pub struct HaFile {
     /// Its MTU.
     #[serde(default = "d_mtu")]
     pub mtu: u16,
+    /// TUN segmentation and coalescing offload (virtio-net header, TSO): one read for a
+    /// 64 KiB TCP super-packet, one write for many segments.
+    #[serde(default = "d_offload")]
+    pub offload: bool,
     /// Longest lifetime granted, seconds.
     #[serde(default = "d_max_lifetime")]
     pub max_lifetime: f64,
@@ -225,6 +233,8 @@ pub struct Ha {
     pub interface: String,
     /// TUN MTU.
     pub mtu: u16,
+    /// TUN offload.
+    pub offload: bool,
     /// Route metric.
     pub route_metric: u32,
     /// Binding cache file.
@@ -402,6 +412,7 @@ pub fn ha_from_str(path: &Path, text: &str) -> Result<Ha, ConfigError> {
         home_link: f.home_link,
         interface: f.interface,
         mtu,
+        offload: f.offload,
         route_metric: f.route_metric,
         state_file: (!f.state_file.as_os_str().is_empty()).then_some(f.state_file),
         control_socket: f.control_socket,
@@ -458,6 +469,10 @@ pub struct MnFile {
     /// Its MTU: the most it gets (each registration sizes it to the tunnel and ESP).
     #[serde(default = "d_mtu")]
     pub mtu: u16,
+    /// TUN segmentation and coalescing offload (virtio-net header, TSO): one read for a
+    /// 64 KiB TCP super-packet, one write for many segments.
+    #[serde(default = "d_offload")]
+    pub offload: bool,
     /// Lifetime asked for, seconds (sent in units of 4 s).
     #[serde(default = "d_lifetime")]
     pub lifetime: f64,
@@ -534,6 +549,8 @@ pub struct Mn {
     pub interface: String,
     /// TUN MTU, the most: each registration sizes it to the tunnel and ESP.
     pub mtu: u16,
+    /// TUN offload.
+    pub offload: bool,
     /// Policy table.
     pub table: u32,
     /// Rule priority.
@@ -689,6 +706,7 @@ pub fn mn_from_str(path: &Path, text: &str) -> Result<Mn, ConfigError> {
         ha,
         interface: f.interface,
         mtu,
+        offload: f.offload,
         table: f.table,
         rule_priority: f.rule_priority,
         routes,

@@ -20,7 +20,7 @@ use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};
 use m6t_linux::raw;
 use m6t_linux::runtime::Runtime;
-use m6t_linux::tif::{TifSockets, TifSource};
+use m6t_linux::tif::{TifSockets, TifSource, UdpBatches};
 use m6t_linux::{caps, tun::Tun};
 use m6t_proto::dsmip::binding_cache::Snapshot;
 use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
@@ -304,7 +304,7 @@ pub fn run(cfg: Ha) -> Result<(), DaemonError> {
     // First: a metrics port in use stops the home agent before it changes anything.
     let metrics = start_metrics(cfg.metrics_listen, "ha", false)?;
     let stop = shutdown()?;
-    let tun = Tun::open(&cfg.interface, cfg.mtu, false)
+    let tun = Tun::open(&cfg.interface, cfg.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
     let link = match &cfg.home_link {
@@ -411,6 +411,7 @@ impl Driver {
     fn run(&mut self, node: &mut HomeAgent, control: &ControlServer) -> Result<(), DaemonError> {
         let mut tun_rx = self.tun.reader();
         let mut tun_tx = self.tun.writer();
+        let mut batches = UdpBatches::new();
         let mut buf = vec![0u8; 65536];
         // Bindings restored from the file: their routes go in before the first packet.
         let mut next = self.after(node, Instant::now());
@@ -431,7 +432,7 @@ impl Driver {
             let budget = self.budget.as_ref();
             for &source in ready {
                 match source {
-                    Source::Tun => to_tunnel(&mut tun_rx, socks, node, failures, now)
+                    Source::Tun => to_tunnel(&mut tun_rx, socks, &mut batches, node, failures, now)
                         .map_err(io("TUN read"))?,
                     Source::Tif(s) => from_tunnel(
                         socks,

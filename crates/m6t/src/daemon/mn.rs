@@ -19,7 +19,7 @@ use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
-use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
+use m6t_linux::tif::{TifSockets, TifSource, UdpBatches, RAW_PROTOCOLS};
 use m6t_linux::udp::{routable_by, route_source};
 use m6t_linux::{caps, raw, tun::Tun};
 use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
@@ -237,7 +237,7 @@ pub fn run(mut cfg: Mn) -> Result<(), DaemonError> {
     if !discover_ha(&mut cfg, &stop) {
         return Ok(());
     }
-    let tun = Tun::open(&cfg.interface, cfg.mtu, false)
+    let tun = Tun::open(&cfg.interface, cfg.mtu, cfg.offload)
         .map_err(io(format!("TUN interface {}", cfg.interface)))?;
     let nl = Netlink::open()?;
     let hoa = cfg.machine.hoa;
@@ -409,6 +409,7 @@ impl Driver {
     ) -> Result<(), DaemonError> {
         let mut tun_rx = self.tun.reader();
         let mut tun_tx = self.tun.writer();
+        let mut batches = UdpBatches::new();
         let mut buf = vec![0u8; 65536];
         let mut ready = Vec::new();
         let now = Instant::now();
@@ -429,8 +430,15 @@ impl Driver {
                             self.movement(node, now);
                         }
                     }
-                    Source::Tun => to_tunnel(&mut tun_rx, &self.socks, node, &self.failures, now)
-                        .map_err(io("TUN read"))?,
+                    Source::Tun => to_tunnel(
+                        &mut tun_rx,
+                        &self.socks,
+                        &mut batches,
+                        node,
+                        &self.failures,
+                        now,
+                    )
+                    .map_err(io("TUN read"))?,
                     Source::Tif(s) => from_tunnel(
                         &self.socks,
                         s,

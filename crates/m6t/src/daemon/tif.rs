@@ -6,7 +6,7 @@
 use super::ike::IkeDriver;
 use super::BURST;
 use m6t_linux::failures::{Failure, Failures};
-use m6t_linux::tif::{TifPacket, TifSockets, TifSource};
+use m6t_linux::tif::{TifPacket, TifSockets, TifSource, UdpBatches};
 use m6t_linux::tun::{TunRx, TunTx};
 use m6t_proto::dsmip::home_agent::{HaCounter, HomeAgent};
 use m6t_proto::dsmip::mobile_node::{MnCounter, MobileNode};
@@ -147,15 +147,17 @@ pub(crate) fn from_tunnel(
     tun_tx.flush();
 }
 
-/// Drains the TUN into the tunnel.
+/// Drains the TUN into the tunnel: the UDP datagrams gathered in `batches` and sent in as
+/// few calls as the kernel allows once the drain is over.
 pub(crate) fn to_tunnel(
     tun_rx: &mut TunRx,
     socks: &TifSockets,
+    batches: &mut UdpBatches,
     node: &mut impl TunnelEnd,
     failures: &Failures,
     now: Instant,
 ) -> std::io::Result<()> {
-    tun_rx.drain(BURST, |pkt| {
+    let r = tun_rx.drain(BURST, |pkt| {
         let (e, bytes) = match node.tun(now, pkt) {
             Outbound::Send(e) => (e, pkt),
             Outbound::Protected(e) => (e, node.protected()),
@@ -165,10 +167,20 @@ pub(crate) fn to_tunnel(
             Encap::Udp { .. } | Encap::EspUdp { .. } => Failure::UdpSend,
             _ => Failure::RawSend,
         };
-        if let Err(err) = socks.encap(e, bytes) {
+        if let Err(err) = socks.encap_batched(e, bytes, batches) {
             failures.record(reason, 1, format_args!("sending to {e:?}: {err}"));
         }
-    })
+    });
+    socks.flush(batches);
+    let refused = batches.take_errors();
+    if refused > 0 {
+        failures.record(
+            Failure::UdpSend,
+            refused,
+            format_args!("{refused} UDP datagrams refused by the kernel"),
+        );
+    }
+    r
 }
 
 /// Sends a signalling packet the node queued (a BU from the mobile node's care-of address,
