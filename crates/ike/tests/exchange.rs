@@ -883,6 +883,17 @@ fn ike_exchanges_per_handover_with_and_without_the_k_flag() {
     }
 }
 
+/// Runs `n` for `d`, after which the mobile node has declared the home agent dead.
+fn declared_dead_within(n: &mut Net, d: Duration) {
+    n.run(d);
+    assert_eq!(
+        failures(&n.a_events),
+        vec![Failure::Timeout],
+        "{:?}",
+        n.a_events
+    );
+}
+
 /// The restart tests' configurations: the home agent's (`ha`) or the mobile node's.
 fn restart_config(ha: bool) -> IkeConfig {
     let esp = "aes128gcm16";
@@ -936,13 +947,7 @@ fn a_restarted_responder_is_noticed_within_a_second_of_the_liveness_check() {
         failures(&n.a_events).is_empty(),
         "not torn down by the hint itself"
     );
-    n.run(Duration::from_millis(1100));
-    assert_eq!(
-        failures(&n.a_events),
-        vec![Failure::Timeout],
-        "{:?}",
-        n.a_events
-    );
+    declared_dead_within(&mut n, Duration::from_millis(1100));
     // And a new IKE SA comes up with the restarted HA.
     n.a.connect(n.now, "ha", sock(MN), sock(HA)).unwrap();
     n.run(Duration::from_millis(10));
@@ -1003,13 +1008,7 @@ fn esp_to_a_restarted_responder_brings_an_invalid_spi_notice_that_starts_a_liven
     let start = n.now;
     n.a.handle(n.now, sock(MN), sock(HA), &notice.payload);
     assert_eq!(n.a.counters().dpd_sent, sent_before + 1);
-    n.run(Duration::from_millis(1100));
-    assert_eq!(
-        failures(&n.a_events),
-        vec![Failure::Timeout],
-        "{:?}",
-        n.a_events
-    );
+    declared_dead_within(&mut n, Duration::from_millis(1100));
     assert!(n.now - start < dpd, "well before the quiet period ends");
     assert_eq!(n.a.counters().invalid_spi_hints, 2, "{:?}", n.a.counters());
     assert!(
