@@ -82,6 +82,12 @@ impl RecvBatch {
         let (off, len, from) = self.index[i];
         (&self.data[off..off + len], from)
     }
+
+    /// Datagram `i` of the last batch, writable (opened in place), and its sender.
+    pub fn get_mut(&mut self, i: usize) -> (&mut [u8], SocketAddrV4) {
+        let (off, len, from) = self.index[i];
+        (&mut self.data[off..off + len], from)
+    }
 }
 
 /// Collects datagrams (copied into one arena) and sends runs of equal-size datagrams to the

@@ -334,6 +334,11 @@ impl DsmipUdp {
         Ok(DsmipUdp { udp, local })
     }
 
+    /// Receives what is queued, up to `b`'s slots, in one recvmmsg; `WouldBlock` when none.
+    pub fn recv_batch(&self, b: &mut crate::batch::RecvBatch) -> io::Result<usize> {
+        b.recv(&self.udp)
+    }
+
     /// Sends what `b` gathered (runs of equal-size datagrams to one peer as one GSO send,
     /// the rest in one sendmmsg); returns the datagrams the kernel refused.
     pub fn flush(&self, b: &mut crate::batch::SendBatch) -> u64 {

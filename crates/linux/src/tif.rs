@@ -4,7 +4,7 @@
 //! 3948), the IPPROTO_RAW sender for signalling with extension headers, and the capture of
 //! signalling the kernel would discard (see [`crate::raw`]).
 
-use crate::batch::SendBatch;
+use crate::batch::{RecvBatch, SendBatch};
 use crate::raw::{Capture, DsmipUdp, RawIp, RawIpv6Sender, Udp6};
 use crate::tun::BATCH;
 use m6t_proto::dsmip::tif::{
@@ -43,6 +43,14 @@ pub enum TifSource {
 pub const RAW_PROTOCOLS: [u8; 3] = [PROTO_IPV4, PROTO_IPV6, PROTO_ESP];
 
 impl TifSource {
+    /// One of the IPv4 UDP sockets, read in batches ([`TifSockets::recv_batch`]).
+    pub fn batched(self) -> bool {
+        matches!(
+            self,
+            TifSource::Udp | TifSource::UdpNext | TifSource::EspUdp
+        )
+    }
+
     /// Every source, for registration.
     pub const ALL: [TifSource; 11] = [
         TifSource::Udp,
@@ -129,6 +137,24 @@ impl UdpBatches {
 impl Default for UdpBatches {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl DsmipUdp {
+    /// What a datagram `d` from `from` on port 4500 is: ESP (RFC 3948), or IKE and NAT
+    /// keep-alives for the IKE endpoint.
+    fn classify_4500(&self, d: &[u8], from: SocketAddrV4) -> io::Result<TifPacket> {
+        Ok(match classify_udp_4500(d) {
+            Ok(Udp4500::Esp(_)) => TifPacket::Esp {
+                outer: Outer::Udp(from),
+                range: 0..d.len(),
+            },
+            _ => TifPacket::NotEsp {
+                local: SocketAddr::V4(self.local()?),
+                from: SocketAddr::V4(from),
+                len: d.len(),
+            },
+        })
     }
 }
 
@@ -249,17 +275,7 @@ impl TifSockets {
             TifSource::EspUdp => {
                 let u = self.esp_udp.as_ref().ok_or(io::ErrorKind::WouldBlock)?;
                 let (len, from) = u.recv(buf)?;
-                Ok(match classify_udp_4500(&buf[..len]) {
-                    Ok(Udp4500::Esp(_)) => TifPacket::Esp {
-                        outer: Outer::Udp(from),
-                        range: 0..len,
-                    },
-                    _ => TifPacket::NotEsp {
-                        local: SocketAddr::V4(u.local()?),
-                        from: SocketAddr::V4(from),
-                        len,
-                    },
-                })
+                u.classify_4500(&buf[..len], from)
             }
             TifSource::EspUdp6 => {
                 let u = self.esp_udp6.as_ref().ok_or(io::ErrorKind::WouldBlock)?;
@@ -288,6 +304,35 @@ impl TifSockets {
                 len: self.capture.recv(buf)?,
             }),
         }
+    }
+
+    /// Receives what one of the [`TifSource::batched`] sockets has queued, in one recvmmsg:
+    /// the number of datagrams now in `rb`, each read with [`Self::batched_packet`];
+    /// `WouldBlock` when none.
+    pub fn recv_batch(&self, s: TifSource, rb: &mut RecvBatch) -> io::Result<usize> {
+        let u = match s {
+            TifSource::Udp => self.udp.as_ref(),
+            TifSource::UdpNext => self.udp_next.as_ref(),
+            TifSource::EspUdp => self.esp_udp.as_ref(),
+            _ => None,
+        };
+        u.ok_or(io::ErrorKind::WouldBlock)?.recv_batch(rb)
+    }
+
+    /// Datagram `i` of the batch [`Self::recv_batch`] read from `s`, classified as
+    /// [`Self::recv`] does, with the buffer its lengths and ranges refer to.
+    pub fn batched_packet<'b>(
+        &self,
+        s: TifSource,
+        rb: &'b mut RecvBatch,
+        i: usize,
+    ) -> io::Result<(TifPacket, &'b mut [u8])> {
+        let (d, from) = rb.get_mut(i);
+        let p = match (s, &self.esp_udp) {
+            (TifSource::EspUdp, Some(u)) => u.classify_4500(d, from)?,
+            _ => TifPacket::Udp { from, len: d.len() },
+        };
+        Ok((p, d))
     }
 
     /// Sends a data packet the way the machine said.

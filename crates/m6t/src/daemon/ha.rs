@@ -5,7 +5,7 @@
 //! entry on the home link; the binding cache is saved to its file off the packet path.
 
 use super::ike::IkeDriver;
-use super::tif::{from_tunnel, send_signal, to_tunnel};
+use super::tif::{from_tunnel, send_signal, to_tunnel, Buffers};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
     shutdown, start_metrics, with_ike, with_ipsec, write_atomically, DaemonError,
@@ -20,7 +20,7 @@ use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Netlink, MAIN_TABLE};
 use m6t_linux::raw;
 use m6t_linux::runtime::Runtime;
-use m6t_linux::tif::{TifSockets, TifSource, UdpBatches};
+use m6t_linux::tif::{TifSockets, TifSource};
 use m6t_linux::{caps, tun::Tun};
 use m6t_proto::dsmip::binding_cache::Snapshot;
 use m6t_proto::dsmip::home_agent::{HaEvent, HomeAgent};
@@ -411,8 +411,7 @@ impl Driver {
     fn run(&mut self, node: &mut HomeAgent, control: &ControlServer) -> Result<(), DaemonError> {
         let mut tun_rx = self.tun.reader();
         let mut tun_tx = self.tun.writer();
-        let mut batches = UdpBatches::new();
-        let mut buf = vec![0u8; 65536];
+        let mut bufs = Buffers::new();
         // Bindings restored from the file: their routes go in before the first packet.
         let mut next = self.after(node, Instant::now());
         next = publish_metrics(&mut self.metrics, Instant::now(), next, || {
@@ -432,12 +431,12 @@ impl Driver {
             let budget = self.budget.as_ref();
             for &source in ready {
                 match source {
-                    Source::Tun => to_tunnel(&mut tun_rx, socks, &mut batches, node, failures, now)
+                    Source::Tun => to_tunnel(&mut tun_rx, socks, &mut bufs, node, failures, now)
                         .map_err(io("TUN read"))?,
                     Source::Tif(s) => from_tunnel(
                         socks,
                         s,
-                        &mut buf,
+                        &mut bufs,
                         node,
                         &mut tun_tx,
                         ike.as_mut(),

@@ -6,7 +6,7 @@
 //! `tunnel` being used as it is (UMIP's "Tunnel enabled", e.g. the m6t client's m6t0).
 
 use super::ike::IkeDriver;
-use super::tif::{from_tunnel, send_signal, to_tunnel};
+use super::tif::{from_tunnel, send_signal, to_tunnel, Buffers};
 use super::{
     bind_control, counters_with, io, ipsec_gauges, ipsec_upkeep, publish_metrics, serve_reports,
     shutdown, start_metrics, with_ike, with_ipsec, DaemonError,
@@ -19,7 +19,7 @@ use m6t_linux::control::ControlServer;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::netlink::{Monitor, Netlink, RuleSelector, MAIN_TABLE};
 use m6t_linux::runtime::{Runtime, Shutdown};
-use m6t_linux::tif::{TifSockets, TifSource, UdpBatches, RAW_PROTOCOLS};
+use m6t_linux::tif::{TifSockets, TifSource, RAW_PROTOCOLS};
 use m6t_linux::udp::{routable_by, route_source};
 use m6t_linux::{caps, raw, tun::Tun};
 use m6t_proto::dsmip::mobile_node::{MnEvent, MobileNode};
@@ -409,8 +409,7 @@ impl Driver {
     ) -> Result<(), DaemonError> {
         let mut tun_rx = self.tun.reader();
         let mut tun_tx = self.tun.writer();
-        let mut batches = UdpBatches::new();
-        let mut buf = vec![0u8; 65536];
+        let mut bufs = Buffers::new();
         let mut ready = Vec::new();
         let now = Instant::now();
         self.movement(node, now);
@@ -433,7 +432,7 @@ impl Driver {
                     Source::Tun => to_tunnel(
                         &mut tun_rx,
                         &self.socks,
-                        &mut batches,
+                        &mut bufs,
                         node,
                         &self.failures,
                         now,
@@ -442,7 +441,7 @@ impl Driver {
                     Source::Tif(s) => from_tunnel(
                         &self.socks,
                         s,
-                        &mut buf,
+                        &mut bufs,
                         node,
                         &mut tun_tx,
                         self.ike.as_mut(),

@@ -5,6 +5,7 @@
 
 use super::ike::IkeDriver;
 use super::BURST;
+use m6t_linux::batch::RecvBatch;
 use m6t_linux::failures::{Failure, Failures};
 use m6t_linux::tif::{TifPacket, TifSockets, TifSource, UdpBatches};
 use m6t_linux::tun::{TunRx, TunTx};
@@ -101,39 +102,55 @@ macro_rules! tunnel_end {
 tunnel_end!(HomeAgent, HaCounter);
 tunnel_end!(MobileNode, MnCounter);
 
+/// The data path's buffers, allocated once: one packet read at a time (raw sockets, the
+/// capture), batches read from the UDP sockets (recvmmsg), and the UDP datagrams a TUN
+/// drain gathers for GSO sends.
+pub(crate) struct Buffers {
+    one: Vec<u8>,
+    rx: RecvBatch,
+    tx: UdpBatches,
+}
+
+impl Buffers {
+    /// Slots of UDP datagrams read per recvmmsg.
+    const RECV_SLOTS: usize = 16;
+
+    pub(crate) fn new() -> Buffers {
+        Buffers {
+            one: vec![0u8; 65536],
+            rx: RecvBatch::new(Self::RECV_SLOTS),
+            tx: UdpBatches::new(),
+        }
+    }
+}
+
 /// Drains one tunnel-interface socket into the node, and what the node lets through into
 /// the TUN.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn from_tunnel(
     socks: &TifSockets,
     source: TifSource,
-    buf: &mut [u8],
+    bufs: &mut Buffers,
     node: &mut impl TunnelEnd,
     tun_tx: &mut TunTx,
     mut ike: Option<&mut IkeDriver>,
     failures: &Failures,
     now: Instant,
 ) {
-    for _ in 0..BURST {
+    let mut one = |p: TifPacket, buf: &mut [u8]| {
         // Drops are counted by the node under their reason.
-        let verdict = match socks.recv(source, buf) {
-            Ok(TifPacket::Udp { from, len }) => node.udp(now, from, &mut buf[..len]),
-            Ok(TifPacket::IpInIp { src, range }) => node.ip_in_ip(now, src, &mut buf[range]),
-            Ok(TifPacket::Captured { len }) => node.captured(now, &mut buf[..len]),
-            Ok(TifPacket::Esp { outer, range }) => node.esp(now, outer, &mut buf[range]),
+        let verdict = match p {
+            TifPacket::Udp { from, len } => node.udp(now, from, &mut buf[..len]),
+            TifPacket::IpInIp { src, range } => node.ip_in_ip(now, src, &mut buf[range]),
+            TifPacket::Captured { len } => node.captured(now, &mut buf[..len]),
+            TifPacket::Esp { outer, range } => node.esp(now, outer, &mut buf[range]),
             // IKE and NAT-keepalives on port 4500 are not the tunnel's but IKE's.
-            Ok(TifPacket::NotEsp { local, from, len }) => {
+            TifPacket::NotEsp { local, from, len } => {
                 match ike.as_deref_mut() {
                     Some(ike) => ike.datagram(now, local, from, &buf[..len]),
                     None => node.ike_without_ike(),
                 }
-                continue;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            // ICMP errors of earlier sends surface here.
-            Err(e) => {
-                failures.record(Failure::Recv, 1, format_args!("{source:?} receive: {e}"));
-                continue;
+                return;
             }
         };
         if let Verdict::ToTun(p) = verdict {
@@ -143,16 +160,37 @@ pub(crate) fn from_tunnel(
         if let (Some(ike), Some((outer, spi))) = (ike.as_deref_mut(), node.take_unknown_spi()) {
             ike.esp_unknown_spi(now, socks, outer, spi);
         }
+    };
+    for _ in 0..BURST {
+        let r = if source.batched() {
+            socks.recv_batch(source, &mut bufs.rx).map(|n| {
+                for i in 0..n {
+                    if let Ok((p, d)) = socks.batched_packet(source, &mut bufs.rx, i) {
+                        one(p, d);
+                    }
+                }
+            })
+        } else {
+            socks
+                .recv(source, &mut bufs.one)
+                .map(|p| one(p, &mut bufs.one))
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // ICMP errors of earlier sends surface here.
+            Err(e) => failures.record(Failure::Recv, 1, format_args!("{source:?} receive: {e}")),
+        }
     }
     tun_tx.flush();
 }
 
-/// Drains the TUN into the tunnel: the UDP datagrams gathered in `batches` and sent in as
+/// Drains the TUN into the tunnel: the UDP datagrams gathered in `bufs` and sent in as
 /// few calls as the kernel allows once the drain is over.
 pub(crate) fn to_tunnel(
     tun_rx: &mut TunRx,
     socks: &TifSockets,
-    batches: &mut UdpBatches,
+    bufs: &mut Buffers,
     node: &mut impl TunnelEnd,
     failures: &Failures,
     now: Instant,
@@ -167,12 +205,12 @@ pub(crate) fn to_tunnel(
             Encap::Udp { .. } | Encap::EspUdp { .. } => Failure::UdpSend,
             _ => Failure::RawSend,
         };
-        if let Err(err) = socks.encap_batched(e, bytes, batches) {
+        if let Err(err) = socks.encap_batched(e, bytes, &mut bufs.tx) {
             failures.record(reason, 1, format_args!("sending to {e:?}: {err}"));
         }
     });
-    socks.flush(batches);
-    let refused = batches.take_errors();
+    socks.flush(&mut bufs.tx);
+    let refused = bufs.tx.take_errors();
     if refused > 0 {
         failures.record(
             Failure::UdpSend,
