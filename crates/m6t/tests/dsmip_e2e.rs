@@ -58,6 +58,8 @@ fn lab(tag: &str, o: &DsmipOptions) -> Lab {
 
 /// Starts tcpdump on `role`'s eth0 for UDP port 4191 into `file` and waits until it listens.
 fn capture_4191(l: &mut Lab, role: &str, file: &str, extra: &[&str]) -> std::path::PathBuf {
+    // What the wire carries: datagrams one by one, not the daemons' GSO buffers.
+    l.segment_udp_on_links().unwrap();
     let pcap = l.net.dir.join(file);
     let path = pcap.display().to_string();
     let mut args = vec!["tcpdump", "-n", "-U"];

@@ -39,6 +39,8 @@ fn peer(name: &str) -> String {
 
 /// Starts tcpdump on `role`'s eth0 with `filter` into `file` and waits until it listens.
 fn capture(l: &mut Lab, role: &str, file: &str, filter: &str) -> PathBuf {
+    // What the wire carries: datagrams one by one, not the daemons' GSO buffers.
+    l.segment_udp_on_links().unwrap();
     let pcap = l.net.dir.join(file);
     let path = pcap.display().to_string();
     l.net

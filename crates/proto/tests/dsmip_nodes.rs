@@ -359,3 +359,30 @@ fn a_full_binding_cache_refuses_the_next_home_address_and_counts_it() {
     assert_eq!(h.counters().get(HaCounter::BuRefused), 0);
     assert_eq!(h.counters().get(HaCounter::BuAccepted), 1);
 }
+
+/// A route change while a BU is outstanding resends it only when the path of the BU's own
+/// family changed: a BU from an IPv4 care-of address stays put when only the route toward
+/// the home agent's IPv6 address moved (an IPv6 network being left behind), and goes again
+/// at once when the IPv4 one did.
+#[test]
+fn a_route_change_resends_an_outstanding_bu_only_for_its_own_family() {
+    let t0 = Instant::now();
+    let mut m = mn();
+    m.handle_coas(t0, None, Some(Ipv4Addr::new(192, 0, 2, 10)));
+    let first = m
+        .poll_transmit()
+        .expect("the BU from the IPv4 care-of address");
+    assert!(matches!(first, Transmit::Udp { .. }));
+    assert!(m.poll_transmit().is_none());
+    m.paths_changed(t0, true, false);
+    assert!(m.poll_transmit().is_none(), "only the IPv6 path changed");
+    m.paths_changed(t0, false, true);
+    assert_eq!(m.poll_transmit(), Some(first), "the same BU, at once");
+    // Answered: nothing goes on later changes.
+    let mut h = HomeAgent::new(ha_cfg(), a6(HA6));
+    m.paths_changed(t0, false, true);
+    exchange(&mut m, &mut h, t0, true);
+    assert!(registered(&mut m).is_some());
+    m.paths_changed(t0, true, true);
+    assert!(m.poll_transmit().is_none());
+}

@@ -576,6 +576,22 @@ impl Lab {
 }
 
 impl Lab {
+    /// Makes every link of the lab carry UDP as a link without UDP segmentation offload
+    /// does: the daemons' GSO sends (a run of equal-size datagrams as one 64 KiB buffer)
+    /// are cut into datagrams before they leave, so that a capture holds what a wire
+    /// would, one datagram a packet, for tshark to read. TUN devices keep theirs.
+    pub fn segment_udp_on_links(&self) -> LabResult<()> {
+        for role in ["mn", "nat", "gw", "ha", "cn"] {
+            // Not every lab has every role.
+            let _ = self.net.sh(
+                role,
+                "for i in $(ls /sys/class/net); do [ -e /sys/class/net/$i/tun_flags ] || \
+                 ethtool -K $i tx-udp-segmentation off >/dev/null 2>&1; done; true",
+            );
+        }
+        Ok(())
+    }
+
     /// The handover scene of the DSMIPv6 e2e tests: a TCP transfer of `seconds` from the
     /// IPv6 home address to the correspondent (the `tcp_sink.py` / `tcp_source.py` peers of
     /// `peers`), while the mobile node, registered as `first` says, changes its IPv4

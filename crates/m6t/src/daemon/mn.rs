@@ -500,8 +500,9 @@ impl Driver {
             // The same care-of addresses, but the route toward the home agent changed: an
             // IPv6 address that appeared before its default route sent the BU by another
             // interface's route (an m6t tunnel's), where it was lost. Routes elsewhere (a
-            // mobile network's, the home routes) leave an outstanding BU alone.
-            node.paths_changed(now);
+            // mobile network's, the home routes, the other family's) leave an outstanding
+            // BU alone.
+            node.paths_changed(now, paths.0 != self.paths.0, paths.1 != self.paths.1);
         }
         self.paths = paths;
         self.info.candidates = same;

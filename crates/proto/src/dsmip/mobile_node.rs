@@ -695,12 +695,21 @@ impl MobileNode {
         self.pump(now);
     }
 
-    /// The routes changed while the care-of addresses stayed (movement detection, RFC 6275
-    /// section 11.5.1): an outstanding BU may have left by a path that is gone or was the
-    /// wrong one (an address that appeared before its default route), so it goes again now
-    /// instead of at its retransmission time. Nothing when no BU is outstanding.
-    pub fn paths_changed(&mut self, now: Instant) {
-        self.signalling_keyed(now);
+    /// The routes toward the home agent changed while the care-of addresses stayed
+    /// (movement detection, RFC 6275 section 11.5.1): toward its IPv6 address (`v6`), its
+    /// IPv4 address (`v4`), or both. An outstanding BU whose path is among them may have
+    /// left by a path that is gone or was the wrong one (an address that appeared before
+    /// its default route), so it goes again now instead of at its retransmission time.
+    /// Nothing when no BU is outstanding or only the other family's path changed.
+    pub fn paths_changed(&mut self, now: Instant, v6: bool, v4: bool) {
+        let ours = match self.bul.outstanding() {
+            Some(Coa::V6(_)) => v6,
+            Some(Coa::V4(_)) => v4,
+            None => false,
+        };
+        if ours {
+            self.signalling_keyed(now);
+        }
     }
 
     /// Retransmissions, refreshes and ESP keep-alives.

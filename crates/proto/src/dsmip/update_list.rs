@@ -457,6 +457,11 @@ impl BindingUpdateList {
         }
     }
 
+    /// The care-of address of the BU outstanding, if any.
+    pub fn outstanding(&self) -> Option<Coa> {
+        self.pending.as_ref().map(|p| p.coa)
+    }
+
     /// Sends the outstanding BU again now, without counting an attempt or growing its
     /// timeout: the SA protecting it has just been created (RFC 4301 section 5.1: the
     /// packet that waited for an SA goes once the SA exists), so the BU the SPD dropped
