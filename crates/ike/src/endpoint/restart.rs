@@ -41,6 +41,11 @@ impl Endpoint {
         remote: SocketAddr,
         spi: u32,
     ) {
+        // The budget first: a flood of ESP with random SPIs must not cost a walk over
+        // every SA per packet.
+        if self.esp_notice_sent.is_some_and(|t| now < t + NOTICE_GAP) {
+            return;
+        }
         let known = self
             .sas
             .values()
